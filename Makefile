@@ -1,0 +1,43 @@
+# vlpbench: `make help` lists the targets.  Every target that runs code depends on `install`,
+# so `make bench` and `make test` work on a fresh clone with nothing else typed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vlpbench-installed
+# Threads used by measurements (recorded in every result); see README "Protocol".
+THREADS ?= 2
+PROFILE ?= default
+# glibc returns large activations to the OS after every forward unless told not to, which doubles
+# large-image timings on CPU (REFERENCE.md section 7).  Set here so it is in force when Python starts.
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all bench compare accuracy report clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install vlpbench with its test extras (a no-op when nothing changed)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+test: install ## Run the test suite, slow tests left out (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install ## Run every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under reports/bench/
+	$(BIN)/python -m pytest benchmarks/test_embedders.py -q -p no:cacheprovider \
+		--benchmark-json=reports/bench/pytest-benchmark.json --benchmark-columns=median,iqr,rounds \
+		--vlpbench-threads=$(THREADS) --vlpbench-profile=$(PROFILE)
+
+compare: install ## Side-by-side breakdown of ViLT and CLIP (vlpbench compare --arch vilt,clip)
+	$(BIN)/vlpbench compare --arch vilt,clip --threads $(THREADS)
+
+clean: ## Remove build artefacts (keeps .venv and reports)
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Interaction schemes, heads and whole architectures, installed as ``vlpbench.architectures``."""

@@ -1,0 +1,93 @@
+"""An architecture is (visual embedder, text embedder, interaction, head), built from the registries.
+
+``VLPModel.forward`` is the whole pipeline in four named steps, each handed a scoped stage
+function so the harness records ``visual.*`` (VE), ``text.*`` (TE), ``interaction.*`` (MI) and
+``head.*`` (head) without the parts knowing about each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from vlpbench.registry import HEAD, INTERACTION, TEXT, VISUAL
+from vlpbench.stages import StageFn, null_stage, scoped
+from vlpbench.types import InteractionOutput
+
+
+@dataclass
+class ArchConfig:
+    visual: str                      # VISUAL registry name
+    text: str                        # TEXT registry name
+    interaction: str                 # INTERACTION registry name
+    head: Optional[str] = None       # HEAD registry name, or None for the bare interaction output
+    visual_overrides: Dict[str, Any] = field(default_factory=dict)       # config overrides per component
+    text_overrides: Dict[str, Any] = field(default_factory=dict)
+    interaction_overrides: Dict[str, Any] = field(default_factory=dict)
+    head_overrides: Dict[str, Any] = field(default_factory=dict)
+    tiny: bool = False               # build every component at its tiny (test) size
+
+
+@dataclass
+class VLPOutput:
+    interaction: InteractionOutput
+    head: Optional[Dict[str, torch.Tensor]] = None
+
+
+class VLPModel(nn.Module):
+    def __init__(self, visual: nn.Module, text: nn.Module, interaction: nn.Module, head: Optional[nn.Module] = None):
+        super().__init__()
+        self.visual = visual
+        self.text = text
+        self.interaction = interaction
+        self.head = head
+
+    @classmethod
+    def from_config(cls, cfg: ArchConfig) -> "VLPModel":
+        visual = VISUAL.build(cfg.visual, tiny=cfg.tiny, **cfg.visual_overrides)
+        text = TEXT.build(cfg.text, tiny=cfg.tiny, **cfg.text_overrides)
+        interaction = INTERACTION.build(
+            cfg.interaction, tiny=cfg.tiny,
+            context={"visual_spec": visual.output_spec(), "text_spec": text.output_spec()},
+            **cfg.interaction_overrides,
+        )
+        head = None
+        if cfg.head is not None:
+            head = HEAD.build(cfg.head, tiny=cfg.tiny, context={"in_dim": interaction.output_dim},
+                              **cfg.head_overrides)
+        return cls(visual, text, interaction, head)
+
+    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
+        inputs = dict(self.visual.make_inputs(batch_size, generator=generator, device=device))
+        inputs.update(self.text.make_inputs(batch_size, generator=generator, device=device))
+        return inputs
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                stage: StageFn = null_stage, **kwargs: Any) -> VLPOutput:
+        visual = self.visual(pixel_values=pixel_values, stage=scoped(stage, "visual", "VE"))
+        text = self.text(input_ids=input_ids, attention_mask=attention_mask, stage=scoped(stage, "text", "TE"))
+        out = self.interaction(visual, text, stage=scoped(stage, "interaction", "MI"))
+        head_out = None
+        if self.head is not None:
+            head_out = self.head(out, stage=scoped(stage, "head", "head"), **kwargs)
+        return VLPOutput(out, head_out)
+
+    def stage_names(self) -> List[str]:
+        names = [f"visual.{n}" for n in self.visual.stage_names()]
+        names += [f"text.{n}" for n in self.text.stage_names()]
+        names += [f"interaction.{n}" for n in self.interaction.stage_names()]
+        if self.head is not None:
+            names += [f"head.{n}" for n in self.head.stage_names()]
+        return names
+
+    def workload(self) -> Dict[str, Any]:
+        w = dict(self.visual.workload())
+        w.update(self.text.workload())
+        return w
+
+
+def build_architecture(cfg: ArchConfig) -> VLPModel:
+    return VLPModel.from_config(cfg)

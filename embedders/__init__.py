@@ -1,0 +1,1 @@
+"""Visual and text embedders, installed as ``vlpbench.embedders``."""

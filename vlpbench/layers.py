@@ -1,0 +1,140 @@
+"""Shared transformer layers used by embedders and architectures.
+
+All attention goes through ``torch.nn.functional.scaled_dot_product_attention`` with a fused
+QKV projection for self-attention.  Weight layouts are documented so that loaders can map
+transformers / open_clip checkpoints (which keep separate q, k, v) by concatenation.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuickGELU(nn.Module):
+    """CLIP's activation: x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_act(name: str) -> nn.Module:
+    acts = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "quick_gelu": QuickGELU, "relu": nn.ReLU}
+    if name not in acts:
+        raise ValueError(f"invalid activation {name!r}; accepted: {', '.join(acts)}")
+    return acts[name]()
+
+
+def padding_to_attn_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """[B, T] bool (True = real token) -> additive [B, 1, 1, T] mask for SDPA, or None if all real."""
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias = bias.masked_fill(~mask.bool(), torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
+class Attention(nn.Module):
+    """Multi-head attention.
+
+    Self-attention uses one fused ``qkv`` Linear(dim, 3*dim) laid out [q; k; v].  Cross-attention
+    (``kv_dim`` given) uses ``q`` Linear(dim, inner) and a fused ``kv`` Linear(kv_dim, 2*inner).
+    ``inner`` defaults to ``dim`` (ViLBERT's co-attention uses a separate bi-hidden width).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, kv_dim: Optional[int] = None, inner_dim: Optional[int] = None,
+                 out_dim: Optional[int] = None, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        inner = inner_dim or dim
+        if inner % num_heads:
+            raise ValueError(f"attention width {inner} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = inner // num_heads
+        self.cross = kv_dim is not None
+        if self.cross:
+            self.q = nn.Linear(dim, inner, bias=qkv_bias)
+            self.kv = nn.Linear(kv_dim, 2 * inner, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, out_dim or dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, H*Dh) -> (B, H, T, Dh)
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
+                attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+        """x [B, T, D], context [B, S, kv_dim] (cross only), attn_mask additive [B, 1, T|1, S] -> [B, T, out]."""
+        if self.cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context tensor")
+            q = self._heads(self.q(x))
+            k, v = self.kv(context).chunk(2, dim=-1)
+            k, v = self._heads(k), self._heads(v)
+        else:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        if attn_mask is not None and attn_mask.dtype != q.dtype and attn_mask.dtype != torch.bool:
+            attn_mask = attn_mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0,
+            is_causal=is_causal and attn_mask is None,
+        )
+        b, h, t, d = out.shape
+        out = out.transpose(1, 2).reshape(b, t, h * d)  # (B, H, T, Dh) -> (B, T, H*Dh)
+        return self.proj_drop(self.proj(out))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", drop: float = 0.0, out_dim: Optional[int] = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_act(act)
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """A transformer layer: attention + MLP, each residual.
+
+    ``norm_first=True`` is the ViT / CLIP (pre-norm) layout: x + attn(ln1(x)); x + mlp(ln2(x)).
+    ``norm_first=False`` is the BERT (post-norm) layout: ln1(x + attn(x)); ln2(x + mlp(x)).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, norm_first: bool = True, act: str = "gelu",
+                 eps: float = 1e-6, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0):
+        super().__init__()
+        self.norm_first = norm_first
+        self.ln1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.ln2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, mlp_dim, act=act, drop=drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.attn(self.ln1(x), attn_mask=attn_mask, is_causal=is_causal)
+            return x + self.mlp(self.ln2(x))
+        x = self.ln1(x + self.attn(x, attn_mask=attn_mask, is_causal=is_causal))
+        return self.ln2(x + self.mlp(x))
+
+
+class Encoder(nn.Module):
+    """A stack of :class:`Block` layers."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int, **block_kwargs):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(dim, num_heads, mlp_dim, **block_kwargs) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, attn_mask=attn_mask, is_causal=is_causal)
+        return x

@@ -1,0 +1,97 @@
+"""Structured values that travel between embedders, interactions and heads.
+
+Shapes use B = batch, N = visual tokens, L = text tokens, D = width.
+Masks are boolean with ``True`` for a real token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+
+
+@dataclass
+class TokenSpec:
+    """What an embedder emits, declared before anything runs (cf. detectron2 ShapeSpec).
+
+    Interactions are built against this, so any embedder can feed any interaction.
+    """
+
+    dim: int                          # D, width of each token
+    num_tokens: Optional[int] = None  # N or L for the configured input; None if data-dependent
+    has_boxes: bool = False           # VisualTokens.boxes is filled (region features)
+    has_cls: bool = False             # the first token is a summary ([CLS] / class token / whole image)
+    modality: str = "vision"          # "vision" or "text"
+    pooled: bool = False              # the output carries a pooled vector (CLIP text tower)
+
+
+@dataclass
+class VisualTokens:
+    """Output of a visual embedder.
+
+    features: [B, N, D]; mask: [B, N] bool; boxes: [B, N, 4] normalised (x1, y1, x2, y2) in [0, 1],
+    only for region features; pooled: [B, D] when the embedder pools; extras: workload facts measured
+    in the forward (e.g. ``num_proposals``), recorded by the harness.
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    boxes: Optional[torch.Tensor] = None
+    pooled: Optional[torch.Tensor] = None
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextTokens:
+    """Output of a text embedder: features [B, L, D], mask [B, L] bool, optional pooled [B, D]."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    pooled: Optional[torch.Tensor] = None
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InteractionOutput:
+    """Output of an interaction.
+
+    Dual encoders (VSE, CLIP) fill ``image_embeds`` [B, E] / ``text_embeds`` [B, E] and ``logits_per_image``
+    [B, B]; fusion models (ViLBERT, ViLT) fill ``last_hidden_state`` [B, T, D] (text tokens first, then visual
+    tokens, with ``text_len`` saying where the split is) and ``pooler_output`` [B, D].
+    """
+
+    last_hidden_state: Optional[torch.Tensor] = None
+    pooler_output: Optional[torch.Tensor] = None
+    image_embeds: Optional[torch.Tensor] = None
+    text_embeds: Optional[torch.Tensor] = None
+    logits_per_image: Optional[torch.Tensor] = None
+    text_len: Optional[int] = None
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+
+class Benchmarkable:
+    """The interface every registered module (embedder, architecture) offers the harness.
+
+    This is documentation plus a structural check (:func:`check_benchmarkable`); modules do not
+    need to inherit from it.
+
+    * ``make_inputs(batch_size, *, generator, device) -> dict[str, Tensor]``: seeded inputs of the
+      configured size (images as float pixel values in [0, 1] of the configured H x W; token ids of
+      the configured length), created directly on ``device``.
+    * ``forward(**inputs, stage=null_stage)``: the computation, with each timed piece inside
+      ``with stage("name"):`` (see :mod:`vlpbench.stages`).
+    * ``stage_names() -> list[str]``: the leaf stage names the forward emits (relative to the
+      module's scope), in order.
+    * ``workload() -> dict``: the configured workload (image size, text length, regions, ...).
+    * embedders also have ``output_spec() -> TokenSpec``.
+    """
+
+    REQUIRED = ("make_inputs", "forward", "stage_names", "workload")
+
+
+def check_benchmarkable(module: object) -> None:
+    missing = [m for m in Benchmarkable.REQUIRED if not callable(getattr(module, m, None))]
+    if missing:
+        raise TypeError(f"{type(module).__name__} lacks {', '.join(missing)} required by the harness")
