@@ -25,6 +25,7 @@ class TokenSpec:
     has_cls: bool = False             # the first token is a summary ([CLS] / class token / whole image)
     modality: str = "vision"          # "vision" or "text"
     pooled: bool = False              # the output carries a pooled vector (CLIP text tower)
+    pooled_dim: Optional[int] = None  # width of that pooled vector when it differs from dim (None = dim)
 
 
 @dataclass
