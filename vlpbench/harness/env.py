@@ -1,0 +1,110 @@
+"""The environment a number was measured in, captured into every result."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import vlpbench
+from vlpbench.errors import VlpbenchError
+
+# Default thread count for measurements.  See README "Protocol": on the 2-core CI machine two
+# intra-op threads were measured against one; the choice and its measurement are recorded there.
+DEFAULT_THREADS = 2
+ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "LD_PRELOAD")
+
+
+def _git(*args: str) -> Optional[str]:
+    root = Path(vlpbench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> Dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")
+    dirty = None
+    if commit is not None:
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = bool(status) if status is not None else None
+    return {"commit": commit, "dirty": dirty}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_threads(threads: int, interop: Optional[int] = None) -> Dict[str, int]:
+    """Set torch's intra-op (and, if not yet fixed, inter-op) thread counts; return what is in force."""
+    import torch
+
+    if not isinstance(threads, int) or threads < 1:
+        raise VlpbenchError(f"invalid thread count {threads!r}; accepted: an integer >= 1 (this machine has {os.cpu_count()} CPUs)")
+    torch.set_num_threads(threads)
+    if interop is not None and interop != torch.get_num_interop_threads():
+        try:
+            torch.set_num_interop_threads(interop)
+        except RuntimeError as exc:  # torch allows this once, before any parallel work
+            raise VlpbenchError(f"cannot set inter-op threads to {interop} in this process: {exc}") from exc
+    return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+
+
+def _version(mod: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(mod)
+    except PackageNotFoundError:
+        return None
+
+
+def capture(device: str = "cpu", dtype: str = "float32", amp: bool = False) -> Dict[str, Any]:
+    import torch
+
+    cuda = str(device).startswith("cuda")
+    env: Dict[str, Any] = {
+        "vlpbench": vlpbench.__version__,
+        "git": git_state(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "transformers": _version("transformers"),
+        "timm": _version("timm"),
+        "device": str(device),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
+        "dtype": dtype,
+        "autocast": bool(amp),
+        "allocator": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
+        "host": socket.gethostname(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+    }
+    if cuda:
+        idx = torch.device(device).index or 0
+        env.update({
+            "gpu": torch.cuda.get_device_name(idx),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        })
+    else:
+        env.update({"gpu": None, "cuda": torch.version.cuda, "cudnn": None,
+                    "tf32_matmul": None, "tf32_cudnn": None, "cudnn_benchmark": None})
+    return env

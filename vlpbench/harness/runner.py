@@ -1,0 +1,284 @@
+"""Measure one configuration and turn it into a result record; measure many with resume.
+
+A :class:`RunSpec` names what to build (a registered architecture, or one embedder) and how to
+measure it.  :func:`run_spec` does it in this process; :func:`run_isolated` does it in a fresh
+subprocess (the default for sweeps and the CLI) so that peak RSS belongs to that configuration
+alone and glibc's allocator settings are in force from process start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from vlpbench.errors import VlpbenchError
+from vlpbench.store import SCHEMA, RunDir, config_key
+
+from .protocol import Protocol
+
+COMPONENTS = {"arch": ("arch", None, None), "visual": ("visual", "visual", "VE"), "text": ("text", "text", "TE")}
+DTYPES = ("float32", "bfloat16", "float16")
+RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+
+
+@dataclass
+class RunSpec:
+    target: str                                   # registry name (or alias) of the architecture / embedder
+    component: str = "arch"                       # "arch", "visual" or "text": which registry `target` is in
+    overrides: Dict[str, Any] = field(default_factory=dict)  # config overrides for the preset
+    workload: Dict[str, Any] = field(default_factory=dict)   # image_size [H, W], text_len, regions (see apply_workload)
+    device: str = "cpu"                           # "cpu", "cuda" or "cuda:N"
+    dtype: str = "float32"                        # float32, bfloat16, float16 (weights and inputs, or autocast dtype)
+    amp: bool = False                             # autocast to `dtype` instead of casting the model
+    batch_size: int = 1
+    threads: int = 2                              # torch intra-op threads (recorded)
+    seed: int = 0                                 # seeds the inputs (and random init)
+    tiny: bool = False                            # build the tiny test-size variant
+    protocol: Protocol = field(default_factory=Protocol)
+    count_flops: bool = True
+    taxonomy_factor: float = 3.0
+
+    def validate(self) -> "RunSpec":
+        import torch
+
+        if self.component not in COMPONENTS:
+            raise VlpbenchError(f"invalid component {self.component!r}; accepted: {', '.join(COMPONENTS)}")
+        dev = str(self.device)
+        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise VlpbenchError(f"invalid device {dev!r}; accepted: cpu, cuda, cuda:N")
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise VlpbenchError(f"device {dev!r} requested but CUDA is not available here; accepted: cpu")
+        if dev.startswith("cuda:") and int(dev[5:]) >= torch.cuda.device_count():
+            raise VlpbenchError(f"device {dev!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+        if self.dtype not in DTYPES:
+            raise VlpbenchError(f"invalid dtype {self.dtype!r}; accepted: {', '.join(DTYPES)}")
+        if self.dtype == "float16" and dev == "cpu":
+            raise VlpbenchError("dtype 'float16' is not supported on cpu; accepted on cpu: float32, bfloat16")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise VlpbenchError(f"invalid batch size {self.batch_size!r}; accepted: an integer >= 1")
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise VlpbenchError(f"invalid thread count {self.threads!r}; accepted: an integer >= 1")
+        if not self.taxonomy_factor >= 1:
+            raise VlpbenchError(f"invalid taxonomy factor {self.taxonomy_factor!r}; accepted: a number >= 1")
+        self.protocol.validate()
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        d["protocol"] = Protocol(**d.get("protocol", {}))
+        return cls(**d)
+
+    def key(self) -> str:
+        """Identity of the configuration (what is measured, not the protocol's iteration counts)."""
+        d = self.to_dict()
+        d.pop("protocol")
+        return config_key(d)
+
+
+def _registry(component: str):
+    from vlpbench.presets import load_all
+    from vlpbench.registry import ARCH, TEXT, VISUAL
+
+    load_all()
+    return {"arch": ARCH, "visual": VISUAL, "text": TEXT}[component]
+
+
+WORKLOAD_FIELDS = {
+    "image_size": ("image_size",),
+    "text_len": ("text_len", "max_len", "max_text_len", "context_length", "seq_len"),
+    "regions": ("num_regions", "regions", "top_k"),
+}
+
+
+def _apply_to(cfg: Any, what: str, workload: Dict[str, Any], only: Iterable[str]) -> Dict[str, Any]:
+    """Overrides that set ``workload`` keys in ``only`` on a component config; error if unsupported."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    out: Dict[str, Any] = {}
+    for key in only:
+        if key not in workload:
+            continue
+        field_name = next((f for f in WORKLOAD_FIELDS[key] if f in names), None)
+        if field_name is None:
+            raise VlpbenchError(f"{what} has no {key} to set (its options: {', '.join(sorted(names))})")
+        value = workload[key]
+        out[field_name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) -> Any:
+    """Return ``cfg`` with the workload (image size, text length, regions) applied to the right fields."""
+    unknown = sorted(set(workload) - set(WORKLOAD_FIELDS))
+    if unknown:
+        raise VlpbenchError(f"invalid workload key(s) {', '.join(unknown)}; accepted: {', '.join(WORKLOAD_FIELDS)}")
+    if not workload:
+        return cfg
+    if component == "visual":
+        return dataclasses.replace(cfg, **_apply_to(cfg, f"visual embedder {entry.name!r}", workload, ("image_size", "regions")))
+    if component == "text":
+        return dataclasses.replace(cfg, **_apply_to(cfg, f"text embedder {entry.name!r}", workload, ("text_len",)))
+    from vlpbench.registry import TEXT, VISUAL
+
+    vis_entry, txt_entry = VISUAL.get(cfg.visual), TEXT.get(cfg.text)
+    vis_cfg = vis_entry.make_config(tiny=cfg.tiny, **cfg.visual_overrides)
+    txt_cfg = txt_entry.make_config(tiny=cfg.tiny, **cfg.text_overrides)
+    vis = _apply_to(vis_cfg, f"visual embedder {cfg.visual!r} of {entry.name!r}", workload, ("image_size", "regions"))
+    txt = _apply_to(txt_cfg, f"text embedder {cfg.text!r} of {entry.name!r}", workload, ("text_len",))
+    return dataclasses.replace(cfg, visual_overrides={**cfg.visual_overrides, **vis},
+                               text_overrides={**cfg.text_overrides, **txt})
+
+
+def build_target(spec: RunSpec):
+    """Build the module for ``spec`` (eval mode) and return (module, registry entry, config)."""
+    import torch
+
+    reg = _registry(spec.component)
+    entry = reg.get(spec.target)
+    torch.manual_seed(spec.seed)
+    cfg = entry.make_config(tiny=spec.tiny, **spec.overrides)
+    cfg = apply_workload(entry, cfg, spec.workload, spec.component)
+    module = entry.builder(cfg)
+    return module.eval(), entry, cfg
+
+
+def _config_dict(cfg: Any) -> Dict[str, Any]:
+    return asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+
+
+def _params(module) -> Dict[str, Any]:
+    out = {"total": int(sum(p.numel() for p in module.parameters()))}
+    for part in ("visual", "text", "interaction", "head"):
+        sub = getattr(module, part, None)
+        if sub is not None and hasattr(sub, "parameters"):
+            out[part] = int(sum(p.numel() for p in sub.parameters()))
+    return out
+
+
+def _cast_inputs(inputs: Dict[str, Any], dtype) -> Dict[str, Any]:
+    return {k: (v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in inputs.items()}
+
+
+def _extras(output: Any) -> Dict[str, Any]:
+    """Workload facts measured in the forward (e.g. proposals kept), found on the output."""
+    found: Dict[str, Any] = {}
+    for obj in (output, getattr(output, "interaction", None)):
+        ex = getattr(obj, "extras", None)
+        if isinstance(ex, dict):
+            found.update({k: v for k, v in ex.items() if isinstance(v, (int, float, str, bool, list))})
+    return found
+
+
+def run_spec(spec: RunSpec, isolated: bool = False, drive: Optional[Callable[[Any], None]] = None) -> Dict[str, Any]:
+    """Measure ``spec`` in this process and return its result record.
+
+    ``drive(measurement)``, if given, runs the instrumented iterations itself (pytest-benchmark does
+    this in ``benchmarks/``); otherwise the protocol runs them.
+    """
+    import torch
+
+    from vlpbench.stages import scoped
+
+    from . import env as envmod
+    from .flops import count_flops
+    from .memory import MemoryMonitor
+    from .protocol import Measurement
+    from .taxonomy import classify
+
+    spec.validate()
+    threads = envmod.set_threads(spec.threads)
+    module, entry, cfg = build_target(spec)
+    device = torch.device(spec.device)
+    dtype = getattr(torch, spec.dtype)
+    module.to(device)
+    if not spec.amp and dtype != torch.float32:
+        module.to(dtype)
+    gen = torch.Generator(device=device).manual_seed(spec.seed)
+    inputs = module.make_inputs(spec.batch_size, generator=gen, device=device)
+    if not spec.amp:
+        inputs = _cast_inputs(inputs, dtype)
+    _, prefix, group = COMPONENTS[spec.component]
+    autocast = torch.autocast(device.type, dtype=dtype) if spec.amp else contextlib.nullcontext()
+
+    def fn(stage):
+        with torch.inference_mode(), autocast:
+            return module(**inputs, stage=scoped(stage, prefix, group) if prefix else stage)
+
+    m = Measurement(fn, spec.device, spec.protocol)
+    with MemoryMonitor(spec.device, isolated=isolated) as mem:
+        m.warmup()
+        m.calibrate_empty_stage()
+        if drive is not None:
+            drive(m)
+        while not m.done():
+            m.instrumented_iteration()
+            if spec.protocol.uninstrumented:
+                m.uninstrumented_iteration()
+    timing = m.result()
+    memory = mem.result()
+    extras = _extras(m.last_output)
+    flops = count_flops(fn) if spec.count_flops else None
+
+    workload = {"batch_size": spec.batch_size, **module.workload(), **{f"measured.{k}": v for k, v in extras.items()}}
+    record: Dict[str, Any] = {
+        "schema": SCHEMA, "kind": "latency", "key": spec.key(), "arch": entry.name,
+        "component": spec.component, "spec": spec.to_dict(), "config": _config_dict(cfg),
+        "workload": workload, "protocol": {**spec.protocol.to_dict(), "warmup_used": spec.protocol.warmup_for(spec.device)},
+        **timing, "params": _params(module), "flops": flops, "memory": memory,
+        "paper": dict(entry.paper), "env": {**envmod.capture(spec.device, spec.dtype, spec.amp), "threads": threads},
+        "status": "ok",
+    }
+    if spec.component == "arch":
+        g = timing["groups"]
+        med = lambda k: g[k]["median_ms"] if k in g else 0.0  # noqa: E731
+        record["taxonomy"] = classify(med("VE"), med("TE"), med("MI"), spec.taxonomy_factor,
+                                      paper_class=entry.paper.get("class"))
+    return record
+
+
+def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None) -> Dict[str, Any]:
+    """Measure ``spec`` in a fresh Python process (exact peak RSS; allocator settings from start)."""
+    spec.validate()
+    env = dict(os.environ)
+    env.setdefault("GLIBC_TUNABLES", RECOMMENDED_GLIBC_TUNABLES)
+    with tempfile.TemporaryDirectory(prefix="vlpbench-") as tmp:
+        out = os.path.join(tmp, "record.json")
+        proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],
+                              input=json.dumps(spec.to_dict()), text=True, capture_output=True, env=env,
+                              timeout=timeout_s)
+        if os.path.exists(out):
+            result = json.loads(open(out).read())
+            if "error" in result:
+                raise VlpbenchError(result["error"])
+            return result
+        raise RuntimeError(f"measurement of {spec.target!r} failed in its subprocess (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-4000:]}")
+
+
+def run_many(specs: Iterable[RunSpec], run_dir: RunDir, isolated: bool = True,
+             progress: Optional[Callable[[str, RunSpec], None]] = None) -> List[Dict[str, Any]]:
+    """Measure every spec into ``run_dir``, skipping those whose record is already complete (resume)."""
+    records = []
+    specs = [s.validate() for s in specs]
+    for spec in specs:
+        key = spec.key()
+        if run_dir.has(key):
+            if progress:
+                progress("skip", spec)
+            records.append(json.loads(run_dir.record_path(key).read_text()))
+            continue
+        if progress:
+            progress("run", spec)
+        rec = run_isolated(spec) if isolated else run_spec(spec)
+        run_dir.write(rec)
+        records.append(rec)
+    return records

@@ -1,0 +1,142 @@
+"""Stage timer: ``with timer.stage("visual.rpn.nms", "VE"): ...``.
+
+CPU: ``time.perf_counter_ns`` at stage entry and exit.
+CUDA: a pair of CUDA events per stage and per iteration, recorded on the current stream with no
+host synchronisation inside the iteration; :meth:`StageTimer.end_iteration` synchronises once and
+then reads every event.  Wall time of the iteration is recorded as well.
+
+Clocks, events and the synchronise call are injectable so that both code paths are testable on
+a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional
+
+from vlpbench.stages import GROUPS
+
+
+@dataclass
+class _Record:
+    name: str
+    group: str
+    parent: Optional[int]
+    start: object = None
+    end: object = None
+
+
+@dataclass
+class IterationSample:
+    """One timed iteration.
+
+    total_ms: end-to-end time of the iteration (CUDA: between the first and last event).
+    wall_ms: host wall-clock time including the final synchronisation.
+    stages: stage name -> ms, summed when a name repeats within the iteration.
+    groups: stage name -> group; leaves: names that never enclosed another stage.
+    count: number of stage entries in the iteration.
+    """
+
+    total_ms: float
+    wall_ms: float
+    stages: Dict[str, float] = field(default_factory=dict)
+    groups: Dict[str, str] = field(default_factory=dict)
+    leaves: List[str] = field(default_factory=list)
+    order: List[str] = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def leaf_sum_ms(self) -> float:
+        return sum(self.stages[n] for n in self.leaves)
+
+
+class StageTimer:
+    def __init__(self, device: str = "cpu", *, clock: Callable[[], int] = time.perf_counter_ns,
+                 event_factory: Optional[Callable[[], object]] = None,
+                 synchronize: Optional[Callable[[], None]] = None) -> None:
+        self.cuda = str(device).startswith("cuda")
+        self._clock = clock
+        if self.cuda:
+            import torch
+
+            self._event_factory = event_factory or (lambda: torch.cuda.Event(enable_timing=True))
+            self._synchronize = synchronize or torch.cuda.synchronize
+        else:
+            self._event_factory = event_factory
+            self._synchronize = synchronize
+        self._records: List[_Record] = []
+        self._stack: List[int] = []
+        self._iter_start = None
+        self._wall_start = 0
+        self._active = False
+
+    # -- timestamps -------------------------------------------------------------------------
+    def _mark(self) -> object:
+        if self.cuda:
+            ev = self._event_factory()
+            ev.record()
+            return ev
+        return self._clock()
+
+    def _elapsed_ms(self, start: object, end: object) -> float:
+        if self.cuda:
+            return float(start.elapsed_time(end))  # CUDA events report milliseconds
+        return (end - start) / 1e6
+
+    # -- iteration --------------------------------------------------------------------------
+    def begin_iteration(self) -> None:
+        if self._active:
+            raise RuntimeError("begin_iteration called twice without end_iteration")
+        self._records = []
+        self._stack = []
+        self._active = True
+        self._wall_start = self._clock()
+        self._iter_start = self._mark()
+
+    @contextmanager
+    def stage(self, name: str, group: Optional[str] = None) -> Iterator[None]:
+        if not self._active:
+            raise RuntimeError(f"stage {name!r} entered outside begin_iteration/end_iteration")
+        group = group or "other"
+        if group not in GROUPS:
+            raise ValueError(f"invalid stage group {group!r} for {name!r}; accepted: {', '.join(GROUPS)}")
+        rec = _Record(name, group, self._stack[-1] if self._stack else None)
+        self._records.append(rec)
+        self._stack.append(len(self._records) - 1)
+        rec.start = self._mark()
+        try:
+            yield
+        finally:
+            rec.end = self._mark()
+            self._stack.pop()
+
+    def end_iteration(self) -> IterationSample:
+        if not self._active:
+            raise RuntimeError("end_iteration called without begin_iteration")
+        iter_end = self._mark()
+        if self.cuda:
+            self._synchronize()  # one host sync per iteration, before any event is read
+        wall_end = self._clock()
+        self._active = False
+        if self._stack:
+            raise RuntimeError(f"stage {self._records[self._stack[-1]].name!r} was not closed")
+        sample = IterationSample(
+            total_ms=self._elapsed_ms(self._iter_start, iter_end),
+            wall_ms=(wall_end - self._wall_start) / 1e6,
+            count=len(self._records),
+        )
+        parents = {r.parent for r in self._records if r.parent is not None}
+        parent_names = {self._records[i].name for i in parents}
+        for i, rec in enumerate(self._records):
+            ms = self._elapsed_ms(rec.start, rec.end)
+            if rec.name not in sample.stages:
+                sample.order.append(rec.name)
+                sample.stages[rec.name] = 0.0
+            sample.stages[rec.name] += ms
+            prev = sample.groups.setdefault(rec.name, rec.group)
+            if prev != rec.group:
+                raise ValueError(f"stage {rec.name!r} recorded in groups {prev!r} and {rec.group!r}")
+        sample.leaves = [n for n in sample.order if n not in parent_names]
+        return sample
