@@ -12,6 +12,7 @@ import importlib
 # Modules registering presets, in dependency order (embedders before the architectures
 # that name them).  Add a family by appending its module name.
 PRESET_MODULES = (
+    "transformer",
 )
 
 _loaded = False

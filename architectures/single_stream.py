@@ -1,0 +1,146 @@
+"""ViLT's single-stream interaction: one transformer over [text tokens; visual tokens].
+
+Stages: ``fuse`` (project to the width, add box-location and modality-type embeddings, concatenate,
+build the padding mask) -> ``encoder`` (the pre-norm layers and the final LayerNorm) -> ``pooler``
+(Linear + tanh on the first token, the text [CLS]).
+
+It takes any visual embedder: tokens of another width are projected by a Linear, and region
+features (``TokenSpec.has_boxes``) get UNITER's 7-d location encoding (x1, y1, x2, y2, w, h, w*h) ->
+Linear, added to the projected feature.  Weight names follow :mod:`vlpbench.layers` so
+:mod:`architectures.loaders` can map transformers' ``ViltModel`` onto it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.layers import Encoder, padding_to_attn_mask
+from vlpbench.stages import StageFn, null_stage
+from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
+
+DEFAULT_TOKENS = {"vision": 36, "text": 40}  # token counts for make_inputs when a spec leaves them open
+
+
+@dataclass
+class SingleStreamConfig:
+    width: int = 768            # transformer width (ViT-B/32)
+    depth: int = 12             # layers
+    heads: int = 12             # attention heads
+    mlp_dim: int = 3072         # MLP hidden width
+    act: str = "gelu"           # MLP activation
+    eps: float = 1e-12          # LayerNorm eps (ViLT keeps BERT's 1e-12)
+    modality_types: int = 2     # modality-type embedding rows (0 text, 1 image; NLVR2 adds 2)
+    dropout: float = 0.0        # hidden / attention dropout (training only)
+
+
+def box_features(boxes: torch.Tensor) -> torch.Tensor:
+    """UNITER's location feature: boxes [B, N, 4] (x1, y1, x2, y2 in [0, 1]) -> [B, N, 7] (+ w, h, w*h)."""
+    wh = boxes[..., 2:] - boxes[..., :2]  # [B, N, 2]
+    return torch.cat([boxes, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
+
+
+def make_interaction_inputs(visual_spec: TokenSpec, text_spec: TokenSpec, batch_size: int, *,
+                            generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    """Seeded embedder outputs matching the specs: {"visual": VisualTokens, "text": TextTokens}."""
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, device=generator.device).to(device)
+
+    n = visual_spec.num_tokens or DEFAULT_TOKENS["vision"]
+    length = text_spec.num_tokens or DEFAULT_TOKENS["text"]
+    boxes = None
+    if visual_spec.has_boxes:
+        xy = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
+        wh = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
+        boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
+    visual = VisualTokens(rand(batch_size, n, visual_spec.dim), torch.ones(batch_size, n, dtype=torch.bool, device=device),
+                          boxes=boxes, pooled=rand(batch_size, visual_spec.pooled_dim or visual_spec.dim)
+                          if visual_spec.pooled else None)
+    text = TextTokens(rand(batch_size, length, text_spec.dim), torch.ones(batch_size, length, dtype=torch.bool, device=device),
+                      pooled=rand(batch_size, text_spec.pooled_dim or text_spec.dim) if text_spec.pooled else None)
+    return {"visual": visual, "text": text}
+
+
+def check_tokens(visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec, text_spec: TokenSpec) -> None:
+    """Up-front checks that the tokens match the specs the interaction was built against."""
+    if visual.features.shape[-1] != visual_spec.dim:
+        raise bad_value("visual token width", visual.features.shape[-1], f"{visual_spec.dim} (the visual spec)")
+    if text.features.shape[-1] != text_spec.dim:
+        raise bad_value("text token width", text.features.shape[-1], f"{text_spec.dim} (the text spec)")
+    if visual.features.shape[0] != text.features.shape[0]:
+        raise bad_value("batch sizes (visual, text)", (visual.features.shape[0], text.features.shape[0]), "equal sizes")
+    if visual_spec.has_boxes and visual.boxes is None:
+        raise VlpbenchError("visual tokens carry no boxes but the visual spec has_boxes=True; accepted: "
+                            "VisualTokens.boxes [B, N, 4]")
+
+
+class SingleStreamInteraction(nn.Module):
+    """(VisualTokens [B, N, Dv], TextTokens [B, L, Dt]) -> InteractionOutput(last_hidden_state [B, L + N, W],
+    pooler_output [B, W], text_len=L)."""
+
+    def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, width: int = 768, depth: int = 12,
+                 heads: int = 12, mlp_dim: int = 3072, *, act: str = "gelu", eps: float = 1e-12,
+                 modality_types: int = 2, dropout: float = 0.0):
+        super().__init__()
+        if width % heads:
+            raise bad_value("width", width, f"a multiple of heads={heads}")
+        self.visual_spec, self.text_spec = visual_spec, text_spec
+        self.output_dim = width
+        self.text_proj = nn.Linear(text_spec.dim, width) if text_spec.dim != width else nn.Identity()
+        self.visual_proj = nn.Linear(visual_spec.dim, width) if visual_spec.dim != width else nn.Identity()
+        self.box_proj = nn.Linear(7, width) if visual_spec.has_boxes else None
+        self.modality = nn.Embedding(modality_types, width)
+        self.encoder = Encoder(width, depth, heads, mlp_dim, norm_first=True, act=act, eps=eps, drop=dropout,
+                               attn_drop=dropout)
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.pooler = nn.Linear(width, width)
+
+    @classmethod
+    def from_config(cls, cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
+                    ) -> "SingleStreamInteraction":
+        return cls(visual_spec, text_spec, cfg.width, cfg.depth, cfg.heads, cfg.mlp_dim, act=cfg.act, eps=cfg.eps,
+                   modality_types=cfg.modality_types, dropout=cfg.dropout)
+
+    def stage_names(self) -> List[str]:
+        return ["fuse", "encoder", "pooler"]
+
+    def workload(self) -> Dict[str, Any]:
+        return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens}
+
+    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+                    ) -> Dict[str, Any]:
+        return make_interaction_inputs(self.visual_spec, self.text_spec, batch_size, generator=generator, device=device)
+
+    def fuse(self, visual: VisualTokens, text: TextTokens, image_type: int = 1):
+        """-> x [B, L + N, W], additive mask [B, 1, 1, L + N] or None when every token is real."""
+        t = self.text_proj(text.features) + self.modality.weight[0]
+        v = self.visual_proj(visual.features)
+        if self.box_proj is not None:
+            v = v + self.box_proj(box_features(visual.boxes.to(v.dtype)))
+        v = v + self.modality.weight[image_type]
+        x = torch.cat([t, v], dim=1)  # [B, L, W] + [B, N, W] -> [B, L + N, W]
+        mask = torch.cat([text.mask, visual.mask], dim=1)
+        # all-real sequences skip the mask so SDPA can take its unmasked kernel
+        return x, None if bool(mask.all()) else padding_to_attn_mask(mask, x.dtype)
+
+    def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage,
+                image_type: int = 1) -> InteractionOutput:
+        check_tokens(visual, text, self.visual_spec, self.text_spec)
+        if not 0 < image_type < self.modality.num_embeddings:
+            raise bad_value("image_type", image_type, f"1 to {self.modality.num_embeddings - 1}")
+        with stage("fuse"):
+            x, attn_mask = self.fuse(visual, text, image_type)
+        with stage("encoder"):
+            x = self.norm(self.encoder(x, attn_mask=attn_mask))
+        with stage("pooler"):
+            pooled = torch.tanh(self.pooler(x[:, 0]))
+        return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=text.features.shape[1])
+
+
+def build_single_stream(cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec,
+                        **_: Any) -> SingleStreamInteraction:
+    return SingleStreamInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)
