@@ -1,0 +1,92 @@
+"""Region-feature visual embedders (Faster R-CNN), numbers from REFERENCE.md sections 2, 3, 5 and 6.
+
+* ``butd-r101-c4``: bottom-up-attention (peteanderson80/bottom-up-attention), the region embedder behind
+  ViLBERT, LXMERT and UNITER, at 800x1333 as the ViLT paper timed it; ``butd-r101-c4-600`` at its own
+  test size 600x1000.
+* ``frcnn-r50-fpn``: torchvision's default COCO detector, fasterrcnn_resnet50_fpn.
+
+``tiny`` keeps each structure (C4 res5 head / FPN TwoMLPHead, all NMS stages) on a ResNet-18 at 128x192.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vlpbench.embedders.region import RegionEmbedderConfig, build_region_embedder
+from vlpbench.registry import VISUAL
+
+_BUTD = RegionEmbedderConfig(
+    arch="c4",
+    depth=101,
+    image_size=(800, 1333),
+    pixel_mean=(102.9801, 115.9465, 122.7717),   # caffe means, in BGR order (applied after the flip)
+    pixel_std=(1.0, 1.0, 1.0),
+    input_scale=255.0,
+    bgr=True,
+    size_divisible=0,
+    anchor_sizes=((64, 128, 256, 512),),         # scales 4, 8, 16, 32 at stride 16
+    aspect_ratios=(0.5, 1.0, 2.0),
+    rpn_pre_nms_top_n=6000,
+    rpn_post_nms_top_n=300,
+    rpn_nms_thresh=0.7,
+    pooler_resolution=14,
+    pooler_sampling_ratio=0,
+    num_classes=1601,
+    nms_mode="per-class",
+    det_nms_thresh=0.3,
+    score_thresh=0.2,
+    detections_per_img=100,
+    num_regions=36,
+    fill_to_k=True,
+    region_boxes="proposal",
+)
+
+_BUTD_TINY = dict(depth=18, image_size=(128, 192), rpn_pre_nms_top_n=300, rpn_post_nms_top_n=50, num_classes=81,
+                  num_regions=10)
+
+_BUTD_PAPER = {
+    "source": "peteanderson80/bottom-up-attention [repo]; ViLT paper Fig. 1, Tables 6-7 [paper]",
+    "classes": "1600 Visual Genome objects + background, 400 attributes",
+    "test_size": [600, 1000],
+    "vilt_timed_size": [800, 1333],
+    "rpn": "6000 pre-NMS, 300 post-NMS, IoU 0.7",
+    "roi": "RoI pooling 14x14 at stride 16, res5, mean-pooled 2048-d",
+    "det_nms": "per-class 0.3 over all classes, confidence 0.2, 10-100 boxes or 36 fixed",
+    "region_pipeline_ms_vilt_fig1": {"backbone_r101": 75, "rpn_roialign_nms_roiheads": 810, "total_uniter": 900},
+    "per_class_nms_ms_note": "> 500 ms for 1,600 classes (ViLT Table 6 note)",
+    "detectron2_r101_c4_v100_s_per_image": 0.139,
+    "measured_here_detectron2_r101_c4_800x1333_ms": {"plain_glibc": 14657, "tuned": 7755},
+}
+
+VISUAL.register(
+    "butd-r101-c4", build_region_embedder, _BUTD,
+    description="bottom-up-attention Faster R-CNN R101-C4 (VG 1600 classes), 36 regions of 2048-d, 800x1333",
+    tiny=_BUTD_TINY, paper=_BUTD_PAPER, tags=("region", "c4"),
+)
+VISUAL.register(
+    "butd-r101-c4-600", build_region_embedder, dataclasses.replace(_BUTD, image_size=(600, 1000)),
+    description="bottom-up-attention Faster R-CNN R101-C4 at its own test size 600x1000",
+    tiny=_BUTD_TINY, paper=_BUTD_PAPER, tags=("region", "c4"),
+)
+
+VISUAL.register(
+    "frcnn-r50-fpn", build_region_embedder,
+    RegionEmbedderConfig(
+        arch="fpn", depth=50, image_size=(800, 1333), num_classes=91,
+        rpn_pre_nms_top_n=1000, rpn_post_nms_top_n=1000, rpn_nms_thresh=0.7,
+        pooler_resolution=7, pooler_sampling_ratio=2, representation_size=1024,
+        nms_mode="batched", det_nms_thresh=0.5, score_thresh=0.05, detections_per_img=100,
+        num_regions=36, fill_to_k=True, region_boxes="detection",
+    ),
+    description="torchvision fasterrcnn_resnet50_fpn (COCO 91 classes), 36 regions of its 1024-d box-head output",
+    tiny=dict(depth=18, image_size=(128, 192), rpn_pre_nms_top_n=200, rpn_post_nms_top_n=50,
+              representation_size=128, num_regions=10),
+    paper={
+        "source": "torchvision fasterrcnn_resnet50_fpn defaults [repo]; REFERENCE.md sections 6-7",
+        "v100_s_per_it_torchvision": 0.0590,
+        "detectron2_r50_fpn_v100_s_per_image": 0.038,
+        "measured_here_cpu_800x1333_ms": {"plain_glibc": "2366-2624", "tuned": 1824,
+                                          "tuned_backbone_fpn": 1158, "tuned_rpn": 303, "tuned_roi_heads": 381},
+    },
+    tags=("region", "fpn"),
+)
