@@ -13,6 +13,7 @@ import importlib
 # that name them).  Add a family by appending its module name.
 PRESET_MODULES = (
     "transformer",
+    "region",
 )
 
 _loaded = False
