@@ -1,0 +1,162 @@
+"""Grid-feature visual embedder: a ResNet trunk to its C5 map, read as tokens (Pixel-BERT style).
+
+Pipeline, one named stage each::
+
+    preprocess (ImageNet normalise) -> backbone (ResNet stem + layer1..4, stride 32)
+    -> flatten ([B, C, h, w] -> [B, h*w, C]) -> sample (optional, Pixel-BERT) -> project (optional)
+
+The trunk is torchvision's ResNet (Bottleneck blocks, v1.5 stride on the 3x3 conv) with random
+weights and regular BatchNorm; put the module in ``eval()`` for inference timings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torchvision.models.resnet import Bottleneck, ResNet
+
+from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.stages import StageFn, null_stage
+from vlpbench.types import TokenSpec, VisualTokens
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+STRIDE = 32
+MIN_SIDE = 32
+
+
+@dataclass
+class GridConfig:
+    depth: int = 50                                  # ResNet depth: 50, 101 or 152
+    image_size: Tuple[int, int] = (800, 1333)        # input [H, W] in pixels
+    channels_last: bool = False                      # run the trunk in NHWC memory format (faster on CPU)
+    sample_tokens: Optional[int] = None              # Pixel-BERT: keep this many random grid positions; None = all
+    sample_seed: int = 0                             # seed of the position sampling (same positions every call)
+    out_dim: Optional[int] = None                    # Linear projection of the 2048-d tokens; None = no projection
+    blocks: Optional[Tuple[int, int, int, int]] = None  # blocks per stage; None = the standard ones for `depth`
+    width_per_group: int = 64                        # bottleneck width per 64 planes (64 = standard; tests shrink it)
+
+
+def grid_shape(image_size: Tuple[int, int]) -> Tuple[int, int]:
+    """[H, W] pixels -> [h, w] of the stride-32 C5 map, as the conv arithmetic gives (five halvings, each a ceil)."""
+    h, w = image_size
+    for _ in range(5):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return h, w
+
+
+def _resnet_trunk(blocks: Tuple[int, int, int, int], width_per_group: int) -> nn.Sequential:
+    """torchvision ResNet (Bottleneck) without avgpool/fc: [B, 3, H, W] -> [B, 2048, H/32, W/32]."""
+    net = ResNet(Bottleneck, list(blocks), width_per_group=width_per_group)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    return nn.Sequential(stem, net.layer1, net.layer2, net.layer3, net.layer4)
+
+
+class GridEmbedder(nn.Module):
+    """ResNet C5 grid features as visual tokens.
+
+    forward: pixel_values [B, 3, H, W] in [0, 1] -> VisualTokens(features [B, N, D], mask [B, N]),
+    N = h*w (or ``sample_tokens``), D = 2048 (or ``out_dim``).
+    """
+
+    def __init__(self, trunk: nn.Module, *, image_size: Tuple[int, int], feature_dim: int = 2048,
+                 channels_last: bool = False, sample_tokens: Optional[int] = None, sample_seed: int = 0,
+                 out_dim: Optional[int] = None, depth: Optional[int] = None):
+        super().__init__()
+        h, w = (int(s) for s in image_size)
+        if h < MIN_SIDE or w < MIN_SIDE:
+            raise bad_value("image_size", [h, w], f"both sides >= {MIN_SIDE} px (the ResNet trunk has stride 32)")
+        self.image_size = (h, w)
+        self.grid = grid_shape(self.image_size)
+        n = self.grid[0] * self.grid[1]
+        if sample_tokens is not None and not 0 < sample_tokens <= n:
+            raise bad_value("sample_tokens", sample_tokens, f"1..{n} (the {self.grid[0]}x{self.grid[1]} grid at {h}x{w})")
+        if out_dim is not None and out_dim <= 0:
+            raise bad_value("out_dim", out_dim, "a positive width or None")
+        self.trunk = trunk
+        self.feature_dim = feature_dim
+        self.channels_last = channels_last
+        self.sample_tokens = sample_tokens
+        self.sample_seed = sample_seed
+        self.depth = depth
+        self.proj = nn.Linear(feature_dim, out_dim) if out_dim is not None else None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if channels_last:
+            self.trunk.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_config(cls, cfg: GridConfig) -> "GridEmbedder":
+        if cfg.blocks is None and cfg.depth not in RESNET_BLOCKS:
+            raise bad_value("depth", cfg.depth, sorted(RESNET_BLOCKS))
+        blocks = tuple(cfg.blocks) if cfg.blocks is not None else RESNET_BLOCKS[cfg.depth]
+        if len(blocks) != 4 or min(blocks) < 1:
+            raise bad_value("blocks", blocks, "four positive block counts")
+        trunk = _resnet_trunk(blocks, cfg.width_per_group)
+        return cls(trunk, image_size=cfg.image_size, channels_last=cfg.channels_last, sample_tokens=cfg.sample_tokens,
+                   sample_seed=cfg.sample_seed, out_dim=cfg.out_dim, depth=cfg.depth)
+
+    # -- Benchmarkable -------------------------------------------------------------------------
+    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
+        x = torch.rand(batch_size, 3, *self.image_size, generator=generator, device=generator.device)
+        return {"pixel_values": x.to(device)}
+
+    def stage_names(self) -> List[str]:
+        names = ["preprocess", "backbone", "flatten"]
+        if self.sample_tokens is not None:
+            names.append("sample")
+        if self.proj is not None:
+            names.append("project")
+        return names
+
+    def output_spec(self) -> TokenSpec:
+        n = self.sample_tokens or self.grid[0] * self.grid[1]
+        dim = self.proj.out_features if self.proj is not None else self.feature_dim
+        return TokenSpec(dim=dim, num_tokens=n, has_boxes=False, has_cls=False, modality="vision")
+
+    def workload(self) -> Dict[str, Any]:
+        return {"image_size": list(self.image_size), "grid": list(self.grid), "backbone": f"resnet{self.depth}",
+                "visual_tokens": self.output_spec().num_tokens, "sample_tokens": self.sample_tokens,
+                "channels_last": self.channels_last}
+
+    # -- forward -------------------------------------------------------------------------------
+    def _sample_index(self, batch: int, n: int, device: torch.device) -> torch.Tensor:
+        """Seeded random positions, distinct within each image: -> [B, K] indices into the N grid positions."""
+        gen = torch.Generator(device="cpu").manual_seed(self.sample_seed)
+        idx = torch.rand(batch, n, generator=gen).argsort(dim=1)[:, : self.sample_tokens]
+        return idx.to(device)
+
+    def forward(self, pixel_values: torch.Tensor, stage: StageFn = null_stage) -> VisualTokens:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise bad_value("pixel_values shape", tuple(pixel_values.shape), "[B, 3, H, W]")
+        if tuple(pixel_values.shape[-2:]) != self.image_size:
+            raise bad_value("image size", list(pixel_values.shape[-2:]), f"the configured {list(self.image_size)}")
+        with stage("preprocess"):
+            x = (pixel_values - self.mean) / self.std
+        with stage("backbone"):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            fmap = self.trunk(x)                                   # [B, C, h, w]
+        with stage("flatten"):
+            b, c, h, w = fmap.shape
+            tokens = fmap.permute(0, 2, 3, 1).reshape(b, h * w, c)  # [B, C, h, w] -> [B, h*w, C]
+        if self.sample_tokens is not None:
+            with stage("sample"):
+                idx = self._sample_index(b, h * w, tokens.device)  # [B, K]
+                tokens = tokens.gather(1, idx[:, :, None].expand(-1, -1, c))  # [B, N, C] -> [B, K, C]
+        if self.proj is not None:
+            with stage("project"):
+                tokens = self.proj(tokens)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return VisualTokens(features=tokens, mask=mask, extras={"grid": [h, w]})
+
+
+def build_grid(cfg: GridConfig, **context: Any) -> GridEmbedder:
+    if context:
+        raise VlpbenchError(f"grid embedder takes no build context; got {', '.join(context)}")
+    return GridEmbedder.from_config(cfg)
