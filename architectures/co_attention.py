@@ -1,0 +1,213 @@
+"""ViLBERT's two-stream co-attention interaction (Lu et al. 2019; jiasenlu/vilbert_beta,
+``bert_base_6layer_6conect.json``).
+
+Taxonomy class (c) when fed CNN features.  Layer schedule, as in vilbert_beta's ``BertEncoder``::
+
+    text layers 0..t_ids[0]-1 alone                          -> stage "text_only"
+    visual projection + 5-d location + whole-image token     -> stage "visual_embed"
+    for each connection k: co-attention k, then the next     -> stage "co_layers"
+        visual layer(s) up to v_ids[k+1] and text layer(s) up to t_ids[k+1]; then the remaining layers
+    first-token poolers (Linear + ReLU to bi-hidden), product -> stage "pool"
+
+With the default ids (visual 0-5, text 6-11): text 0-5, co0, v0, t6, co1, v1, t7, ..., co5, v5, t11.
+A co-attention block (``BertConnectionLayer``) lets each stream's queries attend to the other stream's
+keys and values at the bi-hidden width (vision queries, text keys/values and vice versa, computed
+from the same inputs), each followed by a post-norm residual and the stream's own feed-forward.
+
+Outputs: ``pooler_output`` [B, bi_hidden] = ReLU(Linear(text[:, 0])) * ReLU(Linear(visual[:, 0]));
+``last_hidden_state`` holds the **text stream only** [B, L, text_hidden] (``text_len`` = L), because the
+two streams have different widths (768 / 1024) and ViLBERT never projects them to a common one; the
+visual stream [B, 1+N, visual_hidden] is in ``extras["visual_hidden_state"]`` with ``extras["visual_mask"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.layers import Attention, Block, Mlp, padding_to_attn_mask
+from vlpbench.stages import StageFn, null_stage
+from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
+
+
+@dataclass
+class CoAttentionConfig:
+    text_hidden: int = 768                    # text-stream width (BERT-base)
+    text_layers: int = 12                     # text-stream layers
+    text_heads: int = 12                      # text self-attention heads
+    text_mlp: int = 3072                      # text feed-forward width
+    visual_hidden: int = 1024                 # visual-stream width (v_hidden_size)
+    visual_layers: int = 6                    # visual-stream layers
+    visual_heads: int = 8                     # visual self-attention heads
+    visual_mlp: int = 1024                    # visual feed-forward width (v_intermediate_size)
+    bi_hidden: int = 1024                     # co-attention width (bi_hidden_size), also the pooled width
+    bi_heads: int = 8                         # co-attention heads
+    visual_co_ids: Tuple[int, ...] = (0, 1, 2, 3, 4, 5)    # visual layer each connection precedes
+    text_co_ids: Tuple[int, ...] = (6, 7, 8, 9, 10, 11)    # text layer each connection precedes
+    max_text_len: int = 512                   # longest accepted text (BERT position table)
+    eps: float = 1e-12                        # LayerNorm epsilon (BERT)
+    act: str = "gelu"                         # feed-forward activation
+    default_visual_tokens: int = 36           # regions for make_inputs when the visual spec leaves the count open
+
+
+class CoAttentionLayer(nn.Module):
+    """One ViLBERT connection: (v [B, N, Dv], t [B, L, Dt]) -> (v', t'), same shapes."""
+
+    def __init__(self, v_dim: int, t_dim: int, bi_dim: int, bi_heads: int, v_mlp: int, t_mlp: int,
+                 eps: float = 1e-12, act: str = "gelu"):
+        super().__init__()
+        # v_attn: query1 -> q, [key2; value2] -> kv, dense1 -> proj;  t_attn: query2, [key1; value1], dense2.
+        self.v_attn = Attention(v_dim, bi_heads, kv_dim=t_dim, inner_dim=bi_dim, out_dim=v_dim)
+        self.t_attn = Attention(t_dim, bi_heads, kv_dim=v_dim, inner_dim=bi_dim, out_dim=t_dim)
+        self.v_ln1, self.t_ln1 = nn.LayerNorm(v_dim, eps=eps), nn.LayerNorm(t_dim, eps=eps)
+        self.v_mlp, self.t_mlp = Mlp(v_dim, v_mlp, act=act), Mlp(t_dim, t_mlp, act=act)
+        self.v_ln2, self.t_ln2 = nn.LayerNorm(v_dim, eps=eps), nn.LayerNorm(t_dim, eps=eps)
+
+    def forward(self, v: torch.Tensor, t: torch.Tensor, v_bias: Optional[torch.Tensor],
+                t_bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        v_ctx = self.v_attn(v, context=t, attn_mask=t_bias)   # visual queries over text keys/values
+        t_ctx = self.t_attn(t, context=v, attn_mask=v_bias)   # text queries over visual keys/values
+        v, t = self.v_ln1(v + v_ctx), self.t_ln1(t + t_ctx)
+        return self.v_ln2(v + self.v_mlp(v)), self.t_ln2(t + self.t_mlp(t))
+
+
+def _schedule(v_ids: Tuple[int, ...], t_ids: Tuple[int, ...], n_v: int, n_t: int) -> List[Tuple[str, int]]:
+    """The co_layers steps after the text-only prefix: ("v", i) visual layer, ("t", i) text layer, ("c", k)."""
+    steps: List[Tuple[str, int]] = []
+    v_start, t_start = 0, t_ids[0]
+    for k, (vi, ti) in enumerate(zip(v_ids, t_ids)):
+        steps += [("v", j) for j in range(v_start, vi)] + [("t", j) for j in range(t_start, ti)] + [("c", k)]
+        v_start, t_start = vi, ti
+    return steps + [("v", j) for j in range(v_start, n_v)] + [("t", j) for j in range(t_start, n_t)]
+
+
+class CoAttentionInteraction(nn.Module):
+    """VisualTokens [B, N, Dv] (+ boxes) and TextTokens [B, L, Dt] -> InteractionOutput (see module doc)."""
+
+    def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, cfg: CoAttentionConfig):
+        super().__init__()
+        v_ids, t_ids = tuple(cfg.visual_co_ids), tuple(cfg.text_co_ids)
+        if not v_ids or len(v_ids) != len(t_ids):
+            raise bad_value("co-attention ids", (v_ids, t_ids), "two non-empty lists of equal length")
+        for name, ids, n in (("visual_co_ids", v_ids, cfg.visual_layers), ("text_co_ids", t_ids, cfg.text_layers)):
+            if list(ids) != sorted(set(ids)) or ids[0] < 0 or ids[-1] > n:
+                raise bad_value(name, ids, f"strictly increasing layer indices in 0..{n}")
+        if text_spec.num_tokens is not None and text_spec.num_tokens > cfg.max_text_len:
+            raise bad_value("text length", text_spec.num_tokens, f"at most {cfg.max_text_len} tokens")
+        self.cfg = cfg
+        self.visual_dim, self.text_dim = visual_spec.dim, text_spec.dim
+        self.has_boxes = visual_spec.has_boxes
+        self.add_image_token = not visual_spec.has_cls
+        self.visual_tokens = visual_spec.num_tokens or cfg.default_visual_tokens
+        self.text_tokens = text_spec.num_tokens or 40
+        self.output_dim = cfg.bi_hidden
+        self.text_in = nn.Linear(text_spec.dim, cfg.text_hidden) if text_spec.dim != cfg.text_hidden else nn.Identity()
+        bert = dict(norm_first=False, eps=cfg.eps, act=cfg.act)
+        self.text_layers = nn.ModuleList(Block(cfg.text_hidden, cfg.text_heads, cfg.text_mlp, **bert)
+                                         for _ in range(cfg.text_layers))
+        self.v_proj = nn.Linear(visual_spec.dim, cfg.visual_hidden)
+        self.v_loc = nn.Linear(5, cfg.visual_hidden) if self.has_boxes else None
+        self.v_norm = nn.LayerNorm(cfg.visual_hidden, eps=cfg.eps)
+        self.visual_layers = nn.ModuleList(Block(cfg.visual_hidden, cfg.visual_heads, cfg.visual_mlp, **bert)
+                                           for _ in range(cfg.visual_layers))
+        self.co_layers = nn.ModuleList(
+            CoAttentionLayer(cfg.visual_hidden, cfg.text_hidden, cfg.bi_hidden, cfg.bi_heads, cfg.visual_mlp,
+                             cfg.text_mlp, cfg.eps, cfg.act) for _ in v_ids)
+        self.t_pool = nn.Linear(cfg.text_hidden, cfg.bi_hidden)
+        self.v_pool = nn.Linear(cfg.visual_hidden, cfg.bi_hidden)
+        self.text_prefix = t_ids[0]
+        self.steps = _schedule(v_ids, t_ids, cfg.visual_layers, cfg.text_layers)
+
+    @classmethod
+    def from_config(cls, cfg: CoAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> "CoAttentionInteraction":
+        return cls(visual_spec, text_spec, cfg)
+
+    # -- Benchmarkable -------------------------------------------------------------------------
+    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+        """Random features of the declared widths (and valid random boxes for region specs), every token real."""
+        g, b, n = generator.device, batch_size, self.visual_tokens
+        v = torch.randn(b, n, self.visual_dim, generator=generator, device=g)
+        t = torch.randn(b, self.text_tokens, self.text_dim, generator=generator, device=g)
+        boxes = None
+        if self.has_boxes:
+            xy = torch.rand(b, n, 2, generator=generator, device=g) * 0.5
+            wh = 0.1 + torch.rand(b, n, 2, generator=generator, device=g) * 0.4
+            boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
+        vmask = torch.ones(b, n, dtype=torch.bool, device=device)
+        tmask = torch.ones(b, self.text_tokens, dtype=torch.bool, device=device)
+        return {"visual": VisualTokens(v.to(device), vmask, boxes=boxes), "text": TextTokens(t.to(device), tmask)}
+
+    def stage_names(self) -> List[str]:
+        return ["text_only", "visual_embed", "co_layers", "pool"]
+
+    def workload(self) -> Dict[str, Any]:
+        return {"visual_tokens": self.visual_tokens + int(self.add_image_token), "text_len": self.text_tokens,
+                "co_connections": len(self.co_layers)}
+
+    # -- forward -------------------------------------------------------------------------------
+    def _check(self, visual: VisualTokens, text: TextTokens) -> None:
+        vf, tf = visual.features, text.features
+        if vf.dim() != 3 or vf.shape[-1] != self.visual_dim:
+            raise bad_value("visual features shape", tuple(vf.shape), f"[B, N, {self.visual_dim}] (the visual spec)")
+        if tf.dim() != 3 or tf.shape[-1] != self.text_dim:
+            raise bad_value("text features shape", tuple(tf.shape), f"[B, L, {self.text_dim}] (the text spec)")
+        if vf.shape[0] != tf.shape[0]:
+            raise VlpbenchError(f"invalid batch sizes: {vf.shape[0]} images vs {tf.shape[0]} texts; "
+                                "accepted: equal batch sizes (one text per image)")
+        if tf.shape[1] > self.cfg.max_text_len:
+            raise bad_value("text length", tf.shape[1], f"at most {self.cfg.max_text_len} tokens")
+        if self.has_boxes and (visual.boxes is None or visual.boxes.shape != (*vf.shape[:2], 4)):
+            got = None if visual.boxes is None else tuple(visual.boxes.shape)
+            raise bad_value("visual boxes", got, f"[B, N, 4] normalised boxes (the visual spec has boxes)")
+
+    def embed_visual(self, visual: VisualTokens) -> Tuple[torch.Tensor, torch.Tensor]:
+        """-> visual-stream input [B, N(+1), visual_hidden] and its mask [B, N(+1)]."""
+        feats, mask, boxes = visual.features, visual.mask.bool(), visual.boxes
+        if self.add_image_token:
+            m = mask[..., None].to(feats.dtype)
+            image = (feats * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1, Dv]
+            feats = torch.cat([image, feats], dim=1)                                               # [B, 1+N, Dv]
+            mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+            if self.has_boxes:
+                full = boxes.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(boxes.shape[0], 1, 4)
+                boxes = torch.cat([full, boxes], dim=1)
+        x = self.v_proj(feats)
+        if self.has_boxes:
+            area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+            loc = torch.cat([boxes, area[..., None]], dim=-1)       # [B, N, 4] -> [B, N, 5]
+            x = x + self.v_loc(loc.to(x.dtype))
+        return self.v_norm(x), mask
+
+    def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage) -> InteractionOutput:
+        self._check(visual, text)
+        with stage("text_only"):
+            t = self.text_in(text.features)
+            t_bias = padding_to_attn_mask(text.mask, t.dtype)
+            for layer in self.text_layers[: self.text_prefix]:
+                t = layer(t, attn_mask=t_bias)
+        with stage("visual_embed"):
+            v, v_mask = self.embed_visual(visual)
+            v_bias = padding_to_attn_mask(v_mask, v.dtype)
+        with stage("co_layers"):
+            for kind, i in self.steps:
+                if kind == "c":
+                    v, t = self.co_layers[i](v, t, v_bias, t_bias)
+                elif kind == "v":
+                    v = self.visual_layers[i](v, attn_mask=v_bias)
+                else:
+                    t = self.text_layers[i](t, attn_mask=t_bias)
+        with stage("pool"):
+            pooled = torch.relu(self.t_pool(t[:, 0])) * torch.relu(self.v_pool(v[:, 0]))   # [B, bi_hidden]
+        return InteractionOutput(last_hidden_state=t, pooler_output=pooled, text_len=t.shape[1],
+                                 extras={"visual_hidden_state": v, "visual_mask": v_mask})
+
+
+def build_co_attention(cfg: CoAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec,
+                       **context: Any) -> CoAttentionInteraction:
+    if context:
+        raise VlpbenchError(f"co-attention takes visual_spec and text_spec only; got {', '.join(context)}")
+    return CoAttentionInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)
