@@ -35,6 +35,7 @@ class ArchConfig:
 class VLPOutput:
     interaction: InteractionOutput
     head: Optional[Dict[str, torch.Tensor]] = None
+    extras: Dict[str, Any] = field(default_factory=dict)  # workload facts from every part (e.g. regions kept)
 
 
 class VLPModel(nn.Module):
@@ -73,7 +74,8 @@ class VLPModel(nn.Module):
         head_out = None
         if self.head is not None:
             head_out = self.head(out, stage=scoped(stage, "head", "head"), **kwargs)
-        return VLPOutput(out, head_out)
+        extras = {**visual.extras, **text.extras, **out.extras}
+        return VLPOutput(out, head_out, extras)
 
     def stage_names(self) -> List[str]:
         names = [f"visual.{n}" for n in self.visual.stage_names()]

@@ -44,6 +44,7 @@ class RunSpec:
     protocol: Protocol = field(default_factory=Protocol)
     count_flops: bool = True
     taxonomy_factor: float = 3.0
+    plugins: List[str] = field(default_factory=list)  # modules imported before building (they register models)
 
     def validate(self) -> "RunSpec":
         import torch
@@ -83,14 +84,27 @@ class RunSpec:
         """Identity of the configuration (what is measured, not the protocol's iteration counts)."""
         d = self.to_dict()
         d.pop("protocol")
+        if not d["plugins"]:
+            d.pop("plugins")
         return config_key(d)
 
 
-def _registry(component: str):
+def load_plugins(plugins: Iterable[str]) -> None:
+    import importlib
+
+    for name in plugins:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise VlpbenchError(f"cannot import plugin module {name!r}: {exc}") from exc
+
+
+def _registry(component: str, plugins: Iterable[str] = ()):
     from vlpbench.presets import load_all
     from vlpbench.registry import ARCH, TEXT, VISUAL
 
     load_all()
+    load_plugins(plugins)
     return {"arch": ARCH, "visual": VISUAL, "text": TEXT}[component]
 
 
@@ -129,6 +143,9 @@ def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) ->
         return dataclasses.replace(cfg, **_apply_to(cfg, f"text embedder {entry.name!r}", workload, ("text_len",)))
     from vlpbench.registry import TEXT, VISUAL
 
+    if not all(hasattr(cfg, a) for a in ("visual", "text", "visual_overrides", "text_overrides")):
+        # a monolithic architecture config: its own fields carry the workload
+        return dataclasses.replace(cfg, **_apply_to(cfg, f"architecture {entry.name!r}", workload, tuple(WORKLOAD_FIELDS)))
     vis_entry, txt_entry = VISUAL.get(cfg.visual), TEXT.get(cfg.text)
     vis_cfg = vis_entry.make_config(tiny=cfg.tiny, **cfg.visual_overrides)
     txt_cfg = txt_entry.make_config(tiny=cfg.tiny, **cfg.text_overrides)
@@ -142,7 +159,7 @@ def build_target(spec: RunSpec):
     """Build the module for ``spec`` (eval mode) and return (module, registry entry, config)."""
     import torch
 
-    reg = _registry(spec.component)
+    reg = _registry(spec.component, spec.plugins)
     entry = reg.get(spec.target)
     torch.manual_seed(spec.seed)
     cfg = entry.make_config(tiny=spec.tiny, **spec.overrides)
@@ -250,6 +267,8 @@ def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None) -> Dict[str, 
     spec.validate()
     env = dict(os.environ)
     env.setdefault("GLIBC_TUNABLES", RECOMMENDED_GLIBC_TUNABLES)
+    # the child imports what this process can import (plugins included)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
     with tempfile.TemporaryDirectory(prefix="vlpbench-") as tmp:
         out = os.path.join(tmp, "record.json")
         proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],

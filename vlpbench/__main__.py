@@ -1,0 +1,5 @@
+import sys
+
+from vlpbench.cli import main
+
+sys.exit(main())
