@@ -157,7 +157,7 @@ class Scene:
                 draw.rectangle((x1, y1, x2, y2), fill=fill)
             else:  # triangle, apex up, filling its box
                 draw.polygon([(obj.cx, y1), (x2, y2), (x1, y2)], fill=fill)
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)           # a writable copy
 
     def render(self) -> torch.Tensor:
         """Draw the scene as float pixel values [3, H, W] in [0, 1]."""
