@@ -43,7 +43,8 @@ class PatchEmbedConfig:
 def vilt_resize_shape(height: int, width: int, shorter: int = 384, longer: int = int(1333 / 800 * 384),
                       patch_size: int = 32) -> Tuple[int, int]:
     """ViLT's test-time resize: shorter edge -> ``shorter``, longer edge capped at ``longer`` (639), both
-    rounded down to a multiple of ``patch_size``.  (h, w) -> (H, W); a 3:5 image gives (384, 608), a 12x19 grid."""
+    rounded down to a multiple of ``patch_size`` (dandelin/ViLT ``MinMaxResize``).  (h, w) -> (H, W):
+    a 5:8 image gives (384, 608), the 12x19 grid; a 3:5 image hits the 639 cap and gives (352, 608)."""
     if min(height, width) <= 0:
         raise bad_value("image size", (height, width), "positive height and width")
     scale = shorter / min(height, width)

@@ -7,10 +7,10 @@ ViT-B-32.json).  ``paper=`` values are reference facts for report columns, never
 
 from __future__ import annotations
 
-from architectures.dual_encoder import DualEncoderConfig, build_dual_encoder
-from architectures.single_stream import SingleStreamConfig, build_single_stream
-from embedders.patch import PatchEmbedConfig, build_patch_embedder
-from embedders.text import BertEmbedConfig, ClipTextConfig, build_bert_embedder, build_clip_text
+from vlpbench.architectures.dual_encoder import DualEncoderConfig, build_dual_encoder
+from vlpbench.architectures.single_stream import SingleStreamConfig, build_single_stream
+from vlpbench.embedders.patch import PatchEmbedConfig, build_patch_embedder
+from vlpbench.embedders.text import BertEmbedConfig, ClipTextConfig, build_bert_embedder, build_clip_text
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
 
 _TINY_BLOCK = dict(depth=2, heads=4, mlp_dim=64)
@@ -22,8 +22,8 @@ VISUAL.register(
     description="ViLT patch projection: Conv2d 32/32 -> 768, class token, 12x12 positions interpolated to 12x20",
     tiny=dict(image_size=(64, 96), patch_size=16, dim=32, pos_grid=(3, 3)),
     paper={"params_M": 2.4, "time_ms": 0.4, "max_image_len_pretraining": 200,
-           "note": "ViLT resizes to shorter 384 / longer <= 639, rounded down to 32: 384x608, a 12x19 grid; "
-                   "vilt_resize_shape() gives it"},
+           "note": "ViLT resizes to shorter 384 / longer <= 639, rounded down to 32 (a 5:8 image: 384x608, "
+                   "12x19); vilt_resize_shape() gives it; this preset times 384x640 (12x20) as the paper's figure"},
     tags=("patch", "vilt"),
 )
 VISUAL.register(

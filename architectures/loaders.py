@@ -1,0 +1,243 @@
+"""Load transformers ``save_pretrained`` checkpoints (ViLT, CLIP) into vlpbench modules.
+
+The config is read with transformers' config classes (``save_pretrained`` writes only non-default
+values), the weights straight from the safetensors / ``pytorch_model.bin`` files, and mapped by name:
+separate q / k / v projections are concatenated into our fused ``qkv`` ([q; k; v] along the output
+dimension), CLIP's position table becomes a parameter, and so on.  Every tensor of our module must be
+filled, and every tensor of the checkpoint's model must be used (heads of task models aside), or the
+load fails naming what is missing.
+
+``load_vilt(dir)`` -> ``VLPModel(PatchEmbedder, BertEmbedder, SingleStreamInteraction)``;
+``load_clip(dir)`` -> ``VLPModel(PatchEmbedder, ClipTextEmbedder, DualEncoderInteraction)``.  The model's
+``tokenizer`` attribute holds the directory's tokenizer, or None when it has none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from vlpbench.embedders.patch import PatchEmbedder
+from vlpbench.embedders.text import BertEmbedder, ClipTextEmbedder, load_tokenizer
+from vlpbench.errors import VlpbenchError
+
+from .compose import VLPModel
+from .dual_encoder import DualEncoderInteraction
+from .single_stream import SingleStreamInteraction
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
+def _read_config(directory: str, expected: str) -> Any:
+    if not os.path.isdir(directory):
+        raise VlpbenchError(f"checkpoint directory {directory!r} does not exist; accepted: a transformers "
+                            f"save_pretrained directory of a {expected!r} model")
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise VlpbenchError(f"no config.json in {directory!r}; accepted: a transformers save_pretrained directory "
+                            f"of a {expected!r} model")
+    with open(path) as f:
+        model_type = json.load(f).get("model_type")
+    if model_type != expected:
+        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {expected!r}")
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(directory, local_files_only=True)
+
+
+def read_state_dict(directory: str) -> Dict[str, torch.Tensor]:
+    """All tensors of a save_pretrained directory (single or sharded safetensors, or pytorch_model.bin)."""
+    from safetensors.torch import load_file
+
+    files = []
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if os.path.isfile(os.path.join(directory, index)):
+            with open(os.path.join(directory, index)) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+            break
+    else:
+        files = [name for name in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(directory, name))][:1]
+    if not files:
+        raise VlpbenchError(f"no weights in {directory!r}; accepted: model.safetensors, a sharded "
+                            "model.safetensors.index.json, or pytorch_model.bin")
+    state: Dict[str, torch.Tensor] = {}
+    for name in files:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise VlpbenchError(f"weight shard {name!r} listed in the index is missing from {directory!r}")
+        state.update(load_file(path) if name.endswith(".safetensors") else torch.load(path, map_location="cpu",
+                                                                                        weights_only=True))
+    return state
+
+
+def _strip(state: Dict[str, torch.Tensor], prefix: str, probe: str) -> Dict[str, torch.Tensor]:
+    """Drop a task-model prefix (``vilt.``) when the bare model's ``probe`` key is not at top level."""
+    if probe in state or not any(k.startswith(prefix) for k in state):
+        return state
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class _Mapper:
+    """Copies checkpoint tensors into a module's state dict, tracking what was used and what was filled."""
+
+    def __init__(self, state: Dict[str, torch.Tensor], directory: str):
+        self.state, self.directory = state, directory
+        self.used: set = set()
+        self.out: Dict[str, torch.Tensor] = {}
+
+    def get(self, key: str) -> torch.Tensor:
+        if key not in self.state:
+            raise VlpbenchError(f"checkpoint in {self.directory!r} lacks tensor {key!r}; the weights do not match "
+                                "the model type in config.json")
+        self.used.add(key)
+        return self.state[key]
+
+    def put(self, ours: str, *keys: str, fn=None) -> None:
+        tensors = [self.get(k) for k in keys]
+        self.out[ours] = fn(*tensors) if fn is not None else (tensors[0] if len(tensors) == 1 else torch.cat(tensors, 0))
+
+    def linear(self, ours: str, theirs: str, bias: bool = True) -> None:
+        self.put(f"{ours}.weight", f"{theirs}.weight")
+        if bias:
+            self.put(f"{ours}.bias", f"{theirs}.bias")
+
+    def qkv(self, ours: str, q: str, k: str, v: str) -> None:
+        self.put(f"{ours}.weight", f"{q}.weight", f"{k}.weight", f"{v}.weight")  # [3*D, D] = [q; k; v]
+        self.put(f"{ours}.bias", f"{q}.bias", f"{k}.bias", f"{v}.bias")
+
+    def load_into(self, module: nn.Module, prefix: str) -> None:
+        own = {k[len(prefix):]: v for k, v in self.out.items() if k.startswith(prefix)}
+        missing, unexpected = module.load_state_dict(own, strict=False)
+        if missing or unexpected:
+            raise VlpbenchError(f"checkpoint in {self.directory!r} does not fill {type(module).__name__}: "
+                                f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def check_all_used(self, prefixes: Tuple[str, ...]) -> None:
+        left = sorted(k for k in self.state if k.startswith(prefixes) and k not in self.used)
+        if left:
+            raise VlpbenchError(f"checkpoint in {self.directory!r} has tensors this loader does not map: {left[:5]}")
+
+
+def _encoder(m: _Mapper, ours: str, depth: int, names: Dict[str, str], theirs: str) -> None:
+    """Map ``depth`` transformer layers: names maps our sub-names to the checkpoint's (with {i} = layer)."""
+    for i in range(depth):
+        t = {k: f"{theirs}.{v.format(i=i)}" for k, v in names.items()}
+        o = f"{ours}.layers.{i}"
+        m.qkv(f"{o}.attn.qkv", t["q"], t["k"], t["v"])
+        for our_name in ("attn.proj", "ln1", "ln2", "mlp.fc1", "mlp.fc2"):
+            m.linear(f"{o}.{our_name}", t[our_name])
+
+
+def _attach_tokenizer(model: VLPModel, directory: str) -> VLPModel:
+    has_tok = any(os.path.isfile(os.path.join(directory, f)) for f in TOKENIZER_FILES)
+    model.tokenizer = load_tokenizer(directory) if has_tok else None
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+VILT_LAYER = {"q": "layer.{i}.attention.attention.query", "k": "layer.{i}.attention.attention.key",
+              "v": "layer.{i}.attention.attention.value", "attn.proj": "layer.{i}.attention.output.dense",
+              "ln1": "layer.{i}.layernorm_before", "ln2": "layer.{i}.layernorm_after",
+              "mlp.fc1": "layer.{i}.intermediate.dense", "mlp.fc2": "layer.{i}.output.dense"}
+
+
+def load_vilt(directory: str | os.PathLike, *, image_size: Tuple[int, int] = (384, 640),
+              text_len: Optional[int] = None, max_image_len: Optional[int] = None) -> VLPModel:
+    """A ViLT checkpoint (ViltModel or a Vilt* task model) -> VLPModel(patch, BERT embed, single-stream).
+
+    image_size: the input size our patch embedder is built for (a multiple of the patch size);
+    text_len: latency-input length (default: the checkpoint's max_position_embeddings);
+    max_image_len: patch sampling (default: the checkpoint's max_image_length, -1 = all).
+    """
+    directory = os.fspath(directory)
+    cfg = _read_config(directory, "vilt")
+    state = _strip(read_state_dict(directory), "vilt.", "embeddings.cls_token")
+    d, p = cfg.hidden_size, cfg.patch_size
+    grid = cfg.image_size // p
+    visual = PatchEmbedder(image_size, p, d, in_chans=cfg.num_channels, pos_grid=(grid, grid), pos_interp="bilinear",
+                           conv_bias=True, max_image_len=cfg.max_image_length if max_image_len is None else max_image_len)
+    text = BertEmbedder(cfg.vocab_size, d, cfg.max_position_embeddings, text_len=text_len,
+                        type_vocab_size=cfg.type_vocab_size, pad_token_id=cfg.pad_token_id or 0, eps=cfg.layer_norm_eps)
+    if cfg.hidden_act != "gelu" or not cfg.qkv_bias:
+        raise VlpbenchError(f"ViLT checkpoint in {directory!r} uses hidden_act={cfg.hidden_act!r}, "
+                            f"qkv_bias={cfg.qkv_bias}; accepted: 'gelu' with qkv_bias=True")
+    inter = SingleStreamInteraction(visual.output_spec(), text.output_spec(), d, cfg.num_hidden_layers,
+                                    cfg.num_attention_heads, cfg.intermediate_size, act="gelu", eps=cfg.layer_norm_eps,
+                                    modality_types=cfg.modality_type_vocab_size)
+    m = _Mapper(state, directory)
+    m.linear("v.proj", "embeddings.patch_embeddings.projection")
+    m.put("v.cls_token", "embeddings.cls_token")
+    m.put("v.pos_embed", "embeddings.position_embeddings")
+    te = "embeddings.text_embeddings"
+    m.put("t.word_embeddings.weight", f"{te}.word_embeddings.weight")
+    m.put("t.position_embeddings.weight", f"{te}.position_embeddings.weight")
+    m.put("t.token_type_embeddings.weight", f"{te}.token_type_embeddings.weight")
+    m.linear("t.norm", f"{te}.LayerNorm")
+    m.put("i.modality.weight", "embeddings.token_type_embeddings.weight")
+    _encoder(m, "i.encoder", cfg.num_hidden_layers, VILT_LAYER, "encoder")
+    m.linear("i.norm", "layernorm")
+    m.linear("i.pooler", "pooler.dense")
+    m.check_all_used(("embeddings.", "encoder.", "layernorm.", "pooler."))
+    for module, prefix in ((visual, "v."), (text, "t."), (inter, "i.")):
+        m.load_into(module, prefix)
+    return _attach_tokenizer(VLPModel(visual, text, inter).eval(), directory)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+CLIP_LAYER = {"q": "layers.{i}.self_attn.q_proj", "k": "layers.{i}.self_attn.k_proj", "v": "layers.{i}.self_attn.v_proj",
+              "attn.proj": "layers.{i}.self_attn.out_proj", "ln1": "layers.{i}.layer_norm1",
+              "ln2": "layers.{i}.layer_norm2", "mlp.fc1": "layers.{i}.mlp.fc1", "mlp.fc2": "layers.{i}.mlp.fc2"}
+CLIP_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+
+
+def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None) -> VLPModel:
+    """A CLIP checkpoint (CLIPModel) -> VLPModel(patch + ln_pre, CLIP text tower, dual encoder)."""
+    directory = os.fspath(directory)
+    cfg = _read_config(directory, "clip")
+    vc, tc = cfg.vision_config, cfg.text_config
+    for sub in (vc, tc):
+        if sub.hidden_act not in CLIP_ACTS:
+            raise VlpbenchError(f"CLIP checkpoint in {directory!r} uses hidden_act={sub.hidden_act!r}; "
+                                f"accepted: {', '.join(CLIP_ACTS)}")
+    state = read_state_dict(directory)
+    grid = vc.image_size // vc.patch_size
+    visual = PatchEmbedder((vc.image_size, vc.image_size), vc.patch_size, vc.hidden_size, in_chans=vc.num_channels,
+                           pos_grid=(grid, grid), pos_interp="none", conv_bias=False, pre_norm=True,
+                           norm_eps=vc.layer_norm_eps)
+    # transformers pools at argmax(input_ids) for legacy configs (eos_token_id == 2), else at the first EOS id
+    eos = tc.eos_token_id if isinstance(tc.eos_token_id, int) and 0 <= tc.eos_token_id < tc.vocab_size \
+        else tc.vocab_size - 1
+    text = ClipTextEmbedder(tc.vocab_size, tc.hidden_size, tc.num_hidden_layers, tc.num_attention_heads,
+                            tc.intermediate_size, act=CLIP_ACTS[tc.hidden_act], context_len=tc.max_position_embeddings,
+                            text_len=text_len, eps=tc.layer_norm_eps, proj_dim=cfg.projection_dim,
+                            eot_token_id=eos,
+                            pool="argmax" if tc.eos_token_id == 2 else "eot")
+    inter = DualEncoderInteraction(visual.output_spec(), text.output_spec(), vc.hidden_size, vc.num_hidden_layers,
+                                   vc.num_attention_heads, vc.intermediate_size, act=CLIP_ACTS[vc.hidden_act],
+                                   eps=vc.layer_norm_eps, embed_dim=cfg.projection_dim)
+    m = _Mapper(state, directory)
+    ve, tm = "vision_model.embeddings", "text_model"
+    m.put("v.proj.weight", f"{ve}.patch_embedding.weight")
+    m.put("v.cls_token", f"{ve}.class_embedding", fn=lambda t: t.reshape(1, 1, -1))
+    m.put("v.pos_embed", f"{ve}.position_embedding.weight", fn=lambda t: t[None])  # [N+1, D] -> [1, N+1, D]
+    m.linear("v.norm", "vision_model.pre_layrnorm")
+    _encoder(m, "i.tower", vc.num_hidden_layers, CLIP_LAYER, "vision_model.encoder")
+    m.linear("i.ln_post", "vision_model.post_layernorm")
+    m.linear("i.visual_projection", "visual_projection", bias=False)
+    m.put("i.logit_scale", "logit_scale")
+    m.put("t.token_embedding.weight", f"{tm}.embeddings.token_embedding.weight")
+    m.put("t.position_embedding", f"{tm}.embeddings.position_embedding.weight")
+    _encoder(m, "t.encoder", tc.num_hidden_layers, CLIP_LAYER, f"{tm}.encoder")
+    m.linear("t.ln_final", f"{tm}.final_layer_norm")
+    m.linear("t.text_projection", "text_projection", bias=False)
+    m.check_all_used(("vision_model.", "text_model.", "visual_projection.", "text_projection.", "logit_scale"))
+    for module, prefix in ((visual, "v."), (text, "t."), (inter, "i.")):
+        m.load_into(module, prefix)
+    return _attach_tokenizer(VLPModel(visual, text, inter).eval(), directory)
+
+
+__all__ = ["load_vilt", "load_clip", "read_state_dict"]

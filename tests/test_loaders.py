@@ -1,0 +1,156 @@
+"""transformers checkpoints (tiny, random, saved to tmp_path) load into our modules and give the same outputs;
+full-size presets have transformers' parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vlpbench.architectures.compose import ArchConfig, VLPModel
+from vlpbench.architectures.loaders import load_clip, load_vilt
+from vlpbench.errors import VlpbenchError
+from vlpbench.presets import load_all
+
+load_all()
+VILT_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=64,
+                 patch_size=32, vocab_size=120, max_position_embeddings=16)
+CLIP_TEXT_TINY = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=16, eos_token_id=99, bos_token_id=98, pad_token_id=1)
+CLIP_VISION_TINY = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                        image_size=64, patch_size=16)
+
+
+def _perturb(model: torch.nn.Module) -> None:
+    """Move every parameter off its init (zero biases, unit LayerNorms, zero cls) so the mapping is tested."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.fixture(scope="module")
+def vilt_dir(tmp_path_factory):
+    from transformers import BertTokenizerFast, ViltConfig, ViltModel
+
+    torch.manual_seed(0)
+    model = ViltModel._from_config(ViltConfig(**VILT_TINY), attn_implementation="eager").eval()
+    _perturb(model)
+    d = tmp_path_factory.mktemp("vilt")
+    model.save_pretrained(d)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "on", "mat"]
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(d)
+    return d, model
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=CLIP_TEXT_TINY, vision_config=CLIP_VISION_TINY, projection_dim=24)
+    model = CLIPModel(cfg).eval()
+    _perturb(model)
+    d = tmp_path_factory.mktemp("clip")
+    model.save_pretrained(d)
+    return d, model
+
+
+def test_vilt_matches_transformers(vilt_dir):
+    d, ref = vilt_dir
+    ours = load_vilt(d, image_size=(64, 96))
+    assert isinstance(ours, VLPModel) and ours.visual.grid == (2, 3) and ours.visual.pos_grid == (2, 2)
+    px = torch.rand(2, 3, 64, 96)
+    ids = torch.randint(0, 120, (2, 16))
+    am = torch.ones(2, 16, dtype=torch.long)
+    am[1, 10:] = 0  # padded text in the second sample
+    with torch.no_grad():
+        # transformers' ViLT shuffles the patches even with max_image_length=-1 (torch.multinomial);
+        # replay its RNG to learn the order, then compare token for token
+        torch.manual_seed(5)
+        _, _, (patch_index, _) = ref.embeddings.visual_embed(px, torch.ones(2, 64, 96), max_image_length=-1)
+        torch.manual_seed(5)
+        theirs = ref(input_ids=ids, attention_mask=am, pixel_values=px, pixel_mask=torch.ones(2, 64, 96, dtype=torch.long))
+        out = ours(pixel_values=px, input_ids=ids, attention_mask=am).interaction
+    assert out.last_hidden_state.shape == theirs.last_hidden_state.shape == (2, 16 + 1 + 6, 32)
+    torch.testing.assert_close(out.pooler_output, theirs.pooler_output, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.last_hidden_state[:, :17], theirs.last_hidden_state[:, :17], atol=1e-5, rtol=1e-5)
+    order = patch_index[..., 0] * 3 + patch_index[..., 1]  # [B, N] raster index of each of their patch slots
+    mine = torch.gather(out.last_hidden_state[:, 17:], 1, order[:, :, None].expand(-1, -1, 32))
+    torch.testing.assert_close(mine, theirs.last_hidden_state[:, 17:], atol=1e-5, rtol=1e-5)
+    assert ours.tokenizer is not None and ours.tokenizer("a cat")["input_ids"][0] == 2
+
+
+def test_vilt_task_model_prefix(tmp_path):
+    from transformers import ViltConfig, ViltForMaskedLM
+
+    torch.manual_seed(0)
+    task = ViltForMaskedLM(ViltConfig(**VILT_TINY)).eval()
+    task.save_pretrained(tmp_path)
+    ours = load_vilt(tmp_path, image_size=(64, 64))
+    torch.testing.assert_close(ours.interaction.pooler.weight, task.vilt.pooler.dense.weight)
+    assert ours.tokenizer is None
+
+
+def test_clip_matches_transformers(clip_dir):
+    d, ref = clip_dir
+    ours = load_clip(d)
+    px = torch.rand(3, 3, 64, 64)
+    ids = torch.randint(2, 98, (3, 16))
+    ids[:, 12] = 99
+    ids[0, 5] = 99  # the first EOS wins (transformers' rule for eos_token_id != 2)
+    am = torch.ones(3, 16, dtype=torch.long)
+    am[2, 13:] = 0
+    with torch.no_grad():
+        theirs = ref(input_ids=ids, attention_mask=am, pixel_values=px)
+        out = ours(pixel_values=px, input_ids=ids, attention_mask=am).interaction
+    for key in ("image_embeds", "text_embeds", "logits_per_image"):
+        torch.testing.assert_close(getattr(out, key), getattr(theirs, key), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.text_embeds[0], out.text_embeds[1])
+    torch.testing.assert_close(ours.interaction.logit_scale, ref.logit_scale)
+
+
+def test_loader_errors(vilt_dir, clip_dir, tmp_path):
+    with pytest.raises(VlpbenchError, match="does not exist"):
+        load_vilt(tmp_path / "missing")
+    with pytest.raises(VlpbenchError, match="'clip' checkpoint.*accepted: model_type 'vilt'"):
+        load_vilt(clip_dir[0])
+    with pytest.raises(VlpbenchError, match="accepted: model_type 'clip'"):
+        load_clip(vilt_dir[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VlpbenchError, match="no config.json"):
+        load_clip(tmp_path / "empty")
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((vilt_dir[0] / "config.json").read_text())
+    with pytest.raises(VlpbenchError, match="no weights in"):
+        load_vilt(no_weights)
+    # weights of another size than config.json says
+    cfg = json.loads((vilt_dir[0] / "config.json").read_text())
+    cfg["num_hidden_layers"] = 3
+    (no_weights / "config.json").write_text(json.dumps(cfg))
+    (no_weights / "model.safetensors").write_bytes((vilt_dir[0] / "model.safetensors").read_bytes())
+    with pytest.raises(VlpbenchError, match="lacks tensor 'encoder.layer.2"):
+        load_vilt(no_weights)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_full_size_param_counts_match_transformers():
+    from transformers import CLIPConfig, CLIPModel, ViltConfig, ViltModel
+
+    with torch.device("meta"):
+        vilt_ref = _count(ViltModel(ViltConfig()))
+        clip_ref = _count(CLIPModel(CLIPConfig()))  # CLIPConfig() defaults are ViT-B/32
+        vilt = VLPModel.from_config(ArchConfig("vilt-b32-patch", "bert-base-embed", "single-stream"))
+        clip = VLPModel.from_config(ArchConfig("clip-vit-b32-patch", "clip-text-b32", "dual-encoder"))
+    assert _count(vilt) == vilt_ref
+    assert _count(clip) == clip_ref
+    # REFERENCE.md: ViLT-B/32 87.4M without the 23.47M word table (we count 88.15M, equal to transformers'
+    # ViltModel; the paper does not say what its 0.75M smaller count leaves out); CLIP ViT-B/32 151.28M
+    assert abs((_count(vilt) - _count(vilt.text.word_embeddings)) / 1e6 - 87.4) < 1.0
+    assert abs(_count(clip) / 1e6 - 151.28) < 0.05
