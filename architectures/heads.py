@@ -74,9 +74,9 @@ def _need(head: str, out: InteractionOutput, *fields: str) -> None:
                                " (a dual encoder such as CLIP or VSE)"))
 
 
-def _check_width(head: str, x: torch.Tensor, width: int, field: str) -> None:
+def _check_width(head: str, x: torch.Tensor, width: int, field: str, hint: str = "the head's in_dim") -> None:
     if x.shape[-1] != width:
-        raise bad_value(f"{field} width for head {head!r}", x.shape[-1], f"{width} (the head's in_dim)")
+        raise bad_value(f"input for head {head!r}: {field} width", x.shape[-1], f"{width} ({hint})")
 
 
 class _Head(nn.Module):
@@ -130,7 +130,8 @@ class MLMHead(_Head):
 
     def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> Dict[str, torch.Tensor]:
         _need(self.name, out, "last_hidden_state", "text_len")
-        _check_width(self.name, out.last_hidden_state, self.in_dim, "last_hidden_state")
+        _check_width(self.name, out.last_hidden_state, self.in_dim, "last_hidden_state",
+                     "the head's width; set the head option hidden_dim to the text-stream width, e.g. 768 for ViLBERT")
         with stage(self.name):
             text = out.last_hidden_state[:, : out.text_len]          # [B, T, h] -> [B, L, h]
             return {"logits": self.decoder(self.norm(F.gelu(self.dense(text))))}
@@ -199,7 +200,7 @@ class NLVR2Head(_Head):
         _need(self.name, pair, "pooler_output")
         _check_width(self.name, out.pooler_output, self.in_dim, "pooler_output")
         if pair.pooler_output.shape != out.pooler_output.shape:
-            raise bad_value("pair pooler_output shape for head 'nlvr2'", tuple(pair.pooler_output.shape),
+            raise bad_value("input for head 'nlvr2': pair pooler_output shape", tuple(pair.pooler_output.shape),
                             f"{tuple(out.pooler_output.shape)} like the first image's")
         with stage(self.name):
             both = torch.cat([out.pooler_output, pair.pooler_output], dim=-1)   # 2 x [B, d] -> [B, 2d]

@@ -14,6 +14,8 @@ import importlib
 PRESET_MODULES = (
     "transformer",
     "region",
+    "cnn",
+    "architectures",
 )
 
 _loaded = False

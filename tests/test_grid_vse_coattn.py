@@ -1,0 +1,454 @@
+"""Grid / CLIP-RN50 / BiGRU embedders, VSE-infinity GPO and ViLBERT co-attention, at tiny size."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlpbench.architectures.co_attention import CoAttentionInteraction, _schedule
+from vlpbench.architectures.compose import ArchConfig, VLPModel
+from vlpbench.architectures.vse import GPO, VSEInteraction, hinge_triplet_loss, positional_encoding_1d
+from vlpbench.embedders.grid import grid_shape
+from vlpbench.errors import VlpbenchError
+from vlpbench.presets import load_all
+from vlpbench.registry import INTERACTION, TEXT, VISUAL
+from vlpbench.types import TextTokens, TokenSpec, VisualTokens
+
+load_all()
+
+VISUAL_PRESETS = ["pixelbert-r50-grid", "grid-r50", "grid-r101", "clip-rn50-visual"]
+
+
+class Recorder:
+    """A stage function that records (name, group) of every stage entered."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, group=None):
+        self.calls.append((name, group))
+        return contextlib.nullcontext()
+
+    @property
+    def names(self):
+        return [n for n, _ in self.calls]
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def tiny_visual():
+    return {name: VISUAL.build(name, tiny=True).eval() for name in VISUAL_PRESETS}
+
+
+# -- visual embedders ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", VISUAL_PRESETS)
+def test_visual_tiny_matches_spec_and_stages(tiny_visual, name):
+    m = tiny_visual[name]
+    rec = Recorder()
+    with torch.no_grad():
+        out = m(**m.make_inputs(2, generator=gen()), stage=rec)
+    spec = m.output_spec()
+    assert out.features.shape == (2, spec.num_tokens, spec.dim)
+    assert out.mask.shape == (2, spec.num_tokens) and out.mask.all()
+    assert out.boxes is None and not spec.has_boxes
+    assert rec.names == m.stage_names()
+    assert torch.isfinite(out.features).all()
+    if spec.pooled:
+        assert out.pooled.shape == (2, spec.pooled_dim)
+    w = m.workload()
+    assert w["image_size"] == list(m.make_inputs(1, generator=gen())["pixel_values"].shape[-2:])
+
+
+def test_grid_shape_follows_conv_arithmetic(tiny_visual):
+    assert grid_shape((800, 1333)) == (25, 42)
+    assert grid_shape((224, 224)) == (7, 7)
+    cfg = VISUAL.config("grid-r50", tiny=True, image_size=(65, 97))
+    m = VISUAL.build("grid-r50", tiny=True, image_size=(65, 97)).eval()
+    with torch.no_grad():
+        fmap = m.trunk(torch.zeros(1, 3, *cfg.image_size))
+    assert tuple(fmap.shape[-2:]) == grid_shape((65, 97)) == (3, 4)
+    assert m.output_spec().num_tokens == 12
+
+
+def test_grid_errors():
+    with pytest.raises(VlpbenchError, match="image_size"):
+        VISUAL.build("grid-r50", tiny=True, image_size=(31, 64))
+    with pytest.raises(VlpbenchError, match="sample_tokens"):
+        VISUAL.build("grid-r50", tiny=True, sample_tokens=7)          # 64x96 -> 2x3 = 6 positions
+    with pytest.raises(VlpbenchError, match="depth"):
+        VISUAL.build("grid-r50", depth=34)
+    m = VISUAL.build("grid-r50", tiny=True)
+    with pytest.raises(VlpbenchError, match="image size"):
+        m(torch.zeros(1, 3, 64, 64))
+
+
+def test_grid_sampling_and_projection(tiny_visual):
+    full = tiny_visual["grid-r50"]
+    sampled = VISUAL.build("grid-r50", tiny=True, sample_tokens=4, out_dim=16).eval()
+    sampled.trunk.load_state_dict(full.trunk.state_dict())
+    x = full.make_inputs(3, generator=gen())["pixel_values"]
+    rec = Recorder()
+    with torch.no_grad():
+        all_tokens = full(x).features                                         # [3, 6, 2048]
+        out = sampled(x, stage=rec)
+        again = sampled(x)
+    assert rec.names == ["preprocess", "backbone", "flatten", "sample", "project"] == sampled.stage_names()
+    assert out.features.shape == (3, 4, 16) == (3, sampled.output_spec().num_tokens, sampled.output_spec().dim)
+    torch.testing.assert_close(out.features, again.features)                  # seeded: same positions each call
+    idx = sampled._sample_index(3, 6, torch.device("cpu"))
+    assert all(len(set(row.tolist())) == 4 for row in idx)                    # distinct positions per image
+    expected = sampled.proj(all_tokens.gather(1, idx[..., None].expand(-1, -1, 2048)))
+    torch.testing.assert_close(out.features, expected)
+
+
+def test_grid_channels_last_is_numerically_equivalent(tiny_visual):
+    plain = tiny_visual["grid-r50"]
+    cl = VISUAL.build("grid-r50", tiny=True, channels_last=True).eval()
+    cl.load_state_dict(plain.state_dict())
+    x = plain.make_inputs(2, generator=gen(1))["pixel_values"]
+    with torch.no_grad():
+        torch.testing.assert_close(cl(x).features, plain(x).features, rtol=1e-4, atol=1e-4)
+
+
+def test_full_size_parameter_counts_on_meta_device():
+    """Golden counts built on the meta device (no memory, no compute)."""
+    with torch.device("meta"):
+        r50 = VISUAL.build("grid-r50")
+        r101 = VISUAL.build("grid-r101")
+        clip = VISUAL.build("clip-rn50-visual")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(r50) == 25_557_032 - (2048 * 1000 + 1000)     # torchvision resnet50 without its fc
+    assert count(r101) == 44_549_160 - (2048 * 1000 + 1000)
+
+    def bottleneck(inp, planes, down):
+        n = inp * planes + 9 * planes * planes + planes * 4 * planes + 2 * (planes + planes + 4 * planes)
+        return n + (inp * 4 * planes + 2 * 4 * planes if down else 0)
+
+    n, inp = 3 * 32 * 9 + 32 * 32 * 9 + 32 * 64 * 9 + 2 * (32 + 32 + 64), 64      # 3-conv stem + BNs
+    for i, blocks in enumerate((3, 4, 6, 3)):
+        planes = 64 * 2 ** i
+        n += bottleneck(inp, planes, True) + (blocks - 1) * bottleneck(4 * planes, planes, False)
+        inp = 4 * planes
+    n += 50 * 2048 + 3 * (2048 * 2048 + 2048) + 2048 * 1024 + 1024                 # attention pool
+    assert count(clip) == n == 38_316_896                                          # CLIP RN50 visual tower
+
+
+def test_clip_attnpool_matches_clip_formulation(tiny_visual):
+    """Our SDPA attention pool equals CLIP's F.multi_head_attention_forward call with the same weights."""
+    m = tiny_visual["clip-rn50-visual"]
+    pool = m.attnpool
+    tokens = torch.randn(2, 4, m.feature_dim, generator=gen(2))
+    x = torch.cat([tokens.mean(1, keepdim=True), tokens], 1) + pool.positional_embedding
+    x = x.permute(1, 0, 2)                                                        # CLIP works in [T, B, C]
+    k_w, v_w = pool.attn.kv.weight.chunk(2)
+    k_b, v_b = pool.attn.kv.bias.chunk(2)
+    ref, _ = F.multi_head_attention_forward(
+        query=x[:1], key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.attn.num_heads,
+        q_proj_weight=pool.attn.q.weight, k_proj_weight=k_w, v_proj_weight=v_w, in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.attn.q.bias, k_b, v_b]), bias_k=None, bias_v=None, add_zero_attn=False,
+        dropout_p=0.0, out_proj_weight=pool.attn.proj.weight, out_proj_bias=pool.attn.proj.bias,
+        use_separate_proj_weight=True, training=False, need_weights=False)
+    with torch.no_grad():
+        torch.testing.assert_close(pool(tokens), ref[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_clip_rn50_full_size_forward():
+    m = VISUAL.build("clip-rn50-visual").eval()
+    with torch.no_grad():
+        out = m(**m.make_inputs(1, generator=gen()))
+    assert out.features.shape == (1, 49, 2048) and out.pooled.shape == (1, 1024)
+
+
+# -- BiGRU text ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gru():
+    return TEXT.build("bigru-text", tiny=True).eval()
+
+
+def test_bigru_shapes_stages_and_padding(gru):
+    spec = gru.output_spec()
+    inputs = gru.make_inputs(3, generator=gen())
+    rec = Recorder()
+    with torch.no_grad():
+        out = gru(**inputs, stage=rec)
+    assert rec.names == gru.stage_names() == ["embed", "gru"]
+    assert out.features.shape == (3, spec.num_tokens, spec.dim) and out.mask.all()
+    # Row 1 keeps 5 real tokens; whatever sits in its padding must not matter.
+    ids, mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()
+    mask[1, 5:] = 0
+    ids2 = ids.clone()
+    ids2[1, 5:] = torch.randint(1, 1000, (ids.shape[1] - 5,), generator=gen(3))
+    with torch.no_grad():
+        a, b = gru(ids, mask), gru(ids2, mask)
+        alone = gru(ids[1:2, :5], mask[1:2, :5])                                   # the same caption unpadded
+    torch.testing.assert_close(a.features, b.features)
+    assert (a.features[1, 5:] == 0).all()
+    torch.testing.assert_close(a.features[1:2, :5], alone.features, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.features[0], gru(ids[:1], mask[:1]).features[0], rtol=1e-5, atol=1e-6)
+
+
+def test_bigru_equals_manual_bidirectional_average(gru):
+    ids = torch.randint(1, 1000, (1, 7), generator=gen(4))
+    with torch.no_grad():
+        out = gru(ids, torch.ones_like(ids)).features
+        full, _ = gru.gru(gru.embed(ids))                                            # [1, 7, 2H]
+    h = gru.hidden
+    torch.testing.assert_close(out, (full[..., :h] + full[..., h:]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_bigru_errors(gru):
+    ids = torch.randint(1, 1000, (2, 6), generator=gen())
+    holes = torch.tensor([[1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    with pytest.raises(VlpbenchError, match="padding"):
+        gru(ids, holes)
+    with pytest.raises(VlpbenchError, match="real token"):
+        gru(ids, torch.tensor([[0] * 6, [1] * 6]))
+    with pytest.raises(VlpbenchError, match="token id"):
+        gru(ids + 1000, torch.ones_like(ids))
+
+
+# -- VSE / GPO -----------------------------------------------------------------------------------
+def reference_gpo(gpo: GPO, feats: torch.Tensor, n_valid: int) -> torch.Tensor:
+    """VSE-infinity's GPO for one sample with its valid tokens only, written out directly: [n, D] -> [D]."""
+    x = feats[:n_valid]
+    pe = positional_encoding_1d(gpo.pe_dim, n_valid)[None]
+    out, _ = gpo.gru(pe)
+    half = out.shape[-1] // 2
+    scores = gpo.linear((out[..., :half] + out[..., half:]) / 2)[0, :, 0]
+    w = torch.softmax(scores / gpo.temperature, 0)
+    return (x.sort(dim=0, descending=True).values * w[:, None]).sum(0)
+
+
+@pytest.fixture(scope="module")
+def vse_specs():
+    return TokenSpec(dim=24, num_tokens=6), TokenSpec(dim=20, num_tokens=5, modality="text")
+
+
+def test_gpo_weights_sum_to_one_and_match_reference():
+    gpo = GPO(32, 32, 0.1).eval()
+    feats = torch.randn(3, 7, 10, generator=gen(5))
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, :7], mask[1, :3], mask[2, :1] = True, True, True
+    with torch.no_grad():
+        pooled, w = gpo(feats, mask)
+        for i, n in enumerate((7, 3, 1)):
+            torch.testing.assert_close(w[i, :n].sum(), torch.tensor(1.0))
+            assert (w[i, n:] == 0).all()
+            torch.testing.assert_close(pooled[i], reference_gpo(gpo, feats[i], n), rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in gpo.parameters()) == 2 * 3 * (32 * 32 + 32 * 32 + 2 * 32) + 32
+
+
+def test_vse_shapes_stages_groups(vse_specs):
+    vspec, tspec = vse_specs
+    m = INTERACTION.build("vse-gpo", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}).eval()
+    rec = Recorder()
+    inputs = m.make_inputs(4, generator=gen())
+    with torch.no_grad():
+        out = m(**inputs, stage=rec)
+    assert rec.calls == [("image_pool", "VE"), ("text_pool", "TE"), ("similarity", None)]
+    assert rec.names == m.stage_names()
+    e = m.output_dim
+    assert out.image_embeds.shape == (4, e) and out.text_embeds.shape == (4, e)
+    assert out.logits_per_image.shape == (4, 4)
+    torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(4))
+    torch.testing.assert_close(out.logits_per_image, F.cosine_similarity(out.image_embeds[:, None], out.text_embeds[None], -1))
+
+
+def test_vse_respects_masks_and_is_order_invariant(vse_specs):
+    vspec, tspec = vse_specs
+    m = INTERACTION.build("vse-gpo", tiny=True, visual_proj="mlp",
+                          context={"visual_spec": vspec, "text_spec": tspec}).eval()
+    inputs = m.make_inputs(2, generator=gen(6))
+    v, t = inputs["visual"], inputs["text"]
+    with torch.no_grad():
+        base = m(v, t)
+        # Padding: 3 extra garbage visual tokens and 4 garbage text tokens, masked out.
+        v_pad = VisualTokens(torch.cat([v.features, 100 * torch.randn(2, 3, 24, generator=gen(7))], 1),
+                             torch.cat([v.mask, torch.zeros(2, 3, dtype=torch.bool)], 1))
+        t_pad = TextTokens(torch.cat([t.features, -50 * torch.ones(2, 4, 20)], 1),
+                           torch.cat([t.mask, torch.zeros(2, 4, dtype=torch.bool)], 1))
+        padded = m(v_pad, t_pad)
+        # Order: GPO sorts per dimension, so a token permutation (mask permuted along) changes nothing.
+        perm = torch.randperm(9, generator=gen(8))
+        shuffled = m(VisualTokens(v_pad.features[:, perm], v_pad.mask[:, perm]), t_pad)
+    for other in (padded, shuffled):
+        torch.testing.assert_close(other.image_embeds, base.image_embeds, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(other.text_embeds, base.text_embeds, rtol=1e-5, atol=1e-6)
+
+
+def test_vse_errors(vse_specs):
+    vspec, tspec = vse_specs
+    with pytest.raises(VlpbenchError, match="visual_proj"):
+        INTERACTION.build("vse-gpo", tiny=True, visual_proj="conv", context={"visual_spec": vspec, "text_spec": tspec})
+    m = INTERACTION.build("vse-gpo", tiny=True, context={"visual_spec": vspec, "text_spec": tspec})
+    inputs = m.make_inputs(2, generator=gen())
+    with pytest.raises(VlpbenchError, match="visual token width"):
+        m(VisualTokens(torch.zeros(2, 6, 25), torch.ones(2, 6, dtype=torch.bool)), inputs["text"])
+    with pytest.raises(VlpbenchError, match="real token"):
+        m(VisualTokens(inputs["visual"].features, torch.zeros(2, 6, dtype=torch.bool)), inputs["text"])
+
+
+def test_hinge_triplet_loss():
+    good = torch.tensor([[0.9, 0.1, 0.2], [0.0, 0.8, 0.3], [0.1, 0.2, 0.7]])
+    assert hinge_triplet_loss(good, margin=0.2).item() == 0.0
+    assert hinge_triplet_loss(good, margin=0.2, hardest=False).item() == 0.0
+    bad = torch.tensor([[0.5, 0.6], [0.1, 0.4]])
+    # image 0: text 1 violates by 0.2 + 0.6 - 0.5 = 0.3; image 1: text 0 by 0.2 + 0.1 - 0.4 < 0 -> 0
+    # text 0: image 1 by 0.2 + 0.1 - 0.5 < 0 -> 0; text 1: image 0 by 0.2 + 0.6 - 0.4 = 0.4
+    torch.testing.assert_close(hinge_triplet_loss(bad, margin=0.2), torch.tensor(0.7))
+    assert hinge_triplet_loss(good, margin=0.7).item() > 0
+    sims = torch.randn(4, 4, generator=gen(), requires_grad=True)
+    hinge_triplet_loss(sims).backward()
+    assert sims.grad.abs().sum() > 0
+    with pytest.raises(VlpbenchError, match="square"):
+        hinge_triplet_loss(torch.zeros(2, 3))
+
+
+def test_vse_architecture_end_to_end_grid_bigru():
+    model = VLPModel.from_config(ArchConfig(visual="grid-r50", text="bigru-text", interaction="vse-gpo", tiny=True)).eval()
+    rec = Recorder()
+    with torch.no_grad():
+        out = model(**model.make_inputs(2, generator=gen()), stage=rec)
+    assert out.interaction.logits_per_image.shape == (2, 2)
+    assert rec.names == model.stage_names()
+
+
+# -- ViLBERT co-attention ------------------------------------------------------------------------
+def test_vilbert_schedule():
+    steps = _schedule((0, 1, 2, 3, 4, 5), (6, 7, 8, 9, 10, 11), 6, 12)
+    expected = [("c", 0)]
+    for k in range(1, 6):
+        expected += [("v", k - 1), ("t", 5 + k), ("c", k)]
+    assert steps == expected + [("v", 5), ("t", 11)]
+
+
+def region_inputs(b, n, dim, seed=0):
+    g = gen(seed)
+    xy = torch.rand(b, n, 2, generator=g) * 0.5
+    boxes = torch.cat([xy, xy + 0.1 + 0.4 * torch.rand(b, n, 2, generator=g)], -1)
+    return VisualTokens(torch.randn(b, n, dim, generator=g), torch.ones(b, n, dtype=torch.bool), boxes=boxes)
+
+
+@pytest.fixture(scope="module")
+def coattn_region():
+    vspec = TokenSpec(dim=40, num_tokens=5, has_boxes=True)
+    tspec = TokenSpec(dim=32, num_tokens=6, has_cls=True, modality="text")
+    return INTERACTION.build("co-attention", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}).eval()
+
+
+def test_coattention_with_regions(coattn_region):
+    m = coattn_region
+    cfg = m.cfg
+    v = region_inputs(2, 5, 40)
+    t = TextTokens(torch.randn(2, 6, 32, generator=gen(1)), torch.ones(2, 6, dtype=torch.bool))
+    rec = Recorder()
+    with torch.no_grad():
+        out = m(v, t, stage=rec)
+        moved = m(VisualTokens(v.features, v.mask, boxes=v.boxes.flip(-1).clamp(0, 1)), t)
+    assert rec.names == m.stage_names() == ["text_only", "visual_embed", "co_layers", "pool"]
+    assert out.pooler_output.shape == (2, m.output_dim) == (2, cfg.bi_hidden)
+    assert out.last_hidden_state.shape == (2, 6, cfg.text_hidden) and out.text_len == 6
+    assert out.extras["visual_hidden_state"].shape == (2, 1 + 5, cfg.visual_hidden)   # whole-image token first
+    assert not torch.allclose(moved.pooler_output, out.pooler_output)                 # boxes feed the location encoding
+    # The whole-image token: mean feature with the full-image box and area 1.
+    with torch.no_grad():
+        emb, mask = m.embed_visual(v)
+        loc0 = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
+        expected0 = m.v_norm(m.v_proj(v.features.mean(1)) + m.v_loc(loc0))
+    torch.testing.assert_close(emb[:, 0], expected0, rtol=1e-5, atol=1e-5)
+    assert mask.shape == (2, 6) and mask.all()
+
+
+def test_coattention_respects_padding(coattn_region):
+    m = coattn_region
+    v = region_inputs(2, 5, 40, seed=3)
+    t = TextTokens(torch.randn(2, 6, 32, generator=gen(4)), torch.ones(2, 6, dtype=torch.bool))
+    v_pad = VisualTokens(torch.cat([v.features, 30 * torch.randn(2, 2, 40, generator=gen(5))], 1),
+                         torch.cat([v.mask, torch.zeros(2, 2, dtype=torch.bool)], 1),
+                         boxes=torch.cat([v.boxes, torch.rand(2, 2, 4, generator=gen(6))], 1))
+    t_pad = TextTokens(torch.cat([t.features, 30 * torch.randn(2, 3, 32, generator=gen(7))], 1),
+                       torch.cat([t.mask, torch.zeros(2, 3, dtype=torch.bool)], 1))
+    with torch.no_grad():
+        base, padded = m(v, t), m(v_pad, t_pad)
+    torch.testing.assert_close(padded.pooler_output, base.pooler_output, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(padded.last_hidden_state[:, :6], base.last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+def test_coattention_layer_matches_vilbert_formulas(coattn_region):
+    """BertBiAttention + BertBiOutput + the two feed-forwards, written out with explicit matmuls."""
+    layer = coattn_region.co_layers[0]
+    v, t = torch.randn(2, 4, 48, generator=gen(8)), torch.randn(2, 3, 32, generator=gen(9))
+    heads = layer.v_attn.num_heads
+
+    def attend(q_lin, kv_lin, q_in, kv_in):
+        q = q_lin(q_in)
+        k, val = kv_lin(kv_in).chunk(2, -1)
+        split = lambda x: x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, val = split(q), split(k), split(val)
+        p = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
+        return (p @ val).transpose(1, 2).reshape(q_in.shape[0], q_in.shape[1], -1)
+
+    with torch.no_grad():
+        ctx_v = layer.v_attn.proj(attend(layer.v_attn.q, layer.v_attn.kv, v, t))       # vision queries, text keys
+        ctx_t = layer.t_attn.proj(attend(layer.t_attn.q, layer.t_attn.kv, t, v))
+        v1, t1 = layer.v_ln1(v + ctx_v), layer.t_ln1(t + ctx_t)
+        ref_v = layer.v_ln2(v1 + layer.v_mlp.fc2(F.gelu(layer.v_mlp.fc1(v1))))
+        ref_t = layer.t_ln2(t1 + layer.t_mlp.fc2(F.gelu(layer.t_mlp.fc1(t1))))
+        got_v, got_t = layer(v, t, None, None)
+    torch.testing.assert_close(got_v, ref_v, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_t, ref_t, rtol=1e-5, atol=1e-5)
+
+
+def test_coattention_with_grid_tokens_end_to_end():
+    model = VLPModel.from_config(ArchConfig(visual="grid-r50", text="bigru-text", interaction="co-attention",
+                                            head="itm", tiny=True)).eval()
+    assert model.interaction.v_loc is None                          # no boxes -> no location encoding
+    rec = Recorder()
+    with torch.no_grad():
+        out = model(**model.make_inputs(2, generator=gen()), stage=rec)
+    assert rec.names == model.stage_names()
+    n = model.visual.output_spec().num_tokens
+    assert out.interaction.extras["visual_hidden_state"].shape[1] == n + 1
+    assert out.interaction.pooler_output.shape == (2, model.interaction.output_dim)
+    assert out.head["logits"].shape == (2, 2)
+
+
+def test_coattention_errors(coattn_region):
+    m = coattn_region
+    v = region_inputs(2, 5, 40)
+    t = TextTokens(torch.randn(2, 6, 32), torch.ones(2, 6, dtype=torch.bool))
+    with pytest.raises(VlpbenchError, match="batch"):
+        m(region_inputs(3, 5, 40), t)
+    with pytest.raises(VlpbenchError, match="text length"):
+        m(v, TextTokens(torch.zeros(2, 513, 32), torch.ones(2, 513, dtype=torch.bool)))
+    with pytest.raises(VlpbenchError, match="boxes"):
+        m(VisualTokens(v.features, v.mask), t)
+    with pytest.raises(VlpbenchError, match="visual features"):
+        m(region_inputs(2, 5, 41), t)
+    with pytest.raises(VlpbenchError, match="text length"):
+        INTERACTION.build("co-attention", tiny=True, context={
+            "visual_spec": TokenSpec(dim=40), "text_spec": TokenSpec(dim=32, num_tokens=600, modality="text")})
+    with pytest.raises(VlpbenchError, match="co-attention ids"):
+        INTERACTION.build("co-attention", tiny=True, text_co_ids=(3,), context={
+            "visual_spec": TokenSpec(dim=40), "text_spec": TokenSpec(dim=32, modality="text")})
+
+
+def test_coattention_full_size_parameter_count_on_meta_device():
+    with torch.device("meta"):
+        m = INTERACTION.build("co-attention", context={
+            "visual_spec": TokenSpec(dim=2048, num_tokens=36, has_boxes=True),
+            "text_spec": TokenSpec(dim=768, num_tokens=36, has_cls=True, modality="text")})
+    count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+    bert_layer = 4 * (768 * 768 + 768) + 2 * 768 * 3072 + 3072 + 768 + 4 * 768
+    assert count(m.text_layers) == 12 * bert_layer
+    assert count(m.visual_layers) == 6 * (4 * (1024 * 1024 + 1024) + 2 * 1024 * 1024 + 1024 + 1024 + 4 * 1024)
+    assert len(m.co_layers) == 6 and m.output_dim == 1024
+    assert isinstance(m, CoAttentionInteraction)

@@ -1,0 +1,108 @@
+"""CNN-family presets: grid features (Pixel-BERT), CLIP RN50, BiGRU text, VSE-infinity GPO, ViLBERT
+co-attention, and the task heads.
+
+Sizes from REFERENCE.md sections 3-5.  ``paper=`` values are reference facts for report columns (labelled
+paper values, never measured ones).  ``tiny=`` keeps every structural feature (bottlenecks, anti-aliased
+strides, attention pool, packed BiGRU, GPO, the ViLBERT layer schedule) at a seconds-fast size.
+"""
+
+from __future__ import annotations
+
+from vlpbench.architectures.co_attention import CoAttentionConfig, build_co_attention
+from vlpbench.architectures.heads import (ITCConfig, ITMConfig, MLMConfig, NLVR2Config, RetrievalConfig, VQAConfig, build_itc,
+                                 build_itm, build_mlm, build_nlvr2, build_retrieval, build_vqa)
+from vlpbench.architectures.vse import VSEConfig, build_vse
+from vlpbench.embedders.clip_resnet import ClipResNetConfig, build_clip_resnet
+from vlpbench.embedders.grid import GridConfig, build_grid
+from vlpbench.embedders.gru_text import GRUTextConfig, build_gru_text
+from vlpbench.registry import HEAD, INTERACTION, TEXT, VISUAL
+
+_TINY_GRID = dict(blocks=(1, 1, 1, 1), width_per_group=16, image_size=(64, 96))
+
+# -- visual embedders ----------------------------------------------------------------------------
+VISUAL.register(
+    "pixelbert-r50-grid", build_grid,
+    GridConfig(depth=50, image_size=(800, 1333)),
+    description="Pixel-BERT-R50 grid features: ResNet-50 C5 at 800x1333 (25x42 = 1050 tokens x 2048); "
+                "sample_tokens=100 gives the pre-training pixel sampling; channels_last=True the faster CPU layout",
+    tiny=dict(_TINY_GRID),
+    paper={"model": "Pixel-BERT-R50", "image_size": [800, 1333], "visual_time_ms": 45, "total_time_ms": 60,
+           "params_M": 94.9, "flops_G": 136.8, "tokens": "260+?", "backbone_params_M": 25,
+           "sample_tokens_pretraining": 100, "nlvr2_test_p": 72.4, "vqav2_test_dev": 71.35},
+    tags=("grid", "pixelbert", "cnn"),
+)
+VISUAL.register(
+    "grid-r50", build_grid,
+    GridConfig(depth=50, image_size=(224, 224)),
+    description="ResNet-50 C5 grid features at ImageNet size 224x224 (7x7 = 49 tokens x 2048)",
+    tiny=dict(_TINY_GRID),
+    paper={"backbone_params_M": 25},
+    tags=("grid", "cnn"),
+)
+VISUAL.register(
+    "grid-r101", build_grid,
+    GridConfig(depth=101, image_size=(800, 1333)),
+    description="ResNet-101 C5 grid features at 800x1333 (25x42 = 1050 tokens x 2048)",
+    tiny=dict(_TINY_GRID),
+    paper={"backbone_params_M": 44, "image_size": [800, 1333]},
+    tags=("grid", "cnn"),
+)
+VISUAL.register(
+    "clip-rn50-visual", build_clip_resnet,
+    ClipResNetConfig(layers=(3, 4, 6, 3), width=64, heads=32, output_dim=1024, image_size=224),
+    description="CLIP ModifiedResNet-50 image tower: 3-conv stem, anti-aliased strides, attention pool -> 1024",
+    tiny=dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=32, image_size=64),
+    paper={"model": "CLIP RN50", "params_M": 102.01, "gflops": 18.18, "embed_dim": 1024,
+           "zero_shot_imagenet_openclip": 59.82},
+    tags=("clip", "cnn"),
+)
+
+# -- text embedders ------------------------------------------------------------------------------
+TEXT.register(
+    "bigru-text", build_gru_text,
+    GRUTextConfig(vocab_size=30522, embed_dim=300, hidden=1024, num_layers=1, text_len=40),
+    description="VSE-infinity BiGRU text encoder: 300-d word embedding, 1-layer BiGRU 1024, halves averaged",
+    tiny=dict(vocab_size=1000, embed_dim=16, hidden=32, text_len=12),
+    paper={"model": "VSE-infinity (BiGRU text)", "embed_dim": 1024},
+    tags=("vse", "rnn"),
+)
+
+# -- interactions --------------------------------------------------------------------------------
+INTERACTION.register(
+    "vse-gpo", build_vse,
+    VSEConfig(embed_dim=1024, visual_proj="linear", gpo_pe_dim=32, gpo_hidden=32, temperature=0.1),
+    description="VSE-infinity: projection + GPO pooling per side (image under VE, text under TE), cosine similarity (MI)",
+    tiny=dict(embed_dim=32),
+    paper={"model": "VSE-infinity", "gpo_params_M_approx": 0.1, "embed_dim": 1024,
+           "coco5k_r1_tr_ir_butd_region": [58.3, 42.4], "coco5k_r1_tr_ir_wsl_grid": [66.4, 51.6],
+           "loss": "hinge triplet, hardest negatives (VSE++)"},
+    tags=("vse", "dual"),
+)
+INTERACTION.register(
+    "co-attention", build_co_attention,
+    CoAttentionConfig(),
+    description="ViLBERT two-stream co-attention: text 12x768 (0-5 alone), visual 6x1024, 6 connections at 1024",
+    tiny=dict(text_hidden=32, text_layers=4, text_heads=2, text_mlp=64, visual_hidden=48, visual_layers=2,
+              visual_heads=2, visual_mlp=48, bi_hidden=32, bi_heads=2, visual_co_ids=(0, 1), text_co_ids=(2, 3)),
+    paper={"model": "ViLBERT", "params_M": 274.3, "flops_G": 958.1, "time_ms": 900, "tokens": "36+36",
+           "vqav2_test_dev": 70.55, "config": "bert_base_6layer_6conect.json"},
+    tags=("vilbert", "fusion"),
+)
+
+# -- heads ---------------------------------------------------------------------------------------
+HEAD.register("itm", build_itm, ITMConfig(), description="image-text matching: Linear(d, 2) on pooler_output",
+              paper={"source": "ViLT ITMHead"})
+HEAD.register("mlm", build_mlm, MLMConfig(), tiny=dict(vocab_size=100),
+              description="BERT MLM transform (Linear-GELU-LayerNorm) + decoder to 30522 over the text tokens",
+              paper={"vocab": 30522, "mask_prob": 0.15})
+HEAD.register("itc", build_itc, ITCConfig(),
+              description="image-text contrastive logits (per image and per text) from a dual encoder")
+HEAD.register("vqa", build_vqa, VQAConfig(), tiny=dict(num_answers=10),
+              description="VQAv2 classifier Linear(d,2d)-LayerNorm-GELU-Linear(2d,3129) on pooler_output",
+              paper={"answers": 3129, "source": "ViLT vqa_classifier"})
+HEAD.register("nlvr2", build_nlvr2, NLVR2Config(),
+              description="NLVR2 pair head: two pooled outputs concatenated, Linear(2d,2d)-LayerNorm-GELU-Linear(2d,2)",
+              paper={"source": "ViLT nlvr2_classifier"})
+HEAD.register("retrieval", build_retrieval, RetrievalConfig(),
+              description="retrieval rank score Linear(d, 1); loss = cross-entropy over 1 positive + 15 negatives",
+              paper={"negatives": 15, "source": "ViLT rank_output"})
