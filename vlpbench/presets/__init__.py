@@ -15,7 +15,6 @@ PRESET_MODULES = (
     "transformer",
     "region",
     "cnn",
-    "architectures",
 )
 
 _loaded = False
