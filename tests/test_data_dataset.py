@@ -117,6 +117,7 @@ def test_statistics_show_balance(data):
     assert stats["majority_share"] < 0.15
     text = format_statistics(stats)
     assert "left_of" in text and "majority" in text
+    assert data.describe().count("split ") == 3
 
 
 def test_degenerate_split_is_flagged():

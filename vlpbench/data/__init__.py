@@ -51,7 +51,8 @@ from vlpbench.data.readers import (
     read_nlvr2,
     read_vqav2,
 )
-from vlpbench.data.scenes import PALETTE, SHAPE_NAMES, Scene, SceneConfig, SceneObject, generate_scene
+from vlpbench.data.scenes import (PALETTE, SHAPE_NAMES, Scene, SceneConfig, SceneObject, check_scene,
+                                  generate_scene)
 from vlpbench.data.tokenizer import SPECIAL_TOKENS, WordTokenizer
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
     "CaptionRecord", "DatasetConfig", "DetectionDataset", "MatchItem", "MatchingDataset", "NLVR2Record",
     "QADataset", "Question", "RetrievalDataset", "RetrievalGallery", "Scene", "SceneConfig", "SceneObject",
     "SceneSplit", "Statement", "SyntheticData", "VQARecord", "WordTokenizer",
-    "answer_vocabulary", "collate", "degenerate_warnings", "evaluate", "format_statistics", "generate_scene",
+    "answer_vocabulary", "check_scene", "collate", "degenerate_warnings", "evaluate", "format_statistics", "generate_scene",
     "load_dataset", "matching_accuracy", "qa_accuracy", "read_coco_karpathy", "read_flickr30k_karpathy",
     "read_karpathy", "read_nlvr2", "read_vqav2", "retrieval_recall", "split_statistics", "vocabulary",
 ]

@@ -191,6 +191,10 @@ class SyntheticData:
     def detection(self, split: str, label_by: str = "shape") -> "DetectionDataset":
         return DetectionDataset(self.split(split), self.config.scene, label_by)
 
+    def describe(self) -> str:
+        """Printable statistics of every split (answer balance, question types, true/false balance)."""
+        return "\n".join(format_statistics(split_statistics(self.splits[s])) for s in SPLITS)
+
 
 def _text(tokenizer: WordTokenizer, text: str) -> Dict[str, torch.Tensor]:
     encoded = tokenizer.encode(text)
