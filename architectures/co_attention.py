@@ -14,6 +14,14 @@ A co-attention block (``BertConnectionLayer``) lets each stream's queries attend
 keys and values at the bi-hidden width (vision queries, text keys/values and vice versa, computed
 from the same inputs), each followed by a post-norm residual and the stream's own feed-forward.
 
+Visual input: tokens are projected from ``visual_spec.dim`` to the visual width and LayerNorm-ed.  With
+boxes (region features) the 5-d location (x1, y1, x2, y2, area ratio; boxes already normalised) goes
+through Linear(5, visual_hidden) and is added first; without boxes (grid / patch tokens) that is skipped.
+A whole-image token (masked mean of the features; box [0, 0, 1, 1], area 1 when boxes exist) is
+prepended unless the visual spec already has a summary token (``has_cls``, e.g. ViLT patches), so
+region and grid tokens both get one and the visual pooler always reads a whole-image summary.
+Text input: projected from ``text_spec.dim`` to the text width when they differ (inside ``text_only``).
+
 Outputs: ``pooler_output`` [B, bi_hidden] = ReLU(Linear(text[:, 0])) * ReLU(Linear(visual[:, 0]));
 ``last_hidden_state`` holds the **text stream only** [B, L, text_hidden] (``text_len`` = L), because the
 two streams have different widths (768 / 1024) and ViLBERT never projects them to a common one; the

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 
 from vlpbench.architectures.co_attention import CoAttentionInteraction, _schedule
 from vlpbench.architectures.compose import ArchConfig, VLPModel
-from vlpbench.architectures.vse import GPO, VSEInteraction, hinge_triplet_loss, positional_encoding_1d
+from vlpbench.architectures.vse import GPO, hinge_triplet_loss, positional_encoding_1d
 from vlpbench.embedders.grid import grid_shape
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
