@@ -1,0 +1,83 @@
+"""Architecture presets: (visual embedder, text embedder, interaction) combinations from the papers.
+
+``paper=`` holds reference facts (REFERENCE.md sections 1-5), used as the "paper" columns of reports and
+never returned as measurements: ``class`` is the ViLT taxonomy class the paper assigns, ``time_ms`` the
+paper's running time (Table 6 / Figure 1; P40 GPU + Xeon CPU), ``params_M`` / ``flops_G`` Table 6 counts
+(word-embedding table excluded), and accuracy figures from Tables 2 and 4.
+
+Where a preset departs from the original model, ``note`` says how.
+"""
+
+from __future__ import annotations
+
+from vlpbench.architectures.compose import ArchConfig, build_architecture
+from vlpbench.registry import ARCH
+
+_BERT_512 = {"max_len": 512}  # BERT-base text embeddings carry 512 positions (ViLT keeps 40)
+
+ARCH.register(
+    "vilt-b32", build_architecture,
+    ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
+    description="ViLT-B/32: linear patch projection + BERT embeddings -> 12-layer single-stream transformer",
+    aliases=("vilt",),
+    paper={"class": "d", "time_ms": 15, "params_M": 87.4, "flops_G": 55.9, "tokens": "200+40",
+           "vqa_test_dev": 71.26, "nlvr2_test_p": 76.13, "coco_tr_r1": 61.5, "coco_ir_r1": 42.7,
+           "input": "384x640", "source": "ViLT Tables 2, 4, 6"},
+)
+ARCH.register(
+    "clip-vit-b32", build_architecture,
+    ArchConfig(visual="clip-vit-b32-patch", text="clip-text-b32", interaction="dual-encoder"),
+    description="CLIP ViT-B/32: ViT image tower and causal text transformer, cosine similarity of projections",
+    aliases=("clip",),
+    paper={"class": "b", "params_M": 151.28, "flops_G": 14.78, "imagenet_zero_shot": 63.32, "input": "224x224",
+           "source": "OpenCLIP model_profile.csv; ViLT Figure 2"},
+)
+ARCH.register(
+    "clip-rn50", build_architecture,
+    ArchConfig(visual="clip-rn50-visual", text="clip-text-b32", interaction="dual-encoder",
+               text_overrides={"proj_dim": 1024}, interaction_overrides={"embed_dim": 1024}),
+    description="CLIP RN50: modified ResNet-50 with attention pooling, CLIP text transformer, 1024-d embedding",
+    paper={"class": "b", "params_M": 102.01, "flops_G": 18.18, "imagenet_zero_shot": 59.82, "input": "224x224",
+           "source": "OpenCLIP model_profile.csv"},
+)
+ARCH.register(
+    "vse-inf", build_architecture,
+    ArchConfig(visual="butd-r101-c4", text="bigru-text", interaction="vse-gpo"),
+    description="VSE-infinity: bottom-up-attention regions + BiGRU text, GPO pooling, cosine similarity",
+    aliases=("vse",),
+    paper={"class": "a", "time_ms": 900, "coco_tr_r1": 58.3, "coco_ir_r1": 42.4,
+           "source": "woodfrog/vse_infty (BUTD region); time as SCAN in ViLT Table 4",
+           "note": "time is the ViLT paper's region-feature figure for SCAN, not measured for VSE-infinity"},
+)
+ARCH.register(
+    "vilbert-base", build_architecture,
+    ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="co-attention",
+               text_overrides={**_BERT_512, "text_len": 36}),
+    description="ViLBERT: bottom-up-attention regions, two-stream co-attention (text 12x768, visual 6x1024)",
+    aliases=("vilbert",),
+    paper={"class": "c", "time_ms": 920, "params_M": 274.3, "flops_G": 958.1, "tokens": "36+36",
+           "vqa_test_dev": 70.55, "source": "ViLT Tables 2, 6"},
+)
+ARCH.register(
+    "uniter-base", build_architecture,
+    ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="single-stream",
+               text_overrides={**_BERT_512, "text_len": 60}),
+    description="UNITER-Base: bottom-up-attention regions (+ box location) and BERT tokens, single-stream transformer",
+    aliases=("uniter",),
+    paper={"class": "c", "time_ms": 900, "params_M": 154.7, "flops_G": 949.9, "tokens": "36+60",
+           "vqa_test_dev": 72.70, "nlvr2_test_p": 75.80, "coco_tr_r1": 64.4, "coco_ir_r1": 50.3,
+           "source": "ViLT Tables 2, 4, 6",
+           "note": "the single-stream layers are ViLT's pre-norm ViT layers (UNITER uses BERT's post-norm); "
+                   "same width, depth and cost"},
+)
+ARCH.register(
+    "pixelbert-r50", build_architecture,
+    ArchConfig(visual="pixelbert-r50-grid", text="bert-base-embed", interaction="single-stream",
+               text_overrides=_BERT_512),
+    description="Pixel-BERT-R50: ResNet-50 grid features at 800x1333 and BERT tokens, single-stream transformer",
+    aliases=("pixelbert",),
+    paper={"class": "c", "time_ms": 60, "params_M": 94.9, "flops_G": 136.8, "tokens": "260+?",
+           "vqa_test_dev": 71.35, "nlvr2_test_p": 72.4, "coco_tr_r1": 59.8, "coco_ir_r1": 41.1,
+           "source": "ViLT Tables 2, 4, 6",
+           "note": "all 25x42 grid positions are used at inference; pre-training sampled 100"},
+)
