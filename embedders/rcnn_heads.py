@@ -24,6 +24,8 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import roi_align
 
+from vlpbench.errors import bad_value
+
 NMS_MODES = ("per-class", "batched", "class-agnostic")
 
 
@@ -238,7 +240,7 @@ class DetectionPostprocess(nn.Module):
                  bbox_reg_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)):
         super().__init__()
         if nms_mode not in NMS_MODES:
-            raise ValueError(f"invalid nms_mode {nms_mode!r}; accepted: {', '.join(NMS_MODES)}")
+            raise bad_value("nms_mode", nms_mode, NMS_MODES)
         self.nms_mode = nms_mode
         self.nms_thresh = nms_thresh
         self.score_thresh = score_thresh
@@ -353,7 +355,7 @@ def select_regions(features: Tensor, proposals: List[Tensor], det: Detections, *
 
     feats = torch.cat([features, features.new_zeros(1, features.shape[1])])[rows]  # [B, K, D]
     if region_boxes == "proposal":
-        all_boxes = torch.cat(proposals) if n else features.new_zeros(0, 4)
+        all_boxes = torch.cat(proposals)  # [N, 4]
     else:
         all_boxes = det.pred_boxes[torch.arange(n, device=device), label]  # [N, 4]
     boxes = torch.cat([all_boxes, all_boxes.new_zeros(1, 4)])[rows]  # [B, K, 4]

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 import vlpbench.presets.region  # noqa: F401  (registers the presets)
+from vlpbench.embedders.rcnn_heads import Detections, select_regions
 from vlpbench.embedders.region import (RegionEmbedder, calibrate_frozen_bn, detectron2_available,
                                        load_torchvision_weights)
 from vlpbench.errors import VlpbenchError
@@ -145,6 +146,27 @@ def test_per_class_loop_keeps_the_same_detections_as_batched_nms(tiny_models):
         kept[mode] = sorted(zip(det.rois[0].tolist(), det.labels[0].tolist()))
     assert len(kept["batched"]) > 0
     assert kept["per-class"] == kept["batched"]
+
+
+def test_select_pads_images_with_fewer_proposals_than_k():
+    """Image 0 has 3 RoIs (one detected), image 1 none: K=4 rows each, unfilled rows zero and masked."""
+    feats = torch.arange(3 * 2, dtype=torch.float32).view(3, 2) + 1  # [N=3, D=2]
+    proposals = [torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [30, 0, 40, 10]]), torch.zeros(0, 4)]
+    class_scores = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.1, 0.7], [0.1, 0.6, 0.3]])  # [N, C=3]
+    det = Detections(boxes=[proposals[0][1:2], torch.zeros(0, 4)], scores=[torch.tensor([0.7]), torch.zeros(0)],
+                     labels=[torch.tensor([2]), torch.zeros(0, dtype=torch.long)],
+                     rois=[torch.tensor([1]), torch.zeros(0, dtype=torch.long)], candidates=[6, 0],
+                     pred_boxes=proposals[0][:, None].expand(3, 3, 4), class_scores=class_scores)
+    out = select_regions(feats, proposals, det, k=4, fill_to_k=True, region_boxes="proposal", image_size=(40, 40))
+    assert out.mask.tolist() == [[True, True, True, False], [False] * 4]
+    assert out.detected == [1, 0]
+    # detected RoI 1 first, then fillers by best foreground score: RoI 2 (0.6), RoI 0 (0.3)
+    torch.testing.assert_close(out.features[0, :3], feats[[1, 2, 0]])
+    assert out.features[0, 3].abs().sum() == 0 and out.features[1].abs().sum() == 0
+    torch.testing.assert_close(out.boxes[0, 0], torch.tensor([5.0, 5, 20, 20]) / 40)
+    adaptive = select_regions(feats, proposals, det, k=4, fill_to_k=False, region_boxes="proposal",
+                              image_size=(40, 40))
+    assert adaptive.mask.tolist() == [[True, False, False, False], [False] * 4]
 
 
 def test_resizes_inputs_of_another_size(tiny_models):
