@@ -98,6 +98,7 @@ class SingleStreamInteraction(nn.Module):
                                attn_drop=dropout)
         self.norm = nn.LayerNorm(width, eps=eps)
         self.pooler = nn.Linear(width, width)
+        self.act = act
 
     @classmethod
     def from_config(cls, cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
@@ -127,6 +128,25 @@ class SingleStreamInteraction(nn.Module):
         # all-real sequences skip the mask so SDPA can take its unmasked kernel
         return x, None if bool(mask.all()) else padding_to_attn_mask(mask, x.dtype)
 
+    def use_fast_path(self, attn_mask: Optional[torch.Tensor]) -> bool:
+        """Inference without padding runs each layer as one fused native op (``torch._transformer_encoder_layer_fwd``,
+        the kernel behind ``nn.TransformerEncoderLayer``'s fast path: fused qkv, SDPA, bias+GELU, LayerNorm).
+        It is skipped when gradients are on, with a padding mask, for non-GELU activations, and when
+        ``torch.backends.mha.set_fastpath_enabled(False)`` (FLOP counters see 0 FLOPs inside it)."""
+        return (attn_mask is None and not self.training and not torch.is_grad_enabled() and self.act == "gelu"
+                and torch.backends.mha.get_fastpath_enabled() and hasattr(torch, "_transformer_encoder_layer_fwd"))
+
+    def run_encoder(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x [B, T, W] -> [B, T, W] through the layers and the final LayerNorm."""
+        if not self.use_fast_path(attn_mask):
+            return self.norm(self.encoder(x, attn_mask=attn_mask))
+        for blk in self.encoder.layers:  # pre-norm Blocks: x + attn(ln1(x)); x + mlp(ln2(x))
+            x = torch._transformer_encoder_layer_fwd(
+                x, self.output_dim, blk.attn.num_heads, blk.attn.qkv.weight, blk.attn.qkv.bias, blk.attn.proj.weight,
+                blk.attn.proj.bias, True, True, blk.ln1.eps, blk.ln1.weight, blk.ln1.bias, blk.ln2.weight, blk.ln2.bias,
+                blk.mlp.fc1.weight, blk.mlp.fc1.bias, blk.mlp.fc2.weight, blk.mlp.fc2.bias, None, None)
+        return self.norm(x)
+
     def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage,
                 image_type: int = 1) -> InteractionOutput:
         check_tokens(visual, text, self.visual_spec, self.text_spec)
@@ -135,7 +155,7 @@ class SingleStreamInteraction(nn.Module):
         with stage("fuse"):
             x, attn_mask = self.fuse(visual, text, image_type)
         with stage("encoder"):
-            x = self.norm(self.encoder(x, attn_mask=attn_mask))
+            x = self.run_encoder(x, attn_mask)
         with stage("pooler"):
             pooled = torch.tanh(self.pooler(x[:, 0]))
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=text.features.shape[1])

@@ -80,6 +80,11 @@ def test_vilt_matches_transformers(vilt_dir):
     order = patch_index[..., 0] * 3 + patch_index[..., 1]  # [B, N] raster index of each of their patch slots
     mine = torch.gather(out.last_hidden_state[:, 17:], 1, order[:, :, None].expand(-1, -1, 32))
     torch.testing.assert_close(mine, theirs.last_hidden_state[:, 17:], atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # no padding: our fused fast path; the pooled [CLS] ignores their patch order
+        assert ours.interaction.use_fast_path(None)
+        fast = ours(pixel_values=px[:1], input_ids=ids[:1]).interaction.pooler_output
+        ref_pooled = ref(input_ids=ids[:1], pixel_values=px[:1], pixel_mask=torch.ones(1, 64, 96, dtype=torch.long))
+    torch.testing.assert_close(fast, ref_pooled.pooler_output, atol=1e-5, rtol=1e-5)
     assert ours.tokenizer is not None and ours.tokenizer("a cat")["input_ids"][0] == 2
 
 

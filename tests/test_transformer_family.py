@@ -326,3 +326,23 @@ def test_clip_text_bad_config():
         ClipTextEmbedder(100, 16, 1, 2, 32, context_len=8, text_len=9, eot_token_id=99)
     with pytest.raises(VlpbenchError, match="eot_token_id"):
         ClipTextEmbedder(100, 16, 1, 2, 32, context_len=8, eot_token_id=100)
+
+
+def test_single_stream_fast_path_equals_layer_path():
+    torch.manual_seed(0)
+    vspec, tspec = VISUAL_SPECS["patch-cls"], TokenSpec(dim=32, num_tokens=6, modality="text")
+    inter = INTERACTION.build("single-stream", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}).eval()
+    inputs = inter.make_inputs(2, generator=gen(), device="cpu")
+    with torch.inference_mode():
+        assert inter.use_fast_path(None) and not inter.use_fast_path(torch.zeros(2, 1, 1, 19))
+        fast = inter(**inputs)
+        prev = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            assert not inter.use_fast_path(None)
+            slow = inter(**inputs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(prev)
+    torch.testing.assert_close(fast.last_hidden_state, slow.last_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.pooler_output, slow.pooler_output, atol=1e-5, rtol=1e-5)
+    assert not inter.use_fast_path(None)  # gradients on: the layer path
