@@ -155,12 +155,27 @@ def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) ->
                                text_overrides={**cfg.text_overrides, **txt})
 
 
+def combination_entry(target: str):
+    """A registry-style entry for an ad-hoc architecture ``visual+text+interaction[+head]``."""
+    from vlpbench.architectures.compose import ArchConfig, build_architecture
+    from vlpbench.registry import HEAD, INTERACTION, TEXT, VISUAL, Entry
+
+    parts = target.split("+")
+    if len(parts) not in (3, 4):
+        raise VlpbenchError(f"invalid combination {target!r}; accepted: VISUAL+TEXT+INTERACTION[+HEAD]")
+    names = [VISUAL.resolve(parts[0]), TEXT.resolve(parts[1]), INTERACTION.resolve(parts[2])]
+    head = HEAD.resolve(parts[3]) if len(parts) == 4 else None
+    cfg = ArchConfig(visual=names[0], text=names[1], interaction=names[2], head=head)
+    return Entry("+".join(names + ([head] if head else [])), build_architecture, cfg,
+                 description="ad-hoc combination")
+
+
 def build_target(spec: RunSpec):
     """Build the module for ``spec`` (eval mode) and return (module, registry entry, config)."""
     import torch
 
     reg = _registry(spec.component, spec.plugins)
-    entry = reg.get(spec.target)
+    entry = combination_entry(spec.target) if spec.component == "arch" and "+" in spec.target else reg.get(spec.target)
     torch.manual_seed(spec.seed)
     cfg = entry.make_config(tiny=spec.tiny, **spec.overrides)
     cfg = apply_workload(entry, cfg, spec.workload, spec.component)

@@ -15,7 +15,13 @@ from vlpbench.registry import ARCH
 
 _BERT_512 = {"max_len": 512}  # BERT-base text embeddings carry 512 positions (ViLT keeps 40)
 
-ARCH.register(
+
+def _register(name, builder, config, **kwargs):
+    # the tiny variant builds every component at its own tiny size
+    return ARCH.register(name, builder, config, tiny={"tiny": True}, **kwargs)
+
+
+_register(
     "vilt-b32", build_architecture,
     ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
     description="ViLT-B/32: linear patch projection + BERT embeddings -> 12-layer single-stream transformer",
@@ -24,7 +30,7 @@ ARCH.register(
            "vqa_test_dev": 71.26, "nlvr2_test_p": 76.13, "coco_tr_r1": 61.5, "coco_ir_r1": 42.7,
            "input": "384x640", "source": "ViLT Tables 2, 4, 6"},
 )
-ARCH.register(
+_register(
     "clip-vit-b32", build_architecture,
     ArchConfig(visual="clip-vit-b32-patch", text="clip-text-b32", interaction="dual-encoder"),
     description="CLIP ViT-B/32: ViT image tower and causal text transformer, cosine similarity of projections",
@@ -32,7 +38,7 @@ ARCH.register(
     paper={"class": "b", "params_M": 151.28, "flops_G": 14.78, "imagenet_zero_shot": 63.32, "input": "224x224",
            "source": "OpenCLIP model_profile.csv; ViLT Figure 2"},
 )
-ARCH.register(
+_register(
     "clip-rn50", build_architecture,
     ArchConfig(visual="clip-rn50-visual", text="clip-text-b32", interaction="dual-encoder",
                text_overrides={"proj_dim": 1024}, interaction_overrides={"embed_dim": 1024}),
@@ -40,7 +46,7 @@ ARCH.register(
     paper={"class": "b", "params_M": 102.01, "flops_G": 18.18, "imagenet_zero_shot": 59.82, "input": "224x224",
            "source": "OpenCLIP model_profile.csv"},
 )
-ARCH.register(
+_register(
     "vse-inf", build_architecture,
     ArchConfig(visual="butd-r101-c4", text="bigru-text", interaction="vse-gpo"),
     description="VSE-infinity: bottom-up-attention regions + BiGRU text, GPO pooling, cosine similarity",
@@ -49,7 +55,7 @@ ARCH.register(
            "source": "woodfrog/vse_infty (BUTD region); time as SCAN in ViLT Table 4",
            "note": "time is the ViLT paper's region-feature figure for SCAN, not measured for VSE-infinity"},
 )
-ARCH.register(
+_register(
     "vilbert-base", build_architecture,
     ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="co-attention",
                text_overrides={**_BERT_512, "text_len": 36}),
@@ -58,7 +64,7 @@ ARCH.register(
     paper={"class": "c", "time_ms": 920, "params_M": 274.3, "flops_G": 958.1, "tokens": "36+36",
            "vqa_test_dev": 70.55, "source": "ViLT Tables 2, 6"},
 )
-ARCH.register(
+_register(
     "uniter-base", build_architecture,
     ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="single-stream",
                text_overrides={**_BERT_512, "text_len": 60}),
@@ -70,7 +76,7 @@ ARCH.register(
            "note": "the single-stream layers are ViLT's pre-norm ViT layers (UNITER uses BERT's post-norm); "
                    "same width, depth and cost"},
 )
-ARCH.register(
+_register(
     "pixelbert-r50", build_architecture,
     ArchConfig(visual="pixelbert-r50-grid", text="bert-base-embed", interaction="single-stream",
                text_overrides=_BERT_512),
