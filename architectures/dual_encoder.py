@@ -44,6 +44,26 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
+def last_layer_first_token(blk: nn.Module, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+    """A pre-norm :class:`vlpbench.layers.Block` evaluated for the first token only: x [B, T, D] -> [B, D].
+
+    Exactly ``blk(x)[:, 0]``: the first token's query attends to every key and value, but the output
+    projection and the MLP run on one row instead of T.
+    """
+    attn, d = blk.attn, x.shape[-1]
+    b, t, _ = x.shape
+    h = blk.ln1(x)
+    q = F.linear(h[:, :1], attn.qkv.weight[:d], attn.qkv.bias[:d] if attn.qkv.bias is not None else None)
+    kv = F.linear(h, attn.qkv.weight[d:], attn.qkv.bias[d:] if attn.qkv.bias is not None else None)
+    k, v = kv.chunk(2, dim=-1)
+    q = q.view(b, 1, attn.num_heads, attn.head_dim).transpose(1, 2)  # [B, 1, D] -> [B, H, 1, Dh]
+    k = k.view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)  # [B, T, D] -> [B, H, T, Dh]
+    v = v.view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, 1, Dh]
+    x0 = x[:, 0] + attn.proj(out.reshape(b, d))  # [B, H, 1, Dh] -> [B, D]
+    return x0 + blk.mlp(blk.ln2(x0))
+
+
 class DualEncoderInteraction(nn.Module):
     """(VisualTokens, TextTokens) -> InteractionOutput(image_embeds [B, E], text_embeds [B, E] (unit norm),
     logits_per_image [B, B])."""
@@ -95,10 +115,12 @@ class DualEncoderInteraction(nn.Module):
             return self.visual_projection(visual.pooled)
         x = self.visual_in(visual.features)
         attn_mask = None if bool(visual.mask.all()) else padding_to_attn_mask(visual.mask, x.dtype)
-        x = self.tower(x, attn_mask=attn_mask)
-        # CLIP reads the class token; embedders without one are mean-pooled over real tokens
-        x = x[:, 0] if self.visual_spec.has_cls else masked_mean(x, visual.mask)
-        return self.visual_projection(self.ln_post(x))
+        if not self.visual_spec.has_cls:  # no class token: mean-pool the real tokens
+            return self.visual_projection(self.ln_post(masked_mean(self.tower(x, attn_mask=attn_mask), visual.mask)))
+        for blk in self.tower.layers[:-1]:
+            x = blk(x, attn_mask=attn_mask)
+        # CLIP reads only the class token, so the last layer computes only its row
+        return self.visual_projection(self.ln_post(last_layer_first_token(self.tower.layers[-1], x, attn_mask)))
 
     def encode_text(self, text: TextTokens) -> torch.Tensor:
         """-> [B, E] (not normalised)."""

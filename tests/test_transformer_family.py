@@ -16,6 +16,7 @@ from vlpbench.embedders.text import BertEmbedder, ClipTextEmbedder, load_tokeniz
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
+from vlpbench.layers import padding_to_attn_mask
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens, check_benchmarkable
 
 load_all()
@@ -346,3 +347,24 @@ def test_single_stream_fast_path_equals_layer_path():
     torch.testing.assert_close(fast.last_hidden_state, slow.last_hidden_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast.pooler_output, slow.pooler_output, atol=1e-5, rtol=1e-5)
     assert not inter.use_fast_path(None)  # gradients on: the layer path
+
+
+def test_dual_encoder_last_layer_cls_shortcut_is_exact():
+    from vlpbench.architectures.dual_encoder import last_layer_first_token
+
+    torch.manual_seed(0)
+    vspec, tspec = VISUAL_SPECS["patch-cls"], TokenSpec(dim=24, num_tokens=5, modality="text")
+    inter = INTERACTION.build("dual-encoder", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}).eval()
+    inputs = inter.make_inputs(2, generator=gen(), device="cpu")
+    visual = inputs["visual"]
+    with torch.no_grad():
+        full = inter.tower(inter.visual_in(visual.features))[:, 0]
+        want = inter.visual_projection(inter.ln_post(full))
+        torch.testing.assert_close(inter.encode_image(visual), want, atol=1e-5, rtol=1e-5)
+        x = torch.randn(2, 9, 32)
+        mask = torch.ones(2, 9, dtype=torch.bool)
+        mask[1, 6:] = False
+        bias = padding_to_attn_mask(mask, x.dtype)
+        blk = inter.tower.layers[0]
+        torch.testing.assert_close(last_layer_first_token(blk, x, bias), blk(x, attn_mask=bias)[:, 0],
+                                   atol=1e-5, rtol=1e-5)
