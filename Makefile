@@ -32,6 +32,7 @@ test-all: install ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q
 
 bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under reports/bench/
+	@mkdir -p reports/bench
 	$(BIN)/python -m pytest benchmarks/test_embedders.py -q -p no:cacheprovider \
 		--benchmark-json=reports/bench/pytest-benchmark.json --benchmark-columns=median,iqr,rounds \
 		--vlpbench-threads=$(THREADS) --vlpbench-profile=$(PROFILE)

@@ -66,6 +66,7 @@ class Measurement:
         self.plain_ms: List[float] = []
         self.empty_stage_ms: Optional[float] = None
         self.last_output: Any = None
+        self.warmup_ms: List[float] = []
 
     def _sync(self) -> None:
         if self.timer.cuda:
@@ -73,8 +74,10 @@ class Measurement:
 
     def warmup(self) -> None:
         for _ in range(self.protocol.warmup_for(self.device)):
+            t0 = self._clock()
             self.last_output = self.fn(null_stage)
-        self._sync()
+            self._sync()
+            self.warmup_ms.append((self._clock() - t0) / 1e6)
 
     def calibrate_empty_stage(self, n: int = 200) -> float:
         """Median cost (ms) of entering and leaving one empty stage, measured with this timer."""

@@ -1,0 +1,63 @@
+"""Embedder latency at published input sizes (``make bench``).
+
+Each preset is measured by the shared harness; pytest-benchmark times the uninstrumented forward
+(so ``pytest-benchmark compare`` works on its JSON) while the instrumented iterations that give the
+per-stage breakdown run, untimed by pytest-benchmark, between its rounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+# (component, preset) per profile.  `default` fits about 15 minutes on a 2-core CPU.
+PROFILES = {
+    "default": [
+        ("visual", "butd-r101-c4"), ("visual", "butd-r101-c4-600"), ("visual", "frcnn-r50-fpn"),
+        ("visual", "pixelbert-r50-grid"), ("visual", "grid-r50"), ("visual", "clip-rn50-visual"),
+        ("visual", "vilt-b32-patch"), ("visual", "clip-vit-b32-patch"),
+        ("text", "bert-base-embed"), ("text", "clip-text-b32"), ("text", "bigru-text"),
+    ],
+}
+PROFILES["full"] = PROFILES["default"] + [("visual", "grid-r101")]
+PROFILES["smoke"] = PROFILES["default"]
+PROTOCOLS = {  # warm-up, min iterations, min seconds
+    "default": (3, 5, 2.0), "full": (10, 20, 5.0), "smoke": (1, 2, 0.0),
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "preset" in metafunc.fixturenames:
+        profile = metafunc.config.getoption("--vlpbench-profile")
+        if profile not in PROFILES:
+            raise pytest.UsageError(f"invalid --vlpbench-profile {profile!r}; accepted: {', '.join(PROFILES)}")
+        metafunc.config._vlpbench_order = [name for _, name in PROFILES[profile]]
+        metafunc.parametrize("preset", PROFILES[profile], ids=[n for _, n in PROFILES[profile]])
+
+
+def test_embedder_latency(benchmark, preset, bench_options, bench_run):
+    from vlpbench.harness.protocol import Protocol
+    from vlpbench.harness.runner import RunSpec, run_spec
+
+    component, name = preset
+    warmup, min_iters, min_time = PROTOCOLS[bench_options["profile"]]
+    spec = RunSpec(target=name, component=component, device=bench_options["device"],
+                   threads=bench_options["threads"], tiny=bench_options["profile"] == "smoke",
+                   protocol=Protocol(warmup=warmup, min_iters=min_iters, min_time_s=min_time))
+    benchmark.group = component
+    benchmark.name = name
+
+    def drive(m):
+        per_iter_s = max(m.warmup_ms[-1] / 1e3, 1e-6) if m.warmup_ms else 1.0
+        rounds = min(m.protocol.max_iters, max(m.protocol.min_iters, math.ceil(m.protocol.min_time_s / per_iter_s)))
+        # setup (untimed by pytest-benchmark) runs an instrumented iteration before each timed plain one
+        benchmark.pedantic(m.uninstrumented_iteration, setup=lambda: (m.instrumented_iteration(), None)[1],
+                           rounds=rounds, iterations=1, warmup_rounds=0)
+
+    record = run_spec(spec, drive=drive)
+    bench_run.write(record)
+    benchmark.extra_info.update({"vlpbench_key": record["key"], "threads": record["env"]["threads"]["intra_op"],
+                                 "params": record["params"]["total"], "flops": record["flops"]["total"],
+                                 "workload": record["workload"]})
+    assert record["total"]["n"] >= min_iters
