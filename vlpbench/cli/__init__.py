@@ -18,6 +18,7 @@ from vlpbench.errors import VlpbenchError
 # Subcommand modules, in the order their commands appear in --help.
 COMMAND_MODULES = (
     "measure",
+    "reporting",
 )
 
 

@@ -75,6 +75,11 @@ def workload_label(rec: Record) -> str:
     return ", ".join(parts)
 
 
+def run_name(rec: Record) -> Optional[str]:
+    """The run directory's name (``_run`` is set by the store's loader)."""
+    return str(rec["_run"]).rstrip("/").split("/")[-1] if rec.get("_run") else None
+
+
 def is_tiny(rec: Record) -> bool:
     return bool((rec.get("spec") or {}).get("tiny"))
 
@@ -148,12 +153,14 @@ def pct(x: Optional[float]) -> str:
 
 # -- tables -----------------------------------------------------------------------------------------
 def environment_table(records: Sequence[Record]) -> Tuple[List[str], Rows]:
-    cols = ["host", "device", "GPU", "CPU", "threads", "torch", "dtype", "allocator", "git commit", "records"]
+    cols = ["host", "device", "GPU", "CPU", "threads", "torch", "dtype", "allocator", "git commit", "record kind",
+            "records"]
     seen: Dict[str, List[Any]] = {}
     for r in records:
         e = env_of(r)
         dev = e["device"] + (" (autocast)" if e["autocast"] else "") if e["device"] else None
-        row = [e["host"], dev, e["gpu"], e["cpu"], e["threads"], e["torch"], e["dtype"], e["allocator"], e["git"]]
+        row = [e["host"], dev, e["gpu"], e["cpu"], e["threads"], e["torch"], e["dtype"], e["allocator"], e["git"],
+               r["kind"]]
         k = json.dumps(row, default=str)
         if k in seen:
             seen[k][-1] += 1
@@ -162,7 +169,7 @@ def environment_table(records: Sequence[Record]) -> Tuple[List[str], Rows]:
     return cols, list(seen.values())
 
 
-SUMMARY_COLS = ["configuration", "component", "schema", "device", "total median ms", "total IQR ms", "n",
+SUMMARY_COLS = ["configuration", "run", "key", "component", "schema", "device", "total median ms", "total IQR ms", "n",
                 "VE ms", "TE ms", "MI ms", "unaccounted ms", "params (M)", "GFLOPs (2 per multiply-add)",
                 "peak memory MB", "class (measured)", "class (paper)"]
 
@@ -173,11 +180,11 @@ def summary_row(rec: Record) -> Tuple[List[Any], List[Any]]:
     params = (rec.get("params") or {}).get("total")
     flops = (rec.get("flops") or {}).get("total")
     tax = rec.get("taxonomy") or {}
-    raw = [label(rec), rec.get("component"), schema_of(rec), rec["env"].get("device"), tot["median_ms"], tot["iqr_ms"],
-           tot["n"], group_ms(rec, "VE"), group_ms(rec, "TE"), group_ms(rec, "MI"), rec.get("unaccounted_ms"),
+    raw = [label(rec), run_name(rec), rec["key"], rec.get("component"), schema_of(rec), rec["env"].get("device"),
+           tot["median_ms"], tot["iqr_ms"], tot["n"], group_ms(rec, "VE"), group_ms(rec, "TE"), group_ms(rec, "MI"), rec.get("unaccounted_ms"),
            None if params is None else params / 1e6, None if flops is None else flops / 1e9, peak_memory_mb(rec),
            tax.get("class"), tax.get("paper_class") or (rec.get("paper") or {}).get("class")]
-    shown = raw[:4] + [fmt(v) for v in raw[4:6]] + [raw[6]] + [fmt(v) for v in raw[7:14]] + raw[14:]
+    shown = raw[:6] + [fmt(v) for v in raw[6:8]] + [raw[8]] + [fmt(v) for v in raw[9:16]] + raw[16:]
     return shown, raw
 
 

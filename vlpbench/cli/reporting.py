@@ -1,0 +1,112 @@
+"""``vlpbench report``, ``vlpbench sweep`` and ``vlpbench diff``: parse arguments, call vlpbench.report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List
+
+
+def _names(text: str) -> List[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="build a report folder (Markdown, HTML, PNG figures) from run directories",
+                       description="Build a self-contained report folder (report.md, report.html, figures/*.png, "
+                                   "tables/*.csv) from one or more run directories.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (reports/runs/<run>)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="report folder (default: reports/report/<UTC timestamp>)")
+    p.set_defaults(func=run_report)
+
+    s = sub.add_parser("sweep", help="measure latency and memory along image size, regions, text length or batch size",
+                       description="Scaling sweep: one axis varied at a time, each point measured by the shared "
+                                   "harness into a run directory; the same --out resumes an interrupted sweep.")
+    s.add_argument("--arch", type=_names, default=[], metavar="NAME[,NAME]", help="architectures to sweep")
+    s.add_argument("--visual", type=_names, default=[], metavar="NAME[,NAME]", help="visual embedders to sweep")
+    s.add_argument("--text", type=_names, default=[], metavar="NAME[,NAME]", help="text embedders to sweep")
+    s.add_argument("--axis", action="append", default=[], metavar="NAME=V1,V2",
+                   help="an axis and its values, repeatable: image_size=224x224,384x640 | regions=10,36,100 | "
+                        "text_len=8,16,40 | batch_size=1,2,4")
+    s.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory to write (and resume); default: a new reports/runs/<stamp>-sweep")
+    s.add_argument("--tiny", action="store_true", help="the tiny test-size variants of the presets")
+    s.add_argument("--iters", type=int, default=5, help="timed iterations at least (default 5)")
+    s.add_argument("--min-time", type=float, default=2.0, metavar="S", help="seconds of timed iterations at least (default 2)")
+    s.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 3 on CPU, 10 on CUDA)")
+    s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: the harness default)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    s.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
+    s.add_argument("--batch-size", type=int, default=1, help="batch size for the workload axes (default 1)")
+    s.add_argument("--in-process", action="store_true",
+                   help="measure in this process (faster start; peak memory is then shared by all points)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s.set_defaults(func=run_sweep)
+
+    d = sub.add_parser("diff", help="compare two runs: medians, ratio B/A, Mann-Whitney U significance",
+                       description="Compare every configuration present in both runs; exit 1 with --fail-above "
+                                   "when a significant slowdown exceeds the given percentage.")
+    d.add_argument("run_a", metavar="RUN_A")
+    d.add_argument("run_b", metavar="RUN_B")
+    d.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    d.add_argument("--fail-above", type=float, default=None, metavar="PCT",
+                   help="exit 1 if a significant slowdown of a total exceeds PCT percent")
+    d.add_argument("--stages", action="store_true", help="also compare every leaf stage")
+    d.set_defaults(func=run_diff)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from vlpbench.report.build import build_report
+
+    path = build_report(args.runs, args.out)
+    print(f"report: {path}  (and {path.with_suffix('.html')})")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from vlpbench.errors import VlpbenchError
+    from vlpbench.harness.env import DEFAULT_THREADS
+    from vlpbench.harness.protocol import Protocol
+    from vlpbench.harness.runner import RunSpec
+    from vlpbench.report.sweep import parse_axis, run_sweep as sweep, sweep_specs
+    from vlpbench.store import RunDir
+
+    axes = [parse_axis(a) for a in args.axis]
+    if len({a for a, _ in axes}) != len(axes):
+        raise VlpbenchError("an axis is given twice; give each --axis once with all its values")
+    targets = ([(n, "arch") for n in args.arch] + [(n, "visual") for n in args.visual]
+               + [(n, "text") for n in args.text])
+    base = RunSpec(target="", device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                   threads=args.threads or DEFAULT_THREADS, tiny=args.tiny,
+                   protocol=Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time,
+                                     max_iters=max(200, args.iters)))
+    specs = sweep_specs(targets, axes, base)
+    meta = {"command": ["vlpbench", *sys.argv[1:]], "sweep": {"axes": [[a, v] for a, v in axes],
+                                                                "targets": [list(t) for t in targets]}}
+    run = RunDir.open(args.out, create=True, label="sweep", meta=meta) if args.out else RunDir.create("sweep", meta=meta)
+    sweep(specs, run, isolated=not args.in_process, show_progress=not args.no_progress)
+    print(f"sweep: {len(specs)} points in {run.path}; `vlpbench report {run.path}` plots them")
+    return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from vlpbench.errors import VlpbenchError
+    from vlpbench.report.diff import diff_runs, format_text
+
+    if args.fail_above is not None and args.fail_above < 0:
+        raise VlpbenchError(f"invalid --fail-above {args.fail_above!r}; accepted: a percentage >= 0")
+    d = diff_runs(args.run_a, args.run_b, alpha=args.alpha, stages=args.stages)
+    for w in d.warnings:
+        print(f"vlpbench diff: warning: {w}", file=sys.stderr)
+    print(format_text(d))
+    if not d.rows:
+        print("no configuration is present in both runs", file=sys.stderr)
+    if args.fail_above is not None:
+        slow = d.slowdowns(args.fail_above)
+        if slow:
+            for r in slow:
+                print(f"vlpbench diff: {r.config}: {100 * (r.ratio - 1):.1f}% slower (p={r.p:.3g}), above "
+                      f"--fail-above {args.fail_above:g}%", file=sys.stderr)
+            return 1
+    return 0
