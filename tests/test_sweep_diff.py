@@ -108,7 +108,9 @@ def test_parse_axis():
 
 
 def test_sweep_resumes_after_interrupt(tmp_path):
-    base = RunSpec("", protocol=FAST, tiny=True)
+    # one thread and 4x the interaction work, so the mix stage's growth stands well above the noise
+    base = RunSpec("", protocol=Protocol(min_iters=5, min_time_s=0, warmup=1), tiny=True, threads=1,
+                   overrides={"work": 4})
     specs = sweep_specs([(TOY, "arch")], [("batch_size", [1, 4, 16])], base)
     assert [(s.workload, s.batch_size) for s in specs] == [({}, 1), ({}, 4), ({}, 16)]
     run = RunDir.open(tmp_path / "sweep", create=True)
@@ -156,13 +158,15 @@ def test_sweep_cli_writes_and_resumes(tmp_path, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("diff")
-    proto = Protocol(min_iters=10, min_time_s=0, warmup=1)
+    # one thread: on a shared, oversubscribed machine OpenMP barriers between two threads can cost more
+    # than the toy's work; 16x the work makes the injected slowdown dwarf what noise is left
+    proto = Protocol(min_iters=10, min_time_s=0.2, warmup=2)
     a = RunDir.open(root / "a", create=True)
     b = RunDir.open(root / "b", create=True)
-    run_many([RunSpec(TOY, tiny=True, protocol=proto, overrides={"work": 1}),
-              RunSpec(TOY, tiny=True, batch_size=2, protocol=FAST)], a, isolated=False)
-    run_many([RunSpec(TOY, tiny=True, protocol=proto, overrides={"work": 8}),
-              RunSpec(TOY, tiny=True, batch_size=3, protocol=FAST)], b, isolated=False)
+    run_many([RunSpec(TOY, tiny=True, threads=1, protocol=proto, overrides={"work": 1}),
+              RunSpec(TOY, tiny=True, threads=1, batch_size=2, protocol=FAST)], a, isolated=False)
+    run_many([RunSpec(TOY, tiny=True, threads=1, protocol=proto, overrides={"work": 16}),
+              RunSpec(TOY, tiny=True, threads=1, batch_size=3, protocol=FAST)], b, isolated=False)
     return a.path, b.path
 
 

@@ -156,15 +156,17 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
             slope_rows.append([c.label, stage, tables.fmt(s), tables.fmt(total_slope), len(c.xs)])
             for tick, r in zip(c.ticks, c.records):
                 mem = tables.peak_memory_mb(r)
-                point_raw.append([c.label, tick, r["total"]["median_ms"], r["total"]["iqr_ms"], mem])
+                noisy = r["total"].get("noisy")
+                added = tables.memory_added_mb(r)
+                point_raw.append([c.label, tick, r["total"]["median_ms"], r["total"]["iqr_ms"], noisy, mem, added])
                 point_rows.append([c.label, tick, tables.fmt(r["total"]["median_ms"]), tables.fmt(r["total"]["iqr_ms"]),
-                                   tables.fmt(mem)])
+                                   {True: "yes", False: "no"}.get(noisy, "-"), tables.fmt(mem), tables.fmt(added)])
         doc.add(Para("Fastest-growing stage: the leaf stage with the largest least-squares slope of its median "
                      f"time against {axis} (ms per {unit}), from the measured points."))
         doc.add(w.table(f"scaling-{axis}-slopes", ["configuration", "fastest-growing stage", f"stage slope (ms/{unit})",
                         f"total slope (ms/{unit})", "points"], slope_rows, slope_raw))
         doc.add(w.table(f"scaling-{axis}-points", ["configuration", axis, "total median ms", "total IQR ms",
-                        "peak memory MB"], point_rows, point_raw))
+                        "noisy (CV > 10%)", "peak memory MB", "memory added MB"], point_rows, point_raw))
 
     others = [r for r in lat if id(r) not in in_curve]
     if others:

@@ -236,15 +236,18 @@ def scaling(curves: Sequence[Curve], axis: str, path: Path) -> Optional[Path]:
     for ax in (ax_t, ax_m):
         ax.set_xlabel(AXIS_TITLES[axis])
         ax.grid(alpha=0.3)
-        if axis == "image_size":
-            xs = sorted(ticks)
-            ax.set_xticks(xs)
-            ax.set_xticklabels([ticks[x] for x in xs], rotation=30, fontsize=8)
+        xs = sorted(ticks)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([ticks[x] for x in xs], rotation=30 if axis == "image_size" else 0, fontsize=8)
     ax_t.set_ylabel("total median per forward (ms); bars = IQR")
     ax_t.set_title(f"latency vs {axis}")
-    ax_m.set_ylabel("peak memory (MB)")
+    cuda = any((c.records[0].get("memory") or {}).get("cuda_peak_allocated_mb") is not None for c in cs)
+    ax_m.set_ylabel("CUDA peak allocated (MB)" if cuda else "peak RSS minus RSS before measuring (MB)")
     method = {memory_label(c.records[0]) for c in cs}
-    ax_m.set_title(f"peak memory vs {axis}\n({'; '.join(sorted(method))})", fontsize=10)
+    ax_m.set_title(f"memory added vs {axis}\n({'; '.join(sorted(method))})", fontsize=10)
+    for ax in (ax_t, ax_m):
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(0, hi * 1.35 if hi > 0 else 1)  # headroom for the legend
     ax_t.legend(fontsize=7, loc="upper left")
     if ax_m.lines:
         ax_m.legend(fontsize=7, loc="upper left")

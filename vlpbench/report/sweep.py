@@ -20,7 +20,7 @@ from vlpbench.errors import VlpbenchError
 from vlpbench.harness.runner import RunSpec, run_many
 from vlpbench.store import RunDir
 
-from .tables import Record, is_tiny, latency, peak_memory_mb, quartiles
+from .tables import Record, is_tiny, latency, memory_added_mb, quartiles
 
 AXES = ("image_size", "regions", "text_len", "batch_size")
 # x value and unit of one point on each axis (image size: area in kilopixels; ticks show H x W)
@@ -113,6 +113,7 @@ def run_sweep(specs: Sequence[RunSpec], run_dir: RunDir, isolated: bool = True, 
         records = run_many(specs, run_dir, isolated=isolated, progress=cb)
         if started[0]:
             bar.update(1)
+        bar.set_description(f"sweep done ({len(specs)} points)")
     finally:
         bar.close()
     return records
@@ -139,7 +140,8 @@ class Curve:
         return [quartiles(r["total"]) for r in self.records]
 
     def memory(self) -> List[Optional[float]]:
-        return [peak_memory_mb(r) for r in self.records]
+        """Memory each point added while measured (see :func:`memory_added_mb`), MB."""
+        return [memory_added_mb(r) for r in self.records]
 
 
 def axis_of(rec: Record) -> Optional[Tuple[str, Any]]:

@@ -108,6 +108,16 @@ def peak_memory_mb(rec: Record) -> Optional[float]:
     return None if mem.get("rss_peak_mb") is None else float(mem["rss_peak_mb"])
 
 
+def memory_added_mb(rec: Record) -> Optional[float]:
+    """Memory the measurement added: CUDA peak allocated, or peak RSS minus the RSS before measuring."""
+    mem = rec.get("memory") or {}
+    if mem.get("cuda_peak_allocated_mb") is not None:
+        return float(mem["cuda_peak_allocated_mb"])
+    if mem.get("rss_peak_mb") is None or mem.get("rss_before_mb") is None:
+        return None
+    return float(mem["rss_peak_mb"]) - float(mem["rss_before_mb"])
+
+
 def memory_label(rec: Record) -> str:
     mem = rec.get("memory") or {}
     if mem.get("cuda_peak_allocated_mb") is not None:
