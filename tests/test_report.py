@@ -180,3 +180,12 @@ def test_region_embedder_lands_in_the_region_schema(tmp_path):
     assert "region: frcnn-r50-fpn (tiny)" not in md  # figure labels live in the PNG, the table names the schema
     row = next(r for r in _csv(tmp_path / "rep/tables/summary.csv"))
     assert row["schema"] == "region" and float(row["total median ms"]) == rec["total"]["median_ms"]
+
+
+def test_metric_values_reads_seed_blocks_and_skips_counts():
+    rec = {"metrics": {"a": {"mean": 0.5, "std": 0.1, "seeds": [0.4, 0.5, 0.6]}, "b": {"mean": 0.7, "seeds": [0.6, 0.8]},
+                       "n": 3000, "relational": 0.61, "empty": float("nan")}}
+    vals = tables.metric_values(rec)
+    assert set(vals) == {"a", "b", "relational"}
+    assert vals["a"] == {"mean": 0.5, "std": 0.1, "n": 3}
+    assert vals["b"]["std"] == pytest.approx(0.1414, abs=1e-4)  # from the seeds when std is not given

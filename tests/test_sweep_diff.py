@@ -231,3 +231,13 @@ def test_bad_inputs_give_one_line_and_exit_2(two_runs, tmp_path, monkeypatch, ca
         code, _, err = _cli(argv, monkeypatch, capsys)
         assert code == 2, argv
         assert msg in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_too_few_samples_are_called_out():
+    assert diffmod.min_p(3, 3) == pytest.approx(0.1)
+    assert diffmod.min_p(10, 10) < 0.05
+    rec = {"kind": "latency", "key": "k", "arch": "x", "component": "arch", "workload": {"batch_size": 1},
+           "env": {}, "stages": [], "total": {"median_ms": 1.0, "samples_ms": [1.0, 1.1, 0.9]}}
+    d = diffmod.diff_records([rec], [rec])
+    assert any("cannot reach p < 0.05" in w for w in d.warnings)
+    assert not d.rows[0].significant

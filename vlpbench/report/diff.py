@@ -128,7 +128,21 @@ def diff_records(a: Sequence[Record], b: Sequence[Record], alpha: float = 0.05, 
             for s in ra["stages"]:
                 if s["leaf"] and s["name"] in sb:
                     rows.append(_row(cfg, s["name"], s, sb[s["name"]], how, alpha))
-    return Diff(rows, [label(r) for r in only_a], [label(r) for r in only_b], env_warnings(la, lb), alpha)
+    warnings = env_warnings(la, lb)
+    weak = sorted({(len(ra["total"].get("samples_ms") or []), len(rb["total"].get("samples_ms") or []))
+                   for ra, rb, _ in pairs if min_p(len(ra["total"].get("samples_ms") or []),
+                                                   len(rb["total"].get("samples_ms") or [])) >= alpha})
+    for na, nb in weak:
+        warnings.append(f"{na} vs {nb} samples cannot reach p < {alpha} (smallest possible two-sided p is "
+                        f"{min_p(na, nb):.3g}); measure more iterations to test significance")
+    return Diff(rows, [label(r) for r in only_a], [label(r) for r in only_b], warnings, alpha)
+
+
+def min_p(na: int, nb: int) -> float:
+    """Smallest two-sided Mann-Whitney U p-value possible with na and nb samples (exact, no ties)."""
+    from math import comb
+
+    return 1.0 if na < 1 or nb < 1 else min(1.0, 2.0 / comb(na + nb, na))
 
 
 def diff_runs(run_a: PathLike, run_b: PathLike, alpha: float = 0.05, stages: bool = False) -> Diff:

@@ -256,16 +256,19 @@ def paper_table(records: Sequence[Record]) -> Tuple[List[str], Rows]:
 
 
 def metric_values(rec: Record) -> Dict[str, Dict[str, Any]]:
-    """Accuracy metrics as {name: {"mean", "std", "n"}}, from {"mean", "std", "seeds"} blocks or plain numbers."""
+    """Accuracy metrics as {name: {"mean", "std", "n"}}, from {"mean", "std", "seeds"} blocks or plain floats.
+
+    Integers (example counts such as ``n``) and NaN means (a subset with no examples) are not metrics.
+    """
     out = {}
     for name, v in (rec.get("metrics") or {}).items():
-        if isinstance(v, dict) and "mean" in v:
+        if isinstance(v, dict) and isinstance(v.get("mean"), (int, float)) and np.isfinite(v["mean"]):
             seeds = v.get("seeds") or []
             std = v.get("std")
             if std is None and len(seeds) > 1:
                 std = float(np.std(np.asarray(seeds, dtype=float), ddof=1))
             out[name] = {"mean": float(v["mean"]), "std": None if std is None else float(std), "n": len(seeds) or None}
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif isinstance(v, float) and np.isfinite(v):
             out[name] = {"mean": float(v), "std": None, "n": None}
     return out
 
