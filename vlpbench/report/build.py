@@ -17,7 +17,7 @@ import datetime as _dt
 import io
 import re
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from vlpbench.errors import VlpbenchError
 from vlpbench.store import atomic_write_text, load_records
