@@ -8,7 +8,8 @@
 * CLIP ViT-B/32: our patch + ln_pre, CLIP text tower and dual encoder vs ``CLIPModel`` (default SDPA):
   224x224 + 77 tokens.
 
-Random (seeded) weights, fp32, ``torch.inference_mode``; threads from ``VLPBENCH_THREADS`` (default 2),
+Random (seeded) weights, fp32, ``torch.inference_mode``; threads from ``--vlpbench-threads`` or
+``VLPBENCH_THREADS`` (default 2),
 rounds from ``VLPBENCH_ROUNDS`` (default 15).  The last test prints the median ratios ours / theirs; it
 asserts nothing about speed (speed varies with the machine's load), only that both sides ran.
 """
@@ -30,7 +31,9 @@ MEDIANS: dict = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads():
+def _threads(request):
+    global THREADS
+    THREADS = request.config.getoption("--vlpbench-threads", default=None) or THREADS
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     yield

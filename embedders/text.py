@@ -49,6 +49,9 @@ def _check_ids(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], 
         raise bad_value("text length", input_ids.shape[1], f"1 to {max_len} tokens (the model's context)")
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
         raise bad_value("attention_mask shape", tuple(attention_mask.shape), f"{tuple(input_ids.shape)} like input_ids")
+    lo, hi = torch.aminmax(input_ids)
+    if int(lo) < 0 or int(hi) >= vocab:
+        raise bad_value("token id", int(lo) if int(lo) < 0 else int(hi), f"ids in [0, {vocab}) (the vocabulary)")
 
 
 def _random_ids(batch_size: int, length: int, low: int, high: int, generator: torch.Generator,

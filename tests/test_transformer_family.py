@@ -140,6 +140,8 @@ def test_text_presets(name):
         emb(input_ids=torch.ones(1, emb.workload()["text_len"] + 100, dtype=torch.long))
     with pytest.raises(VlpbenchError, match="input_ids"):
         emb(input_ids=torch.ones(1, 4))
+    with pytest.raises(VlpbenchError, match="token id"):
+        emb(input_ids=torch.full((1, 4), emb.vocab_size))
 
 
 def test_clip_text_pools_at_eot_and_ignores_padding():
