@@ -10,11 +10,7 @@ are swept on real presets here and in test_report.py.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-
 import pytest
-import torch
-from torch import nn
 
 from vlpbench import cli
 from vlpbench.errors import VlpbenchError
@@ -23,60 +19,18 @@ from vlpbench.harness.runner import RunSpec, run_many
 from vlpbench.registry import ARCH
 from vlpbench.report import diff as diffmod
 from vlpbench.report.sweep import curves, fastest_stage, parse_axis, run_sweep, sweep_specs
-from vlpbench.stages import null_stage, scoped
 from vlpbench.store import RunDir
+
+from toy import ToyArch, ToyConfig
 
 TOY = "test-sweepdiff-toy"
 FAST = Protocol(min_iters=3, min_time_s=0, warmup=1)
 
 
-@dataclass
-class SweepToyConfig:
-    image_size: tuple = (32, 32)   # input H, W
-    text_len: int = 48             # tokens
-    dim: int = 192                 # width
-    work: int = 1                  # repeats of the interaction matmul (the slowdown knob)
-
-
-class SweepToy(nn.Module):
-    """patch conv (VE) -> embedding (TE) -> ``work`` x Linear over [text; image] tokens (MI)."""
-
-    def __init__(self, cfg: SweepToyConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.patch = nn.Conv2d(3, cfg.dim, 8, 8)
-        self.embed = nn.Embedding(100, cfg.dim)
-        self.mix = nn.Linear(cfg.dim, cfg.dim)
-
-    def make_inputs(self, batch_size, *, generator, device="cpu"):
-        h, w = self.cfg.image_size
-        return {"pixel_values": torch.rand(batch_size, 3, h, w, generator=generator, device=device),
-                "input_ids": torch.randint(0, 100, (batch_size, self.cfg.text_len), generator=generator, device=device)}
-
-    def forward(self, pixel_values, input_ids, stage=null_stage):
-        vis, txt, mi = scoped(stage, "visual", "VE"), scoped(stage, "text", "TE"), scoped(stage, "interaction", "MI")
-        with vis("patch"):
-            v = self.patch(pixel_values).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
-        with txt("embed"):
-            t = self.embed(input_ids)
-        with mi("mix"):
-            x = torch.cat([t, v], 1)
-            # L^2 work per repeat: token-token products, so the MI stage grows fastest with text_len
-            for _ in range(self.cfg.work):
-                x = self.mix(x)
-                x = torch.softmax(x @ x.transpose(1, 2) / self.cfg.dim ** 0.5, -1) @ x
-        return x
-
-    def stage_names(self):
-        return ["visual.patch", "text.embed", "interaction.mix"]
-
-    def workload(self):
-        return {"image_size": list(self.cfg.image_size), "text_len": self.cfg.text_len}
-
-
 def _register():
     if TOY not in ARCH:
-        ARCH.register(TOY, SweepToy, SweepToyConfig(), description="test-only toy with a work knob",
+        ARCH.register(TOY, ToyArch, ToyConfig(dim=192, text_len=48, attention=True),
+                      description="test-only toy with a work knob",
                       tiny=dict(dim=64), paper={"class": "d"})
 
 

@@ -18,7 +18,9 @@ from vlpbench.types import TokenSpec, VisualTokens
 class ToyConfig:
     image_size: tuple = (32, 32)  # input H, W
     dim: int = 64                 # token width
-    work: int = 1                 # repeats of the encoder matmul (a slowdown knob)
+    work: int = 1                 # repeats of the interaction (a slowdown knob)
+    text_len: int = 8             # tokens
+    attention: bool = False       # add token-token products to each repeat, so MI grows as L^2
 
 
 class ToyVisual(nn.Module):
@@ -56,7 +58,7 @@ class ToyArch(nn.Module):
         self.interaction = nn.Linear(cfg.dim, cfg.dim)
 
     def make_inputs(self, batch_size, *, generator, device="cpu"):
-        ids = torch.randint(0, 100, (batch_size, 8), generator=generator, device=device)
+        ids = torch.randint(0, 100, (batch_size, self.cfg.text_len), generator=generator, device=device)
         return {**self.visual.make_inputs(batch_size, generator=generator, device=device), "input_ids": ids}
 
     def forward(self, pixel_values, input_ids, stage=null_stage):
@@ -67,13 +69,15 @@ class ToyArch(nn.Module):
             x = torch.cat([t, v], 1)
             for _ in range(self.cfg.work):
                 x = self.interaction(x)
+                if self.cfg.attention:
+                    x = torch.softmax(x @ x.transpose(1, 2) / self.cfg.dim ** 0.5, -1) @ x
         return x
 
     def stage_names(self):
         return ["visual.patch", "text.embed", "interaction.mix"]
 
     def workload(self):
-        return {"image_size": list(self.cfg.image_size), "text_len": 8}
+        return {"image_size": list(self.cfg.image_size), "text_len": self.cfg.text_len}
 
 
 def register_toys():

@@ -41,28 +41,12 @@ def config_key(config: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def atomic_write_json(path: PathLike, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_jsonable)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
+
+    The text goes to a temporary file in the same directory, is fsynced, and replaces ``path`` with
+    ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
@@ -79,6 +63,11 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
             pass
         raise
     return path
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> Path:
+    """:func:`atomic_write_text` of ``obj`` as JSON (serialised first, so a bad object writes nothing)."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
 
 
 def _jsonable(obj: Any) -> Any:
