@@ -241,3 +241,31 @@ def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None) -
 
 
 __all__ = ["load_vilt", "load_clip", "read_state_dict"]
+
+
+LOADERS = {"vilt": load_vilt, "clip": load_clip}
+
+
+def checkpoint_type(directory: str | os.PathLike) -> str:
+    """The ``model_type`` of a transformers checkpoint directory, if vlpbench can load it."""
+    directory = os.fspath(directory)
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise VlpbenchError(f"no config.json in {directory!r}; accepted: a transformers save_pretrained directory "
+                            f"of model_type {', '.join(LOADERS)}")
+    with open(path) as f:
+        model_type = json.load(f).get("model_type")
+    if model_type not in LOADERS:
+        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(LOADERS)}")
+    return model_type
+
+
+def load_checkpoint(directory: str | os.PathLike, *, image_size: Optional[Tuple[int, int]] = None,
+                    text_len: Optional[int] = None) -> VLPModel:
+    """Load a ViLT or CLIP transformers checkpoint directory, choosing the loader by its ``model_type``."""
+    kind = checkpoint_type(directory)
+    if kind == "vilt":
+        return load_vilt(directory, text_len=text_len, **({"image_size": tuple(image_size)} if image_size else {}))
+    if image_size is not None:
+        raise VlpbenchError("a CLIP checkpoint fixes its image size; --image-size is not accepted with it")
+    return load_clip(directory, text_len=text_len)

@@ -159,3 +159,24 @@ def test_full_size_param_counts_match_transformers():
     # ViltModel; the paper does not say what its 0.75M smaller count leaves out); CLIP ViT-B/32 151.28M
     assert abs((_count(vilt) - _count(vilt.text.word_embeddings)) / 1e6 - 87.4) < 1.0
     assert abs(_count(clip) / 1e6 - 151.28) < 0.05
+
+
+def test_compare_measures_a_local_checkpoint(vilt_dir, clip_dir, tmp_path, capsys):
+    from vlpbench.cli import main
+
+    fast = ["--iters", "2", "--min-time", "0", "--warmup", "1", "--threads", "1", "--no-flops", "--in-process",
+            "--format", "json"]
+    code = main(["compare", "--arch", "vilt", "--weights", str(vilt_dir[0]), "--image-size", "64x64",
+                 "--text-len", "8", "--out", str(tmp_path / "a"), *fast])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    (rec,) = json.loads(out.out)
+    assert rec["spec"]["weights"] == str(vilt_dir[0])
+    assert rec["params"]["total"] == sum(p.numel() for p in vilt_dir[1].parameters())
+    assert rec["taxonomy"]["paper_class"] == "d"
+    # a CLIP checkpoint given to ViLT, and weights for an architecture with no loader: one clear line each
+    for arch, wdir, message in (("vilt", clip_dir[0], "is a 'clip' model; 'vilt-b32' needs a 'vilt' checkpoint"),
+                                ("vse", vilt_dir[0], "--weights is not supported for 'vse-inf'; accepted: clip-vit-b32, vilt-b32")):
+        code = main(["compare", "--arch", arch, "--weights", str(wdir), "--out", str(tmp_path / arch), *fast])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err

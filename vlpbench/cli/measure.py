@@ -86,6 +86,8 @@ def register(sub) -> None:
     p.add_argument("--image-size", type=_size, help="input image size HxW for every architecture")
     p.add_argument("--text-len", type=int, help="text tokens for every architecture")
     p.add_argument("--regions", type=int, help="regions K for region-feature architectures")
+    p.add_argument("--weights", metavar="DIR", help="load a local transformers checkpoint (ViLT or CLIP "
+                                                    "save_pretrained folder) into the matching architecture")
     p.add_argument("--taxonomy-factor", type=float, default=3.0, help="VE~TE factor of the class rule (default: 3)")
     p.add_argument("--out", help="run directory for the records (default: reports/runs/<time>-compare); "
                                  "an existing one resumes")
@@ -184,7 +186,7 @@ def run_compare(args) -> int:
                        workload=dict(workload), device=args.device, dtype=args.dtype, amp=args.amp,
                        batch_size=args.batch_size, threads=args.threads, seed=args.seed, tiny=args.tiny,
                        protocol=protocol_from(args), count_flops=not args.no_flops,
-                       taxonomy_factor=args.taxonomy_factor, plugins=list(args.plugin))
+                       taxonomy_factor=args.taxonomy_factor, plugins=list(args.plugin), weights=args.weights)
         if "+" in target and args.head:
             spec.target = f"{target}+{HEAD.resolve(args.head)}"
         specs.append(spec.validate())

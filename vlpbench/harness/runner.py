@@ -45,6 +45,7 @@ class RunSpec:
     count_flops: bool = True
     taxonomy_factor: float = 3.0
     plugins: List[str] = field(default_factory=list)  # modules imported before building (they register models)
+    weights: Optional[str] = None                 # a transformers save_pretrained directory (ViLT or CLIP) to load
 
     def validate(self) -> "RunSpec":
         import torch
@@ -86,6 +87,8 @@ class RunSpec:
         d.pop("protocol")
         if not d["plugins"]:
             d.pop("plugins")
+        if d["weights"] is None:
+            d.pop("weights")
         return config_key(d)
 
 
@@ -170,6 +173,21 @@ def combination_entry(target: str):
                  description="ad-hoc combination")
 
 
+def _load_weights(spec: RunSpec, entry):
+    """The architecture of ``spec`` with a local transformers checkpoint's weights (``spec.weights``)."""
+    from vlpbench.architectures.loaders import checkpoint_type, load_checkpoint
+
+    family = next((t.split(":", 1)[1] for t in entry.tags if t.startswith("hf:")), None)
+    if spec.component != "arch" or family is None:
+        loadable = [e.name for e in _registry("arch").entries() if any(t.startswith("hf:") for t in e.tags)]
+        raise VlpbenchError(f"--weights is not supported for {spec.target!r}; accepted: {', '.join(loadable)}")
+    kind = checkpoint_type(spec.weights)
+    if kind != family:
+        raise VlpbenchError(f"checkpoint {spec.weights!r} is a {kind!r} model; {entry.name!r} needs a {family!r} checkpoint")
+    return load_checkpoint(spec.weights, image_size=spec.workload.get("image_size"),
+                           text_len=spec.workload.get("text_len")).eval()
+
+
 def build_target(spec: RunSpec):
     """Build the module for ``spec`` (eval mode) and return (module, registry entry, config)."""
     import torch
@@ -179,6 +197,8 @@ def build_target(spec: RunSpec):
     torch.manual_seed(spec.seed)
     cfg = entry.make_config(tiny=spec.tiny, **spec.overrides)
     cfg = apply_workload(entry, cfg, spec.workload, spec.component)
+    if spec.weights is not None:
+        return _load_weights(spec, entry), entry, cfg
     module = entry.builder(cfg)
     return module.eval(), entry, cfg
 

@@ -25,7 +25,7 @@ _register(
     "vilt-b32", build_architecture,
     ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
     description="ViLT-B/32: linear patch projection + BERT embeddings -> 12-layer single-stream transformer",
-    aliases=("vilt",),
+    aliases=("vilt",), tags=("hf:vilt",),  # --weights loads a transformers ViLT checkpoint
     paper={"class": "d", "time_ms": 15, "params_M": 87.4, "flops_G": 55.9, "tokens": "200+40",
            "vqa_test_dev": 71.26, "nlvr2_test_p": 76.13, "coco_tr_r1": 61.5, "coco_ir_r1": 42.7,
            "input": "384x640", "source": "ViLT Tables 2, 4, 6"},
@@ -34,7 +34,7 @@ _register(
     "clip-vit-b32", build_architecture,
     ArchConfig(visual="clip-vit-b32-patch", text="clip-text-b32", interaction="dual-encoder"),
     description="CLIP ViT-B/32: ViT image tower and causal text transformer, cosine similarity of projections",
-    aliases=("clip",),
+    aliases=("clip",), tags=("hf:clip",),  # --weights loads a transformers CLIP checkpoint
     paper={"class": "b", "params_M": 151.28, "flops_G": 14.78, "imagenet_zero_shot": 63.32, "input": "224x224",
            "source": "OpenCLIP model_profile.csv; ViLT Figure 2"},
 )
