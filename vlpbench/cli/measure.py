@@ -41,6 +41,8 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     g.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
     g.add_argument("--amp", action="store_true", help="autocast to --dtype instead of casting the model")
+    g.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 matmuls and convolutions")
+    g.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: cudnn.benchmark kernel selection")
     g.add_argument("--batch-size", type=int, default=1)
     g.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch intra-op threads, recorded in every result (default: {DEFAULT_THREADS})")
@@ -62,6 +64,16 @@ def protocol_from(args) -> Any:
 
     return Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time,
                     max_iters=max(args.max_iters, args.iters)).validate()
+
+
+def base_spec(args, **fields: Any):
+    """A RunSpec carrying every measurement option of ``add_measure_options``; ``fields`` fill the rest."""
+    from vlpbench.harness.runner import RunSpec
+
+    return RunSpec(device=args.device, dtype=args.dtype, amp=args.amp, tf32=args.tf32,
+                   cudnn_benchmark=args.cudnn_benchmark, batch_size=args.batch_size, threads=args.threads,
+                   seed=args.seed, tiny=args.tiny, protocol=protocol_from(args), count_flops=not args.no_flops,
+                   plugins=list(args.plugin), **fields)
 
 
 def register(sub) -> None:
@@ -160,7 +172,7 @@ def compare_targets(args) -> List[str]:
 
 def run_compare(args) -> int:
     from vlpbench.compare import FORMATS, format_comparison
-    from vlpbench.harness.runner import RunSpec, run_many
+    from vlpbench.harness.runner import run_many
     from vlpbench.registry import ARCH, HEAD
     from vlpbench.store import RunDir
 
@@ -182,11 +194,9 @@ def run_compare(args) -> int:
     specs = []
     for target in compare_targets(args):
         name = target if "+" in target else ARCH.resolve(target)
-        spec = RunSpec(target=name, component="arch", overrides=dict(overrides) if "+" not in target else {},
-                       workload=dict(workload), device=args.device, dtype=args.dtype, amp=args.amp,
-                       batch_size=args.batch_size, threads=args.threads, seed=args.seed, tiny=args.tiny,
-                       protocol=protocol_from(args), count_flops=not args.no_flops,
-                       taxonomy_factor=args.taxonomy_factor, plugins=list(args.plugin), weights=args.weights)
+        spec = base_spec(args, target=name, component="arch", workload=dict(workload),
+                         overrides=dict(overrides) if "+" not in target else {},
+                         taxonomy_factor=args.taxonomy_factor, weights=args.weights)
         if "+" in target and args.head:
             spec.target = f"{target}+{HEAD.resolve(args.head)}"
         specs.append(spec.validate())

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List
 
-
-def _names(text: str) -> List[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
+from .measure import _csv as _names, add_measure_options, base_spec
 
 
 def register(sub) -> None:
@@ -31,16 +28,7 @@ def register(sub) -> None:
                         "text_len=8,16,40 | batch_size=1,2,4")
     s.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory to write (and resume); default: a new reports/runs/<stamp>-sweep")
-    s.add_argument("--tiny", action="store_true", help="the tiny test-size variants of the presets")
-    s.add_argument("--iters", type=int, default=5, help="timed iterations at least (default 5)")
-    s.add_argument("--min-time", type=float, default=2.0, metavar="S", help="seconds of timed iterations at least (default 2)")
-    s.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 3 on CPU, 10 on CUDA)")
-    s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: the harness default)")
-    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    s.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
-    s.add_argument("--batch-size", type=int, default=1, help="batch size for the workload axes (default 1)")
-    s.add_argument("--in-process", action="store_true",
-                   help="measure in this process (faster start; peak memory is then shared by all points)")
+    add_measure_options(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=run_sweep)
 
@@ -66,9 +54,6 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from vlpbench.errors import VlpbenchError
-    from vlpbench.harness.env import DEFAULT_THREADS
-    from vlpbench.harness.protocol import Protocol
-    from vlpbench.harness.runner import RunSpec
     from vlpbench.report.sweep import parse_axis, run_sweep as sweep, sweep_specs
     from vlpbench.store import RunDir
 
@@ -77,10 +62,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise VlpbenchError("an axis is given twice; give each --axis once with all its values")
     targets = ([(n, "arch") for n in args.arch] + [(n, "visual") for n in args.visual]
                + [(n, "text") for n in args.text])
-    base = RunSpec(target="", device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                   threads=args.threads or DEFAULT_THREADS, tiny=args.tiny,
-                   protocol=Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time,
-                                     max_iters=max(200, args.iters)))
+    base = base_spec(args, target="")
     specs = sweep_specs(targets, axes, base)
     meta = {"command": ["vlpbench", *sys.argv[1:]], "sweep": {"axes": [[a, v] for a, v in axes],
                                                                 "targets": [list(t) for t in targets]}}

@@ -37,6 +37,8 @@ class RunSpec:
     device: str = "cpu"                           # "cpu", "cuda" or "cuda:N"
     dtype: str = "float32"                        # float32, bfloat16, float16 (weights and inputs, or autocast dtype)
     amp: bool = False                             # autocast to `dtype` instead of casting the model
+    tf32: bool = False                            # CUDA: allow TF32 in matmuls and cuDNN convolutions
+    cudnn_benchmark: bool = False                 # CUDA: let cuDNN pick kernels by trying them
     batch_size: int = 1
     threads: int = 2                              # torch intra-op threads (recorded)
     seed: int = 0                                 # seeds the inputs (and random init)
@@ -61,6 +63,8 @@ class RunSpec:
             raise VlpbenchError(f"device {dev!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
         if self.dtype not in DTYPES:
             raise VlpbenchError(f"invalid dtype {self.dtype!r}; accepted: {', '.join(DTYPES)}")
+        if (self.tf32 or self.cudnn_benchmark) and not dev.startswith("cuda"):
+            raise VlpbenchError("tf32 / cudnn_benchmark apply to CUDA only; accepted on cpu: off")
         if self.dtype == "float16" and dev == "cpu":
             raise VlpbenchError("dtype 'float16' is not supported on cpu; accepted on cpu: float32, bfloat16")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -87,8 +91,9 @@ class RunSpec:
         d.pop("protocol")
         if not d["plugins"]:
             d.pop("plugins")
-        if d["weights"] is None:
-            d.pop("weights")
+        for opt in ("weights", "tf32", "cudnn_benchmark"):
+            if not d[opt]:
+                d.pop(opt)
         return config_key(d)
 
 
@@ -248,6 +253,11 @@ def run_spec(spec: RunSpec, isolated: bool = False, drive: Optional[Callable[[An
 
     spec.validate()
     threads = envmod.set_threads(spec.threads)
+    if spec.device.startswith("cuda"):
+        # set per measured configuration (never at import); recorded in env by capture()
+        torch.backends.cuda.matmul.allow_tf32 = spec.tf32
+        torch.backends.cudnn.allow_tf32 = spec.tf32
+        torch.backends.cudnn.benchmark = spec.cudnn_benchmark
     module, entry, cfg = build_target(spec)
     device = torch.device(spec.device)
     dtype = getattr(torch, spec.dtype)
