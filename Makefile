@@ -40,5 +40,9 @@ bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under repor
 compare: install ## Side-by-side breakdown of ViLT and CLIP (vlpbench compare --arch vilt,clip)
 	$(BIN)/vlpbench compare --arch vilt,clip --threads $(THREADS)
 
+report: install ## Build a report (Markdown, HTML, figures) from every run under reports/runs
+	@ls -d reports/runs/*/ >/dev/null 2>&1 || { echo "no runs under reports/runs: run make bench or vlpbench compare first"; exit 2; }
+	$(BIN)/vlpbench report $$(ls -d reports/runs/*/) --out reports/report/latest
+
 clean: ## Remove build artefacts (keeps .venv and reports)
 	rm -rf build dist *.egg-info .pytest_cache
