@@ -19,6 +19,7 @@ from vlpbench.errors import VlpbenchError
 COMMAND_MODULES = (
     "measure",
     "reporting",
+    "training",
 )
 
 

@@ -16,6 +16,7 @@ PRESET_MODULES = (
     "region",
     "cnn",
     "architectures",
+    "small",
 )
 
 _loaded = False

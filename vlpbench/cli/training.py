@@ -1,0 +1,105 @@
+"""``vlpbench train``, ``vlpbench train-detector``, ``vlpbench eval`` and ``vlpbench study``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vlpbench.presets import load_all
+    from vlpbench.training import DataSpec, TrainConfig, train
+
+    load_all()
+    cfg = TrainConfig(arch=args.arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
+                      data=DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test),
+                      progress=not args.no_progress)
+    _, summary = train(cfg, args.run_dir, stop_after=args.stop_after)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _train_detector(args: argparse.Namespace) -> int:
+    from vlpbench.data import SyntheticData
+    from vlpbench.detector import DetectorConfig, train_detector
+    from vlpbench.presets import load_all
+    from vlpbench.training import DataSpec
+
+    load_all()
+    data = SyntheticData(DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test).dataset_config())
+    summary = train_detector(DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny),
+                             data, args.out)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vlpbench.evaluate_real import evaluate_checkpoint
+    from vlpbench.presets import load_all
+
+    load_all()
+    result = evaluate_checkpoint(args.weights, dataset=args.dataset, root=args.root, split=args.split,
+                                 limit=args.limit)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from vlpbench.presets import load_all
+    from vlpbench.study import get_profile, run_study
+
+    load_all()
+    profile = get_profile(args.profile, steps=args.steps,
+                          seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+                          archs=tuple(args.arch.split(",")) if args.arch else None)
+    run_study(profile, args.out)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one small architecture on the generated data (resumable; torchrun for DDP)")
+    p.add_argument("--arch", required=True, help="small preset, e.g. vilt-small, clip-small, uniter-small")
+    p.add_argument("--run-dir", required=True, help="checkpoint, log and summary go here; an existing checkpoint resumes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per task per step per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
+    p.add_argument("--detector", help="detector.pt from train-detector (region architectures)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--stop-after", type=int, help="stop after this many steps of this call (then resume)")
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-val", type=int, default=250)
+    p.add_argument("--n-test", type=int, default=250)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-detector", help="train the small Faster R-CNN region embedder on the generated boxes")
+    p.add_argument("--arch", default="uniter-small", help="small region architecture whose embedder is trained")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-val", type=int, default=250)
+    p.add_argument("--n-test", type=int, default=250)
+    p.set_defaults(func=_train_detector)
+
+    p = sub.add_parser("eval", help="retrieval R@K of a checkpoint on a local COCO / Flickr30k Karpathy split")
+    p.add_argument("--dataset", required=True, help="coco or flickr30k")
+    p.add_argument("--root", required=True, help="folder with the Karpathy JSON and the images")
+    p.add_argument("--weights", required=True, help="a transformers ViLT / CLIP folder, or a `vlpbench train` run dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, help="evaluate the first N images only")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("study", help="the accuracy study: detector, every class x seeds, latency, tables")
+    p.add_argument("--profile", default="default", help="default, quick or smoke")
+    p.add_argument("--out", default="reports/accuracy")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seeds", help="comma-separated seeds")
+    p.add_argument("--arch", help="comma-separated small presets")
+    p.set_defaults(func=_study)

@@ -1,0 +1,323 @@
+"""Train one small architecture on the generated data under the study's common budget.
+
+``train(cfg, run_dir)`` builds the architecture from the registry, wraps it in a
+:class:`~vlpbench.objectives.TaskModel`, and runs ``cfg.steps`` AdamW steps (linear warm-up, cosine
+decay).  Each step draws ``batch_size`` retrieval pairs, ``batch_size`` QA pairs and ``batch_size``
+matching pairs per process, so every architecture sees the same number of image-text pairs.
+
+Batches are drawn by :class:`~torch.utils.data.DistributedSampler` (one per task, seeded, epoch =
+pass number) and indexed directly, so the data position is part of the checkpoint: a run stopped after
+N steps and resumed continues with the same batches, MLM masks and optimiser state as an uninterrupted
+run.  ``torchrun --nproc_per_node=N -m vlpbench train ...`` trains data-parallel (DDP, gloo on CPU,
+nccl on CUDA); rank 0 writes the checkpoint and the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from vlpbench.data import DatasetConfig, SceneConfig, SyntheticData, collate
+from vlpbench.detector import lr_lambda
+from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.objectives import TaskModel
+from vlpbench.registry import ARCH
+from vlpbench.store import atomic_write_json
+
+CHECKPOINT = "checkpoint.pt"
+TASKS = ("retrieval", "qa", "matching")
+# fields that may change between an interrupted run and its resumption (they do not change the result)
+RESUMABLE_FIELDS = ("checkpoint_every", "progress")
+
+
+@dataclass
+class DataSpec:
+    """The generated data every architecture trains on (see vlpbench.data.DatasetConfig)."""
+
+    canvas: int = 64
+    seed: int = 0
+    n_train: int = 2000
+    n_val: int = 250
+    n_test: int = 250
+    max_length: int = 34
+
+    def dataset_config(self) -> DatasetConfig:
+        return DatasetConfig(scene=SceneConfig(canvas=self.canvas), seed=self.seed, n_train=self.n_train,
+                             n_val=self.n_val, n_test=self.n_test, max_length=self.max_length)
+
+
+@dataclass
+class TrainConfig:
+    arch: str                               # ARCH registry name (a small preset)
+    seed: int = 0                           # model init, batch order and masks
+    steps: int = 300                        # optimiser steps
+    batch_size: int = 32                    # pairs per task per step per process
+    lr: float = 1e-3                        # AdamW peak learning rate
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1                # share of steps in linear warm-up, then cosine decay to 0
+    grad_clip: float = 1.0
+    loss: str = "auto"                      # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
+    tiny: bool = False                      # build the preset's tiny variant (smoke tests)
+    detector: Optional[str] = None          # trained region-embedder weights (region architectures)
+    data: DataSpec = field(default_factory=DataSpec)
+    checkpoint_every: int = 100             # steps between checkpoints
+    progress: bool = True                   # tqdm bar
+
+    def validate(self) -> "TrainConfig":
+        ARCH.resolve(self.arch)
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise bad_value(name, v, "an integer >= 1")
+        if not self.lr > 0:
+            raise bad_value("lr", self.lr, "a positive number")
+        if not 0 <= self.warmup_frac < 1:
+            raise bad_value("warmup_frac", self.warmup_frac, "a fraction in [0, 1)")
+        if self.loss not in ("auto", "infonce", "hinge"):
+            raise bad_value("loss", self.loss, ("auto", "infonce", "hinge"))
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["data"] = DataSpec(**d.get("data", {}))
+        return cls(**d)
+
+
+# ---- distributed ----------------------------------------------------------------------------------------
+def dist_env() -> Tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when not launched by it."""
+    try:
+        return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError as e:
+        raise VlpbenchError(f"invalid RANK / WORLD_SIZE / LOCAL_RANK in the environment ({e}); accepted: integers") from e
+
+
+def init_distributed() -> Tuple[int, int, torch.device]:
+    rank, world, local = dist_env()
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() and world > 1 else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+# ---- model ---------------------------------------------------------------------------------------------
+def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
+    """Registry architecture (vocabulary from the tokenizer, detector weights frozen) + family heads."""
+    entry = ARCH.get(cfg.arch)
+    arch_cfg = entry.make_config(tiny=cfg.tiny)
+    text_over = dict(arch_cfg.text_overrides, vocab_size=data.tokenizer.vocab_size)
+    visual_over = dict(arch_cfg.visual_overrides)
+    if cfg.detector is not None:
+        if not os.path.isfile(cfg.detector):
+            raise bad_value("detector weights", cfg.detector, "an existing detector.pt from `vlpbench train-detector`")
+        visual_over["weights"] = cfg.detector
+    arch_cfg = dataclasses.replace(arch_cfg, text_overrides=text_over, visual_overrides=visual_over)
+    torch.manual_seed(cfg.seed)
+    model = entry.builder(arch_cfg)
+    loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
+    task = TaskModel(model, num_answers=len(data.answers), vocab_size=data.tokenizer.vocab_size, loss=loss)
+    if "region" in getattr(model.visual, "stage_names", lambda: [])() or hasattr(model.visual, "run_detector"):
+        for p in model.visual.parameters():       # the detector is frozen: regions are extracted, not learned
+            p.requires_grad_(False)
+    return task
+
+
+@torch.no_grad()
+def cache_regions(task: TaskModel, data: SyntheticData, batch_size: int = 64) -> None:
+    """Run the frozen region embedder once over every split; the model then reads regions by image index."""
+    if not hasattr(task.model.visual, "run_detector"):
+        return
+    task.model.visual.eval()
+    cache = {}
+    for split in ("train", "val", "test"):
+        images = data.split(split).images
+        outs = [task.model.visual(pixel_values=images[s:s + batch_size].float() / 255.0)
+                for s in range(0, len(images), batch_size)]
+        cache[split] = {"features": torch.cat([o.features for o in outs]), "mask": torch.cat([o.mask for o in outs]),
+                        "boxes": torch.cat([o.boxes for o in outs])}
+    task.visual_cache = cache
+
+
+# ---- data streams ---------------------------------------------------------------------------------------
+class IndexedTask:
+    """A task dataset whose items also carry ``image_index`` (the region cache is keyed by it)."""
+
+    def __init__(self, data: SyntheticData, task: str, split: str):
+        self.ds = {"retrieval": data.retrieval, "qa": data.qa, "matching": data.matching}[task](split)
+        if task == "retrieval":
+            self.owner = [i for i, _ in self.ds.pairs]
+        elif task == "qa":
+            self.owner = [i for i, _ in self.ds.items]
+        else:
+            self.owner = [m.scene_index for m in self.ds.split.matches]
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
+        return {**self.ds[k], "image_index": torch.tensor(self.owner[k], dtype=torch.long)}
+
+
+class Stream:
+    """Endless batches from a DistributedSampler; ``state()`` / ``load()`` make the position resumable."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int):
+        if len(dataset) < batch_size * world:
+            raise bad_value("batch_size", batch_size, f"at most {len(dataset) // world} for a task with {len(dataset)} items")
+        self.dataset, self.batch_size = dataset, batch_size
+        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.epoch, self.pos, self._order = 0, 0, None
+
+    def _indices(self):
+        if self._order is None:
+            self.sampler.set_epoch(self.epoch)
+            self._order = list(iter(self.sampler))
+        return self._order
+
+    def next(self) -> Dict[str, Any]:
+        order = self._indices()
+        if self.pos + self.batch_size > len(order):
+            self.epoch, self.pos, self._order = self.epoch + 1, 0, None
+            order = self._indices()
+        idx = order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return collate([self.dataset[i] for i in idx])
+
+    def state(self) -> Dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: Dict[str, int]) -> None:
+        self.epoch, self.pos, self._order = state["epoch"], state["pos"], None
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------
+def check_resume(ckpt: Dict[str, Any], cfg: TrainConfig, path: str) -> None:
+    if ckpt.get("arch") != cfg.arch:
+        raise VlpbenchError(f"checkpoint {path!r} is for architecture {ckpt.get('arch')!r}, not {cfg.arch!r}; "
+                            f"accepted: a run directory of {cfg.arch!r} or a new one")
+    old, new = dict(ckpt.get("config", {})), cfg.to_dict()
+    for k in RESUMABLE_FIELDS:
+        old.pop(k, None), new.pop(k, None)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in diff)
+        raise VlpbenchError(f"cannot resume {path!r}: configuration differs ({detail}); accepted: the same "
+                            f"configuration, or a new run directory")
+
+
+def save_checkpoint(path: str, task: TaskModel, opt, sched, streams, step: int, cfg: TrainConfig,
+                    extra: Dict[str, Any]) -> None:
+    state = {"arch": cfg.arch, "config": cfg.to_dict(), "step": step, "model": task.state_dict(),
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "streams": {k: s.state() for k, s in streams.items()}, **extra}
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise VlpbenchError(f"invalid checkpoint {path!r}: cannot be read ({e})") from e
+
+
+def model_state(task: TaskModel) -> Dict[str, torch.Tensor]:
+    """Trainable state only (the region cache and frozen detector are rebuilt from the detector file)."""
+    return task.state_dict()
+
+
+# ---- the loop -------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
+          stop_after: Optional[int] = None) -> Tuple[TaskModel, Dict[str, Any]]:
+    """Train (resuming from ``run_dir/checkpoint.pt`` when present) -> (model, summary).
+
+    ``stop_after``: stop after this many steps of this call (checkpointing first), as an interruption would.
+    """
+    cfg.validate()
+    rank, world, device = init_distributed()
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, CHECKPOINT)
+    ckpt = None
+    if os.path.exists(path):
+        ckpt = load_checkpoint(path)
+        check_resume(ckpt, cfg, path)
+    data = data or SyntheticData(cfg.data.dataset_config())
+    task = build_task_model(cfg, data)
+    cache_regions(task, data)
+    task.to(device)
+    params = [p for p in task.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, int(cfg.warmup_frac * cfg.steps)), cfg.steps))
+    streams = {t: Stream(IndexedTask(data, t, "train"), cfg.batch_size, cfg.seed, rank, world) for t in TASKS}
+    step, wall_before = 0, 0.0
+    if ckpt is not None:
+        task.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        for k, s in streams.items():
+            s.load(ckpt["streams"][k])
+        step, wall_before = ckpt["step"], ckpt.get("wall_s", 0.0)
+    net = task
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(task, find_unused_parameters=True)
+    task.train()
+    if task.visual_cache is not None:
+        task.model.visual.eval()
+    log_path = os.path.join(run_dir, "train_log.jsonl")
+    start = time.perf_counter()
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.arch, unit="step",
+               disable=not cfg.progress or rank != 0, dynamic_ncols=True)
+    pairs_per_step = len(TASKS) * cfg.batch_size * world
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(path, task, opt, sched, streams, step, cfg,
+                            {"wall_s": wall_before + time.perf_counter() - start, "world_size": world})
+        if world > 1:
+            dist.barrier()
+
+    with open(log_path, "a") if rank == 0 else open(os.devnull, "w") as log:
+        while step < end:
+            batches = {t: {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.next().items()}
+                       for t, s in streams.items()}
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
+            loss, parts = net(batches["retrieval"], batches["qa"], batches["matching"], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            loss_value = float(loss.detach())
+            log.write(json.dumps({"step": step, "loss": loss_value, **parts, "lr": sched.get_last_lr()[0]}) + "\n")
+            rate = bar.format_dict.get("rate") or 0.0
+            bar.set_postfix(loss=f"{loss_value:.3f}", pairs_s=f"{pairs_per_step * rate:.0f}")
+            bar.update()
+            if step % cfg.checkpoint_every == 0 or step == end:
+                checkpoint()
+    bar.close()
+    wall = wall_before + time.perf_counter() - start
+    summary = {"steps": step, "pairs_seen": step * pairs_per_step, "wall_s": round(wall, 2), "world_size": world,
+               "finished": step >= cfg.steps, "batch_size_per_task": cfg.batch_size, "tasks": list(TASKS),
+               "optimizer": "AdamW", "lr": cfg.lr, "schedule": f"linear warm-up {cfg.warmup_frac:.0%} + cosine",
+               "loss": task.loss_kind if task.family == "dual" else "mlm+itm+match+qa", "family": task.family}
+    if rank == 0:
+        atomic_write_json(os.path.join(run_dir, "train_summary.json"), summary)
+        data.tokenizer.save(os.path.join(run_dir, "tokenizer.json"))
+    task.eval()
+    return task, summary
