@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.vlpbench-installed
 # Threads used by measurements (recorded in every result); see README "Protocol".
 THREADS ?= 2
 PROFILE ?= default
+# Profile of `make accuracy` (default: the full study; quick: one seed, fewer steps).
+ACCURACY_PROFILE ?= default
 # glibc returns large activations to the OS after every forward unless told not to, which doubles
 # large-image timings on CPU (REFERENCE.md section 7).  Set here so it is in force when Python starts.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
@@ -43,6 +45,9 @@ compare: install ## Side-by-side breakdown of ViLT and CLIP (vlpbench compare --
 report: install ## Build a report (Markdown, HTML, figures) from every run under reports/runs
 	@ls -d reports/runs/*/ >/dev/null 2>&1 || { echo "no runs under reports/runs: run make bench or vlpbench compare first"; exit 2; }
 	$(BIN)/vlpbench report $$(ls -d reports/runs/*/) --out reports/report/latest
+
+accuracy: install ## Accuracy study under reports/accuracy/: detector, every class x 3 seeds, latency, tables
+	$(BIN)/python -m vlpbench study --profile $(ACCURACY_PROFILE) --out reports/accuracy
 
 clean: ## Remove build artefacts (keeps .venv and reports)
 	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,65 @@
+"""The study's smoke profile: detector stage, 3 classes x 2 seeds, latency by the harness, records, tables."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from vlpbench.errors import VlpbenchError
+from vlpbench.presets import load_all
+from vlpbench.registry import ARCH
+from vlpbench.store import RunDir, validate_record
+from vlpbench.study import TABLE_METRICS, get_profile, run_study, summarize
+
+load_all()
+
+
+def test_small_presets_point_at_full_size_presets():
+    from vlpbench.presets.small import SMALL_ARCHS
+
+    classes = set()
+    for name in SMALL_ARCHS:
+        small, full = ARCH.get(name), ARCH.get(ARCH.get(name).paper["full_size"])
+        assert small.paper["class"] == full.paper["class"]
+        s, f = small.config, full.config
+        assert (s.visual, s.text, s.interaction) == (f.visual, f.text, f.interaction)  # same stages, smaller
+        classes.add(small.paper["class"])
+    assert classes == {"a", "b", "c", "d"}
+
+
+def test_summarize_and_profile_errors():
+    assert summarize([0.5, 0.7]) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414, abs=1e-4),
+                                     "seeds": [0.5, 0.7]}
+    with pytest.raises(VlpbenchError, match="invalid profile 'huge'"):
+        get_profile("huge")
+    with pytest.raises(VlpbenchError, match="invalid architecture"):
+        run_study(get_profile("smoke", archs=("vilt-b32",)), "/nonexistent-never-created")
+
+
+def test_smoke_study_writes_records_and_tables(tmp_path):
+    profile = get_profile("smoke")
+    out = run_study(profile, str(tmp_path), log=lambda *a: None)
+    recs = RunDir.open(tmp_path / "records").records()
+    acc = [r for r in recs if r["kind"] == "accuracy"]
+    lat = [r for r in recs if r["kind"] == "latency"]
+    assert sorted(r["arch"] for r in acc) == sorted(profile.archs)
+    assert sorted(r["arch"] for r in lat) == sorted(profile.archs)   # joinable on arch
+    for r in acc:
+        validate_record(r)
+        assert r["full_size"] == ARCH.get(r["arch"]).paper["full_size"]
+        assert r["train"]["pairs_seen"] == profile.steps * 3 * profile.batch_size
+        for k in TABLE_METRICS:
+            m = r["metrics"][k]
+            assert len(m["seeds"]) == 2 and 0 <= m["mean"] <= 1 and m["std"] >= 0
+        assert (r["detector"] is not None) == (r["arch"] == "uniter-small")
+    det = next(r["detector"] for r in acc if r["detector"])
+    assert det["weights"].endswith("detector.pt") and 0 <= det["recall"]["regions_recall@0.5"] <= 1
+    rows = list(csv.reader(open(out["tables"]["csv"])))
+    assert rows[0][0] == "arch" and len(rows) == 1 + len(profile.archs)
+    md = open(out["tables"]["md"]).read()
+    assert "900 (paper)" in md and "uniter-small" in md
+    assert all(out["latency"][a] > 0 for a in profile.archs)
+    # a second run resumes from the per-seed metrics and is idempotent
+    again = run_study(profile, str(tmp_path), log=lambda *a: None)
+    assert again["records"][0]["metrics"] == out["records"][0]["metrics"]

@@ -1,0 +1,151 @@
+"""Trainer: exact resume, refused resumes, DDP on 2 CPU processes, CLI, real-dataset evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from vlpbench.cli import main
+from vlpbench.data import SyntheticData
+from vlpbench.errors import VlpbenchError
+from vlpbench.presets import load_all
+from vlpbench.training import DataSpec, TrainConfig, load_checkpoint, train
+
+load_all()
+
+SPEC = DataSpec(n_train=24, n_val=8, n_test=8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticData(SPEC.dataset_config())
+
+
+def cfg(**kw):
+    base = dict(arch="vilt-small", tiny=True, steps=4, batch_size=4, data=SPEC, progress=False, checkpoint_every=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_resume_equals_uninterrupted(tmp_path, data):
+    full, _ = train(cfg(), str(tmp_path / "full"), data=data)
+    part, s1 = train(cfg(), str(tmp_path / "cut"), data=data, stop_after=2)
+    assert s1["steps"] == 2 and not s1["finished"]
+    assert load_checkpoint(str(tmp_path / "cut" / "checkpoint.pt"))["step"] == 2
+    resumed, s2 = train(cfg(), str(tmp_path / "cut"), data=data)
+    assert s2["steps"] == 4 and s2["finished"] and s2["pairs_seen"] == 4 * 3 * 4
+    a, b = full.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and training moved the weights away from a different seed's
+    other, _ = train(cfg(seed=1, steps=1), str(tmp_path / "other"), data=data)
+    assert not torch.equal(other.state_dict()["qa.classifier.3.weight"], a["qa.classifier.3.weight"])
+    log = [json.loads(l) for l in open(tmp_path / "cut" / "train_log.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_resume_refuses_other_config_and_arch(tmp_path, data):
+    train(cfg(steps=2), str(tmp_path / "r"), data=data, stop_after=1)
+    with pytest.raises(VlpbenchError, match=r"configuration differs \(lr"):
+        train(cfg(steps=2, lr=5e-4), str(tmp_path / "r"), data=data)
+    with pytest.raises(VlpbenchError, match="is for architecture 'vilt-small', not 'clip-small'"):
+        train(cfg(arch="clip-small", steps=2), str(tmp_path / "r"), data=data)
+
+
+@pytest.mark.parametrize("arch", ["clip-small", "vse-small", "vilbert-small", "pixelbert-small"])
+def test_every_family_trains_one_step(tmp_path, data, arch):
+    task, summary = train(cfg(arch=arch, steps=1), str(tmp_path / arch), data=data)
+    assert summary["family"] == ("dual" if arch in ("clip-small", "vse-small") else "fusion")
+    assert summary["loss"] == {"clip-small": "infonce", "vse-small": "hinge"}.get(arch, "mlm+itm+match+qa")
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(VlpbenchError, match="invalid steps 0"):
+        cfg(steps=0).validate()
+    with pytest.raises(VlpbenchError, match="unknown architecture 'nope'"):
+        cfg(arch="nope").validate()
+
+
+def test_cli_train_and_error(tmp_path, capsys):
+    rc = main(["train", "--arch", "vilt-small", "--tiny", "--steps", "2", "--batch-size", "4", "--run-dir",
+               str(tmp_path / "cli"), "--n-train", "24", "--n-val", "8", "--n-test", "8", "--no-progress"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["steps"] == 2
+    assert main(["train", "--arch", "nope", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "unknown architecture 'nope'" in capsys.readouterr().err
+
+
+def _karpathy(root, names):
+    from PIL import Image
+
+    os.makedirs(root / "val2014", exist_ok=True)
+    images = []
+    for i, name in enumerate(names):
+        arr = np.zeros((40, 50, 3), np.uint8)
+        arr[5:20, 5 + 10 * i:20 + 10 * i] = (255, 0, 0)
+        Image.fromarray(arr).save(root / "val2014" / name)
+        images.append({"filepath": "val2014", "filename": name, "split": "test", "cocoid": i,
+                       "sentences": [{"raw": "a red square", "tokens": ["a", "red", "square"]},
+                                     {"raw": "a blue circle", "tokens": ["a", "blue", "circle"]}]})
+    (root / "dataset_coco.json").write_text(json.dumps({"images": images}))
+
+
+def test_eval_real_dataset_with_own_checkpoint(tmp_path, data, capsys):
+    train(cfg(steps=1), str(tmp_path / "ck"), data=data)
+    root = tmp_path / "coco"
+    _karpathy(root, ["a.png", "b.png"])
+    rc = main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck")])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["images"] == 2 and out["texts"] == 4 and 0 <= out["tr_r1"] <= 1
+    os.remove(root / "val2014" / "b.png")
+    assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck")]) == 2
+    assert "'val2014/b.png'" in capsys.readouterr().err
+    assert main(["eval", "--dataset", "coco", "--root", str(tmp_path), "--weights", str(tmp_path / "ck")]) == 2
+    assert "lacks dataset_coco.json" in capsys.readouterr().err
+    assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path)]) == 2
+    assert "lacks checkpoint.pt" in capsys.readouterr().err
+
+
+def test_eval_refuses_checkpoint_of_other_arch(tmp_path, data):
+    from vlpbench.evaluate_real import load_own
+
+    train(cfg(steps=1), str(tmp_path / "ck"), data=data)
+    ck = load_checkpoint(str(tmp_path / "ck" / "checkpoint.pt"))
+    ck["config"]["arch"] = ck["arch"] = "clip-small"
+    torch.save(ck, tmp_path / "ck" / "checkpoint.pt")
+    with pytest.raises(VlpbenchError, match="does not fit architecture 'clip-small'"):
+        load_own(str(tmp_path / "ck"))
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from vlpbench.presets import load_all
+    from vlpbench.training import DataSpec, TrainConfig, train
+    load_all()
+    out = sys.argv[1]
+    cfg = TrainConfig(arch="vilt-small", tiny=True, steps=3, batch_size=4, progress=False,
+                      data=DataSpec(n_train=24, n_val=8, n_test=8))
+    task, summary = train(cfg, os.path.join(out, "run"))
+    torch.save(task.state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_identical(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                           str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["pairs_seen"] == 3 * 3 * 4 * 2
