@@ -161,3 +161,12 @@ def test_isolated_user_error_is_a_clear_message():
         run_isolated(spec(target="test-toy-visual", component="visual"))
     with pytest.raises(VlpbenchError, match="cannot import plugin module 'no_such_mod'"):
         run_isolated(spec(plugins=["no_such_mod"]))
+
+
+def test_in_process_run_restores_thread_count():
+    import torch
+
+    before = torch.get_num_threads()
+    rec = run_spec(spec(threads=1 if before != 1 else 2))
+    assert rec["env"]["threads"]["intra_op"] != before
+    assert torch.get_num_threads() == before

@@ -239,8 +239,22 @@ def run_spec(spec: RunSpec, isolated: bool = False, drive: Optional[Callable[[An
     """Measure ``spec`` in this process and return its result record.
 
     ``drive(measurement)``, if given, runs the instrumented iterations itself (pytest-benchmark does
-    this in ``benchmarks/``); otherwise the protocol runs them.
+    this in ``benchmarks/``); otherwise the protocol runs them.  The process's thread count and CUDA
+    flags are restored afterwards, so an in-process measurement leaves no global change behind.
     """
+    import torch
+
+    saved = (torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)
+    try:
+        return _run_spec(spec, isolated, drive)
+    finally:
+        torch.set_num_threads(saved[0])
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved[1:]
+
+
+def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], None]]) -> Dict[str, Any]:
     import torch
 
     from vlpbench.stages import scoped
