@@ -32,18 +32,23 @@ from .single_stream import SingleStreamInteraction
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
-def _read_config(directory: str, expected: str) -> Any:
+def _model_type(directory: str, accepted: Tuple[str, ...]) -> str:
+    """The ``model_type`` in ``directory/config.json``; an error naming the directory unless it is accepted."""
+    what = f"a transformers save_pretrained directory of model_type {', '.join(accepted)}"
     if not os.path.isdir(directory):
-        raise VlpbenchError(f"checkpoint directory {directory!r} does not exist; accepted: a transformers "
-                            f"save_pretrained directory of a {expected!r} model")
+        raise VlpbenchError(f"checkpoint directory {directory!r} does not exist; accepted: {what}")
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
-        raise VlpbenchError(f"no config.json in {directory!r}; accepted: a transformers save_pretrained directory "
-                            f"of a {expected!r} model")
+        raise VlpbenchError(f"no config.json in {directory!r}; accepted: {what}")
     with open(path) as f:
         model_type = json.load(f).get("model_type")
-    if model_type != expected:
-        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {expected!r}")
+    if model_type not in accepted:
+        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(accepted)}")
+    return model_type
+
+
+def _read_config(directory: str, expected: str) -> Any:
+    _model_type(directory, (expected,))
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(directory, local_files_only=True)
@@ -248,16 +253,7 @@ LOADERS = {"vilt": load_vilt, "clip": load_clip}
 
 def checkpoint_type(directory: str | os.PathLike) -> str:
     """The ``model_type`` of a transformers checkpoint directory, if vlpbench can load it."""
-    directory = os.fspath(directory)
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise VlpbenchError(f"no config.json in {directory!r}; accepted: a transformers save_pretrained directory "
-                            f"of model_type {', '.join(LOADERS)}")
-    with open(path) as f:
-        model_type = json.load(f).get("model_type")
-    if model_type not in LOADERS:
-        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(LOADERS)}")
-    return model_type
+    return _model_type(os.fspath(directory), tuple(LOADERS))
 
 
 def load_checkpoint(directory: str | os.PathLike, *, image_size: Optional[Tuple[int, int]] = None,
