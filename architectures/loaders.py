@@ -43,7 +43,7 @@ def _model_type(directory: str, accepted: Tuple[str, ...]) -> str:
     with open(path) as f:
         model_type = json.load(f).get("model_type")
     if model_type not in accepted:
-        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(accepted)}")
+        raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(map(repr, accepted))}")
     return model_type
 
 
