@@ -14,7 +14,7 @@ ACCURACY_PROFILE ?= default
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all bench compare accuracy report clean
+.PHONY: help install test test-all bench bench-transformers compare accuracy report clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under repor
 	$(BIN)/python -m pytest benchmarks/test_embedders.py -q -p no:cacheprovider \
 		--benchmark-json=reports/bench/pytest-benchmark.json --benchmark-columns=median,iqr,rounds \
 		--vlpbench-threads=$(THREADS) --vlpbench-profile=$(PROFILE)
+
+bench-transformers: install ## Our ViLT-B/32 and CLIP ViT-B/32 against transformers' models, same run (ratios)
+	$(BIN)/python -m pytest benchmarks/bench_vs_transformers.py -q -p no:cacheprovider --vlpbench-threads=$(THREADS)
 
 compare: install ## Side-by-side breakdown of ViLT and CLIP (vlpbench compare --arch vilt,clip)
 	$(BIN)/vlpbench compare --arch vilt,clip --threads $(THREADS)
