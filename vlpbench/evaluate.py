@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from vlpbench.data import SyntheticData, collate, matching_accuracy, qa_accuracy, retrieval_recall
 from vlpbench.objectives import TaskModel
 from vlpbench.training import IndexedTask
+from vlpbench.types import VisualTokens
 
 
 def _batches(ds, batch_size: int):
@@ -61,12 +62,14 @@ def similarity_matrix(task: TaskModel, pixel_values: torch.Tensor, input_ids: to
             txt.append(out.text_embeds)
         return F.normalize(torch.cat(img), dim=-1) @ F.normalize(torch.cat(txt), dim=-1).t()
     sim = torch.empty(n, t)
-    for i in range(n):  # every caption against image i
+    for i in range(n):  # every caption against image i; the image is embedded once
+        v = _visual_for(task, pixel_values[i:i + 1], index[i:i + 1], split)
         for s in range(0, t, batch_size):
             sl = slice(s, min(t, s + batch_size))
             k = sl.stop - sl.start
-            sim[i, sl] = pair_scores(task, pixel_values[i:i + 1].expand(k, -1, -1, -1), index[i:i + 1].expand(k),
-                                     input_ids[sl], attention_mask[sl], split)
+            vk = VisualTokens(features=v.features.expand(k, -1, -1), mask=v.mask.expand(k, -1),
+                              boxes=None if v.boxes is None else v.boxes.expand(k, -1, -1))
+            sim[i, sl] = task.match_logits(task.interact(vk, input_ids[sl], attention_mask[sl]))
     return sim
 
 

@@ -136,12 +136,22 @@ def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
     return task
 
 
+_REGION_CACHE: Dict[Tuple[str, int], Dict[str, Dict[str, torch.Tensor]]] = {}
+
+
 @torch.no_grad()
-def cache_regions(task: TaskModel, data: SyntheticData, batch_size: int = 64) -> None:
-    """Run the frozen region embedder once over every split; the model then reads regions by image index."""
+def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str], batch_size: int = 64) -> None:
+    """Run the frozen region embedder once over every split; the model then reads regions by image index.
+
+    The regions of one detector file and data set are computed once per process and shared by every run.
+    """
     if not hasattr(task.model.visual, "run_detector"):
         return
     task.model.visual.eval()
+    key = (os.path.abspath(detector) if detector else "untrained", id(data))
+    if key in _REGION_CACHE:
+        task.visual_cache = _REGION_CACHE[key]
+        return
     cache = {}
     for split in ("train", "val", "test"):
         images = data.split(split).images
@@ -149,6 +159,8 @@ def cache_regions(task: TaskModel, data: SyntheticData, batch_size: int = 64) ->
                 for s in range(0, len(images), batch_size)]
         cache[split] = {"features": torch.cat([o.features for o in outs]), "mask": torch.cat([o.mask for o in outs]),
                         "boxes": torch.cat([o.boxes for o in outs])}
+    if detector:
+        _REGION_CACHE[key] = cache
     task.visual_cache = cache
 
 
@@ -257,7 +269,7 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
         check_resume(ckpt, cfg, path)
     data = data or SyntheticData(cfg.data.dataset_config())
     task = build_task_model(cfg, data)
-    cache_regions(task, data)
+    cache_regions(task, data, cfg.detector)
     task.to(device)
     params = [p for p in task.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

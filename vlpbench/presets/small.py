@@ -3,8 +3,8 @@
 Each small architecture keeps its full-size preset's components and stages (the same registry entries:
 patch projection / Faster R-CNN regions / ResNet grid, BERT / CLIP / BiGRU text, single-stream /
 dual-encoder / co-attention / VSE-GPO interaction) and shrinks width, depth and input size through
-``*_overrides``.  Images are the generated 64x64 scenes (patch models and the detector read them at 64x64,
-8x8 patches / a 4x4 stride-16 map; the grid ResNet upsamples to 128x128 so its stride-32 map keeps 4x4 cells).
+``*_overrides``.  Images are the generated 64x64 scenes (every embedder reads them at 64x64: 8x8 patches,
+a 4x4 stride-16 detector map, a 2x2 stride-32 grid -- at 128x128 the grid ResNet cost 5 s per training step).
 Texts are the generator's word-level sentences (34 tokens at most for 6 objects); the vocabulary is
 set from the tokenizer when a model is trained (``text_overrides["vocab_size"]``).
 
@@ -28,7 +28,7 @@ _TINY_BLOCK = dict(width=32, depth=1, heads=2, mlp_dim=64)
 # -- visual embedders at small size (overrides of the full-size registry entries) -------------------
 VILT_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(6, 6))        # 8x8 grid, interpolated
 CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8))
-GRID = dict(image_size=(128, 128), blocks=(1, 1, 1, 1), width_per_group=16)              # 4x4 C5 cells x 2048
+GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True)  # 2x2 C5 cells x 2048
 REGIONS = dict(depth=18, image_size=(64, 64), anchor_sizes=((8, 12, 16),), aspect_ratios=(1.0,),
                rpn_pre_nms_top_n=64, rpn_post_nms_top_n=20, pooler_resolution=4, num_classes=4,
                score_thresh=0.3, detections_per_img=10, num_regions=6)                    # 6 regions x 512
