@@ -127,12 +127,33 @@ class Block(nn.Module):
         return self.ln2(x + self.mlp(x))
 
 
+def init_transformer_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
+    """BERT / ViT / CLIP initialisation: Linear weights N(0, std) truncated at 2 std, biases 0, LayerNorm 1 and 0.
+
+    PyTorch's default Linear init (uniform, biases up to 1/sqrt(fan_in)) gives a randomly initialised
+    transformer large constant bias paths, so its pooled outputs barely depend on the input and
+    contrastive training collapses; every reference implementation re-initialises like this.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 class Encoder(nn.Module):
-    """A stack of :class:`Block` layers."""
+    """A stack of :class:`Block` layers (initialised with :func:`init_transformer_weights`)."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int, **block_kwargs):
         super().__init__()
         self.layers = nn.ModuleList(Block(dim, num_heads, mlp_dim, **block_kwargs) for _ in range(depth))
+        init_transformer_weights(self)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         for layer in self.layers:
