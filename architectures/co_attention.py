@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.layers import Attention, Block, Mlp, padding_to_attn_mask
+from vlpbench.layers import Attention, Block, Mlp, init_std, init_transformer_weights, padding_to_attn_mask
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
@@ -129,6 +129,8 @@ class CoAttentionInteraction(nn.Module):
         self.v_pool = nn.Linear(cfg.visual_hidden, cfg.bi_hidden)
         self.text_prefix = t_ids[0]
         self.steps = _schedule(v_ids, t_ids, cfg.visual_layers, cfg.text_layers)
+        # vilbert_beta's init_bert_weights: every Linear N(0, 0.02), biases 0, LayerNorm 1 / 0
+        init_transformer_weights(self, init_std(min(cfg.text_hidden, cfg.visual_hidden, cfg.bi_hidden)))
 
     @classmethod
     def from_config(cls, cfg: CoAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> "CoAttentionInteraction":

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import bad_value
-from vlpbench.layers import Encoder, padding_to_attn_mask
+from vlpbench.layers import Encoder, init_std, init_transformer_weights, padding_to_attn_mask
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
@@ -90,6 +90,11 @@ class DualEncoderInteraction(nn.Module):
         self.text_projection = nn.Linear(text_in, embed_dim, bias=False) if text_in != embed_dim or not text_spec.pooled \
             else nn.Identity()
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        init_transformer_weights(self, init_std(width))
+        # OpenAI CLIP: projections N(0, in_width ** -0.5), so a unit-scale token maps to a unit-scale embedding
+        for proj in (self.visual_projection, self.text_projection):
+            if isinstance(proj, nn.Linear):
+                nn.init.normal_(proj.weight, std=proj.in_features ** -0.5)
 
     @classmethod
     def from_config(cls, cfg: DualEncoderConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.layers import Encoder, padding_to_attn_mask
+from vlpbench.layers import Encoder, init_std, init_transformer_weights, padding_to_attn_mask
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
@@ -99,6 +99,8 @@ class SingleStreamInteraction(nn.Module):
         self.norm = nn.LayerNorm(width, eps=eps)
         self.pooler = nn.Linear(width, width)
         self.act = act
+        # ViLT / UNITER initialise every Linear, Embedding and LayerNorm of the model this way
+        init_transformer_weights(self, init_std(width))
 
     @classmethod
     def from_config(cls, cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec

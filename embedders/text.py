@@ -166,6 +166,8 @@ class ClipTextEmbedder(nn.Module):
         self.out_dim = proj_dim if proj_dim is not None else dim
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
+        if self.text_projection is not None:   # OpenAI CLIP: N(0, width ** -0.5)
+            nn.init.normal_(self.text_projection.weight, std=dim ** -0.5)
 
     @classmethod
     def from_config(cls, cfg: ClipTextConfig) -> "ClipTextEmbedder":

@@ -127,18 +127,43 @@ class Block(nn.Module):
         return self.ln2(x + self.mlp(x))
 
 
+REFERENCE_WIDTH = 768      # BERT-base / ViT-B: the width the 0.02 initialisation was chosen for
+
+
+def init_std(width: int, std: float = 0.02) -> float:
+    """The initialisation std of a transformer of ``width``: ``std`` (0.02) at BERT-base width and above,
+    scaled by sqrt(768 / width) below it.
+
+    With weights N(0, s) a Linear of fan-in ``width`` multiplies a unit-scale input by s * sqrt(width);
+    0.02 gives BERT-base's gain of 0.55 per projection, so an attention or MLP branch adds about 30% to
+    the residual stream.  At width 64 the same 0.02 gives a gain of 0.16 per projection and a branch of
+    about 2.6%: the class token, the first text token and the pooled outputs then carry almost nothing of
+    the other tokens (pooled image embeddings of different images at cosine 1.000), and contrastive
+    training stalls.  Keeping the gain (s = 0.02 * sqrt(768 / width)) keeps the small presets in the
+    regime the reference models start from; full-size models (width >= 768) get exactly 0.02.
+    """
+    return std * max(1.0, (REFERENCE_WIDTH / width) ** 0.5)
+
+
 def init_transformer_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
-    """BERT / ViT / CLIP initialisation: Linear weights N(0, std) truncated at 2 std, biases 0, LayerNorm 1 and 0.
+    """BERT / ViT / CLIP initialisation: Linear weights N(0, std) truncated at 2 std, biases 0, Embedding
+    rows N(0, std) (the padding row 0), LayerNorm 1 and 0.  ``std``: see :func:`init_std`.
 
     PyTorch's default Linear init (uniform, biases up to 1/sqrt(fan_in)) gives a randomly initialised
-    transformer large constant bias paths, so its pooled outputs barely depend on the input and
-    contrastive training collapses; every reference implementation re-initialises like this.
+    transformer large constant bias paths, and its default Embedding init (N(0, 1)) makes a
+    modality-type embedding as large as the tokens it is added to; every reference implementation
+    re-initialises like this (ViLT ``objectives.init_weights``, BERT ``init_bert_weights``).
     """
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
         elif isinstance(m, nn.LayerNorm):
             if m.weight is not None:
                 nn.init.ones_(m.weight)
@@ -148,12 +173,13 @@ def init_transformer_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """A stack of :class:`Block` layers (initialised with :func:`init_transformer_weights`)."""
+    """A stack of :class:`Block` layers (initialised with :func:`init_transformer_weights` at
+    :func:`init_std` of ``dim``)."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int, **block_kwargs):
         super().__init__()
         self.layers = nn.ModuleList(Block(dim, num_heads, mlp_dim, **block_kwargs) for _ in range(depth))
-        init_transformer_weights(self)
+        init_transformer_weights(self, init_std(dim))
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         for layer in self.layers:
