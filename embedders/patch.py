@@ -7,6 +7,11 @@ keeps ``max_image_len`` random patches) -> ``norm`` (optional, CLIP's ``ln_pre``
 ViLT stores position embeddings at its pre-training grid (384/32 = 12x12) and interpolates them bilinearly
 (``align_corners=True``, as dandelin/ViLT and transformers' ``ViltEmbeddings.visual_embed``) to the grid
 of the actual input (12x20 at 384x640).  CLIP ViT-B/32 runs at its pre-training grid (7x7 at 224).
+
+The embedder reads pixels as its family's image processor leaves them and does not normalise them itself
+(the latency benchmark times the model, not the processor).  Whoever feeds it real or generated [0, 1]
+images applies :func:`processor_normalise` first, with the family's statistics in
+:data:`PROCESSOR_NORMALISATION` (the trainer's ``TaskModel`` and the real-data evaluation do).
 """
 
 from __future__ import annotations
@@ -23,6 +28,20 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
 POS_INTERP = ("bilinear", "none")
+
+# (image_mean, image_std) of each family's image processor, applied to [0, 1] pixels
+PROCESSOR_NORMALISATION: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
+    "vilt": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),                    # ViltImageProcessor (dandelin/ViLT: same)
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # CLIPImageProcessor
+}
+
+
+def processor_normalise(pixel_values: torch.Tensor, family: str) -> torch.Tensor:
+    """[B, 3, H, W] in [0, 1] -> (x - image_mean) / image_std of ``family``'s image processor."""
+    if family not in PROCESSOR_NORMALISATION:
+        raise bad_value("image processor family", family, tuple(PROCESSOR_NORMALISATION))
+    mean, std = (pixel_values.new_tensor(v).view(1, -1, 1, 1) for v in PROCESSOR_NORMALISATION[family])
+    return (pixel_values - mean) / std
 
 
 @dataclass

@@ -97,7 +97,10 @@ def evaluate_checkpoint(weights: str, *, dataset: str, root: str, split: str = "
         pixels = torch.stack([_image(root, dataset, r.image, size) for r in records])
         enc = model.tokenizer(texts, padding="max_length", truncation=True, max_length=model.text.text_len,
                               return_tensors="pt")
-        img = model.interaction.encode_image(model.visual(pixel_values=pixels))
+        from vlpbench.embedders.patch import processor_normalise
+
+        # CLIPImageProcessor's mean / std: the checkpoint was trained on normalised pixels
+        img = model.interaction.encode_image(model.visual(pixel_values=processor_normalise(pixels, "clip")))
         txt = model.interaction.encode_text(model.text(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]))
         sim = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).t()
         arch = f"transformers clip ({weights})"

@@ -12,7 +12,13 @@ and returns the summed loss, so DistributedDataParallel sees every parameter thr
 * fusion models (classes c and d): retrieval pairs -> MLM (15% of word tokens masked) on the positives
   plus ITM against an in-batch negative (each image with the next pair's caption); matching statements
   -> ITM with their true/false labels; QA -> the VQA head on ``pooler_output``.  The ITM positives are
-  the MLM forward (masked text), as one pass per positive keeps the budget equal to the dual encoders'.
+  the MLM forward (masked text), as one pass per positive keeps the budget equal to the dual encoders';
+  the negatives are masked the same way (the next pair's masked caption), so the presence of [MASK]
+  tokens does not tell a positive from a negative.
+
+Images: patch embedders read pixels as their family's image processor leaves them, so ``TaskModel``
+normalises the [0, 1] images with that processor's mean / std (``pixel_processor``: "vilt" or "clip")
+before the embedder; grid and region embedders normalise inside (ImageNet statistics).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from torch import nn
 
 from vlpbench.architectures.compose import VLPModel
 from vlpbench.architectures.vse import hinge_triplet_loss
+from vlpbench.embedders.patch import PROCESSOR_NORMALISATION, processor_normalise
+from vlpbench.errors import bad_value
+from vlpbench.layers import init_std, init_transformer_weights
 from vlpbench.registry import HEAD
 from vlpbench.types import InteractionOutput, VisualTokens
 
@@ -57,11 +66,15 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, generator
 class TaskModel(nn.Module):
     """A VLPModel plus the heads of its family; ``forward(batches, generator) -> (loss, parts)``."""
 
-    def __init__(self, model: VLPModel, *, num_answers: int, vocab_size: int, loss: str = "infonce"):
+    def __init__(self, model: VLPModel, *, num_answers: int, vocab_size: int, loss: str = "infonce",
+                 pixel_processor: Optional[str] = None):
         super().__init__()
+        if pixel_processor is not None and pixel_processor not in PROCESSOR_NORMALISATION:
+            raise bad_value("pixel_processor", pixel_processor, (None, *PROCESSOR_NORMALISATION))
         self.model = model
         self.family = family_of(model)
         self.loss_kind = loss
+        self.pixel_processor = pixel_processor
         self.image_size = tuple(model.visual.image_size) if not isinstance(model.visual.image_size, int) \
             else (model.visual.image_size,) * 2
         dim = model.interaction.output_dim
@@ -74,6 +87,9 @@ class TaskModel(nn.Module):
             self.qa = HEAD.build("vqa", context={"in_dim": dim}, num_answers=num_answers)
             self.itm = HEAD.build("itm", context={"in_dim": dim})
             self.mlm = HEAD.build("mlm", context={"in_dim": dim}, vocab_size=vocab_size, hidden_dim=text_dim)
+            init_transformer_weights(self.itm, init_std(dim))     # ViLT / UNITER heads: N(0, 0.02) at width 768
+            init_transformer_weights(self.mlm, init_std(text_dim))
+        init_transformer_weights(self.qa, init_std(dim))
         self.visual_cache: Optional[Dict[str, Dict[str, torch.Tensor]]] = None  # split -> precomputed regions
 
     # ---- the pipeline pieces ---------------------------------------------------------------------------
@@ -82,7 +98,10 @@ class TaskModel(nn.Module):
         if self.visual_cache is not None:
             c, idx = self.visual_cache[split], batch["image_index"]
             return VisualTokens(features=c["features"][idx], mask=c["mask"][idx], boxes=c["boxes"][idx])
-        return self.model.visual(pixel_values=resize_to(batch["pixel_values"], self.image_size))
+        pixels = resize_to(batch["pixel_values"], self.image_size)
+        if self.pixel_processor is not None:
+            pixels = processor_normalise(pixels, self.pixel_processor)
+        return self.model.visual(pixel_values=pixels)
 
     def interact(self, visual: VisualTokens, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> InteractionOutput:
         text = self.model.text(input_ids=input_ids, attention_mask=attention_mask)
@@ -129,7 +148,7 @@ class TaskModel(nn.Module):
             parts["mlm"] = F.cross_entropy(mlm.flatten(0, 1), labels.flatten(), ignore_index=-100) \
                 if bool((labels >= 0).any()) else mlm.sum() * 0.0
             # in-batch negative: image k with caption k+1 (a positive when both come from one image)
-            neg_ids = retrieval["input_ids"].roll(1, 0)
+            neg_ids = ids.roll(1, 0)
             neg_mask = retrieval["attention_mask"].roll(1, 0)
             neg = self.interact(visual, neg_ids, neg_mask)
             neg_label = (retrieval["image_index"] == retrieval["image_index"].roll(1, 0)).float()

@@ -28,9 +28,10 @@ from tqdm import tqdm
 
 from vlpbench.data import DatasetConfig, SceneConfig, SyntheticData, collate
 from vlpbench.detector import lr_lambda
+from vlpbench.embedders.patch import PROCESSOR_NORMALISATION
 from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.objectives import TaskModel
-from vlpbench.registry import ARCH
+from vlpbench.registry import ARCH, VISUAL
 from vlpbench.store import atomic_write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -129,11 +130,25 @@ def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
     torch.manual_seed(cfg.seed)
     model = entry.builder(arch_cfg)
     loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
-    task = TaskModel(model, num_answers=len(data.answers), vocab_size=data.tokenizer.vocab_size, loss=loss)
+    task = TaskModel(model, num_answers=len(data.answers), vocab_size=data.tokenizer.vocab_size, loss=loss,
+                     pixel_processor=pixel_processor(arch_cfg.visual))
     if "region" in getattr(model.visual, "stage_names", lambda: [])() or hasattr(model.visual, "run_detector"):
         for p in model.visual.parameters():       # the detector is frozen: regions are extracted, not learned
             p.requires_grad_(False)
     return task
+
+
+def pixel_processor(visual: str) -> Optional[str]:
+    """The image processor whose normalisation a visual embedder expects from its caller: the family tag
+    of a patch embedder ("vilt", "clip"); None for embedders that normalise inside (grid, regions)."""
+    entry = VISUAL.get(visual)
+    if "patch" not in entry.tags:
+        return None
+    family = [t for t in entry.tags if t in PROCESSOR_NORMALISATION]
+    if len(family) != 1:
+        raise VlpbenchError(f"patch embedder {visual!r} names no image processor among its tags {entry.tags}; "
+                            f"accepted: exactly one of {', '.join(PROCESSOR_NORMALISATION)}")
+    return family[0]
 
 
 _REGION_CACHE: Dict[Tuple[str, int], Dict[str, Dict[str, torch.Tensor]]] = {}
