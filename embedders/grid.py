@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
@@ -35,6 +36,7 @@ class GridConfig:
     depth: int = 50                                  # ResNet depth: 50, 101 or 152
     image_size: Tuple[int, int] = (800, 1333)        # input [H, W] in pixels
     channels_last: bool = False                      # run the trunk in NHWC memory format (faster on CPU)
+    pool: int = 1                                    # max-pool the C5 map with this kernel and stride (1 = none)
     sample_tokens: Optional[int] = None              # Pixel-BERT: keep this many random grid positions; None = all
     sample_seed: int = 0                             # seed of the position sampling (same positions every call)
     out_dim: Optional[int] = None                    # Linear projection of the 2048-d tokens; None = no projection
@@ -65,14 +67,18 @@ class GridEmbedder(nn.Module):
     """
 
     def __init__(self, trunk: nn.Module, *, image_size: Tuple[int, int], feature_dim: int = 2048,
-                 channels_last: bool = False, sample_tokens: Optional[int] = None, sample_seed: int = 0,
-                 out_dim: Optional[int] = None, depth: Optional[int] = None):
+                 channels_last: bool = False, pool: int = 1, sample_tokens: Optional[int] = None,
+                 sample_seed: int = 0, out_dim: Optional[int] = None, depth: Optional[int] = None):
         super().__init__()
         h, w = (int(s) for s in image_size)
         if h < MIN_SIDE or w < MIN_SIDE:
             raise bad_value("image_size", [h, w], f"both sides >= {MIN_SIDE} px (the ResNet trunk has stride 32)")
         self.image_size = (h, w)
-        self.grid = grid_shape(self.image_size)
+        c5 = grid_shape(self.image_size)
+        if not isinstance(pool, int) or not 1 <= pool <= min(c5):
+            raise bad_value("pool", pool, f"an integer from 1 to {min(c5)} (the C5 grid is {c5[0]}x{c5[1]} at {h}x{w})")
+        self.pool = pool
+        self.grid = (c5[0] // pool, c5[1] // pool)  # tokens after the optional max-pool
         n = self.grid[0] * self.grid[1]
         if sample_tokens is not None and not 0 < sample_tokens <= n:
             raise bad_value("sample_tokens", sample_tokens, f"1..{n} (the {self.grid[0]}x{self.grid[1]} grid at {h}x{w})")
@@ -98,7 +104,8 @@ class GridEmbedder(nn.Module):
         if len(blocks) != 4 or min(blocks) < 1:
             raise bad_value("blocks", blocks, "four positive block counts")
         trunk = _resnet_trunk(blocks, cfg.width_per_group)
-        return cls(trunk, image_size=cfg.image_size, channels_last=cfg.channels_last, sample_tokens=cfg.sample_tokens,
+        return cls(trunk, image_size=cfg.image_size, channels_last=cfg.channels_last, pool=cfg.pool,
+                   sample_tokens=cfg.sample_tokens,
                    sample_seed=cfg.sample_seed, out_dim=cfg.out_dim, depth=cfg.depth)
 
     # -- Benchmarkable -------------------------------------------------------------------------
@@ -107,7 +114,7 @@ class GridEmbedder(nn.Module):
         return {"pixel_values": x.to(device)}
 
     def stage_names(self) -> List[str]:
-        names = ["preprocess", "backbone", "flatten"]
+        names = ["preprocess", "backbone"] + (["pool"] if self.pool > 1 else []) + ["flatten"]
         if self.sample_tokens is not None:
             names.append("sample")
         if self.proj is not None:
@@ -120,7 +127,8 @@ class GridEmbedder(nn.Module):
         return TokenSpec(dim=dim, num_tokens=n, has_boxes=False, has_cls=False, modality="vision")
 
     def workload(self) -> Dict[str, Any]:
-        return {"image_size": list(self.image_size), "grid": list(self.grid), "backbone": f"resnet{self.depth}",
+        return {"image_size": list(self.image_size), "grid": list(self.grid), "pool": self.pool,
+                "backbone": f"resnet{self.depth}",
                 "visual_tokens": self.output_spec().num_tokens, "sample_tokens": self.sample_tokens,
                 "channels_last": self.channels_last}
 
@@ -142,6 +150,9 @@ class GridEmbedder(nn.Module):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             fmap = self.trunk(x)                                   # [B, C, h, w]
+        if self.pool > 1:
+            with stage("pool"):
+                fmap = F.max_pool2d(fmap, self.pool)               # [B, C, h, w] -> [B, C, h/p, w/p]
         with stage("flatten"):
             b, c, h, w = fmap.shape
             tokens = fmap.permute(0, 2, 3, 1).reshape(b, h * w, c)  # [B, C, h, w] -> [B, h*w, C]

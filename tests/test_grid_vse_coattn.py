@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -451,3 +453,26 @@ def test_coattention_full_size_parameter_count_on_meta_device():
     assert count(m.visual_layers) == 6 * (4 * (1024 * 1024 + 1024) + 2 * 1024 * 1024 + 1024 + 1024 + 4 * 1024)
     assert len(m.co_layers) == 6 and m.output_dim == 1024
     assert isinstance(m, CoAttentionInteraction)
+
+
+def test_grid_pool_max_pools_the_c5_map_and_checks_its_size():
+    import torch.nn.functional as F
+
+    from vlpbench.embedders.grid import GridConfig, GridEmbedder
+    from vlpbench.errors import VlpbenchError
+
+    torch.manual_seed(0)
+    cfg = GridConfig(depth=50, image_size=(160, 224), blocks=(1, 1, 1, 1), width_per_group=8)
+    plain = GridEmbedder.from_config(cfg).eval()
+    pooled = GridEmbedder.from_config(dataclasses.replace(cfg, pool=2)).eval()
+    pooled.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 160, 224)
+    with torch.no_grad():
+        a, b = plain(x), pooled(x)
+    assert plain.grid == (5, 7) and pooled.grid == (2, 3) and pooled.output_spec().num_tokens == 6
+    fmap = a.features.transpose(1, 2).reshape(2, -1, 5, 7)  # [B, 35, C] -> [B, C, 5, 7]
+    ref = F.max_pool2d(fmap, 2).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(b.features, ref)
+    assert "pool" in pooled.stage_names() and "pool" not in plain.stage_names()
+    with pytest.raises(VlpbenchError, match="invalid pool 9"):
+        GridEmbedder.from_config(dataclasses.replace(cfg, pool=9))

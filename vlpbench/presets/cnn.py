@@ -22,9 +22,11 @@ _TINY_GRID = dict(blocks=(1, 1, 1, 1), width_per_group=16, image_size=(64, 96))
 # -- visual embedders ----------------------------------------------------------------------------
 VISUAL.register(
     "pixelbert-r50-grid", build_grid,
-    GridConfig(depth=50, image_size=(800, 1333)),
-    description="Pixel-BERT-R50 grid features: ResNet-50 C5 at 800x1333 (25x42 = 1050 tokens x 2048); "
-                "sample_tokens=100 gives the pre-training pixel sampling; channels_last=True the faster CPU layout",
+    # 2x2 max-pool of the 25x42 C5 map -> 12x21 = 252 tokens, the ~260 image tokens of ViLT Table 6
+    GridConfig(depth=50, image_size=(800, 1333), pool=2),
+    description="Pixel-BERT-R50 grid features: ResNet-50 C5 at 800x1333 (25x42) max-pooled 2x2 to 12x21 = 252 "
+                "tokens x 2048 (Table 6: 260); sample_tokens=100 gives the pre-training pixel sampling; "
+                "channels_last=True the faster CPU layout",
     tiny=dict(_TINY_GRID),
     paper={"model": "Pixel-BERT-R50", "image_size": [800, 1333], "visual_time_ms": 45, "total_time_ms": 60,
            "params_M": 94.9, "flops_G": 136.8, "tokens": "260+?", "backbone_params_M": 25,
