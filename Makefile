@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vlpbench-installed
 # Threads used by measurements (recorded in every result); see README "Protocol".
-THREADS ?= 2
+THREADS ?= 1
 PROFILE ?= default
 # Profile of `make accuracy` (default: the full study; quick: one seed, fewer steps).
 ACCURACY_PROFILE ?= default

@@ -9,7 +9,7 @@
   224x224 + 77 tokens.
 
 Random (seeded) weights, fp32, ``torch.inference_mode``; threads from ``--vlpbench-threads`` or
-``VLPBENCH_THREADS`` (default 2),
+``VLPBENCH_THREADS`` (default: the harness default),
 rounds from ``VLPBENCH_ROUNDS`` (default 15).  The last test measures ours and theirs in alternation and
 prints the median ratios ours / theirs; it asserts nothing about speed (speed varies with the machine's
 load), only that both sides ran.  ``make bench-transformers`` runs this file.
@@ -23,10 +23,11 @@ import pytest
 import torch
 
 from vlpbench.architectures.compose import ArchConfig, VLPModel
+from vlpbench.harness.env import DEFAULT_THREADS
 from vlpbench.presets import load_all
 
 load_all()
-THREADS = int(os.environ.get("VLPBENCH_THREADS", "2"))
+THREADS = int(os.environ.get("VLPBENCH_THREADS", DEFAULT_THREADS))
 ROUNDS = int(os.environ.get("VLPBENCH_ROUNDS", "15"))
 MEDIANS: dict = {}
 

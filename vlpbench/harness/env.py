@@ -13,9 +13,10 @@ from typing import Any, Dict, Optional
 import vlpbench
 from vlpbench.errors import VlpbenchError
 
-# Default thread count for measurements.  See README "Protocol": on the 2-core CI machine two
-# intra-op threads were measured against one; the choice and its measurement are recorded there.
-DEFAULT_THREADS = 2
+# Default intra-op threads for measurements: 1.  On the shared 2-core machine, 1 versus 2 threads was
+# measured in alternating isolated runs (ViLT-B/32, Pixel-BERT-R50): 1 thread gave CVs of 2-7%, 2 threads
+# 13-93% with medians moving 5x between rounds, because the second core is not reliably free (README "Protocol").
+DEFAULT_THREADS = 1
 ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "LD_PRELOAD")
 
 
