@@ -14,13 +14,13 @@ import pytest
 # (component, preset) per profile.  `default` fits about 15 minutes on a 2-core CPU.
 PROFILES = {
     "default": [
-        ("visual", "butd-r101-c4"), ("visual", "butd-r101-c4-600"), ("visual", "frcnn-r50-fpn"),
+        ("visual", "butd-r101-c4"), ("visual", "frcnn-r50-fpn"),
         ("visual", "pixelbert-r50-grid"), ("visual", "grid-r50"), ("visual", "clip-rn50-visual"),
         ("visual", "vilt-b32-patch"), ("visual", "clip-vit-b32-patch"),
         ("text", "bert-base-embed"), ("text", "clip-text-b32"), ("text", "bigru-text"),
     ],
 }
-PROFILES["full"] = PROFILES["default"] + [("visual", "grid-r101")]
+PROFILES["full"] = PROFILES["default"] + [("visual", "butd-r101-c4-600"), ("visual", "grid-r101")]
 PROFILES["smoke"] = PROFILES["default"]
 PROTOCOLS = {  # warm-up, min iterations, min seconds
     "default": (3, 5, 2.0), "full": (10, 20, 5.0), "smoke": (1, 2, 0.0),
