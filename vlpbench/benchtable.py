@@ -26,10 +26,14 @@ def paper_visual_ms(paper: Dict[str, Any]) -> Optional[str]:
 
 
 def _tokens(rec: Dict[str, Any]) -> str:
+    """Tokens or regions produced: measured in the forward where the record has it, else as configured."""
     w = rec["workload"]
-    for key in ("measured.regions", "regions", "image_tokens", "tokens", "text_len", "measured.tokens"):
-        if key in w:
-            return str(w[key])
+    for key in ("measured.regions", "regions", "visual_tokens", "image_tokens", "tokens", "text_len", "measured.tokens"):
+        if key in w and w[key] is not None:
+            v = w[key]
+            if isinstance(v, list):  # one value per image
+                v = v[0] if len(set(v)) == 1 else "/".join(map(str, v))
+            return str(v)
     return "-"
 
 
