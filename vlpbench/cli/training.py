@@ -6,11 +6,29 @@ import argparse
 import json
 import os
 
+from vlpbench.errors import bad_value
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: intra-op threads for training / evaluation (unset: PyTorch's default, every core)."""
+    if getattr(args, "threads", None) is None:
+        return
+    if args.threads < 1:
+        raise bad_value("--threads", args.threads, "an integer >= 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=int, help="intra-op CPU threads for training (default: PyTorch's, all cores)")
+
 
 def _train(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
     from vlpbench.training import DataSpec, TrainConfig, train
 
+    _set_threads(args)
     load_all()
     cfg = TrainConfig(arch=args.arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
@@ -28,6 +46,7 @@ def _train_detector(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
     from vlpbench.training import DataSpec
 
+    _set_threads(args)
     load_all()
     data = SyntheticData(DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test).dataset_config())
     summary = train_detector(DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny),
@@ -51,10 +70,12 @@ def _study(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
     from vlpbench.study import get_profile, run_study
 
+    _set_threads(args)
     load_all()
     profile = get_profile(args.profile, steps=args.steps,
                           seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-                          archs=tuple(args.arch.split(",")) if args.arch else None)
+                          archs=tuple(args.arch.split(",")) if args.arch else None,
+                          latency=False if args.no_latency else None)
     run_study(profile, args.out)
     return 0
 
@@ -75,6 +96,7 @@ def register(sub) -> None:
     p.add_argument("--n-val", type=int, default=250)
     p.add_argument("--n-test", type=int, default=250)
     p.add_argument("--no-progress", action="store_true")
+    _add_threads(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("train-detector", help="train the small Faster R-CNN region embedder on the generated boxes")
@@ -83,6 +105,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true")
+    _add_threads(p)
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--n-val", type=int, default=250)
     p.add_argument("--n-test", type=int, default=250)
@@ -102,4 +125,6 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--arch", help="comma-separated small presets")
+    p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
+    _add_threads(p)
     p.set_defaults(func=_study)
