@@ -30,33 +30,26 @@ def check_closure(sample):
     assert unaccounted < max(0.6 * sample.total_ms, 5.0), (sample.total_ms, sample.stages)
 
 
-@pytest.mark.parametrize("name", VISUAL.names())
-def test_visual_embedder(name):
+EMBEDDERS = [("visual", n) for n in VISUAL.names()] + [("text", n) for n in TEXT.names()]
+
+
+@pytest.mark.parametrize("kind,name", EMBEDDERS, ids=[n for _, n in EMBEDDERS])
+def test_embedder(kind, name):
     torch.manual_seed(0)
-    m = VISUAL.build(name, tiny=True).eval()
+    m = (VISUAL if kind == "visual" else TEXT).build(name, tiny=True).eval()
     spec = m.output_spec()
     inputs = m.make_inputs(2, generator=torch.Generator().manual_seed(0), device="cpu")
-    out, sample = timed_forward(m, inputs, "visual", "VE")
+    out, sample = timed_forward(m, inputs, kind, "VE" if kind == "visual" else "TE")
     assert out.features.shape[0] == 2 and out.features.shape[-1] == spec.dim
-    if spec.num_tokens is not None:
-        assert out.features.shape[1] == spec.num_tokens
     assert out.mask.shape == out.features.shape[:2] and out.mask.dtype == torch.bool
-    assert (out.boxes is not None) == spec.has_boxes
-    assert sample.leaves == [f"visual.{n}" for n in m.stage_names()]
-    assert set(sample.groups.values()) == {"VE"}
-    check_closure(sample)
-
-
-@pytest.mark.parametrize("name", TEXT.names())
-def test_text_embedder(name):
-    torch.manual_seed(0)
-    m = TEXT.build(name, tiny=True).eval()
-    spec = m.output_spec()
-    inputs = m.make_inputs(2, generator=torch.Generator().manual_seed(0), device="cpu")
-    out, sample = timed_forward(m, inputs, "text", "TE")
-    assert out.features.shape[0] == 2 and out.features.shape[-1] == spec.dim
-    assert out.features.shape[1] == inputs["input_ids"].shape[1]
-    assert sample.leaves == [f"text.{n}" for n in m.stage_names()]
+    if kind == "visual":
+        if spec.num_tokens is not None:
+            assert out.features.shape[1] == spec.num_tokens
+        assert (out.boxes is not None) == spec.has_boxes
+    else:
+        assert out.features.shape[1] == inputs["input_ids"].shape[1]
+    assert sample.leaves == [f"{kind}.{n}" for n in m.stage_names()]
+    assert set(sample.groups.values()) == {"VE" if kind == "visual" else "TE"}
     check_closure(sample)
 
 
