@@ -47,7 +47,7 @@ class MLMConfig:
 
 @dataclass
 class ITCConfig:
-    pass                            # parameter-free: reads the interaction's similarity logits
+    """No options: the ITC head is parameter-free and reads the interaction's similarity logits."""
 
 
 @dataclass
