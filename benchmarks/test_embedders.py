@@ -36,7 +36,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("preset", PROFILES[profile], ids=[n for _, n in PROFILES[profile]])
 
 
-def test_embedder_latency(benchmark, preset, bench_options, bench_run):
+def test_embedder_latency(benchmark, preset, bench_options, bench_run, capsys):
     from vlpbench.harness.protocol import Protocol
     from vlpbench.harness.runner import RunSpec, run_spec
 
@@ -47,6 +47,9 @@ def test_embedder_latency(benchmark, preset, bench_options, bench_run):
                    protocol=Protocol(warmup=warmup, min_iters=min_iters, min_time_s=min_time))
     benchmark.group = component
     benchmark.name = name
+    with capsys.disabled():  # a progress line before the (possibly minutes-long) measurement starts
+        print(f"\n[vlpbench] measuring {component} embedder {name} ({spec.threads} thread(s), "
+              f"profile {bench_options['profile']})", flush=True)
 
     def drive(m):
         per_iter_s = max(m.warmup_ms[-1] / 1e3, 1e-6) if m.warmup_ms else 1.0
