@@ -32,3 +32,4 @@ def test_bench_smoke_profile_writes_every_output(tmp_path):
     runs = list((tmp_path / "reports" / "runs").iterdir())
     assert len(runs) == 1 and len(list(runs[0].glob("*.json"))) == len(names) + 1  # records + run.json
     assert "vlpbench embedder latency" in proc.stdout
+    assert "[vlpbench] measuring visual embedder butd-r101-c4" in proc.stdout  # progress line
