@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.layers import Attention
+from vlpbench.layers import CLIP_MEAN, CLIP_STD, Attention
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass

@@ -21,11 +21,10 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.layers import IMAGENET_MEAN, IMAGENET_STD
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STRIDE = 32
 MIN_SIDE = 32

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.layers import CLIP_MEAN, CLIP_STD
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
@@ -32,7 +33,7 @@ POS_INTERP = ("bilinear", "none")
 # (image_mean, image_std) of each family's image processor, applied to [0, 1] pixels
 PROCESSOR_NORMALISATION: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
     "vilt": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),                    # ViltImageProcessor (dandelin/ViLT: same)
-    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # CLIPImageProcessor
+    "clip": (CLIP_MEAN, CLIP_STD),                                   # CLIPImageProcessor
 }
 
 

@@ -33,6 +33,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from vlpbench.embedders.rcnn_heads import (NMS_MODES, C4Backbone, DetectionPostprocess, Detections, ImagePreprocess,
                                   ProposalStages, Res5BoxHead, SingleLevelRoIAlign, select_regions)
 from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.layers import IMAGENET_MEAN, IMAGENET_STD
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
@@ -42,8 +43,6 @@ REGION_BOXES = ("proposal", "detection")
 BACKENDS = ("torchvision", "detectron2")
 STAGES = ("preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head",
           "box_predictor", "det.nms", "select")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Pixel statistics of the image processors the embedders follow, for [0, 1] RGB inputs.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)                  # torchvision ResNets / Faster R-CNN
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)         # CLIPImageProcessor / OpenAI CLIP
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 class QuickGELU(nn.Module):
     """CLIP's activation: x * sigmoid(1.702 x)."""
 
