@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from vlpbench.data import NEGATIVE_KINDS, QUESTION_TYPES, matching_accuracy, qa_accuracy, retrieval_recall
+from vlpbench.data import (NEGATIVE_KINDS, QUESTION_TYPES, SyntheticData, matching_accuracy, pairwise_matching,
+                           qa_accuracy, retrieval_recall)
 from vlpbench.errors import VlpbenchError
 
 
@@ -81,3 +82,29 @@ def test_matching_accuracy_per_kind():
     assert math.isnan(matching_accuracy([1], [1], [0])["binding"])
     with pytest.raises(VlpbenchError, match="lengths"):
         matching_accuracy([1, 0], [1], [0])
+
+
+def test_pairwise_matching_per_kind_and_chance():
+    k = {name: i for i, name in enumerate(NEGATIVE_KINDS)}
+    labels = [1, 0] * 4
+    kinds = [0, k["random"], 0, k["binding"], 0, k["binding"], 0, k["relation"]]
+    scores = [2.0, 1.0, 0.0, 1.0, 3.0, 3.0, 5.0, -1.0]   # win, loss, tie, win
+    r = pairwise_matching(scores, labels, kinds)
+    assert r["pairwise_random"] == 1.0 and r["pairwise_binding"] == 0.25 and r["pairwise_relation"] == 1.0
+    assert r["pairwise"] == 2.5 / 4
+    # a score that ignores the text (the same for both texts of a pair) sits at chance
+    assert pairwise_matching([0.3, 0.3] * 4, labels, kinds)["pairwise"] == 0.5
+    with pytest.raises(VlpbenchError, match="alternating"):
+        pairwise_matching([1.0, 0.0], [0, 1], [k["random"], 0])
+    with pytest.raises(VlpbenchError, match="even"):
+        pairwise_matching([1.0, 0.0, 1.0], [1, 0, 1], [0, 1, 0])
+
+
+def test_generated_matches_come_in_true_negative_pairs():
+    from vlpbench.data import DatasetConfig, SceneConfig
+    data = SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=12, n_val=4, n_test=4))
+    matches = data.split("train").matches
+    assert len(matches) % 2 == 0
+    for pos, neg in zip(matches[0::2], matches[1::2]):
+        assert pos.label and not neg.label and pos.kind == "none" and neg.kind != "none"
+        assert pos.scene_index == neg.scene_index

@@ -6,8 +6,11 @@
   the same gallery, so R@K are comparable; it is smaller than the whole test split because fusion
   scoring costs one forward per pair.
 * QA: accuracy over every test question, split non-relational / relational (the QA head of the family).
-* matching: accuracy over every test statement, split by negative kind.  Fusion: ITM > 0.  Dual
-  encoders: the cosine similarity above a threshold chosen on the val split (the one maximising val
+* matching, threshold-free (the table's numbers): for each true statement and the negative made from it,
+  does the true one score higher (``pairwise_random`` / ``_binding`` / ``_relation``; chance 50%)?  Scores
+  are the ITM logit margin (fusion) or the cosine similarity (dual encoders).
+* matching, thresholded: accuracy over every test statement, split by negative kind.  Fusion: ITM > 0.
+  Dual encoders: the cosine similarity above a threshold chosen on the val split (the one maximising val
   accuracy), i.e. no learned classifier beyond the similarity itself.
 """
 
@@ -18,7 +21,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn.functional as F
 
-from vlpbench.data import SyntheticData, collate, matching_accuracy, qa_accuracy, retrieval_recall
+from vlpbench.data import SyntheticData, collate, matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
 from vlpbench.objectives import TaskModel
 from vlpbench.training import IndexedTask
 from vlpbench.types import VisualTokens
@@ -127,7 +130,7 @@ def eval_matching(task: TaskModel, data: SyntheticData, split: str = "test") -> 
     else:
         pred = (scores > 0).long()
         rule = {"rule": "ITM head"}
-    return {**matching_accuracy(pred, labels, kinds), "_rule": rule}
+    return {**matching_accuracy(pred, labels, kinds), **pairwise_matching(scores, labels, kinds), "_rule": rule}
 
 
 def evaluate_all(task: TaskModel, data: SyntheticData, split: str = "test", gallery_images: int = 100,

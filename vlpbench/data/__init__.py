@@ -38,7 +38,7 @@ from vlpbench.data.language import (
     evaluate,
     vocabulary,
 )
-from vlpbench.data.metrics import matching_accuracy, qa_accuracy, retrieval_recall
+from vlpbench.data.metrics import matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
 from vlpbench.data.readers import (
     DATASET_FILES,
     CaptionRecord,
@@ -62,6 +62,6 @@ __all__ = [
     "QADataset", "Question", "RetrievalDataset", "RetrievalGallery", "Scene", "SceneConfig", "SceneObject",
     "SceneSplit", "Statement", "SyntheticData", "VQARecord", "WordTokenizer",
     "answer_vocabulary", "check_scene", "collate", "degenerate_warnings", "evaluate", "format_statistics", "generate_scene",
-    "load_dataset", "matching_accuracy", "qa_accuracy", "read_coco_karpathy", "read_flickr30k_karpathy",
+    "load_dataset", "matching_accuracy", "pairwise_matching", "qa_accuracy", "read_coco_karpathy", "read_flickr30k_karpathy",
     "read_karpathy", "read_nlvr2", "read_vqav2", "retrieval_recall", "split_statistics", "vocabulary",
 ]

@@ -97,7 +97,7 @@ class SceneSplit:
     images: torch.Tensor                   # uint8 [N, 3, H, W], rendered once
     captions: List[List[str]]              # per scene, captions_per_image strings
     questions: List[List[Question]]        # per scene
-    matches: List[MatchItem]               # flat, about three true and three false per scene
+    matches: List[MatchItem]               # flat, (true, its negative) pairs, about three pairs per scene
     skipped_duplicates: int = 0            # scenes dropped because an earlier split rendered the same image
 
     def __len__(self) -> int:

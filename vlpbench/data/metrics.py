@@ -104,3 +104,30 @@ def matching_accuracy(predictions, labels, negative_kind) -> Dict[str, float]:
         mask = kind == i
         out[name] = float(correct[mask].mean()) if bool(mask.any()) else float("nan")
     return out
+
+
+def pairwise_matching(scores, labels, negative_kind) -> Dict[str, float]:
+    """Threshold-free matching: the share of (true statement, its negative) pairs whose true statement scores
+    higher, overall and per negative kind (chance 0.5; ties count half).
+
+    The examples come in pairs, each true statement directly followed by the negative made from it (the order
+    :class:`~vlpbench.data.MatchingDataset` keeps): ``scores`` float [2P], ``labels`` [2P] = 1, 0, 1, 0, ...,
+    ``negative_kind`` [2P] with the kind on every second item.  Unlike :func:`matching_accuracy` no model
+    can score well by answering one way: a model that ignores the image scores 0.5 on binding and relation
+    pairs, whose texts use the same words.
+    """
+    s = _as_tensor(scores, "scores", 1).double()
+    gold = _as_tensor(labels, "labels", 1).long()
+    kind = _as_tensor(negative_kind, "negative_kind", 1).long()
+    if not s.numel() == gold.numel() == kind.numel() or s.numel() % 2:
+        raise bad_value("lengths", (s.numel(), gold.numel(), kind.numel()), "equal and even (true, negative pairs)")
+    if bool((gold[0::2] != 1).any()) or bool((gold[1::2] != 0).any()):
+        raise bad_value("labels", gold[:6].tolist(), "alternating 1, 0 (each true statement before its negative)")
+    diff = s[0::2] - s[1::2]
+    win = (diff > 0).double() + 0.5 * (diff == 0).double()
+    pair_kind = kind[1::2]
+    out = {"pairwise": float(win.mean()) if win.numel() else float("nan")}
+    for i, name in enumerate(NEGATIVE_KINDS[1:], start=1):
+        mask = pair_kind == i
+        out[f"pairwise_{name}"] = float(win[mask].mean()) if bool(mask.any()) else float("nan")
+    return out
