@@ -9,6 +9,8 @@ THREADS ?= 1
 PROFILE ?= default
 # Profile of `make accuracy` (default: the full study; quick: one seed, fewer steps).
 ACCURACY_PROFILE ?= default
+# The study trains ACCURACY_JOBS runs at once, each a process with THREADS threads (2 x 1 fills 2 cores).
+ACCURACY_JOBS ?= 2
 # glibc returns large activations to the OS after every forward unless told not to, which doubles
 # large-image timings on CPU (REFERENCE.md section 7).  Set here so it is in force when Python starts.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
@@ -50,7 +52,8 @@ report: install ## Build a report (Markdown, HTML, figures) from every run under
 	$(BIN)/vlpbench report $$(ls -d reports/runs/*/) --out reports/report/latest
 
 accuracy: install ## Accuracy study under reports/accuracy/: detector, every class x 3 seeds, latency, tables
-	$(BIN)/python -m vlpbench study --profile $(ACCURACY_PROFILE) --out reports/accuracy
+	$(BIN)/python -m vlpbench study --profile $(ACCURACY_PROFILE) --out reports/accuracy \
+		--jobs $(ACCURACY_JOBS) --threads $(THREADS)
 
 clean: ## Remove build artefacts (keeps .venv and reports)
 	rm -rf build dist *.egg-info .pytest_cache

@@ -33,13 +33,17 @@ def test_summarize_and_profile_errors():
                                      "seeds": [0.5, 0.7]}
     with pytest.raises(VlpbenchError, match="invalid profile 'huge'"):
         get_profile("huge")
+    with pytest.raises(VlpbenchError, match="invalid jobs"):
+        run_study(get_profile("smoke"), "/nonexistent-never-created", jobs=0)
     with pytest.raises(VlpbenchError, match="invalid architecture"):
         run_study(get_profile("smoke", archs=("vilt-b32",)), "/nonexistent-never-created")
 
 
 def test_smoke_study_writes_records_and_tables(tmp_path):
     profile = get_profile("smoke")
-    out = run_study(profile, str(tmp_path), log=lambda *a: None)
+    lines = []
+    out = run_study(profile, str(tmp_path), log=lines.append, jobs=2, threads=1)   # two worker processes
+    assert any("on 2 worker processes x 1 thread(s)" in line for line in lines)
     recs = RunDir.open(tmp_path / "records").records()
     acc = [r for r in recs if r["kind"] == "accuracy"]
     lat = [r for r in recs if r["kind"] == "latency"]
@@ -48,7 +52,9 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     for r in acc:
         validate_record(r)
         assert r["full_size"] == ARCH.get(r["arch"]).paper["full_size"]
-        assert r["train"]["pairs_seen"] == profile.steps * 3 * profile.batch_size
+        align = int(0.4 * profile.steps)   # TrainConfig.align_frac: alignment-only steps see one batch, not three
+        assert r["train"]["pairs_seen"] == (align + 3 * (profile.steps - align)) * profile.batch_size
+        assert r["train"]["jobs"] == 2 and r["train"]["threads_per_job"] == 1
         for k in TABLE_METRICS:
             m = r["metrics"][k]
             assert len(m["seeds"]) == 2 and 0 <= m["mean"] <= 1 and m["std"] >= 0
@@ -60,6 +66,6 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     md = open(out["tables"]["md"]).read()
     assert "900 (paper)" in md and "uniter-small" in md
     assert all(out["latency"][a] > 0 for a in profile.archs)
-    # a second run resumes from the per-seed metrics and is idempotent
+    # a second run (in this process) resumes from the per-seed metrics and is idempotent
     again = run_study(profile, str(tmp_path), log=lambda *a: None)
     assert again["records"][0]["metrics"] == out["records"][0]["metrics"]

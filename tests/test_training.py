@@ -39,7 +39,8 @@ def test_resume_equals_uninterrupted(tmp_path, data):
     assert s1["steps"] == 2 and not s1["finished"]
     assert load_checkpoint(str(tmp_path / "cut" / "checkpoint.pt"))["step"] == 2
     resumed, s2 = train(cfg(), str(tmp_path / "cut"), data=data)
-    assert s2["steps"] == 4 and s2["finished"] and s2["pairs_seen"] == 4 * 3 * 4
+    # step 1 is the alignment phase (align_frac 0.4 of 4 steps: one batch), steps 2-4 joint (three batches)
+    assert s2["steps"] == 4 and s2["finished"] and s2["pairs_seen"] == (1 + 3 * 3) * 4 and s2["align_steps"] == 1
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -148,7 +149,7 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["pairs_seen"] == 3 * 3 * 4 * 2
+    assert summary["world_size"] == 2 and summary["pairs_seen"] == (1 + 2 * 3) * 4 * 2   # 1 alignment + 2 joint steps
 
 
 # ---- the image path learns (regressions of a study where no model used the images) ---------------------
@@ -233,3 +234,16 @@ def test_dual_encoder_learns_from_images_on_one_batch(data):
     off = (img @ img.t())[~torch.eye(8, dtype=torch.bool)]
     assert losses[-1] < 0.5 * math.log(8), losses[::10]
     assert off.mean() < 0.9, off.mean()
+
+
+def test_alignment_phase_trains_only_the_alignment_objective(tmp_path, data):
+    import json
+
+    for arch, align, joint in (("vilt-small", {"itm"}, {"itm", "mlm", "match", "qa"}),
+                               ("clip-small", {"itc"}, {"itc", "match", "qa"})):
+        train(cfg(arch=arch, align_frac=0.5), str(tmp_path / arch), data=data)
+        log = [json.loads(line) for line in open(tmp_path / arch / "train_log.jsonl")]
+        parts = [set(r) - {"step", "loss", "lr"} for r in log]
+        assert parts == [align, align, joint, joint]
+    with pytest.raises(VlpbenchError, match="align_frac"):
+        cfg(align_frac=1.0).validate()

@@ -94,6 +94,7 @@ class TaskModel(nn.Module):
             init_transformer_weights(self.mlm, init_std(text_dim))
         init_transformer_weights(self.qa, init_std(dim))
         self.visual_cache: Optional[Dict[str, Dict[str, torch.Tensor]]] = None  # split -> precomputed regions
+        self.loss_weights: Dict[str, float] = {}   # objective name -> weight in the summed loss (default 1)
 
     # ---- the pipeline pieces ---------------------------------------------------------------------------
     def visual(self, batch: Dict[str, Any], split: str = "train") -> VisualTokens:
@@ -130,7 +131,10 @@ class TaskModel(nn.Module):
 
     # ---- one training step ------------------------------------------------------------------------------
     def forward(self, retrieval: Dict[str, Any], qa: Dict[str, Any], matching: Dict[str, Any],
-                generator: torch.Generator) -> tuple:
+                generator: torch.Generator, align_only: bool = False) -> tuple:
+        """-> (loss, {objective: value}).  ``align_only``: only the family's image-text alignment objective
+        (contrastive / hinge for dual encoders, ITM on unmasked text for fusion models) -- the training
+        schedule's first phase (see :class:`~vlpbench.training.TrainConfig` ``align_frac``)."""
         parts = {}
         if self.family == "dual":
             out = self.interact(self.visual(retrieval), retrieval["input_ids"], retrieval["attention_mask"])
@@ -144,12 +148,16 @@ class TaskModel(nn.Module):
                 target = torch.arange(len(same))
                 parts["itc"] = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
         else:
-            ids, labels = mask_tokens(retrieval["input_ids"], retrieval["attention_mask"], generator)
+            if align_only:
+                ids, labels = retrieval["input_ids"], None
+            else:
+                ids, labels = mask_tokens(retrieval["input_ids"], retrieval["attention_mask"], generator)
             visual = self.visual(retrieval)
             pos = self.interact(visual, ids, retrieval["attention_mask"])
-            mlm = self.mlm(pos)["logits"]  # [B, L, V]
-            parts["mlm"] = F.cross_entropy(mlm.flatten(0, 1), labels.flatten(), ignore_index=-100) \
-                if bool((labels >= 0).any()) else mlm.sum() * 0.0
+            if labels is not None:
+                mlm = self.mlm(pos)["logits"]  # [B, L, V]
+                parts["mlm"] = F.cross_entropy(mlm.flatten(0, 1), labels.flatten(), ignore_index=-100) \
+                    if bool((labels >= 0).any()) else mlm.sum() * 0.0
             # in-batch negative: image k with caption k+1 (a positive when both come from one image)
             neg_ids = ids.roll(1, 0)
             neg_mask = retrieval["attention_mask"].roll(1, 0)
@@ -158,9 +166,10 @@ class TaskModel(nn.Module):
             itm = torch.cat([self.match_logits(pos), self.match_logits(neg)])
             target = torch.cat([torch.ones(len(neg_label)), neg_label])
             parts["itm"] = F.binary_cross_entropy_with_logits(itm, target)
-        out = self.interact(self.visual(matching), matching["input_ids"], matching["attention_mask"])
-        parts["match"] = F.binary_cross_entropy_with_logits(self.match_logits(out), matching["label"].float())
-        out = self.interact(self.visual(qa), qa["input_ids"], qa["attention_mask"])
-        parts["qa"] = F.cross_entropy(self.qa_logits(out), qa["answer"])
-        loss = sum(parts.values())
+        if not align_only:
+            out = self.interact(self.visual(matching), matching["input_ids"], matching["attention_mask"])
+            parts["match"] = F.binary_cross_entropy_with_logits(self.match_logits(out), matching["label"].float())
+            out = self.interact(self.visual(qa), qa["input_ids"], qa["attention_mask"])
+            parts["qa"] = F.cross_entropy(self.qa_logits(out), qa["answer"])
+        loss = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
         return loss, {k: float(v.detach()) for k, v in parts.items()}

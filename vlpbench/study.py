@@ -24,12 +24,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.harness import env as envmod
+from vlpbench.harness.env import DEFAULT_THREADS
 from vlpbench.presets.small import REGION_ARCHS, SMALL_ARCHS
 from vlpbench.registry import ARCH
 from vlpbench.store import RunDir, SCHEMA, atomic_write_json, atomic_write_text, config_key
 
-TABLE_METRICS = ("retrieval.tr_r1", "retrieval.ir_r1", "qa.non_relational", "qa.relational", "matching.random",
-                 "matching.binding", "matching.relation")
+SLOW_FIRST = ("pixelbert-small", "vilbert-small")    # the costliest training steps (ResNet grid, co-attention)
+TABLE_METRICS = ("retrieval.tr_r1", "retrieval.ir_r1", "qa.non_relational", "qa.relational",
+                 "matching.pairwise_random", "matching.pairwise_binding", "matching.pairwise_relation")
 
 
 @dataclass
@@ -50,13 +52,13 @@ class Profile:
 
 
 PROFILES = {
-    # about 50 min on 2 free cores: measured seconds per step (batch 32 x 3 tasks) vse .12, clip .13, vilbert .7,
-    # uniter .10 (regions cached), pixelbert ~1.3, vilt .15 -> 300 steps x 3 seeds ~ 38 min + detector ~5 min
-    "default": Profile(),
-    # about 15 min of training on one core (1.8 s per step for the six models together): 3 seeds, half the
-    # data, 150 steps (at 80 no model had left chance: image features start to matter after ~100 steps);
-    # the detector stage (80 steps) comes on top unless out_dir/detector already holds it
-    "quick": Profile(steps=150, detector_steps=80, n_train=1000, n_val=150, n_test=150),
+    # about 50 min on 2 cores (make accuracy: 2 jobs x 1 thread).  Seconds per joint step at batch 32 x 3
+    # tasks, 1 thread, measured: vse .09, clip .10, vilbert .21, uniter .07 (regions cached), pixelbert .66,
+    # vilt .20; alignment steps cost about half.  1200 steps x 3 seeds ~ 40 min + detector ~5 min + eval.
+    # At 150-400 steps no fusion model had left chance on ITM (see vlpbench.training).
+    "default": Profile(steps=1200, detector_steps=200),
+    # one seed, a third of the steps: about 10 minutes on 2 cores; a look, not the measurement
+    "quick": Profile(seeds=(0,), steps=400, detector_steps=100, n_train=1000, n_val=150, n_test=150),
     # the tests' pipeline check: tiny sizes, a few steps, not an accuracy measurement
     "smoke": Profile(archs=("clip-small", "vilt-small", "uniter-small"), seeds=(0, 1), steps=3, batch_size=8,
                      detector_steps=2, n_train=40, n_val=16, n_test=16, gallery_images=8, captions=1, tiny=True,
@@ -75,7 +77,8 @@ def summarize(values: List[float]) -> Dict[str, Any]:
             "seeds": values}
 
 
-def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector: Optional[Dict[str, Any]]):
+def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector: Optional[Dict[str, Any]],
+            progress: bool = True):
     from vlpbench.evaluate import evaluate_all
     from vlpbench.training import DataSpec, TrainConfig, train
 
@@ -86,12 +89,63 @@ def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector
     cfg = TrainConfig(arch=arch, seed=seed, steps=profile.steps, batch_size=profile.batch_size, tiny=profile.tiny,
                       detector=detector["weights"] if (detector and arch in REGION_ARCHS) else None,
                       data=DataSpec(n_train=profile.n_train, n_val=profile.n_val, n_test=profile.n_test),
-                      checkpoint_every=max(1, profile.steps // 4))
+                      checkpoint_every=max(1, profile.steps // 4), progress=progress)
     task, summary = train(cfg, run_dir, data=data)
     metrics = evaluate_all(task, data, "test", profile.gallery_images, profile.captions)
     result = {"metrics": metrics, "train": summary, "config": cfg.to_dict()}
     atomic_write_json(metrics_path, result)
     return result
+
+
+# ---- parallel jobs: one (arch, seed) run per worker process --------------------------------------------
+_WORKER: Dict[str, Any] = {}
+
+
+def _worker_init(spec_fields: Dict[str, Any], threads: int) -> None:
+    """Each worker sets its thread count and generates the data once (deterministic: the same as the parent's)."""
+    import torch
+
+    from vlpbench.data import SyntheticData
+    from vlpbench.presets import load_all
+    from vlpbench.training import DataSpec
+
+    torch.set_num_threads(threads)
+    load_all()
+    _WORKER["data"] = SyntheticData(DataSpec(**spec_fields).dataset_config())
+
+
+def _worker_run(arch: str, seed: int, profile: Profile, out_dir: str, detector) -> Dict[str, Any]:
+    return run_one(arch, seed, profile, _WORKER["data"], out_dir, detector, progress=False)
+
+
+def run_all(jobs_list, profile: Profile, data, spec_fields: Dict[str, Any], out_dir: str, detector, jobs: int,
+            threads: int, log=print) -> Dict[tuple, Dict[str, Any]]:
+    """Run every (arch, seed) -> result; ``jobs`` worker processes of ``threads`` intra-op threads each.
+
+    Runs are independent and resumable (a finished run is read back from its metrics.json), so an
+    interrupted study restarts where it stopped, whatever the number of jobs.
+    """
+    results: Dict[tuple, Dict[str, Any]] = {}
+    if jobs <= 1:
+        for arch, seed in jobs_list:
+            log(f"[study] {arch} seed {seed}")
+            results[(arch, seed)] = run_one(arch, seed, profile, data, out_dir, detector)
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: a fresh interpreter per worker (no forked OpenMP pools or torch state)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(spec_fields, threads)) as pool:
+        futures = {pool.submit(_worker_run, arch, seed, profile, out_dir, detector): (arch, seed)
+                   for arch, seed in jobs_list}
+        log(f"[study] {len(futures)} runs on {jobs} worker processes x {threads} thread(s)")
+        for done, fut in enumerate(as_completed(futures), start=1):
+            arch, seed = futures[fut]
+            results[(arch, seed)] = fut.result()
+            train = results[(arch, seed)]["train"]
+            log(f"[study] {done}/{len(futures)} {arch} seed {seed}: {train['steps']} steps in {train['wall_s']:.0f} s")
+    return results
 
 
 def accuracy_record(arch: str, results: List[Dict[str, Any]], profile: Profile, detector, data_desc) -> Dict[str, Any]:
@@ -116,11 +170,11 @@ def accuracy_record(arch: str, results: List[Dict[str, Any]], profile: Profile, 
 
 
 def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile) -> Dict[str, float]:
-    """Median end-to-end ms (batch 1, 2 threads) of each small model, measured by the harness."""
+    """Median end-to-end ms (batch 1, the harness's default thread count) of each small model."""
     from vlpbench.harness.protocol import Protocol
     from vlpbench.harness.runner import RunSpec, run_many
 
-    specs = [RunSpec(target=a, tiny=profile.tiny, batch_size=1, threads=2, count_flops=False,
+    specs = [RunSpec(target=a, tiny=profile.tiny, batch_size=1, threads=DEFAULT_THREADS, count_flops=False,
                      protocol=Protocol(min_iters=3, min_time_s=profile.latency_min_time_s, max_iters=50))
              for a in archs]
     records = run_many(specs, store, isolated=True)
@@ -150,22 +204,29 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
                       f"pairs per run, AdamW, {records[0]['train']['schedule']}.",
                   f"Retrieval over the same gallery for every model ({records[0]['workload']['retrieval'].split(',')[0]}): "
                   "dual encoders by cosine of pooled embeddings, fusion models by ITM over every pair.",
-                  "Matching for dual encoders: cosine similarity above a threshold chosen on val."]
+                  "Matching: the share of (true statement, its negative) pairs in which the true one scores higher "
+                  "(ITM logit margin, or cosine similarity for dual encoders); chance 50%."]
         det = next((r["detector"] for r in records if r.get("detector")), None)
         if det:
             lines.append(f"Regions from detector {det['weights']} (val box recall@0.5 of the K regions "
                          f"{det['recall']['regions_recall@0.5']:.3f}, of detections {det['recall']['detections_recall@0.5']:.3f}).")
-        lines.append("Latency: small models measured here (batch 1, 2 threads); time_ms (paper) is the full-size "
+        lines.append(f"Latency: small models measured here (batch 1, {DEFAULT_THREADS} thread); time_ms (paper) is the full-size "
                      "preset's figure from the ViLT paper, not measured.")
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return {"csv": csv_path, "md": md_path}
 
 
-def run_study(profile: Profile, out_dir: str, log=print) -> Dict[str, Any]:
+def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads: Optional[int] = None) -> Dict[str, Any]:
+    """``jobs`` parallel training processes of ``threads`` intra-op threads each (default: this process's)."""
     from vlpbench.data import SyntheticData
     from vlpbench.detector import DetectorConfig, train_detector
     from vlpbench.training import DataSpec
 
+    import torch
+
+    if not isinstance(jobs, int) or jobs < 1:
+        raise bad_value("jobs", jobs, "an integer >= 1 (parallel training processes)")
+    threads = threads or torch.get_num_threads()
     unknown = [a for a in profile.archs if a not in SMALL_ARCHS]
     if unknown:
         raise bad_value("architecture(s)", unknown, SMALL_ARCHS)
@@ -186,13 +247,14 @@ def run_study(profile: Profile, out_dir: str, log=print) -> Dict[str, Any]:
                                       data, os.path.join(out_dir, "detector"))
         log(f"[study] detector recall {detector['recall']}")
     store = RunDir.open(os.path.join(out_dir, "records"), create=True, label="accuracy")
+    # the slowest architectures first, so the last runs to finish are short ones
+    order = sorted(profile.archs, key=lambda a: SMALL_ARCHS.index(a) if a not in SLOW_FIRST else -1)
+    done = run_all([(a, seed) for a in order for seed in profile.seeds], profile, data, dict(spec.__dict__),
+                   out_dir, detector, jobs, threads, log)
     records = []
     for arch in profile.archs:
-        results = []
-        for seed in profile.seeds:
-            log(f"[study] {arch} seed {seed}")
-            results.append(run_one(arch, seed, profile, data, out_dir, detector))
-        rec = accuracy_record(arch, results, profile, detector, spec.__dict__)
+        rec = accuracy_record(arch, [done[(arch, seed)] for seed in profile.seeds], profile, detector, spec.__dict__)
+        rec["train"].update(jobs=jobs, threads_per_job=threads)
         store.write(rec)
         records.append(rec)
     latency = measure_latency(profile.archs, store, profile) if profile.latency else {}

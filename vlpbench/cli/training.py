@@ -76,7 +76,9 @@ def _study(args: argparse.Namespace) -> int:
                           seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
                           archs=tuple(args.arch.split(",")) if args.arch else None,
                           latency=False if args.no_latency else None)
-    run_study(profile, args.out)
+    if args.jobs < 1:
+        raise bad_value("--jobs", args.jobs, "an integer >= 1 (parallel training processes)")
+    run_study(profile, args.out, jobs=args.jobs, threads=args.threads)
     return 0
 
 
@@ -126,5 +128,7 @@ def register(sub) -> None:
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--arch", help="comma-separated small presets")
     p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train this many (arch, seed) runs at once, each in its own process with --threads threads")
     _add_threads(p)
     p.set_defaults(func=_study)
