@@ -7,9 +7,11 @@
    and evaluates on the test split (``metrics.json``);
 3. writes one ``kind: "accuracy"`` record per architecture into the results store (``out_dir/records``),
    ``arch`` = the small preset, ``full_size`` = the full-size preset, metrics as mean / std / per-seed;
-4. measures the latency of the same small models with the harness (``runner.run_many``, batch 1);
-5. writes ``accuracy.md`` and ``accuracy.csv``: accuracy per class and task beside the measured latency
-   of the small models and the paper time of the full-size preset (labelled paper).
+   (``run_all``: ``jobs`` worker processes, slowest architectures first);
+4. measures the latency of the same small models and of the full-size presets they stand for, with the
+   harness (``runner.run_many``, batch 1, each model in its own process, after training);
+5. writes ``accuracy.md`` and ``accuracy.csv``: accuracy per class and task beside both measured
+   latencies and the paper time of the full-size preset (labelled paper).
 """
 
 from __future__ import annotations
@@ -169,20 +171,35 @@ def accuracy_record(arch: str, results: List[Dict[str, Any]], profile: Profile, 
     }
 
 
-def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile) -> Dict[str, float]:
-    """Median end-to-end ms (batch 1, the harness's default thread count) of each small model."""
+def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile, full_size: bool = False) -> Dict[str, float]:
+    """Median end-to-end ms (batch 1, the harness's default thread count) of each small model, or with
+    ``full_size`` of the full-size preset each one stands for (keyed by the small name).
+
+    Every model runs in its own process, after training, with nothing else running.  Full-size presets get
+    a short protocol (1 warm-up, 3 timed iterations: the region presets take ~15 s each on one CPU thread);
+    ``vlpbench compare`` is the place for their full measurement.
+    """
     from vlpbench.harness.protocol import Protocol
     from vlpbench.harness.runner import RunSpec, run_many
 
-    specs = [RunSpec(target=a, tiny=profile.tiny, batch_size=1, threads=DEFAULT_THREADS, count_flops=False,
-                     protocol=Protocol(min_iters=3, min_time_s=profile.latency_min_time_s, max_iters=50))
-             for a in archs]
+    if full_size:
+        targets = {a: ARCH.get(a).paper["full_size"] for a in archs}
+        protocol = Protocol(warmup=1, min_iters=3, min_time_s=0.0, max_iters=3, uninstrumented=False)
+    else:
+        targets = {a: a for a in archs}
+        protocol = Protocol(min_iters=3, min_time_s=profile.latency_min_time_s, max_iters=50)
+    specs = [RunSpec(target=t, tiny=profile.tiny, batch_size=1, threads=DEFAULT_THREADS, count_flops=False,
+                     protocol=protocol) for t in dict.fromkeys(targets.values())]
     records = run_many(specs, store, isolated=True)
-    return {r["arch"]: r.get("total", {}).get("median_ms") for r in records if r.get("status") == "ok"}
+    median = {r["arch"]: r.get("total", {}).get("median_ms") for r in records if r.get("status") == "ok"}
+    return {a: median.get(t) for a, t in targets.items()}
 
 
-def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_dir: str) -> Dict[str, str]:
-    header = ["arch", "class", "full_size", *TABLE_METRICS, "latency_ms (measured, small)", "time_ms (paper, full)"]
+def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_dir: str,
+                 full_latency: Optional[Dict[str, float]] = None) -> Dict[str, str]:
+    full_latency = full_latency or {}
+    header = ["arch", "class", "full_size", *TABLE_METRICS, "latency_ms (measured, small)",
+              "latency_ms (measured, full)", "time_ms (paper, full)"]
     rows = []
     for rec in sorted(records, key=lambda r: (r["class"], r["arch"])):
         m = rec["metrics"]
@@ -190,6 +207,7 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
         rows.append([rec["arch"], rec["class"], rec["full_size"],
                      *[f"{100 * m[k]['mean']:.1f} ± {100 * m[k]['std']:.1f}" if k in m else "" for k in TABLE_METRICS],
                      f"{latency[rec['arch']]:.2f}" if latency.get(rec["arch"]) is not None else "",
+                     f"{full_latency[rec['arch']]:,.0f}" if full_latency.get(rec["arch"]) is not None else "",
                      f"{paper} (paper)" if paper is not None else ""])
     csv_path, md_path = os.path.join(out_dir, "accuracy.csv"), os.path.join(out_dir, "accuracy.md")
     with open(csv_path + ".tmp", "w", newline="") as f:
@@ -210,8 +228,9 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
         if det:
             lines.append(f"Regions from detector {det['weights']} (val box recall@0.5 of the K regions "
                          f"{det['recall']['regions_recall@0.5']:.3f}, of detections {det['recall']['detections_recall@0.5']:.3f}).")
-        lines.append(f"Latency: small models measured here (batch 1, {DEFAULT_THREADS} thread); time_ms (paper) is the full-size "
-                     "preset's figure from the ViLT paper, not measured.")
+        lines.append(f"Latency: measured here, batch 1, {DEFAULT_THREADS} CPU thread, random weights: the small model "
+                     "(median of >= 3 timed iterations) and the full-size preset (median of 3, after 1 warm-up); "
+                     "time_ms (paper) is the full-size preset's figure from the ViLT paper (GPU), not measured.")
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return {"csv": csv_path, "md": md_path}
 
@@ -242,9 +261,15 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
         if os.path.exists(det_path):
             detector = json.load(open(det_path))
         else:
-            log(f"[study] training the detector ({profile.detector_steps} steps)")
-            detector = train_detector(DetectorConfig(arch=region[0], steps=profile.detector_steps, tiny=profile.tiny),
-                                      data, os.path.join(out_dir, "detector"))
+            # nothing else runs yet: the detector gets every worker's threads
+            before = torch.get_num_threads()
+            torch.set_num_threads(jobs * threads)
+            log(f"[study] training the detector ({profile.detector_steps} steps, {jobs * threads} thread(s))")
+            try:
+                detector = train_detector(DetectorConfig(arch=region[0], steps=profile.detector_steps,
+                                                         tiny=profile.tiny), data, os.path.join(out_dir, "detector"))
+            finally:
+                torch.set_num_threads(before)
         log(f"[study] detector recall {detector['recall']}")
     store = RunDir.open(os.path.join(out_dir, "records"), create=True, label="accuracy")
     # the slowest architectures first, so the last runs to finish are short ones
@@ -258,6 +283,8 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
         store.write(rec)
         records.append(rec)
     latency = measure_latency(profile.archs, store, profile) if profile.latency else {}
-    paths = write_tables(records, latency, out_dir)
+    full_latency = measure_latency(profile.archs, store, profile, full_size=True) if profile.latency else {}
+    paths = write_tables(records, latency, out_dir, full_latency)
     log(open(paths["md"]).read())
-    return {"records": records, "latency": latency, "tables": paths, "wall_s": time.perf_counter() - start}
+    return {"records": records, "latency": latency, "full_latency": full_latency, "tables": paths,
+            "wall_s": time.perf_counter() - start}
