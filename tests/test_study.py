@@ -62,9 +62,11 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     det = next(r["detector"] for r in acc if r["detector"])
     assert det["weights"].endswith("detector.pt") and 0 <= det["recall"]["regions_recall@0.5"] <= 1
     rows = list(csv.reader(open(out["tables"]["csv"])))
-    assert rows[0][0] == "arch" and len(rows) == 1 + len(profile.archs)
+    assert rows[0][0] == "arch" and len(rows) == 2 + len(profile.archs)     # + the baseline row
     md = open(out["tables"]["md"]).read()
     assert "900 (paper)" in md and "uniter-small" in md
+    assert "| baseline (no image) |" in md and "## Shallow (a, b) against deep (c, d) interaction" in md
+    assert rows[-1][0] == "baseline (no image)" and rows[-1][3] == f"{100 / profile.gallery_images:.1f}"
     assert all(out["latency"][a] > 0 for a in profile.archs)
     assert all(out["full_latency"][a] > 0 for a in profile.archs)          # tiny full-size presets in the smoke
     fulls = {ARCH.get(a).paper["full_size"] for a in profile.archs}
@@ -73,3 +75,22 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     # a second run (in this process) resumes from the per-seed metrics and is idempotent
     again = run_study(profile, str(tmp_path), log=lambda *a: None)
     assert again["records"][0]["metrics"] == out["records"][0]["metrics"]
+
+
+def test_findings_compare_best_shallow_with_best_deep():
+    from vlpbench.study import findings
+
+    def rec(arch, klass, values):
+        return {"arch": arch, "class": klass, "metrics": {"qa.relational": summarize(values)}}
+
+    recs = [rec("clip-small", "b", [0.40, 0.42, 0.41]), rec("vse-small", "a", [0.30, 0.31, 0.29]),
+            rec("vilt-small", "d", [0.60, 0.62, 0.61]), rec("uniter-small", "c", [0.5, 0.2, 0.8])]
+    lines = findings(recs, {"qa.relational": 0.35})
+    row = next(line for line in lines if line.startswith("| qa.relational"))
+    assert "clip-small 41.0" in row and "vilt-small 61.0" in row and "+20.0" in row and "deep ahead" in row
+    assert row.endswith("| clip-small, vilt-small |")
+    recs[2] = rec("vilt-small", "d", [0.2, 0.6, 0.55])    # noisy: the gap is within the spread
+    lines = findings(recs, {"qa.relational": 0.35})
+    row = next(line for line in lines if line.startswith("| qa.relational"))
+    assert "no clear difference" in row
+    assert findings([recs[0]], {}) == []                  # one group only: nothing to compare

@@ -195,8 +195,61 @@ def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile, full_
     return {a: median.get(t) for a, t in targets.items()}
 
 
+def baselines(data, profile: Profile) -> Dict[str, float]:
+    """What needs no image: retrieval chance (1 / gallery images for R@1 both ways), the answer prior
+    (each question type's commonest train answer, scored on the test questions), pairwise matching 0.5."""
+    from collections import Counter
+
+    from vlpbench.data import qa_accuracy
+
+    by_type: Dict[str, Counter] = {}
+    for qs in data.split("train").questions:
+        for q in qs:
+            by_type.setdefault(q.qtype, Counter())[q.answer] += 1
+    test = [q for qs in data.split("test").questions for q in qs]
+    prior = [data.answer_to_index[by_type[q.qtype].most_common(1)[0][0]] if q.qtype in by_type else -1 for q in test]
+    qa = qa_accuracy(prior, [data.answer_to_index[q.answer] for q in test], [q.relational for q in test])
+    n = min(profile.gallery_images, len(data.split("test")))
+    return {"retrieval.tr_r1": 1 / n, "retrieval.ir_r1": 1 / n, "qa.non_relational": qa["non_relational"],
+            "qa.relational": qa["relational"], "matching.pairwise_random": 0.5, "matching.pairwise_binding": 0.5,
+            "matching.pairwise_relation": 0.5}
+
+
+SHALLOW, DEEP = ("a", "b"), ("c", "d")
+
+
+def findings(records: List[Dict[str, Any]], base: Dict[str, float]) -> List[str]:
+    """Per metric: the best shallow-interaction model (classes a, b) against the best deep one (c, d),
+    with their seed spreads, the baseline, and whether the gap exceeds twice the larger spread."""
+    lines = []
+    for k in TABLE_METRICS:
+        best = {}
+        for group in (SHALLOW, DEEP):
+            cands = [r for r in records if r["class"] in group and k in r["metrics"]]
+            if cands:
+                best[group] = max(cands, key=lambda r: r["metrics"][k]["mean"])
+        if len(best) < 2:
+            continue
+        (s, d) = best[SHALLOW], best[DEEP]
+        ms, md = s["metrics"][k], d["metrics"][k]
+        gap, spread = md["mean"] - ms["mean"], max(ms["std"], md["std"])
+        verdict = ("deep ahead" if gap > 2 * spread else "shallow ahead" if -gap > 2 * spread
+                   else "no clear difference")
+        above = [r["arch"] for r in (s, d) if r["metrics"][k]["mean"] - base.get(k, 0) > 2 * r["metrics"][k]["std"]]
+        lines.append(f"| {k} | {100 * base.get(k, float('nan')):.1f} | {s['arch']} {100 * ms['mean']:.1f} ± "
+                     f"{100 * ms['std']:.1f} | {d['arch']} {100 * md['mean']:.1f} ± {100 * md['std']:.1f} | "
+                     f"{100 * gap:+.1f} | {verdict} | {', '.join(above) or 'neither'} |")
+    if not lines:
+        return []
+    return ["", "## Shallow (a, b) against deep (c, d) interaction", "",
+            "Best model of each group per metric; a gap counts when it exceeds twice the larger seed std.", "",
+            "| metric | baseline | best shallow | best deep | deep - shallow | verdict | clear of baseline |",
+            "|---|---|---|---|---|---|---|", *lines]
+
+
 def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_dir: str,
-                 full_latency: Optional[Dict[str, float]] = None) -> Dict[str, str]:
+                 full_latency: Optional[Dict[str, float]] = None,
+                 base: Optional[Dict[str, float]] = None) -> Dict[str, str]:
     full_latency = full_latency or {}
     header = ["arch", "class", "full_size", *TABLE_METRICS, "latency_ms (measured, small)",
               "latency_ms (measured, full)", "time_ms (paper, full)"]
@@ -209,6 +262,8 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
                      f"{latency[rec['arch']]:.2f}" if latency.get(rec["arch"]) is not None else "",
                      f"{full_latency[rec['arch']]:,.0f}" if full_latency.get(rec["arch"]) is not None else "",
                      f"{paper} (paper)" if paper is not None else ""])
+    if base:
+        rows.append(["baseline (no image)", "-", "-", *[f"{100 * base[k]:.1f}" for k in TABLE_METRICS], "", "", ""])
     csv_path, md_path = os.path.join(out_dir, "accuracy.csv"), os.path.join(out_dir, "accuracy.md")
     with open(csv_path + ".tmp", "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
@@ -217,6 +272,10 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
     lines = [f"# Accuracy per class and task (test split, % mean ± std over seeds {seeds})", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    if base:
+        lines += ["", "Baseline: retrieval chance (1 / gallery images), the answer prior (each question type's "
+                      "commonest train answer), pairwise matching chance (50%)."]
+    lines += findings(records, base or {})
     if records:
         lines += ["", f"Budget: {records[0]['train']['steps']} steps, {records[0]['train']['pairs_seen']} image-text "
                       f"pairs per run, AdamW, {records[0]['train']['schedule']}.",
@@ -284,7 +343,7 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
         records.append(rec)
     latency = measure_latency(profile.archs, store, profile) if profile.latency else {}
     full_latency = measure_latency(profile.archs, store, profile, full_size=True) if profile.latency else {}
-    paths = write_tables(records, latency, out_dir, full_latency)
+    paths = write_tables(records, latency, out_dir, full_latency, baselines(data, profile))
     log(open(paths["md"]).read())
     return {"records": records, "latency": latency, "full_latency": full_latency, "tables": paths,
             "wall_s": time.perf_counter() - start}
