@@ -142,7 +142,9 @@ class TaskModel(nn.Module):
             same = retrieval["image_index"][:, None] == retrieval["image_index"][None, :]
             off = same & ~torch.eye(len(same), dtype=torch.bool)
             if self.loss_kind == "hinge":
-                parts["hinge"] = hinge_triplet_loss(logits.masked_fill(off, -1.0)) / len(same)
+                # VSE-infinity's recipe: the summed violations while warming up (the alignment phase),
+                # the hardest negative (VSE++ max violation) after it
+                parts["hinge"] = hinge_triplet_loss(logits.masked_fill(off, -1.0), hardest=not align_only) / len(same)
             else:
                 logits = logits.masked_fill(off, float("-inf"))
                 target = torch.arange(len(same))
