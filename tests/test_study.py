@@ -94,3 +94,17 @@ def test_findings_compare_best_shallow_with_best_deep():
     row = next(line for line in lines if line.startswith("| qa.relational"))
     assert "no clear difference" in row
     assert findings([recs[0]], {}) == []                  # one group only: nothing to compare
+
+
+def test_parallel_jobs_report_the_first_failure_clearly(tmp_path):
+    from vlpbench.data import SyntheticData
+    from vlpbench.study import run_all
+    from vlpbench.training import DataSpec
+
+    profile = get_profile("smoke", batch_size=10_000)       # more pairs per batch than the split holds
+    spec = DataSpec(n_train=profile.n_train, n_val=profile.n_val, n_test=profile.n_test)
+    data = SyntheticData(spec.dataset_config())
+    with pytest.raises(VlpbenchError, match="invalid batch_size 10000"):
+        run_all([("clip-small", 0), ("vilt-small", 0)], profile, data, dict(spec.__dict__), str(tmp_path), None,
+                jobs=2, threads=1, log=lambda *a: None)
+    assert not list(tmp_path.glob("runs/*/seed0/metrics.json"))

@@ -144,7 +144,11 @@ def run_all(jobs_list, profile: Profile, data, spec_fields: Dict[str, Any], out_
         log(f"[study] {len(futures)} runs on {jobs} worker processes x {threads} thread(s)")
         for done, fut in enumerate(as_completed(futures), start=1):
             arch, seed = futures[fut]
-            results[(arch, seed)] = fut.result()
+            try:
+                results[(arch, seed)] = fut.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)   # stop at the first failure; finished runs stay
+                raise
             train = results[(arch, seed)]["train"]
             log(f"[study] {done}/{len(futures)} {arch} seed {seed}: {train['steps']} steps in {train['wall_s']:.0f} s")
     return results
@@ -163,6 +167,7 @@ def accuracy_record(arch: str, results: List[Dict[str, Any]], profile: Profile, 
         "metrics": {k: summarize([r["metrics"][k] for r in results]) for k in names},
         "seeds": [r["config"]["seed"] for r in results],
         "train": {"steps": results[0]["train"]["steps"], "pairs_seen": results[0]["train"]["pairs_seen"],
+                  "align_steps": results[0]["train"].get("align_steps", 0),
                   "wall_s": [r["train"]["wall_s"] for r in results], "optimizer": "AdamW",
                   "schedule": results[0]["train"]["schedule"], "loss": results[0]["train"]["loss"]},
         "detector": ({"weights": detector["weights"], "recall": detector["recall"]}
@@ -277,8 +282,9 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
                       "commonest train answer), pairwise matching chance (50%)."]
     lines += findings(records, base or {})
     if records:
-        lines += ["", f"Budget: {records[0]['train']['steps']} steps, {records[0]['train']['pairs_seen']} image-text "
-                      f"pairs per run, AdamW, {records[0]['train']['schedule']}.",
+        t = records[0]["train"]
+        lines += ["", f"Budget: {t['steps']} steps (the first {t.get('align_steps', 0)} alignment objective only), "
+                      f"{t['pairs_seen']} image-text pairs per run, AdamW, {t['schedule']}.",
                   f"Retrieval over the same gallery for every model ({records[0]['workload']['retrieval'].split(',')[0]}): "
                   "dual encoders by cosine of pooled embeddings, fusion models by ITM over every pair.",
                   "Matching: the share of (true statement, its negative) pairs in which the true one scores higher "
