@@ -94,7 +94,6 @@ class TaskModel(nn.Module):
             init_transformer_weights(self.mlm, init_std(text_dim))
         init_transformer_weights(self.qa, init_std(dim))
         self.visual_cache: Optional[Dict[str, Dict[str, torch.Tensor]]] = None  # split -> precomputed regions
-        self.loss_weights: Dict[str, float] = {}   # objective name -> weight in the summed loss (default 1)
 
     # ---- the pipeline pieces ---------------------------------------------------------------------------
     def visual(self, batch: Dict[str, Any], split: str = "train") -> VisualTokens:
@@ -173,5 +172,5 @@ class TaskModel(nn.Module):
             parts["match"] = F.binary_cross_entropy_with_logits(self.match_logits(out), matching["label"].float())
             out = self.interact(self.visual(qa), qa["input_ids"], qa["attention_mask"])
             parts["qa"] = F.cross_entropy(self.qa_logits(out), qa["answer"])
-        loss = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
+        loss = sum(parts.values())
         return loss, {k: float(v.detach()) for k, v in parts.items()}
