@@ -94,6 +94,9 @@ def test_findings_compare_best_shallow_with_best_deep():
     row = next(line for line in lines if line.startswith("| qa.relational"))
     assert "no clear difference" in row
     assert findings([recs[0]], {}) == []                  # one group only: nothing to compare
+    single = [rec("clip-small", "b", [0.40]), rec("vilt-small", "d", [0.60])]
+    row = findings(single, {"qa.relational": 0.35})[-1]
+    assert "one seed: no spread, no verdict" in row and row.endswith("| neither |")
 
 
 def test_parallel_jobs_report_the_first_failure_clearly(tmp_path):
