@@ -37,13 +37,6 @@ def _visual_for(task: TaskModel, pixel_values: torch.Tensor, index: torch.Tensor
 
 
 @torch.no_grad()
-def pair_scores(task: TaskModel, pixel_values, image_index, input_ids, attention_mask, split: str) -> torch.Tensor:
-    """[P] match score of P aligned (image, text) pairs."""
-    out = task.interact(_visual_for(task, pixel_values, image_index, split), input_ids, attention_mask)
-    return task.match_logits(out)
-
-
-@torch.no_grad()
 def similarity_matrix(task: TaskModel, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                       attention_mask: torch.Tensor, split: str = "test", batch_size: int = 256) -> torch.Tensor:
     """[N_images, N_texts] scores; pixel_values [N, 3, H, W] are the split's first N images."""

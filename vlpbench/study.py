@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import statistics
@@ -275,9 +276,9 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
     if base:
         rows.append(["baseline (no image)", "-", "-", *[f"{100 * base[k]:.1f}" for k in TABLE_METRICS], "", "", ""])
     csv_path, md_path = os.path.join(out_dir, "accuracy.csv"), os.path.join(out_dir, "accuracy.md")
-    with open(csv_path + ".tmp", "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    os.replace(csv_path + ".tmp", csv_path)
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows([header, *rows])
+    atomic_write_text(csv_path, buf.getvalue())
     seeds = records[0]["seeds"] if records else []
     lines = [f"# Accuracy per class and task (test split, % mean ± std over seeds {seeds})", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -76,8 +76,6 @@ def _study(args: argparse.Namespace) -> int:
                           seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
                           archs=tuple(args.arch.split(",")) if args.arch else None,
                           latency=False if args.no_latency else None)
-    if args.jobs < 1:
-        raise bad_value("--jobs", args.jobs, "an integer >= 1 (parallel training processes)")
     run_study(profile, args.out, jobs=args.jobs, threads=args.threads)
     return 0
 
