@@ -23,7 +23,7 @@ from vlpbench.layers import Encoder, init_std, init_transformer_weights, padding
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
-from .single_stream import check_tokens, make_interaction_inputs
+from .common import check_tokens, make_interaction_inputs
 
 
 @dataclass

@@ -26,7 +26,7 @@ def _add_threads(p) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
-    from vlpbench.training import DataSpec, TrainConfig, train
+    from vlpbench.study.training import DataSpec, TrainConfig, train
 
     _set_threads(args)
     load_all()
@@ -41,10 +41,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_detector(args: argparse.Namespace) -> int:
-    from vlpbench.data import SyntheticData
-    from vlpbench.detector import DetectorConfig, train_detector
+    from vlpbench.study.data import SyntheticData
+    from vlpbench.study.detector import DetectorConfig, train_detector
     from vlpbench.presets import load_all
-    from vlpbench.training import DataSpec
+    from vlpbench.study.training import DataSpec
 
     _set_threads(args)
     load_all()
@@ -56,7 +56,7 @@ def _train_detector(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vlpbench.evaluate_real import evaluate_checkpoint
+    from vlpbench.study.evaluate_real import evaluate_checkpoint
     from vlpbench.presets import load_all
 
     load_all()
@@ -68,7 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
-    from vlpbench.study import get_profile, run_study
+    from vlpbench.study.runner import get_profile, run_study
 
     _set_threads(args)
     load_all()

@@ -15,6 +15,7 @@ PRESET_MODULES = (
     "transformer",
     "region",
     "cnn",
+    "heads",
     "architectures",
     "small",
 )

@@ -1,5 +1,5 @@
 """CNN-family presets: grid features (Pixel-BERT), CLIP RN50, BiGRU text, VSE-infinity GPO, ViLBERT
-co-attention, and the task heads.
+co-attention.
 
 Sizes from REFERENCE.md sections 3-5.  ``paper=`` values are reference facts for report columns (labelled
 paper values, never measured ones).  ``tiny=`` keeps every structural feature (bottlenecks, anti-aliased
@@ -9,13 +9,11 @@ strides, attention pool, packed BiGRU, GPO, the ViLBERT layer schedule) at a sec
 from __future__ import annotations
 
 from vlpbench.architectures.co_attention import CoAttentionConfig, build_co_attention
-from vlpbench.architectures.heads import (ITCConfig, ITMConfig, MLMConfig, NLVR2Config, RetrievalConfig, VQAConfig, build_itc,
-                                 build_itm, build_mlm, build_nlvr2, build_retrieval, build_vqa)
 from vlpbench.architectures.vse import VSEConfig, build_vse
 from vlpbench.embedders.clip_resnet import ClipResNetConfig, build_clip_resnet
 from vlpbench.embedders.grid import GridConfig, build_grid
 from vlpbench.embedders.gru_text import GRUTextConfig, build_gru_text
-from vlpbench.registry import HEAD, INTERACTION, TEXT, VISUAL
+from vlpbench.registry import INTERACTION, TEXT, VISUAL
 
 _TINY_GRID = dict(blocks=(1, 1, 1, 1), width_per_group=16, image_size=(64, 96))
 
@@ -90,21 +88,3 @@ INTERACTION.register(
            "vqav2_test_dev": 70.55, "config": "bert_base_6layer_6conect.json"},
     tags=("vilbert", "fusion"),
 )
-
-# -- heads ---------------------------------------------------------------------------------------
-HEAD.register("itm", build_itm, ITMConfig(), description="image-text matching: Linear(d, 2) on pooler_output",
-              paper={"source": "ViLT ITMHead"})
-HEAD.register("mlm", build_mlm, MLMConfig(), tiny=dict(vocab_size=100),
-              description="BERT MLM transform (Linear-GELU-LayerNorm) + decoder to 30522 over the text tokens",
-              paper={"vocab": 30522, "mask_prob": 0.15})
-HEAD.register("itc", build_itc, ITCConfig(),
-              description="image-text contrastive logits (per image and per text) from a dual encoder")
-HEAD.register("vqa", build_vqa, VQAConfig(), tiny=dict(num_answers=10),
-              description="VQAv2 classifier Linear(d,2d)-LayerNorm-GELU-Linear(2d,3129) on pooler_output",
-              paper={"answers": 3129, "source": "ViLT vqa_classifier"})
-HEAD.register("nlvr2", build_nlvr2, NLVR2Config(),
-              description="NLVR2 pair head: two pooled outputs concatenated, Linear(2d,2d)-LayerNorm-GELU-Linear(2d,2)",
-              paper={"source": "ViLT nlvr2_classifier"})
-HEAD.register("retrieval", build_retrieval, RetrievalConfig(),
-              description="retrieval rank score Linear(d, 1); loss = cross-entropy over 1 positive + 15 negatives",
-              paper={"negatives": 15, "source": "ViLT rank_output"})

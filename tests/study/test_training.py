@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from vlpbench.cli import main
-from vlpbench.data import SyntheticData
+from vlpbench.study.data import SyntheticData
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
-from vlpbench.training import DataSpec, TrainConfig, load_checkpoint, train
+from vlpbench.study.training import DataSpec, TrainConfig, load_checkpoint, train
 
 load_all()
 
@@ -114,7 +114,7 @@ def test_eval_real_dataset_with_own_checkpoint(tmp_path, data, capsys):
 
 
 def test_eval_refuses_checkpoint_of_other_arch(tmp_path, data):
-    from vlpbench.evaluate_real import load_own
+    from vlpbench.study.evaluate_real import load_own
 
     train(cfg(steps=1), str(tmp_path / "ck"), data=data)
     ck = load_checkpoint(str(tmp_path / "ck" / "checkpoint.pt"))
@@ -127,7 +127,7 @@ def test_eval_refuses_checkpoint_of_other_arch(tmp_path, data):
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
     from vlpbench.presets import load_all
-    from vlpbench.training import DataSpec, TrainConfig, train
+    from vlpbench.study.training import DataSpec, TrainConfig, train
     load_all()
     out = sys.argv[1]
     cfg = TrainConfig(arch="vilt-small", tiny=True, steps=3, batch_size=4, progress=False,
@@ -154,13 +154,13 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
 
 # ---- the image path learns (regressions of a study where no model used the images) ---------------------
 def _task(arch, data, tiny=True):
-    from vlpbench.training import build_task_model
+    from vlpbench.study.training import build_task_model
 
     return build_task_model(TrainConfig(arch=arch, tiny=tiny, data=SPEC), data)
 
 
 def _batch(data, task_name="retrieval", n=8):
-    from vlpbench.training import IndexedTask, Stream
+    from vlpbench.study.training import IndexedTask, Stream
 
     return Stream(IndexedTask(data, task_name, "train"), n, 0, 0, 1).next()
 
@@ -210,8 +210,8 @@ def test_dual_encoder_learns_from_images_on_one_batch(data):
     torch.manual_seed(0)
     task = _task("clip-small", data, tiny=False)
     task.train()
-    from vlpbench.data import collate
-    from vlpbench.training import IndexedTask
+    from vlpbench.study.data import collate
+    from vlpbench.study.training import IndexedTask
 
     ds = IndexedTask(data, "retrieval", "train")
     first = {}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vlpbench.data import (load_dataset, read_coco_karpathy, read_flickr30k_karpathy, read_nlvr2, read_vqav2)
+from vlpbench.study.data import (load_dataset, read_coco_karpathy, read_flickr30k_karpathy, read_nlvr2, read_vqav2)
 from vlpbench.errors import VlpbenchError
 
 

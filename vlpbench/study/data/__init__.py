@@ -3,13 +3,13 @@
 Typical use by a trainer::
 
     from torch.utils.data import DataLoader
-    from vlpbench.data import DatasetConfig, SceneConfig, SyntheticData, collate, qa_accuracy
+    from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate, qa_accuracy
 
     data = SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=2000))
     loader = DataLoader(data.qa("train"), batch_size=64, shuffle=True, collate_fn=collate)
 """
 
-from vlpbench.data.dataset import (
+from vlpbench.study.data.dataset import (
     DETECTION_LABELS,
     SPLITS,
     DatasetConfig,
@@ -26,7 +26,7 @@ from vlpbench.data.dataset import (
     format_statistics,
     split_statistics,
 )
-from vlpbench.data.language import (
+from vlpbench.study.data.language import (
     CAPTION_TEMPLATES,
     NEGATIVE_KINDS,
     NON_RELATIONAL_TYPES,
@@ -38,8 +38,8 @@ from vlpbench.data.language import (
     evaluate,
     vocabulary,
 )
-from vlpbench.data.metrics import matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
-from vlpbench.data.readers import (
+from vlpbench.study.data.metrics import matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
+from vlpbench.study.data.readers import (
     DATASET_FILES,
     CaptionRecord,
     NLVR2Record,
@@ -51,9 +51,9 @@ from vlpbench.data.readers import (
     read_nlvr2,
     read_vqav2,
 )
-from vlpbench.data.scenes import (PALETTE, SHAPE_NAMES, Scene, SceneConfig, SceneObject, check_scene,
+from vlpbench.study.data.scenes import (PALETTE, SHAPE_NAMES, Scene, SceneConfig, SceneObject, check_scene,
                                   generate_scene)
-from vlpbench.data.tokenizer import SPECIAL_TOKENS, WordTokenizer
+from vlpbench.study.data.tokenizer import SPECIAL_TOKENS, WordTokenizer
 
 __all__ = [
     "CAPTION_TEMPLATES", "DATASET_FILES", "DETECTION_LABELS", "NEGATIVE_KINDS", "NON_RELATIONAL_TYPES", "PALETTE",

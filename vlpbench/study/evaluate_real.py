@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from vlpbench.data import load_dataset, retrieval_recall
+from vlpbench.study.data import load_dataset, retrieval_recall
 from vlpbench.errors import VlpbenchError, bad_value
 
 RETRIEVAL_DATASETS = ("coco", "flickr30k")
@@ -44,8 +44,8 @@ class _Vocab:
 
 def load_own(run_dir: str):
     """A `vlpbench train` run directory -> (TaskModel, WordTokenizer)."""
-    from vlpbench.data import WordTokenizer
-    from vlpbench.training import CHECKPOINT, TrainConfig, build_task_model, load_checkpoint
+    from vlpbench.study.data import WordTokenizer
+    from vlpbench.study.training import CHECKPOINT, TrainConfig, build_task_model, load_checkpoint
 
     path = os.path.join(run_dir, CHECKPOINT)
     tok_path = os.path.join(run_dir, "tokenizer.json")
@@ -71,7 +71,7 @@ def load_own(run_dir: str):
 @torch.no_grad()
 def evaluate_checkpoint(weights: str, *, dataset: str, root: str, split: str = "test",
                         limit: Optional[int] = None) -> Dict[str, Any]:
-    from vlpbench.evaluate import similarity_matrix
+    from vlpbench.study.evaluate import similarity_matrix
 
     if dataset not in RETRIEVAL_DATASETS:
         raise bad_value("dataset for retrieval evaluation", dataset, RETRIEVAL_DATASETS)

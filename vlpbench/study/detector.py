@@ -12,7 +12,6 @@ regions (the K boxes a region model sees) and by the detections, on the val spli
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -25,10 +24,11 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
-from vlpbench.data import SyntheticData, collate
+from vlpbench.study.data import SyntheticData, collate
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import ARCH, VISUAL
 from vlpbench.store import atomic_write_json
+from vlpbench.study.schedule import lr_lambda
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,6 @@ def build_region_embedder(arch: str, tiny: bool = False, weights: Optional[str] 
 
 def _targets(batch, scale: float):
     return [{"boxes": b * scale, "labels": l} for b, l in zip(batch["boxes"], batch["labels"])]
-
-
-def lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return f
 
 
 def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progress: bool = True) -> Dict[str, Any]:

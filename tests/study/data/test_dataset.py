@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vlpbench.data import (NEGATIVE_KINDS, QUESTION_TYPES, DatasetConfig, SceneConfig, SyntheticData, collate,
+from vlpbench.study.data import (NEGATIVE_KINDS, QUESTION_TYPES, DatasetConfig, SceneConfig, SyntheticData, collate,
                            degenerate_warnings, format_statistics, split_statistics)
-from vlpbench.data.dataset import _build_split, image_digest
+from vlpbench.study.data.dataset import _build_split, image_digest
 from vlpbench.errors import VlpbenchError
 
 CONFIG = DatasetConfig(scene=SceneConfig(canvas=64), n_train=200, n_val=40, n_test=40, seed=11)

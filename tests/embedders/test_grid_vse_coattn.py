@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import dataclasses
 
@@ -19,24 +18,11 @@ from vlpbench.presets import load_all
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens
 
+from doubles import StageRecorder
+
 load_all()
 
 VISUAL_PRESETS = ["pixelbert-r50-grid", "grid-r50", "grid-r101", "clip-rn50-visual"]
-
-
-class Recorder:
-    """A stage function that records (name, group) of every stage entered."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, name, group=None):
-        self.calls.append((name, group))
-        return contextlib.nullcontext()
-
-    @property
-    def names(self):
-        return [n for n, _ in self.calls]
 
 
 def gen(seed=0):
@@ -52,7 +38,7 @@ def tiny_visual():
 @pytest.mark.parametrize("name", VISUAL_PRESETS)
 def test_visual_tiny_matches_spec_and_stages(tiny_visual, name):
     m = tiny_visual[name]
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = m(**m.make_inputs(2, generator=gen()), stage=rec)
     spec = m.output_spec()
@@ -95,7 +81,7 @@ def test_grid_sampling_and_projection(tiny_visual):
     sampled = VISUAL.build("grid-r50", tiny=True, sample_tokens=4, out_dim=16).eval()
     sampled.trunk.load_state_dict(full.trunk.state_dict())
     x = full.make_inputs(3, generator=gen())["pixel_values"]
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         all_tokens = full(x).features                                         # [3, 6, 2048]
         out = sampled(x, stage=rec)
@@ -177,7 +163,7 @@ def gru():
 def test_bigru_shapes_stages_and_padding(gru):
     spec = gru.output_spec()
     inputs = gru.make_inputs(3, generator=gen())
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = gru(**inputs, stage=rec)
     assert rec.names == gru.stage_names() == ["embed", "gru"]
@@ -250,7 +236,7 @@ def test_gpo_weights_sum_to_one_and_match_reference():
 def test_vse_shapes_stages_groups(vse_specs):
     vspec, tspec = vse_specs
     m = INTERACTION.build("vse-gpo", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}).eval()
-    rec = Recorder()
+    rec = StageRecorder()
     inputs = m.make_inputs(4, generator=gen())
     with torch.no_grad():
         out = m(**inputs, stage=rec)
@@ -315,7 +301,7 @@ def test_hinge_triplet_loss():
 
 def test_vse_architecture_end_to_end_grid_bigru():
     model = VLPModel.from_config(ArchConfig(visual="grid-r50", text="bigru-text", interaction="vse-gpo", tiny=True)).eval()
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=gen()), stage=rec)
     assert out.interaction.logits_per_image.shape == (2, 2)
@@ -350,7 +336,7 @@ def test_coattention_with_regions(coattn_region):
     cfg = m.cfg
     v = region_inputs(2, 5, 40)
     t = TextTokens(torch.randn(2, 6, 32, generator=gen(1)), torch.ones(2, 6, dtype=torch.bool))
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = m(v, t, stage=rec)
         moved = m(VisualTokens(v.features, v.mask, boxes=v.boxes.flip(-1).clamp(0, 1)), t)
@@ -412,7 +398,7 @@ def test_coattention_with_grid_tokens_end_to_end():
     model = VLPModel.from_config(ArchConfig(visual="grid-r50", text="bigru-text", interaction="co-attention",
                                             head="itm", tiny=True)).eval()
     assert model.interaction.v_loc is None                          # no boxes -> no location encoding
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=gen()), stage=rec)
     assert rec.names == model.stage_names()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
@@ -15,19 +14,12 @@ from vlpbench.presets import load_all
 from vlpbench.registry import HEAD
 from vlpbench.types import InteractionOutput
 
+from doubles import StageRecorder
+
 load_all()
 
 D = 16
 HEADS = ["itm", "mlm", "itc", "vqa", "nlvr2", "retrieval"]
-
-
-class Recorder:
-    def __init__(self):
-        self.names = []
-
-    def __call__(self, name, group=None):
-        self.names.append(name)
-        return contextlib.nullcontext()
 
 
 def gen(seed=0):
@@ -50,7 +42,7 @@ def dual_output(b=3, d=D, seed=0):
 @pytest.mark.parametrize("name", HEADS)
 def test_head_make_inputs_forward_and_stage(name):
     head = HEAD.build(name, tiny=True, context={"in_dim": D}).eval()
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = head(**head.make_inputs(2, generator=gen()), stage=rec)
     assert rec.names == head.stage_names() == [name]

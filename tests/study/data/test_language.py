@@ -1,5 +1,5 @@
 """Every answer, caption and statement is checked against the scene graph by code written here,
-independently of vlpbench.data.language (regexes over the text, plain geometry on the objects)."""
+independently of vlpbench.study.data.language (regexes over the text, plain geometry on the objects)."""
 
 import math
 import re
@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from vlpbench.data import DatasetConfig, SceneConfig, SyntheticData
-from vlpbench.data.language import NUMBER_WORDS, RELATIONAL_TYPES
+from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData
+from vlpbench.study.data.language import NUMBER_WORDS, RELATIONAL_TYPES
 
 MARGIN = 0.05 * 64      # the generator promises spatial words only beyond this many pixels
 

@@ -1,6 +1,6 @@
 """Text from scene graphs: captions, questions, true/false statements and hard negatives.
 
-Everything here is computed from a :class:`~vlpbench.data.scenes.Scene`; nothing looks at pixels.
+Everything here is computed from a :class:`~vlpbench.study.data.scenes.Scene`; nothing looks at pixels.
 Spatial words need a clear margin: "left of" is only said when the centres differ by at least
 ``margin`` pixels along x, "closest" only when the nearest object beats the runner-up by ``margin``,
 so every generated question has exactly one right answer and every negative is verifiably false.
@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vlpbench.data.scenes import SIZE_NAMES, Scene, SceneConfig, SceneObject
+from vlpbench.study.data.scenes import SIZE_NAMES, Scene, SceneConfig, SceneObject
 
 NUMBER_WORDS: Tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 NON_RELATIONAL_TYPES: Tuple[str, ...] = (

@@ -41,7 +41,7 @@ class WordTokenizer:
 
     @classmethod
     def from_vocabulary(cls, words: Iterable[str], max_length: int = 40) -> "WordTokenizer":
-        """Tokenizer over ``words`` (e.g. :func:`vlpbench.data.language.vocabulary`), sorted for stable ids."""
+        """Tokenizer over ``words`` (e.g. :func:`vlpbench.study.data.language.vocabulary`), sorted for stable ids."""
         return cls(sorted(set(words)), max_length)
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import pytest
@@ -10,7 +9,8 @@ import torch
 
 from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.architectures.dual_encoder import DualEncoderInteraction
-from vlpbench.architectures.single_stream import SingleStreamInteraction, box_features
+from vlpbench.architectures.common import box_features
+from vlpbench.architectures.single_stream import SingleStreamInteraction
 from vlpbench.embedders.patch import PatchEmbedder, vilt_resize_shape
 from vlpbench.embedders.text import BertEmbedder, ClipTextEmbedder, load_tokenizer
 from vlpbench.errors import VlpbenchError
@@ -19,22 +19,12 @@ from vlpbench.registry import INTERACTION, TEXT, VISUAL
 from vlpbench.layers import padding_to_attn_mask
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens, check_benchmarkable
 
+from doubles import StageRecorder
+
 load_all()
 VISUAL_PRESETS = ["vilt-b32-patch", "clip-vit-b32-patch"]
 TEXT_PRESETS = ["bert-base-embed", "clip-text-b32"]
 INTERACTION_PRESETS = ["single-stream", "dual-encoder"]
-
-
-class Recorder:
-    """A stage function that appends each stage's name (and group) to a list."""
-
-    def __init__(self):
-        self.names, self.groups = [], []
-
-    def __call__(self, name, group=None):
-        self.names.append(name)
-        self.groups.append(group)
-        return contextlib.nullcontext()
 
 
 def gen(seed=0):
@@ -50,7 +40,7 @@ def test_visual_presets(name):
     inputs = emb.make_inputs(2, generator=gen(), device="cpu")
     h, w = emb.workload()["image_size"]
     assert inputs["pixel_values"].shape == (2, 3, h, w)
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = emb(**inputs, stage=rec)
     assert rec.names == emb.stage_names()
@@ -87,7 +77,7 @@ def test_patch_sampling_is_seeded_and_keeps_cls():
     b.load_state_dict(a.state_dict())
     assert a.stage_names() == ["patch_embed", "pos_embed", "sample"]
     x = torch.rand(3, 3, 64, 96)
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         oa, ob = a(x, stage=rec), b(x)
         full = PatchEmbedder((64, 96), 16, 8, pos_grid=(3, 3))
@@ -129,7 +119,7 @@ def test_text_presets(name):
     spec = emb.output_spec()
     inputs = emb.make_inputs(2, generator=gen(), device="cpu")
     assert inputs["input_ids"].shape == (2, emb.workload()["text_len"])
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = emb(**inputs, stage=rec)
     assert rec.names == emb.stage_names()
@@ -209,7 +199,7 @@ def test_interactions_any_visual_spec(name, vkey):
     check_benchmarkable(inter)
     inputs = inter.make_inputs(2, generator=gen(), device="cpu")
     assert (inputs["visual"].boxes is not None) == vspec.has_boxes
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = inter(**inputs, stage=rec)
     assert rec.names == inter.stage_names()
@@ -305,7 +295,7 @@ def test_composed_tiny_architectures(visual, text, interaction):
     torch.manual_seed(0)
     model = VLPModel.from_config(ArchConfig(visual, text, interaction, tiny=True)).eval()
     inputs = model.make_inputs(2, generator=gen(), device="cpu")
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = model(**inputs, stage=rec)
     assert rec.names == model.stage_names()

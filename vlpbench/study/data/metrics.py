@@ -10,7 +10,7 @@ from typing import Dict, Sequence
 
 import torch
 
-from vlpbench.data.language import NEGATIVE_KINDS, QUESTION_TYPES
+from vlpbench.study.data.language import NEGATIVE_KINDS, QUESTION_TYPES
 from vlpbench.errors import bad_value
 
 
@@ -111,7 +111,7 @@ def pairwise_matching(scores, labels, negative_kind) -> Dict[str, float]:
     higher, overall and per negative kind (chance 0.5; ties count half).
 
     The examples come in pairs, each true statement directly followed by the negative made from it (the order
-    :class:`~vlpbench.data.MatchingDataset` keeps): ``scores`` float [2P], ``labels`` [2P] = 1, 0, 1, 0, ...,
+    :class:`~vlpbench.study.data.MatchingDataset` keeps): ``scores`` float [2P], ``labels`` [2P] = 1, 0, 1, 0, ...,
     ``negative_kind`` [2P] with the kind on every second item.  Unlike :func:`matching_accuracy` no model
     can score well by answering one way: a model that ignores the image scores 0.5 on binding and relation
     pairs, whose texts use the same words.

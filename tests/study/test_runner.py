@@ -10,7 +10,7 @@ from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 from vlpbench.registry import ARCH
 from vlpbench.store import RunDir, validate_record
-from vlpbench.study import TABLE_METRICS, get_profile, run_study, summarize
+from vlpbench.study.runner import TABLE_METRICS, get_profile, run_study, summarize
 
 load_all()
 
@@ -78,7 +78,7 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
 
 
 def test_findings_compare_best_shallow_with_best_deep():
-    from vlpbench.study import findings
+    from vlpbench.study.runner import findings
 
     def rec(arch, klass, values):
         return {"arch": arch, "class": klass, "metrics": {"qa.relational": summarize(values)}}
@@ -100,9 +100,9 @@ def test_findings_compare_best_shallow_with_best_deep():
 
 
 def test_parallel_jobs_report_the_first_failure_clearly(tmp_path):
-    from vlpbench.data import SyntheticData
-    from vlpbench.study import run_all
-    from vlpbench.training import DataSpec
+    from vlpbench.study.data import SyntheticData
+    from vlpbench.study.runner import run_all
+    from vlpbench.study.training import DataSpec
 
     profile = get_profile("smoke", batch_size=10_000)       # more pairs per batch than the split holds
     spec = DataSpec(n_train=profile.n_train, n_val=profile.n_val, n_test=profile.n_test)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlpbench.data.scenes import SceneConfig, check_scene, generate_scene
+from vlpbench.study.data.scenes import SceneConfig, check_scene, generate_scene
 from vlpbench.errors import VlpbenchError
 
 CONFIG = SceneConfig(canvas=64)
@@ -46,7 +46,7 @@ def test_render_is_float_chw_in_unit_range_and_shows_objects():
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     array = scene.render_array()
     for o in scene.objects:                              # the centre pixel carries the object's colour
-        from vlpbench.data.scenes import PALETTE
+        from vlpbench.study.data.scenes import PALETTE
         y, x = int(o.cy), int(o.cx)
         if o.shape == "triangle":                        # apex up: the lower middle is surely inside
             y = int(o.cy + o.radius / 2)
@@ -55,7 +55,7 @@ def test_render_is_float_chw_in_unit_range_and_shows_objects():
 
 def test_grid_fallback_when_rejection_sampling_runs_out(monkeypatch):
     # One try per object with 16 possible cells and 8 large objects forces the grid often.
-    from vlpbench.data import scenes
+    from vlpbench.study.data import scenes
     calls = []
     original = scenes._grid_positions
     monkeypatch.setattr(scenes, "_grid_positions", lambda *a: calls.append(1) or original(*a))

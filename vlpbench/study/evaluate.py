@@ -1,4 +1,4 @@
-"""Evaluate a trained :class:`~vlpbench.objectives.TaskModel` on the three generated tasks.
+"""Evaluate a trained :class:`~vlpbench.study.objectives.TaskModel` on the three generated tasks.
 
 * retrieval: a gallery of the first ``gallery_images`` test images and their first ``captions`` captions.
   Dual encoders score every pair by cosine similarity of the pooled embeddings; fusion models score
@@ -21,9 +21,9 @@ from typing import Any, Dict, List
 import torch
 import torch.nn.functional as F
 
-from vlpbench.data import SyntheticData, collate, matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
-from vlpbench.objectives import TaskModel
-from vlpbench.training import IndexedTask
+from vlpbench.study.data import SyntheticData, collate, matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
+from vlpbench.study.objectives import TaskModel
+from vlpbench.study.training import IndexedTask
 from vlpbench.types import VisualTokens
 
 

@@ -1,7 +1,7 @@
 """Train one small architecture on the generated data under the study's common budget.
 
 ``train(cfg, run_dir)`` builds the architecture from the registry, wraps it in a
-:class:`~vlpbench.objectives.TaskModel`, and runs ``cfg.steps`` AdamW steps (linear warm-up, cosine
+:class:`~vlpbench.study.objectives.TaskModel`, and runs ``cfg.steps`` AdamW steps (linear warm-up, cosine
 decay) in two phases, the same for every family:
 
 1. alignment (the first ``align_frac`` of the steps): only the family's image-text alignment objective
@@ -35,11 +35,11 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from vlpbench.data import DatasetConfig, SceneConfig, SyntheticData, collate
-from vlpbench.detector import lr_lambda
+from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate
+from vlpbench.study.schedule import lr_lambda
 from vlpbench.embedders.patch import PROCESSOR_NORMALISATION
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.objectives import TaskModel
+from vlpbench.study.objectives import TaskModel
 from vlpbench.registry import ARCH, VISUAL
 from vlpbench.store import atomic_write_json
 
@@ -51,7 +51,7 @@ RESUMABLE_FIELDS = ("checkpoint_every", "progress")
 
 @dataclass
 class DataSpec:
-    """The generated data every architecture trains on (see vlpbench.data.DatasetConfig)."""
+    """The generated data every architecture trains on (see vlpbench.study.data.DatasetConfig)."""
 
     canvas: int = 64
     seed: int = 0

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlpbench.data import language as lang
-from vlpbench.data.language import NEGATIVE_KINDS, QUESTION_TYPES, Question, Statement
-from vlpbench.data.scenes import Scene, SceneConfig, generate_scene
-from vlpbench.data.tokenizer import WordTokenizer
+from vlpbench.study.data import language as lang
+from vlpbench.study.data.language import NEGATIVE_KINDS, QUESTION_TYPES, Question, Statement
+from vlpbench.study.data.scenes import Scene, SceneConfig, generate_scene
+from vlpbench.study.data.tokenizer import WordTokenizer
 from vlpbench.errors import bad_value
 
 SPLITS: Tuple[str, ...] = ("train", "val", "test")

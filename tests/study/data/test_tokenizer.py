@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vlpbench.data import SPECIAL_TOKENS, SceneConfig, WordTokenizer, vocabulary
+from vlpbench.study.data import SPECIAL_TOKENS, SceneConfig, WordTokenizer, vocabulary
 from vlpbench.errors import VlpbenchError
 
 

@@ -133,7 +133,7 @@ class TaskModel(nn.Module):
                 generator: torch.Generator, align_only: bool = False) -> tuple:
         """-> (loss, {objective: value}).  ``align_only``: only the family's image-text alignment objective
         (contrastive / hinge for dual encoders, ITM on unmasked text for fusion models) -- the training
-        schedule's first phase (see :class:`~vlpbench.training.TrainConfig` ``align_frac``)."""
+        schedule's first phase (see :class:`~vlpbench.study.training.TrainConfig` ``align_frac``)."""
         parts = {}
         if self.family == "dual":
             out = self.interact(self.visual(retrieval), retrieval["input_ids"], retrieval["attention_mask"])

@@ -3,7 +3,6 @@ errors, and equivalence with torchvision's fasterrcnn_resnet50_fpn on copied wei
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -18,6 +17,8 @@ from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
 from vlpbench.types import VisualTokens
 
+from doubles import StageRecorder
+
 PRESETS = ("frcnn-r50-fpn", "butd-r101-c4")
 
 
@@ -28,18 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class Recorder:
-    """A stage function that records the names it is called with."""
-
-    def __init__(self):
-        self.names = []
-
-    @contextmanager
-    def __call__(self, name, group=None):
-        self.names.append(name)
-        yield
 
 
 def _inputs(model, batch=1, seed=0):
@@ -56,7 +45,7 @@ def tiny_models():
 def test_tiny_shapes_spec_stages_and_extras(tiny_models, name):
     model = tiny_models[name]
     cfg = VISUAL.config(name, tiny=True)
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = model(**_inputs(model, batch=2), stage=rec)
     spec = model.output_spec()
@@ -86,7 +75,7 @@ def test_tiny_shapes_spec_stages_and_extras(tiny_models, name):
 
 def test_out_dim_adds_project_stage():
     model = VISUAL.build("butd-r101-c4", tiny=True, out_dim=24, calibrate_bn=False)
-    rec = Recorder()
+    rec = StageRecorder()
     with torch.no_grad():
         out = model(**_inputs(model), stage=rec)
     assert rec.names == model.stage_names() and rec.names[-1] == "project"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vlpbench.data import (NEGATIVE_KINDS, QUESTION_TYPES, SyntheticData, matching_accuracy, pairwise_matching,
+from vlpbench.study.data import (NEGATIVE_KINDS, QUESTION_TYPES, SyntheticData, matching_accuracy, pairwise_matching,
                            qa_accuracy, retrieval_recall)
 from vlpbench.errors import VlpbenchError
 
@@ -101,7 +101,7 @@ def test_pairwise_matching_per_kind_and_chance():
 
 
 def test_generated_matches_come_in_true_negative_pairs():
-    from vlpbench.data import DatasetConfig, SceneConfig
+    from vlpbench.study.data import DatasetConfig, SceneConfig
     data = SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=12, n_val=4, n_test=4))
     matches = data.split("train").matches
     assert len(matches) % 2 == 0

@@ -58,7 +58,7 @@ PROFILES = {
     # about 50 min on 2 cores (make accuracy: 2 jobs x 1 thread).  Seconds per joint step at batch 32 x 3
     # tasks, 1 thread, measured: vse .09, clip .10, vilbert .21, uniter .07 (regions cached), pixelbert .66,
     # vilt .20; alignment steps cost about half.  1200 steps x 3 seeds ~ 40 min + detector ~5 min + eval.
-    # At 150-400 steps no fusion model had left chance on ITM (see vlpbench.training).
+    # At 150-400 steps no fusion model had left chance on ITM (see vlpbench.study.training).
     "default": Profile(steps=1200, detector_steps=200),
     # one seed, a third of the steps: 12 min on 2 cores (measured, 5.5 of them the latency columns); a look,
     # not the measurement (one seed: no spread, so the findings give no verdict)
@@ -83,8 +83,8 @@ def summarize(values: List[float]) -> Dict[str, Any]:
 
 def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector: Optional[Dict[str, Any]],
             progress: bool = True):
-    from vlpbench.evaluate import evaluate_all
-    from vlpbench.training import DataSpec, TrainConfig, train
+    from vlpbench.study.evaluate import evaluate_all
+    from vlpbench.study.training import DataSpec, TrainConfig, train
 
     run_dir = os.path.join(out_dir, "runs", arch, f"seed{seed}")
     metrics_path = os.path.join(run_dir, "metrics.json")
@@ -109,9 +109,9 @@ def _worker_init(spec_fields: Dict[str, Any], threads: int) -> None:
     """Each worker sets its thread count and generates the data once (deterministic: the same as the parent's)."""
     import torch
 
-    from vlpbench.data import SyntheticData
+    from vlpbench.study.data import SyntheticData
     from vlpbench.presets import load_all
-    from vlpbench.training import DataSpec
+    from vlpbench.study.training import DataSpec
 
     torch.set_num_threads(threads)
     load_all()
@@ -207,7 +207,7 @@ def baselines(data, profile: Profile) -> Dict[str, float]:
     (each question type's commonest train answer, scored on the test questions), pairwise matching 0.5."""
     from collections import Counter
 
-    from vlpbench.data import qa_accuracy
+    from vlpbench.study.data import qa_accuracy
 
     by_type: Dict[str, Counter] = {}
     for qs in data.split("train").questions:
@@ -308,9 +308,9 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
 
 def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads: Optional[int] = None) -> Dict[str, Any]:
     """``jobs`` parallel training processes of ``threads`` intra-op threads each (default: this process's)."""
-    from vlpbench.data import SyntheticData
-    from vlpbench.detector import DetectorConfig, train_detector
-    from vlpbench.training import DataSpec
+    from vlpbench.study.data import SyntheticData
+    from vlpbench.study.detector import DetectorConfig, train_detector
+    from vlpbench.study.training import DataSpec
 
     import torch
 

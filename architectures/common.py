@@ -1,0 +1,53 @@
+"""Helpers every interaction shares: seeded inputs that match two token specs, the up-front token checks,
+and UNITER's box-location feature."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+
+from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.types import TextTokens, TokenSpec, VisualTokens
+
+DEFAULT_TOKENS = {"vision": 36, "text": 40}  # token counts for make_inputs when a spec leaves them open
+
+
+def box_features(boxes: torch.Tensor) -> torch.Tensor:
+    """UNITER's location feature: boxes [B, N, 4] (x1, y1, x2, y2 in [0, 1]) -> [B, N, 7] (+ w, h, w*h)."""
+    wh = boxes[..., 2:] - boxes[..., :2]  # [B, N, 2]
+    return torch.cat([boxes, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
+
+
+def make_interaction_inputs(visual_spec: TokenSpec, text_spec: TokenSpec, batch_size: int, *,
+                            generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    """Seeded embedder outputs matching the specs: {"visual": VisualTokens, "text": TextTokens}."""
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, device=generator.device).to(device)
+
+    n = visual_spec.num_tokens or DEFAULT_TOKENS["vision"]
+    length = text_spec.num_tokens or DEFAULT_TOKENS["text"]
+    boxes = None
+    if visual_spec.has_boxes:
+        xy = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
+        wh = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
+        boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
+    visual = VisualTokens(rand(batch_size, n, visual_spec.dim), torch.ones(batch_size, n, dtype=torch.bool, device=device),
+                          boxes=boxes, pooled=rand(batch_size, visual_spec.pooled_dim or visual_spec.dim)
+                          if visual_spec.pooled else None)
+    text = TextTokens(rand(batch_size, length, text_spec.dim), torch.ones(batch_size, length, dtype=torch.bool, device=device),
+                      pooled=rand(batch_size, text_spec.pooled_dim or text_spec.dim) if text_spec.pooled else None)
+    return {"visual": visual, "text": text}
+
+
+def check_tokens(visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec, text_spec: TokenSpec) -> None:
+    """Up-front checks that the tokens match the specs the interaction was built against."""
+    if visual.features.shape[-1] != visual_spec.dim:
+        raise bad_value("visual token width", visual.features.shape[-1], f"{visual_spec.dim} (the visual spec)")
+    if text.features.shape[-1] != text_spec.dim:
+        raise bad_value("text token width", text.features.shape[-1], f"{text_spec.dim} (the text spec)")
+    if visual.features.shape[0] != text.features.shape[0]:
+        raise bad_value("batch sizes (visual, text)", (visual.features.shape[0], text.features.shape[0]), "equal sizes")
+    if visual_spec.has_boxes and visual.boxes is None:
+        raise VlpbenchError("visual tokens carry no boxes but the visual spec has_boxes=True; accepted: "
+                            "VisualTokens.boxes [B, N, 4]")
