@@ -42,7 +42,7 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
 
-@dataclass
+@dataclass(frozen=True)
 class CoAttentionConfig:
     text_hidden: int = 768                    # text-stream width (BERT-base)
     text_layers: int = 12                     # text-stream layers
@@ -95,6 +95,8 @@ def _schedule(v_ids: Tuple[int, ...], t_ids: Tuple[int, ...], n_v: int, n_t: int
 
 class CoAttentionInteraction(nn.Module):
     """VisualTokens [B, N, Dv] (+ boxes) and TextTokens [B, L, Dt] -> InteractionOutput (see module doc)."""
+
+    family = "fusion"  # two streams that exchange keys and values through co-attention (taxonomy class c)
 
     def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, cfg: CoAttentionConfig):
         super().__init__()
@@ -216,8 +218,3 @@ class CoAttentionInteraction(nn.Module):
                                  extras={"visual_hidden_state": v, "visual_mask": v_mask})
 
 
-def build_co_attention(cfg: CoAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec,
-                       **context: Any) -> CoAttentionInteraction:
-    if context:
-        raise VlpbenchError(f"co-attention takes visual_spec and text_spec only; got {', '.join(context)}")
-    return CoAttentionInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)

@@ -18,7 +18,7 @@ from vlpbench.stages import StageFn, null_stage, scoped
 from vlpbench.types import InteractionOutput
 
 
-@dataclass
+@dataclass(frozen=True)
 class ArchConfig:
     visual: str                      # VISUAL registry name
     text: str                        # TEXT registry name
@@ -90,6 +90,3 @@ class VLPModel(nn.Module):
         w.update(self.text.workload())
         return w
 
-
-def build_architecture(cfg: ArchConfig) -> VLPModel:
-    return VLPModel.from_config(cfg)

@@ -26,7 +26,7 @@ from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualToken
 from .common import check_tokens, make_interaction_inputs
 
 
-@dataclass
+@dataclass(frozen=True)
 class DualEncoderConfig:
     width: int = 768                          # image tower width (ViT-B/32)
     depth: int = 12                           # image tower layers
@@ -67,6 +67,8 @@ def last_layer_first_token(blk: nn.Module, x: torch.Tensor, attn_mask=None) -> t
 class DualEncoderInteraction(nn.Module):
     """(VisualTokens, TextTokens) -> InteractionOutput(image_embeds [B, E], text_embeds [B, E] (unit norm),
     logits_per_image [B, B])."""
+
+    family = "dual"  # image and text towers pooled to embeddings, compared by cosine (taxonomy class b)
 
     def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, width: int = 768, depth: int = 12,
                  heads: int = 12, mlp_dim: int = 3072, *, act: str = "quick_gelu", eps: float = 1e-5,
@@ -152,6 +154,3 @@ class DualEncoderInteraction(nn.Module):
         return InteractionOutput(image_embeds=image, text_embeds=txt, logits_per_image=logits)
 
 
-def build_dual_encoder(cfg: DualEncoderConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec,
-                       **_: Any) -> DualEncoderInteraction:
-    return DualEncoderInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)

@@ -1,6 +1,6 @@
 """Task heads on an :class:`InteractionOutput` (designs from ViLT ``vilt/modules/heads.py`` and BERT).
 
-Each head is built as ``builder(config, in_dim=interaction.output_dim)``, wraps its work in one stage
+Each head is built as ``Head.from_config(config, in_dim=interaction.output_dim)``, wraps its work in one stage
 named after it, and returns a dict of tensors.  A head fed an output that lacks what it needs raises
 :class:`VlpbenchError` naming the head and the missing field.
 
@@ -21,6 +21,7 @@ pair with the same text, and the head concatenates the two pooled outputs ([B, 2
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -33,34 +34,34 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput
 
 
-@dataclass
+@dataclass(frozen=True)
 class ITMConfig:
     num_classes: int = 2            # match / no match
 
 
-@dataclass
+@dataclass(frozen=True)
 class MLMConfig:
     vocab_size: int = 30522         # decoder rows (bert-base-uncased)
     hidden_dim: Optional[int] = None  # width of the text tokens; None = in_dim (set 768 for ViLBERT's text stream)
     eps: float = 1e-12              # LayerNorm epsilon of the transform
 
 
-@dataclass
+@dataclass(frozen=True)
 class ITCConfig:
     """No options: the ITC head is parameter-free and reads the interaction's similarity logits."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class VQAConfig:
     num_answers: int = 3129         # VQAv2 answer vocabulary
 
 
-@dataclass
+@dataclass(frozen=True)
 class NLVR2Config:
     num_classes: int = 2            # true / false
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetrievalConfig:
     num_negatives: int = 15         # negatives per positive in the ranking loss (ViLT: 15 texts)
 
@@ -79,8 +80,19 @@ def _check_width(head: str, x: torch.Tensor, width: int, field: str, hint: str =
         raise bad_value(f"input for head {head!r}: {field} width", x.shape[-1], f"{width} ({hint})")
 
 
+def _check_in_dim(head: str, in_dim: int) -> None:
+    if not isinstance(in_dim, int) or in_dim < 1:
+        raise bad_value(f"in_dim for head {head!r}", in_dim, "a positive integer")
+
+
 class _Head(nn.Module):
     name = ""
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, in_dim: int) -> _Head:
+        """The head on an interaction output of width ``in_dim``; the config's fields are its options."""
+        _check_in_dim(cls.name, in_dim)
+        return cls(in_dim, **dataclasses.asdict(cfg))
 
     def stage_names(self) -> List[str]:
         return [self.name]
@@ -123,6 +135,12 @@ class MLMHead(_Head):
         self.dense = nn.Linear(in_dim, in_dim)
         self.norm = nn.LayerNorm(in_dim, eps=eps)
         self.decoder = nn.Linear(in_dim, vocab_size)
+
+    @classmethod
+    def from_config(cls, cfg: MLMConfig, *, in_dim: int) -> MLMHead:
+        """``cfg.hidden_dim`` (the text tokens' width) when set, else ``in_dim``."""
+        _check_in_dim(cls.name, in_dim)
+        return cls(cfg.hidden_dim or in_dim, vocab_size=cfg.vocab_size, eps=cfg.eps)
 
     def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
         h = torch.randn(batch_size, 40, self.in_dim, generator=generator, device=generator.device).to(device)
@@ -242,26 +260,3 @@ def retrieval_loss(scores: torch.Tensor, num_negatives: int = 15) -> torch.Tenso
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=scores.device)
     return F.cross_entropy(logits, target)
 
-
-def _builder(cls, cfg_fields):
-    def build(cfg: Any, *, in_dim: int, **context: Any) -> _Head:
-        if context:
-            raise VlpbenchError(f"head {cls.name!r} takes in_dim only; got {', '.join(context)}")
-        if not isinstance(in_dim, int) or in_dim < 1:
-            raise bad_value(f"in_dim for head {cls.name!r}", in_dim, "a positive integer")
-        return cls(in_dim, **{k: getattr(cfg, k) for k in cfg_fields})
-    build.__name__ = f"build_{cls.name}"
-    return build
-
-
-def build_mlm(cfg: MLMConfig, *, in_dim: int, **context: Any) -> MLMHead:
-    if context:
-        raise VlpbenchError(f"head 'mlm' takes in_dim only; got {', '.join(context)}")
-    return MLMHead(cfg.hidden_dim or in_dim, vocab_size=cfg.vocab_size, eps=cfg.eps)
-
-
-build_itm = _builder(ITMHead, ("num_classes",))
-build_itc = _builder(ITCHead, ())
-build_vqa = _builder(VQAHead, ("num_answers",))
-build_nlvr2 = _builder(NLVR2Head, ("num_classes",))
-build_retrieval = _builder(RetrievalHead, ("num_negatives",))

@@ -256,8 +256,8 @@ def checkpoint_type(directory: str | os.PathLike) -> str:
     return _model_type(os.fspath(directory), tuple(LOADERS))
 
 
-def load_checkpoint(directory: str | os.PathLike, *, image_size: Optional[Tuple[int, int]] = None,
-                    text_len: Optional[int] = None) -> VLPModel:
+def load_hf_checkpoint(directory: str | os.PathLike, *, image_size: Optional[Tuple[int, int]] = None,
+                       text_len: Optional[int] = None) -> VLPModel:
     """Load a ViLT or CLIP transformers checkpoint directory, choosing the loader by its ``model_type``."""
     kind = checkpoint_type(directory)
     if kind == "vilt":

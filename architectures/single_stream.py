@@ -28,7 +28,7 @@ from .common import box_features, check_tokens, make_interaction_inputs
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class SingleStreamConfig:
     width: int = 768            # transformer width (ViT-B/32)
     depth: int = 12             # layers
@@ -43,6 +43,8 @@ class SingleStreamConfig:
 class SingleStreamInteraction(nn.Module):
     """(VisualTokens [B, N, Dv], TextTokens [B, L, Dt]) -> InteractionOutput(last_hidden_state [B, L + N, W],
     pooler_output [B, W], text_len=L)."""
+
+    family = "fusion"  # text and visual tokens mixed in one transformer (taxonomy classes c, d)
 
     def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, width: int = 768, depth: int = 12,
                  heads: int = 12, mlp_dim: int = 3072, *, act: str = "gelu", eps: float = 1e-12,
@@ -125,6 +127,3 @@ class SingleStreamInteraction(nn.Module):
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=text.features.shape[1])
 
 
-def build_single_stream(cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec,
-                        **_: Any) -> SingleStreamInteraction:
-    return SingleStreamInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)

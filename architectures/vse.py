@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.errors import bad_value
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
 VISUAL_PROJ = ("linear", "mlp")
 
 
-@dataclass
+@dataclass(frozen=True)
 class VSEConfig:
     embed_dim: int = 1024          # joint embedding width
     visual_proj: str = "linear"    # "linear" (precomputed features) or "mlp" (Linear + residual MLP, VSE-inf backbone mode)
@@ -118,6 +118,8 @@ class VSEInteraction(nn.Module):
     """VisualTokens [B, N, Dv] + TextTokens [B, L, Dt] -> image_embeds [B, E], text_embeds [B, E],
     logits_per_image [B, B] (cosine similarities; row i = image i against every text)."""
 
+    family = "dual"  # pooled embeddings compared by cosine similarity (taxonomy class a)
+
     def __init__(self, visual_dim: int, text_dim: int, *, embed_dim: int = 1024, visual_proj: str = "linear",
                  gpo_pe_dim: int = 32, gpo_hidden: int = 32, temperature: float = 0.1,
                  visual_tokens: int = 36, text_tokens: int = 40):
@@ -201,7 +203,3 @@ def hinge_triplet_loss(logits_per_image: torch.Tensor, margin: float = 0.2, hard
     return cost_text.sum() + cost_image.sum()
 
 
-def build_vse(cfg: VSEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec, **context: Any) -> VSEInteraction:
-    if context:
-        raise VlpbenchError(f"vse interaction takes visual_spec and text_spec only; got {', '.join(context)}")
-    return VSEInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)

@@ -21,14 +21,14 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.errors import bad_value
 from vlpbench.layers import CLIP_MEAN, CLIP_STD, Attention
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipResNetConfig:
     layers: Tuple[int, int, int, int] = (3, 4, 6, 3)   # bottleneck blocks per stage (RN50)
     width: int = 64                                     # stem width; C5 width is 32 * width
@@ -137,7 +137,7 @@ class ClipResNetEmbedder(nn.Module):
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.feature_dim, num_tokens=self.grid ** 2, has_boxes=False, has_cls=False,
-                         modality="vision", pooled=True, pooled_dim=self.pooled_dim)
+                         modality="vision", pooled=True, pooled_dim=self.pooled_dim, schema="grid")
 
     def workload(self) -> Dict[str, Any]:
         return {"image_size": [self.image_size, self.image_size], "grid": [self.grid, self.grid],
@@ -161,8 +161,3 @@ class ClipResNetEmbedder(nn.Module):
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return VisualTokens(features=tokens, mask=mask, pooled=pooled)
 
-
-def build_clip_resnet(cfg: ClipResNetConfig, **context: Any) -> ClipResNetEmbedder:
-    if context:
-        raise VlpbenchError(f"CLIP ResNet embedder takes no build context; got {', '.join(context)}")
-    return ClipResNetEmbedder.from_config(cfg)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.errors import bad_value
 from vlpbench.layers import IMAGENET_MEAN, IMAGENET_STD
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
@@ -30,7 +30,7 @@ STRIDE = 32
 MIN_SIDE = 32
 
 
-@dataclass
+@dataclass(frozen=True)
 class GridConfig:
     depth: int = 50                                  # ResNet depth: 50, 101 or 152
     image_size: Tuple[int, int] = (800, 1333)        # input [H, W] in pixels
@@ -123,7 +123,7 @@ class GridEmbedder(nn.Module):
     def output_spec(self) -> TokenSpec:
         n = self.sample_tokens or self.grid[0] * self.grid[1]
         dim = self.proj.out_features if self.proj is not None else self.feature_dim
-        return TokenSpec(dim=dim, num_tokens=n, has_boxes=False, has_cls=False, modality="vision")
+        return TokenSpec(dim=dim, num_tokens=n, has_boxes=False, has_cls=False, modality="vision", schema="grid")
 
     def workload(self) -> Dict[str, Any]:
         return {"image_size": list(self.image_size), "grid": list(self.grid), "pool": self.pool,
@@ -165,8 +165,3 @@ class GridEmbedder(nn.Module):
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return VisualTokens(features=tokens, mask=mask, extras={"grid": [h, w]})
 
-
-def build_grid(cfg: GridConfig, **context: Any) -> GridEmbedder:
-    if context:
-        raise VlpbenchError(f"grid embedder takes no build context; got {', '.join(context)}")
-    return GridEmbedder.from_config(cfg)

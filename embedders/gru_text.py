@@ -19,7 +19,7 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TextTokens, TokenSpec
 
 
-@dataclass
+@dataclass(frozen=True)
 class GRUTextConfig:
     vocab_size: int = 30522     # word-embedding rows (bert-base-uncased size unless set)
     embed_dim: int = 300        # word-embedding width
@@ -72,7 +72,7 @@ class GRUTextEmbedder(nn.Module):
         return ["embed", "gru"]
 
     def output_spec(self) -> TokenSpec:
-        return TokenSpec(dim=self.hidden, num_tokens=self.text_len, has_cls=False, modality="text")
+        return TokenSpec(dim=self.hidden, num_tokens=self.text_len, has_cls=False, modality="text", schema="text")
 
     def workload(self) -> Dict[str, Any]:
         return {"text_len": self.text_len}
@@ -99,8 +99,3 @@ class GRUTextEmbedder(nn.Module):
             out = (out[..., : self.hidden] + out[..., self.hidden:]) / 2          # [B, L, 2*H] -> [B, L, H]
         return TextTokens(features=out, mask=attention_mask.bool())
 
-
-def build_gru_text(cfg: GRUTextConfig, **context: Any) -> GRUTextEmbedder:
-    if context:
-        raise VlpbenchError(f"BiGRU text embedder takes no build context; got {', '.join(context)}")
-    return GRUTextEmbedder.from_config(cfg)

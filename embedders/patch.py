@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.errors import bad_value
 from vlpbench.layers import CLIP_MEAN, CLIP_STD
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
@@ -45,7 +45,7 @@ def processor_normalise(pixel_values: torch.Tensor, family: str) -> torch.Tensor
     return (pixel_values - mean) / std
 
 
-@dataclass
+@dataclass(frozen=True)
 class PatchEmbedConfig:
     image_size: Tuple[int, int] = (384, 640)  # input (H, W) in pixels; multiples of patch_size
     patch_size: int = 32                      # P: Conv2d kernel and stride
@@ -131,7 +131,8 @@ class PatchEmbedder(nn.Module):
         return self.num_kept < self.grid[0] * self.grid[1]
 
     def output_spec(self) -> TokenSpec:
-        return TokenSpec(dim=self.dim, num_tokens=1 + self.num_kept, has_cls=True, modality="vision")
+        return TokenSpec(dim=self.dim, num_tokens=1 + self.num_kept, has_cls=True, modality="vision",
+                         schema="patch")
 
     def stage_names(self) -> List[str]:
         names = ["patch_embed", "pos_embed"]
@@ -203,9 +204,3 @@ class PatchEmbedder(nn.Module):
                 x = self.norm(x)
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         return VisualTokens(features=x, mask=mask, extras=extras)
-
-
-def build_patch_embedder(cfg: PatchEmbedConfig, **_: Any) -> PatchEmbedder:
-    if not isinstance(cfg, PatchEmbedConfig):
-        raise VlpbenchError(f"invalid config {type(cfg).__name__} for a patch embedder; accepted: PatchEmbedConfig")
-    return PatchEmbedder.from_config(cfg)

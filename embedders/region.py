@@ -203,7 +203,7 @@ class RegionEmbedder(nn.Module):
 
     def output_spec(self) -> TokenSpec:
         dim = self.proj.out_features if self.proj is not None else self.feature_dim
-        return TokenSpec(dim=dim, num_tokens=self.num_regions, has_boxes=True)
+        return TokenSpec(dim=dim, num_tokens=self.num_regions, has_boxes=True, schema="region")
 
     # ---- the pipeline ------------------------------------------------------------------------------
     def _check_pixels(self, pixel_values: Tensor) -> None:

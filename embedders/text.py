@@ -60,7 +60,7 @@ def _random_ids(batch_size: int, length: int, low: int, high: int, generator: to
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class BertEmbedConfig:
     vocab_size: int = 30522      # bert-base-uncased word pieces
     dim: int = 768               # hidden width
@@ -95,7 +95,7 @@ class BertEmbedder(nn.Module):
                    pad_token_id=cfg.pad_token_id, eps=cfg.eps, dropout=cfg.dropout)
 
     def output_spec(self) -> TokenSpec:
-        return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=True, modality="text")
+        return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=True, modality="text", schema="text")
 
     def stage_names(self) -> List[str]:
         return ["embed"]
@@ -126,7 +126,7 @@ class BertEmbedder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class ClipTextConfig:
     vocab_size: int = 49408           # CLIP BPE vocabulary
     dim: int = 512                    # transformer width
@@ -177,7 +177,7 @@ class ClipTextEmbedder(nn.Module):
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=False, modality="text", pooled=True,
-                         pooled_dim=self.out_dim)
+                         pooled_dim=self.out_dim, schema="text")
 
     def stage_names(self) -> List[str]:
         return ["embed", "encoder", "pool"]
@@ -215,11 +215,3 @@ class ClipTextEmbedder(nn.Module):
                 pooled = self.text_projection(pooled)
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         return TextTokens(features=x, mask=mask, pooled=pooled)
-
-
-def build_bert_embedder(cfg: BertEmbedConfig, **_: Any) -> BertEmbedder:
-    return BertEmbedder.from_config(cfg)
-
-
-def build_clip_text(cfg: ClipTextConfig, **_: Any) -> ClipTextEmbedder:
-    return ClipTextEmbedder.from_config(cfg)

@@ -60,10 +60,10 @@ COMBOS += [("vilt-b32-patch", t, i) for t in TEXT.names() for i in INTERACTION.n
 
 @pytest.mark.parametrize("visual,text,interaction", COMBOS, ids=["+".join(c) for c in COMBOS])
 def test_every_embedder_with_every_interaction(visual, text, interaction):
-    from vlpbench.architectures.compose import ArchConfig, build_architecture
+    from vlpbench.architectures.compose import ArchConfig, VLPModel
 
     torch.manual_seed(0)
-    model = build_architecture(ArchConfig(visual=visual, text=text, interaction=interaction, tiny=True)).eval()
+    model = VLPModel.from_config(ArchConfig(visual=visual, text=text, interaction=interaction, tiny=True)).eval()
     inputs = model.make_inputs(2, generator=torch.Generator().manual_seed(0), device="cpu")
     out, sample = timed_forward(model, inputs)
     io = out.interaction

@@ -14,7 +14,7 @@ from vlpbench.stages import null_stage, scoped
 from vlpbench.types import TokenSpec, VisualTokens
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToyConfig:
     image_size: tuple = (32, 32)  # input H, W
     dim: int = 64                 # token width
@@ -46,7 +46,7 @@ class ToyVisual(nn.Module):
 
     def output_spec(self):
         h, w = self.cfg.image_size
-        return TokenSpec(dim=self.cfg.dim, num_tokens=(h // 8) * (w // 8))
+        return TokenSpec(dim=self.cfg.dim, num_tokens=(h // 8) * (w // 8), schema="patch")
 
 
 class ToyArch(nn.Module):

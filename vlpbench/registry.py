@@ -6,14 +6,20 @@ configurations) are registered in :mod:`vlpbench.presets`, one module per family
 
 There are five registries: ``VISUAL`` and ``TEXT`` embedders, ``INTERACTION`` schemes,
 ``HEAD`` task heads and ``ARCH`` whole architectures.
+
+A builder is usually the module's own ``Class.from_config``.  It takes the config first and declares
+any *build context* it needs as keyword parameters (an interaction: ``visual_spec``, ``text_spec``; a
+head: ``in_dim``); :meth:`Registry.build` refuses context a builder does not declare, and missing
+context, with one message for every builder (:func:`check_context`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .errors import VlpbenchError
 
@@ -22,14 +28,14 @@ from .errors import VlpbenchError
 class Entry:
     """One registered preset.
 
-    builder: ``builder(config, **context) -> nn.Module`` (see :meth:`Registry.build`).
+    builder: ``builder(config, **context) -> nn.Module``, usually ``Class.from_config`` (see :meth:`Registry.build`).
     config: the published-size config (a dataclass instance).
     tiny: overrides that make a seconds-fast version of the same structure for tests.
     paper: reference facts for report "paper" columns (REFERENCE.md), never measured values.
     """
 
     name: str
-    builder: Callable[[Any], Any]
+    builder: Callable[..., Any]
     config: Any
     description: str = ""
     tiny: Dict[str, Any] = field(default_factory=dict)
@@ -52,6 +58,29 @@ class Entry:
         return cfg
 
 
+def context_params(builder: Callable[..., Any]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(accepted, required) build-context names of ``builder``: its keyword parameters after the config."""
+    params = list(inspect.signature(builder).parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"builder {builder!r} must take the config as its first positional parameter")
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+        raise TypeError(f"builder {builder!r} takes *args or **kwargs; declare its build context as keyword parameters")
+    rest = params[1:]
+    return tuple(p.name for p in rest), tuple(p.name for p in rest if p.default is p.empty)
+
+
+def check_context(builder: Callable[..., Any], context: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`VlpbenchError` when ``context`` holds a name ``builder`` does not declare, or lacks one it needs."""
+    accepted, required = context_params(builder)
+    unknown = sorted(set(context) - set(accepted))
+    if unknown:
+        raise VlpbenchError(f"invalid build context {', '.join(unknown)} for {what}; "
+                            f"accepted: {', '.join(accepted) or '(none)'}")
+    missing = [n for n in required if n not in context]
+    if missing:
+        raise VlpbenchError(f"missing build context {', '.join(missing)} for {what}; accepted: {', '.join(accepted)}")
+
+
 class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -61,7 +90,7 @@ class Registry:
     def register(
         self,
         name: str,
-        builder: Callable[[Any], Any],
+        builder: Callable[..., Any],
         config: Any,
         *,
         description: str = "",
@@ -75,6 +104,9 @@ class Registry:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
         if not dataclasses.is_dataclass(config):
             raise TypeError(f"config for {self.kind} {name!r} must be a dataclass instance, got {type(config)}")
+        if not getattr(type(config), "__dataclass_params__").frozen:  # configs are values: @dataclass(frozen=True)
+            raise TypeError(f"config for {self.kind} {name!r} must be a frozen dataclass, got {type(config).__name__}")
+        context_params(builder)  # refuses a builder that would swallow unknown context (**kwargs)
         entry = Entry(name, builder, config, description, dict(tiny or {}), dict(paper or {}), tuple(aliases), tuple(tags))
         self._entries[name] = entry
         for alias in aliases:
@@ -86,9 +118,8 @@ class Registry:
             return name
         if name in self._aliases:
             return self._aliases[name]
-        raise VlpbenchError(
-            f"unknown {self.kind} {name!r}; accepted: {', '.join(self.names(include_aliases=True)) or '(none registered)'}"
-        )
+        accepted = ", ".join(self.names(include_aliases=True)) or "(none registered)"
+        raise VlpbenchError(f"unknown {self.kind} {name!r}; accepted: {accepted}")
 
     def get(self, name: str) -> Entry:
         return self._entries[self.resolve(name)]
@@ -100,10 +131,13 @@ class Registry:
         """Build ``name``: ``builder(config, **context)``.
 
         ``context`` carries what the builder needs beyond its config, e.g. the ``visual_spec`` and
-        ``text_spec`` an interaction is built against, or the ``in_dim`` of a head.
+        ``text_spec`` an interaction is built against, or the ``in_dim`` of a head; names the builder
+        does not declare, and declared names left out, raise :class:`VlpbenchError`.
         """
         entry = self.get(name)
-        return entry.builder(entry.make_config(tiny=tiny, **overrides), **(context or {}))
+        context = dict(context or {})
+        check_context(entry.builder, context, f"{self.kind} {entry.name!r}")
+        return entry.builder(entry.make_config(tiny=tiny, **overrides), **context)
 
     def names(self, pattern: str = "*", include_aliases: bool = False) -> List[str]:
         keys = list(self._entries)

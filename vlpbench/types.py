@@ -11,12 +11,23 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from .errors import bad_value
 
-@dataclass
+# What an embedder's tokens are (TokenSpec.schema): detector RoI features, cells of a CNN feature map, a
+# linear projection of image patches (the ViLT paper's three visual-embedding schemas), or text tokens.
+SCHEMAS = ("region", "grid", "patch", "text")
+# How an interaction relates the two modalities (its ``family``): "dual" encoders pool each modality to one
+# embedding and compare them (ViLT taxonomy classes a, b: VSE, CLIP); "fusion" models mix the tokens of both
+# modalities in one transformer or through co-attention (classes c, d: ViLBERT, UNITER, ViLT).
+FAMILIES = ("dual", "fusion")
+
+
+@dataclass(frozen=True)
 class TokenSpec:
     """What an embedder emits, declared before anything runs (cf. detectron2 ShapeSpec).
 
-    Interactions are built against this, so any embedder can feed any interaction.
+    Interactions are built against this, so any embedder can feed any interaction; the harness records
+    ``schema`` with each result, so the report places a plugin's embedder by what it declares.
     """
 
     dim: int                          # D, width of each token
@@ -26,6 +37,14 @@ class TokenSpec:
     modality: str = "vision"          # "vision" or "text"
     pooled: bool = False              # the output carries a pooled vector (CLIP text tower)
     pooled_dim: Optional[int] = None  # width of that pooled vector when it differs from dim (None = dim)
+    schema: Optional[str] = None      # one of SCHEMAS ("region", "grid", "patch", "text"); None = undeclared
+
+    def __post_init__(self) -> None:
+        if self.schema is not None and self.schema not in SCHEMAS:
+            raise bad_value("token schema", self.schema, (*SCHEMAS, None))
+        if self.schema is not None and (self.schema == "text") != (self.modality == "text"):
+            raise bad_value(f"token schema for modality {self.modality!r}", self.schema,
+                            "text" if self.modality == "text" else "region, grid or patch")
 
 
 @dataclass
@@ -86,7 +105,8 @@ class Benchmarkable:
     * ``stage_names() -> list[str]``: the leaf stage names the forward emits (relative to the
       module's scope), in order.
     * ``workload() -> dict``: the configured workload (image size, text length, regions, ...).
-    * embedders also have ``output_spec() -> TokenSpec``.
+    * embedders also have ``output_spec() -> TokenSpec`` (with its ``schema``); interactions have
+      ``family`` (one of :data:`FAMILIES`) and ``output_dim``.
     """
 
     REQUIRED = ("make_inputs", "forward", "stage_names", "workload")

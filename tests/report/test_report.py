@@ -28,7 +28,7 @@ ACC_METRIC = "test.caption_match_acc"
 
 
 def _arch_names():
-    from vlpbench.architectures.compose import ArchConfig, build_architecture
+    from vlpbench.architectures.compose import ArchConfig, VLPModel
     from vlpbench.presets import load_all
     from vlpbench.registry import ARCH
 
@@ -36,7 +36,7 @@ def _arch_names():
     names = [n for n in ("vilt-b32", "clip-vit-b32") if n in ARCH]
     if not names:
         if STANDIN not in ARCH:
-            ARCH.register(STANDIN, build_architecture,
+            ARCH.register(STANDIN, VLPModel.from_config,
                           ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
                           tiny={"tiny": True}, paper={"class": "d"}, description="test stand-in for vilt-b32")
         names = [STANDIN]
@@ -189,3 +189,15 @@ def test_metric_values_reads_seed_blocks_and_skips_counts():
     assert set(vals) == {"a", "b", "relational"}
     assert vals["a"] == {"mean": 0.5, "std": 0.1, "n": 3}
     assert vals["b"]["std"] == pytest.approx(0.1414, abs=1e-4)  # from the seeds when std is not given
+
+
+def test_schema_is_what_the_embedder_declares_not_its_stage_names(tmp_path):
+    import toy
+
+    toy.register_toys()
+    run = RunDir.open(tmp_path / "toy", create=True)
+    (rec,) = run_many([RunSpec("test-toy-visual", component="visual", protocol=FAST)], run, isolated=False)
+    assert rec["visual_schema"] == "patch" and tables.schema_of(rec) == "patch"  # ToyVisual's TokenSpec.schema
+    renamed = [{**s, "name": "visual.rpn.nms"} for s in rec["stages"]]  # a detector-like stage name decides nothing
+    assert tables.schema_of({**rec, "stages": renamed, "visual_schema": "grid"}) == "grid"
+    assert tables.schema_of({**rec, "visual_schema": None}) is None

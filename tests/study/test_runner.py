@@ -10,7 +10,7 @@ from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 from vlpbench.registry import ARCH
 from vlpbench.store import RunDir, validate_record
-from vlpbench.study.runner import TABLE_METRICS, get_profile, run_study, summarize
+from vlpbench.study.runner import TABLE_METRICS, get_profile, run_study, summarize_seeds
 
 load_all()
 
@@ -29,7 +29,7 @@ def test_small_presets_point_at_full_size_presets():
 
 
 def test_summarize_and_profile_errors():
-    assert summarize([0.5, 0.7]) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414, abs=1e-4),
+    assert summarize_seeds([0.5, 0.7]) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414, abs=1e-4),
                                      "seeds": [0.5, 0.7]}
     with pytest.raises(VlpbenchError, match="invalid profile 'huge'"):
         get_profile("huge")
@@ -81,7 +81,7 @@ def test_findings_compare_best_shallow_with_best_deep():
     from vlpbench.study.runner import findings
 
     def rec(arch, klass, values):
-        return {"arch": arch, "class": klass, "metrics": {"qa.relational": summarize(values)}}
+        return {"arch": arch, "class": klass, "metrics": {"qa.relational": summarize_seeds(values)}}
 
     recs = [rec("clip-small", "b", [0.40, 0.42, 0.41]), rec("vse-small", "a", [0.30, 0.31, 0.29]),
             rec("vilt-small", "d", [0.60, 0.62, 0.61]), rec("uniter-small", "c", [0.5, 0.2, 0.8])]

@@ -146,7 +146,7 @@ def run_describe(args) -> int:
             print(f"  parameters: {sum(p.numel() for p in module.parameters()) / 1e6:.2f} M")
             print(f"  stages: {', '.join(module.stage_names())}")
             print(f"  workload: {module.workload()}")
-            if hasattr(module, "output_spec"):
+            if kind in ("visual", "text"):
                 print(f"  output: {module.output_spec()}")
         if e.paper:
             print("  paper (reference, not measured):")

@@ -149,9 +149,10 @@ def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) ->
         return dataclasses.replace(cfg, **_apply_to(cfg, f"visual embedder {entry.name!r}", workload, ("image_size", "regions")))
     if component == "text":
         return dataclasses.replace(cfg, **_apply_to(cfg, f"text embedder {entry.name!r}", workload, ("text_len",)))
+    from vlpbench.architectures.compose import ArchConfig
     from vlpbench.registry import TEXT, VISUAL
 
-    if not all(hasattr(cfg, a) for a in ("visual", "text", "visual_overrides", "text_overrides")):
+    if not isinstance(cfg, ArchConfig):
         # a monolithic architecture config: its own fields carry the workload
         return dataclasses.replace(cfg, **_apply_to(cfg, f"architecture {entry.name!r}", workload, tuple(WORKLOAD_FIELDS)))
     vis_entry, txt_entry = VISUAL.get(cfg.visual), TEXT.get(cfg.text)
@@ -165,7 +166,7 @@ def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) ->
 
 def combination_entry(target: str):
     """A registry-style entry for an ad-hoc architecture ``visual+text+interaction[+head]``."""
-    from vlpbench.architectures.compose import ArchConfig, build_architecture
+    from vlpbench.architectures.compose import ArchConfig, VLPModel
     from vlpbench.registry import HEAD, INTERACTION, TEXT, VISUAL, Entry
 
     parts = target.split("+")
@@ -174,13 +175,13 @@ def combination_entry(target: str):
     names = [VISUAL.resolve(parts[0]), TEXT.resolve(parts[1]), INTERACTION.resolve(parts[2])]
     head = HEAD.resolve(parts[3]) if len(parts) == 4 else None
     cfg = ArchConfig(visual=names[0], text=names[1], interaction=names[2], head=head)
-    return Entry("+".join(names + ([head] if head else [])), build_architecture, cfg,
+    return Entry("+".join(names + ([head] if head else [])), VLPModel.from_config, cfg,
                  description="ad-hoc combination")
 
 
 def _load_weights(spec: RunSpec, entry):
     """The architecture of ``spec`` with a local transformers checkpoint's weights (``spec.weights``)."""
-    from vlpbench.architectures.loaders import checkpoint_type, load_checkpoint
+    from vlpbench.architectures.loaders import checkpoint_type, load_hf_checkpoint
 
     family = next((t.split(":", 1)[1] for t in entry.tags if t.startswith("hf:")), None)
     if spec.component != "arch" or family is None:
@@ -189,7 +190,7 @@ def _load_weights(spec: RunSpec, entry):
     kind = checkpoint_type(spec.weights)
     if kind != family:
         raise VlpbenchError(f"checkpoint {spec.weights!r} is a {kind!r} model; {entry.name!r} needs a {family!r} checkpoint")
-    return load_checkpoint(spec.weights, image_size=spec.workload.get("image_size"),
+    return load_hf_checkpoint(spec.weights, image_size=spec.workload.get("image_size"),
                            text_len=spec.workload.get("text_len")).eval()
 
 
@@ -223,6 +224,16 @@ def _params(module) -> Dict[str, Any]:
 
 def _cast_inputs(inputs: Dict[str, Any], dtype) -> Dict[str, Any]:
     return {k: (v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in inputs.items()}
+
+
+def visual_schema(module: Any, component: str) -> Optional[str]:
+    """The visual embedder's declared ``TokenSpec.schema`` (region, grid, patch), None when none is declared.
+
+    An architecture exposes its visual embedder as ``module.visual`` (VLPModel does); a monolithic plugin
+    architecture without one records None.
+    """
+    embedder = module if component == "visual" else getattr(module, "visual", None) if component == "arch" else None
+    return embedder.output_spec().schema if embedder is not None else None
 
 
 def _extras(output: Any) -> Dict[str, Any]:
@@ -307,7 +318,8 @@ def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], Non
     workload = {"batch_size": spec.batch_size, **module.workload(), **{f"measured.{k}": v for k, v in extras.items()}}
     record: Dict[str, Any] = {
         "schema": SCHEMA, "kind": "latency", "key": spec.key(), "arch": entry.name,
-        "component": spec.component, "spec": spec.to_dict(), "config": _config_dict(cfg),
+        "component": spec.component, "visual_schema": visual_schema(module, spec.component),
+        "spec": spec.to_dict(), "config": _config_dict(cfg),
         "workload": workload, "protocol": {**spec.protocol.to_dict(), "warmup_used": spec.protocol.warmup_for(spec.device)},
         **timing, "params": _params(module), "flops": flops, "memory": memory,
         "paper": dict(entry.paper), "env": {**envmod.capture(spec.device, spec.dtype, spec.amp), "threads": threads},

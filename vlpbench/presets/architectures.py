@@ -10,7 +10,7 @@ Where a preset departs from the original model, ``note`` says how.
 
 from __future__ import annotations
 
-from vlpbench.architectures.compose import ArchConfig, build_architecture
+from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.registry import ARCH
 
 _BERT_512 = {"max_len": 512}  # BERT-base text embeddings carry 512 positions (ViLT keeps 40)
@@ -22,7 +22,7 @@ def _register(name, builder, config, **kwargs):
 
 
 _register(
-    "vilt-b32", build_architecture,
+    "vilt-b32", VLPModel.from_config,
     ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
     description="ViLT-B/32: linear patch projection + BERT embeddings -> 12-layer single-stream transformer",
     aliases=("vilt",), tags=("hf:vilt",),  # --weights loads a transformers ViLT checkpoint
@@ -31,7 +31,7 @@ _register(
            "input": "384x640", "source": "ViLT Tables 2, 4, 6"},
 )
 _register(
-    "clip-vit-b32", build_architecture,
+    "clip-vit-b32", VLPModel.from_config,
     ArchConfig(visual="clip-vit-b32-patch", text="clip-text-b32", interaction="dual-encoder"),
     description="CLIP ViT-B/32: ViT image tower and causal text transformer, cosine similarity of projections",
     aliases=("clip",), tags=("hf:clip",),  # --weights loads a transformers CLIP checkpoint
@@ -39,7 +39,7 @@ _register(
            "source": "OpenCLIP model_profile.csv; ViLT Figure 2"},
 )
 _register(
-    "clip-rn50", build_architecture,
+    "clip-rn50", VLPModel.from_config,
     ArchConfig(visual="clip-rn50-visual", text="clip-text-b32", interaction="dual-encoder",
                text_overrides={"proj_dim": 1024}, interaction_overrides={"embed_dim": 1024}),
     description="CLIP RN50: modified ResNet-50 with attention pooling, CLIP text transformer, 1024-d embedding",
@@ -47,7 +47,7 @@ _register(
            "source": "OpenCLIP model_profile.csv"},
 )
 _register(
-    "vse-inf", build_architecture,
+    "vse-inf", VLPModel.from_config,
     ArchConfig(visual="butd-r101-c4", text="bigru-text", interaction="vse-gpo"),
     description="VSE-infinity: bottom-up-attention regions + BiGRU text, GPO pooling, cosine similarity",
     aliases=("vse",),
@@ -56,7 +56,7 @@ _register(
            "note": "time is the ViLT paper's region-feature figure for SCAN, not measured for VSE-infinity"},
 )
 _register(
-    "vilbert-base", build_architecture,
+    "vilbert-base", VLPModel.from_config,
     ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="co-attention",
                text_overrides={**_BERT_512, "text_len": 36}),
     description="ViLBERT: bottom-up-attention regions, two-stream co-attention (text 12x768, visual 6x1024)",
@@ -65,7 +65,7 @@ _register(
            "vqa_test_dev": 70.55, "source": "ViLT Tables 2, 6"},
 )
 _register(
-    "uniter-base", build_architecture,
+    "uniter-base", VLPModel.from_config,
     ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="single-stream",
                text_overrides={**_BERT_512, "text_len": 60}),
     description="UNITER-Base: bottom-up-attention regions (+ box location) and BERT tokens, single-stream transformer",
@@ -77,7 +77,7 @@ _register(
                    "same width, depth and cost"},
 )
 _register(
-    "pixelbert-r50", build_architecture,
+    "pixelbert-r50", VLPModel.from_config,
     ArchConfig(visual="pixelbert-r50-grid", text="bert-base-embed", interaction="single-stream",
                text_overrides=_BERT_512),
     description="Pixel-BERT-R50: ResNet-50 grid features at 800x1333 and BERT tokens, single-stream transformer",

@@ -8,18 +8,18 @@ strides, attention pool, packed BiGRU, GPO, the ViLBERT layer schedule) at a sec
 
 from __future__ import annotations
 
-from vlpbench.architectures.co_attention import CoAttentionConfig, build_co_attention
-from vlpbench.architectures.vse import VSEConfig, build_vse
-from vlpbench.embedders.clip_resnet import ClipResNetConfig, build_clip_resnet
-from vlpbench.embedders.grid import GridConfig, build_grid
-from vlpbench.embedders.gru_text import GRUTextConfig, build_gru_text
+from vlpbench.architectures.co_attention import CoAttentionConfig, CoAttentionInteraction
+from vlpbench.architectures.vse import VSEConfig, VSEInteraction
+from vlpbench.embedders.clip_resnet import ClipResNetConfig, ClipResNetEmbedder
+from vlpbench.embedders.grid import GridConfig, GridEmbedder
+from vlpbench.embedders.gru_text import GRUTextConfig, GRUTextEmbedder
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
 
 _TINY_GRID = dict(blocks=(1, 1, 1, 1), width_per_group=16, image_size=(64, 96))
 
 # -- visual embedders ----------------------------------------------------------------------------
 VISUAL.register(
-    "pixelbert-r50-grid", build_grid,
+    "pixelbert-r50-grid", GridEmbedder.from_config,
     # 2x2 max-pool of the 25x42 C5 map -> 12x21 = 252 tokens, the ~260 image tokens of ViLT Table 6
     GridConfig(depth=50, image_size=(800, 1333), pool=2),
     description="Pixel-BERT-R50 grid features: ResNet-50 C5 at 800x1333 (25x42) max-pooled 2x2 to 12x21 = 252 "
@@ -32,7 +32,7 @@ VISUAL.register(
     tags=("grid", "pixelbert", "cnn"),
 )
 VISUAL.register(
-    "grid-r50", build_grid,
+    "grid-r50", GridEmbedder.from_config,
     GridConfig(depth=50, image_size=(224, 224)),
     description="ResNet-50 C5 grid features at ImageNet size 224x224 (7x7 = 49 tokens x 2048)",
     tiny=dict(_TINY_GRID),
@@ -40,7 +40,7 @@ VISUAL.register(
     tags=("grid", "cnn"),
 )
 VISUAL.register(
-    "grid-r101", build_grid,
+    "grid-r101", GridEmbedder.from_config,
     GridConfig(depth=101, image_size=(800, 1333)),
     description="ResNet-101 C5 grid features at 800x1333 (25x42 = 1050 tokens x 2048)",
     tiny=dict(_TINY_GRID),
@@ -48,28 +48,28 @@ VISUAL.register(
     tags=("grid", "cnn"),
 )
 VISUAL.register(
-    "clip-rn50-visual", build_clip_resnet,
+    "clip-rn50-visual", ClipResNetEmbedder.from_config,
     ClipResNetConfig(layers=(3, 4, 6, 3), width=64, heads=32, output_dim=1024, image_size=224),
     description="CLIP ModifiedResNet-50 image tower: 3-conv stem, anti-aliased strides, attention pool -> 1024",
     tiny=dict(layers=(1, 1, 1, 1), width=8, heads=2, output_dim=32, image_size=64),
     paper={"model": "CLIP RN50", "params_M": 102.01, "gflops": 18.18, "embed_dim": 1024,
            "zero_shot_imagenet_openclip": 59.82},
-    tags=("clip", "cnn"),
+    tags=("grid", "clip", "cnn"),
 )
 
 # -- text embedders ------------------------------------------------------------------------------
 TEXT.register(
-    "bigru-text", build_gru_text,
+    "bigru-text", GRUTextEmbedder.from_config,
     GRUTextConfig(vocab_size=30522, embed_dim=300, hidden=1024, num_layers=1, text_len=40),
     description="VSE-infinity BiGRU text encoder: 300-d word embedding, 1-layer BiGRU 1024, halves averaged",
     tiny=dict(vocab_size=1000, embed_dim=16, hidden=32, text_len=12),
     paper={"model": "VSE-infinity (BiGRU text)", "embed_dim": 1024},
-    tags=("vse", "rnn"),
+    tags=("text", "vse", "rnn"),
 )
 
 # -- interactions --------------------------------------------------------------------------------
 INTERACTION.register(
-    "vse-gpo", build_vse,
+    "vse-gpo", VSEInteraction.from_config,
     VSEConfig(embed_dim=1024, visual_proj="linear", gpo_pe_dim=32, gpo_hidden=32, temperature=0.1),
     description="VSE-infinity: projection + GPO pooling per side (image under VE, text under TE), cosine similarity (MI)",
     tiny=dict(embed_dim=32),
@@ -79,7 +79,7 @@ INTERACTION.register(
     tags=("vse", "dual"),
 )
 INTERACTION.register(
-    "co-attention", build_co_attention,
+    "co-attention", CoAttentionInteraction.from_config,
     CoAttentionConfig(),
     description="ViLBERT two-stream co-attention: text 12x768 (0-5 alone), visual 6x1024, 6 connections at 1024",
     tiny=dict(text_hidden=32, text_layers=4, text_heads=2, text_mlp=64, visual_hidden=48, visual_layers=2,

@@ -15,7 +15,7 @@ further (width 32, one layer) for the smoke profile of the tests.
 
 from __future__ import annotations
 
-from vlpbench.architectures.compose import ArchConfig, build_architecture
+from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.registry import ARCH
 
 TEXT_LEN = 34          # 5 words per object x 6 objects + 4 (DatasetConfig.longest_text)
@@ -49,7 +49,7 @@ _TINY_TEXT = {"dim": 32}
 
 
 def _small(name, full, klass, cfg: ArchConfig, tiny: dict, description: str, **paper) -> None:
-    ARCH.register(name, build_architecture, cfg, description=description, tiny=tiny,
+    ARCH.register(name, VLPModel.from_config, cfg, description=description, tiny=tiny,
                   paper={"full_size": full, "class": klass, "source": f"small version of {full}", **paper},
                   tags=("small",))
 

@@ -16,9 +16,6 @@ Record = Dict[str, Any]
 Rows = List[List[Any]]
 
 SCHEMAS = ("region", "grid", "patch")
-# Stage-name marks of each visual-embedding schema (names as the embedders emit them, see embedders/).
-_REGION_MARKS = ("rpn", "roi_align", "roi_head", "det.nms", "box_predictor")
-_PATCH_MARKS = ("patch_embed", "patch")
 
 
 # -- record facts ---------------------------------------------------------------------------------
@@ -44,20 +41,13 @@ def short_stage(name: str) -> str:
 
 
 def schema_of(rec: Record) -> Optional[str]:
-    """The visual-embedding schema (region, grid or patch) read from the VE stage names, else None.
+    """The visual-embedding schema (region, grid or patch) the record's visual embedder declared, else None.
 
-    region: a detector stage (RPN, RoIAlign, RoI head, detection NMS) ran; patch: a patch projection
-    ran; grid: a CNN backbone ran with no detector stages.  A dual encoder whose image tower is one
-    stage (``image_tower``) gives None: its schema is not visible in its stages.
+    The harness records ``visual_schema`` from the embedder's ``output_spec().schema``, so a plugin's
+    embedder lands in its schema whatever its stages are called.
     """
-    names = [short_stage(s["name"]) for s in ve_stages(rec)]
-    if any(n.startswith(m) for n in names for m in _REGION_MARKS):
-        return "region"
-    if any(n in _PATCH_MARKS for n in names):
-        return "patch"
-    if any(n.startswith("backbone") for n in names):
-        return "grid"
-    return None
+    schema = rec.get("visual_schema")
+    return schema if schema in SCHEMAS else None
 
 
 def workload_label(rec: Record) -> str:

@@ -49,7 +49,7 @@ def region_overrides(arch: str, tiny: bool = False):
     return cfg.visual, dict(cfg.visual_overrides)
 
 
-def build_region_embedder(arch: str, tiny: bool = False, weights: Optional[str] = None):
+def build_detector(arch: str, tiny: bool = False, weights: Optional[str] = None):
     visual, overrides = region_overrides(arch, tiny)
     if weights is not None:
         overrides["weights"] = weights
@@ -64,7 +64,7 @@ def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progr
     """Train, evaluate and save; returns {"weights": path, "recall": {...}, ...} (also in detector.json)."""
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    emb = build_region_embedder(cfg.arch, cfg.tiny)
+    emb = build_detector(cfg.arch, cfg.tiny)
     num_classes = emb.box_predictor.cls_score.out_features
     det_train = data.detection("train", label_by="shape")
     if det_train.num_classes != num_classes:

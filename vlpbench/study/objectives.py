@@ -44,8 +44,7 @@ MASK_ID = 3
 
 def family_of(model: VLPModel) -> str:
     """"dual" for classes a/b (pooled embeddings + similarity), "fusion" for c/d."""
-    name = type(model.interaction).__name__
-    return "dual" if name in ("DualEncoderInteraction", "VSEInteraction") else "fusion"
+    return model.interaction.family  # declared by each interaction class (vlpbench.types.FAMILIES)
 
 
 def resize_to(pixel_values: torch.Tensor, size) -> torch.Tensor:

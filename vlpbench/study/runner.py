@@ -76,7 +76,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
-def summarize(values: List[float]) -> Dict[str, Any]:
+def summarize_seeds(values: List[float]) -> Dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "seeds": values}
 
@@ -166,7 +166,7 @@ def accuracy_record(arch: str, results: List[Dict[str, Any]], profile: Profile, 
         "full_size": entry.paper.get("full_size"), "class": entry.paper.get("class"), "config": config,
         "workload": {"data": data_desc, "retrieval": results[0]["metrics"]["_notes"]["retrieval"],
                      "matching_rule": results[0]["metrics"]["_notes"]["matching"]["rule"]},
-        "metrics": {k: summarize([r["metrics"][k] for r in results]) for k in names},
+        "metrics": {k: summarize_seeds([r["metrics"][k] for r in results]) for k in names},
         "seeds": [r["config"]["seed"] for r in results],
         "train": {"steps": results[0]["train"]["steps"], "pairs_seen": results[0]["train"]["pairs_seen"],
                   "align_steps": results[0]["train"].get("align_steps", 0),
