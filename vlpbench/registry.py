@@ -75,6 +75,10 @@ class Registry:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
         if not dataclasses.is_dataclass(config):
             raise TypeError(f"config for {self.kind} {name!r} must be a dataclass instance, got {type(config)}")
+        if paper:
+            from .schema import check_paper
+
+            check_paper(paper, f"{self.kind} {name!r}")
         entry = Entry(name, builder, config, description, dict(tiny or {}), dict(paper or {}), tuple(aliases), tuple(tags))
         self._entries[name] = entry
         for alias in aliases:
