@@ -286,8 +286,9 @@ class RunDir:
                 break
             os.close(fd)  # the previous holder removed the file between our open and lock: take a fresh one
         try:
-            for stale in self.path.glob(f".{key}.json.tmp-*"):
-                stale.unlink(missing_ok=True)
+            for pattern in (f".{key}.json.tmp-*", f".{key}.json.error*"):
+                for stale in self.path.glob(pattern):
+                    stale.unlink(missing_ok=True)
             yield True
         finally:
             lock.unlink(missing_ok=True)
