@@ -143,9 +143,14 @@ def check_output_dir(path: PathLike, what: str) -> Path:
     if not probe.is_dir():
         raise VlpbenchError(f"{what} {str(p)!r} lies under the regular file {str(probe)!r}; accepted: a directory "
                             "path that can be created")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    try:  # os.access is no answer for root or a read-only mount: try it
+        fd, tmp = tempfile.mkstemp(prefix=".vlpbench-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
         where = "is" if probe == p else f"would be created in {str(probe)!r}, which is"
-        raise VlpbenchError(f"{what} {str(p)!r} {where} not writable; accepted: a directory you can write to")
+        raise VlpbenchError(f"{what} {str(p)!r} {where} not writable ({exc.strerror}); accepted: a directory you "
+                            "can write to") from exc
     return p
 
 

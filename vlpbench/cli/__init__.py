@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a parse error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         commands = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
         print(f"vlpbench: error: no command given; accepted: {commands} (see `vlpbench --help`)", file=sys.stderr)

@@ -31,7 +31,7 @@ def _int_type(what: str, low: int, high: Optional[int] = None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {what} {value!r}; accepted: {accepted}") from None
         if n < low or (high is not None and n > high):
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}; accepted: {accepted}")
+            raise argparse.ArgumentTypeError(f"invalid {what} {n}; accepted: {accepted}")
         return n
 
     return parse
@@ -85,17 +85,17 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", action="store_true", help="autocast to --dtype instead of casting the model")
     g.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 matmuls and convolutions")
     g.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: cudnn.benchmark kernel selection")
-    g.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=1)
-    g.add_argument("--threads", type=_int_type("--threads", 1, max_threads()), default=DEFAULT_THREADS,
+    g.add_argument("--batch-size", type=_int_type("batch size", 1), default=1)
+    g.add_argument("--threads", type=_int_type("thread count", 1, max_threads()), default=DEFAULT_THREADS,
                    help=f"torch intra-op threads, recorded in every result (default: {DEFAULT_THREADS})")
-    g.add_argument("--iters", type=_int_type("--iters", 1), default=5, help="timed iterations at least (default: 5)")
-    g.add_argument("--min-time", type=_float_type("--min-time", 0.0), default=2.0,
+    g.add_argument("--iters", type=_int_type("iteration count", 1), default=5, help="timed iterations at least (default: 5)")
+    g.add_argument("--min-time", type=_float_type("min time", 0.0), default=2.0,
                    help="seconds of timed iterations at least (default: 2)")
-    g.add_argument("--max-iters", type=_int_type("--max-iters", 1), default=None,
+    g.add_argument("--max-iters", type=_int_type("max iterations", 1), default=None,
                    help="timed iterations at most; >= --iters (default: 200, or --iters if larger)")
-    g.add_argument("--warmup", type=_int_type("--warmup", 0), default=None,
+    g.add_argument("--warmup", type=_int_type("warmup", 0), default=None,
                    help="warm-up iterations (default: 3 on CPU, 10 on CUDA)")
-    g.add_argument("--seed", type=_int_type("--seed", 0, 2**64 - 1), default=0)
+    g.add_argument("--seed", type=_int_type("seed", 0, 2**64 - 1), default=0)
     g.add_argument("--tiny", action="store_true", help="build the tiny test-size variants (seconds, not published sizes)")
     g.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass")
     g.add_argument("--in-process", action="store_true",

@@ -114,6 +114,10 @@ def load_plugins(plugins: Iterable[str]) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise VlpbenchError(f"cannot import plugin module {name!r}: {exc}") from exc
+        except Exception as exc:  # a plugin is user code: its failure is reported as one line naming it
+            where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, SyntaxError) else ""
+            raise VlpbenchError(f"plugin module {name!r} failed while importing: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}{where}") from exc
 
 
 def _registry(component: str, plugins: Iterable[str] = ()):
@@ -380,11 +384,11 @@ def preflight(spec: RunSpec) -> RunSpec:
     entry = combination_entry(spec.target) if spec.component == "arch" and "+" in spec.target else reg.get(spec.target)
     cfg = apply_workload(entry, entry.make_config(tiny=spec.tiny, **spec.overrides), spec.workload, spec.component)
     if spec.weights is not None:
-        from vlpbench.architectures.loaders import verify_checkpoint
+        from vlpbench.architectures.loaders import checkpoint_type, verify_checkpoint
 
         family = next((t.split(":", 1)[1] for t in entry.tags if t.startswith("hf:")), None)
-        if spec.component != "arch" or family is None:
-            _load_weights(spec, entry)  # raises the "not supported for" message
+        if spec.component != "arch" or family is None or checkpoint_type(spec.weights) != family:
+            _load_weights(spec, entry)  # raises the "not supported for" / "is a ... model" message
         verify_checkpoint(spec.weights)
     check_memory(spec, cfg)
     return spec
