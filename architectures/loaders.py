@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -32,6 +32,62 @@ from .single_stream import SingleStreamInteraction
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
+def _read_json(path: str, what: str) -> Any:
+    """The JSON in ``path``; a truncated or binary file is one error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VlpbenchError(f"{path!r} is not valid JSON ({exc}); accepted: {what}") from exc
+
+
+def _check_safetensors(path: str) -> None:
+    """Refuse a truncated or non-safetensors file from its header alone (8-byte length, JSON, offsets)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        header = f.read(n) if 0 < n <= size - 8 else b""
+    try:
+        meta = json.loads(header.decode("utf-8")) if header else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    ends = [t["data_offsets"][1] for k, t in (meta or {}).items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    if not isinstance(meta, dict) or 8 + n + max(ends, default=0) > size:
+        raise VlpbenchError(f"{path!r} is truncated or not a safetensors file ({size} bytes); accepted: a complete "
+                            "model.safetensors as save_pretrained writes it")
+
+
+def weight_files(directory: str) -> List[str]:
+    """The weight files of a save_pretrained directory (single or sharded safetensors, or pytorch_model.bin)."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        path = os.path.join(directory, index)
+        if os.path.isfile(path):
+            weight_map = _read_json(path, "a weight index with a weight_map").get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise VlpbenchError(f"{path!r} has no weight_map; accepted: a weight index with a weight_map")
+            return sorted(set(weight_map.values()))
+    return [name for name in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(directory, name))][:1]
+
+
+def verify_checkpoint(directory: str | os.PathLike) -> str:
+    """Check a checkpoint directory without loading it (config.json, the weight files' headers) -> model_type."""
+    directory = os.fspath(directory)
+    kind = checkpoint_type(directory)
+    files = weight_files(directory)
+    if not files:
+        raise VlpbenchError(f"no weights in {directory!r}; accepted: model.safetensors, a sharded "
+                            "model.safetensors.index.json, or pytorch_model.bin")
+    for name in files:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise VlpbenchError(f"weight shard {name!r} listed in the index is missing from {directory!r}")
+        if name.endswith(".safetensors"):
+            _check_safetensors(path)
+    return kind
+
+
 def _model_type(directory: str, accepted: Tuple[str, ...]) -> str:
     """The ``model_type`` in ``directory/config.json``; an error naming the directory unless it is accepted."""
     what = f"a transformers save_pretrained directory of model_type {', '.join(accepted)}"
@@ -40,8 +96,8 @@ def _model_type(directory: str, accepted: Tuple[str, ...]) -> str:
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise VlpbenchError(f"no config.json in {directory!r}; accepted: {what}")
-    with open(path) as f:
-        model_type = json.load(f).get("model_type")
+    config = _read_json(path, "a transformers config.json")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type not in accepted:
         raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(map(repr, accepted))}")
     return model_type
@@ -58,14 +114,7 @@ def read_state_dict(directory: str) -> Dict[str, torch.Tensor]:
     """All tensors of a save_pretrained directory (single or sharded safetensors, or pytorch_model.bin)."""
     from safetensors.torch import load_file
 
-    files = []
-    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if os.path.isfile(os.path.join(directory, index)):
-            with open(os.path.join(directory, index)) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
-            break
-    else:
-        files = [name for name in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(directory, name))][:1]
+    files = weight_files(directory)
     if not files:
         raise VlpbenchError(f"no weights in {directory!r}; accepted: model.safetensors, a sharded "
                             "model.safetensors.index.json, or pytorch_model.bin")
@@ -74,8 +123,15 @@ def read_state_dict(directory: str) -> Dict[str, torch.Tensor]:
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
             raise VlpbenchError(f"weight shard {name!r} listed in the index is missing from {directory!r}")
-        state.update(load_file(path) if name.endswith(".safetensors") else torch.load(path, map_location="cpu",
-                                                                                        weights_only=True))
+        if name.endswith(".safetensors"):
+            _check_safetensors(path)
+            state.update(load_file(path))
+            continue
+        try:
+            state.update(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise VlpbenchError(f"{path!r} cannot be read as a PyTorch checkpoint ({str(exc).splitlines()[0][:120]}); "
+                                "accepted: a complete pytorch_model.bin") from exc
     return state
 
 

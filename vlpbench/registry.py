@@ -107,6 +107,10 @@ class Registry:
         if not getattr(type(config), "__dataclass_params__").frozen:  # configs are values: @dataclass(frozen=True)
             raise TypeError(f"config for {self.kind} {name!r} must be a frozen dataclass, got {type(config).__name__}")
         context_params(builder)  # refuses a builder that would swallow unknown context (**kwargs)
+        if paper:
+            from .schema import check_paper
+
+            check_paper(paper, f"{self.kind} {name!r}")
         entry = Entry(name, builder, config, description, dict(tiny or {}), dict(paper or {}), tuple(aliases), tuple(tags))
         self._entries[name] = entry
         for alias in aliases:

@@ -6,30 +6,36 @@ Layout::
         run.json            what the run is (schema, label, created, the command line)
         <key>.json          one record per configuration; <key> is a hash of the configuration
         .<key>.json.tmp-*   transient: a record being written (never read; removed on failure)
+        .<key>.lock         transient: the configuration is being measured by a live process (flock)
 
 Records are written atomically (temporary file in the same directory, fsync, ``os.replace``), so a
 killed run never leaves a half-written record, and a run started again with the same directory
-skips every configuration whose record is already complete.  See README "Result schema".
+skips every configuration whose record is already complete.  A configuration being measured is
+*claimed* (:meth:`RunDir.claim`, an ``flock`` on its lock file, released by the kernel when the
+process dies), so two processes measuring into one directory never measure the same configuration
+twice.  Records are checked against :mod:`vlpbench.schema` when written and when read.  See README
+"Result schema" and "Guarantees".
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
+from . import schema
 from .errors import VlpbenchError
+from .schema import KINDS, SCHEMA, SCHEMA_NAME, SCHEMA_VERSION, ResultRecord  # noqa: F401  (re-exported)
 
-SCHEMA = "vlpbench.result/1"
-SCHEMA_NAME, SCHEMA_VERSION = SCHEMA.split("/")
 RUN_FILE = "run.json"
-KINDS = ("latency", "accuracy")
-REQUIRED = ("schema", "kind", "key", "arch", "config", "workload", "env")
 DEFAULT_ROOT = Path("reports") / "runs"
 
 PathLike = Union[str, Path]
@@ -41,21 +47,35 @@ def config_key(config: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def atomic_write_text(path: PathLike, text: str) -> Path:
+def _file_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` would give a new file (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_text(path: PathLike, text: str, exclusive: bool = False) -> Path:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
 
     The text goes to a temporary file in the same directory, is fsynced, and replaces ``path`` with
-    ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched.
+    ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched.  The file
+    gets the usual mode (0666 less the umask).  ``exclusive``: never replace an existing ``path``
+    (the new file is linked in only where none exists; :class:`FileExistsError` otherwise).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -80,24 +100,58 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def validate_record(rec: Any, source: str = "record") -> Dict[str, Any]:
-    if not isinstance(rec, dict):
-        raise VlpbenchError(f"{source}: not a result record (expected a JSON object)")
-    missing = [k for k in REQUIRED if k not in rec]
-    if missing:
-        raise VlpbenchError(f"{source}: result record lacks {', '.join(missing)}")
-    name, _, version = str(rec["schema"]).partition("/")
-    if name != SCHEMA_NAME:
-        raise VlpbenchError(f"{source}: schema {rec['schema']!r} is not a vlpbench result; accepted: {SCHEMA}")
-    if version != SCHEMA_VERSION:
-        raise VlpbenchError(f"{source}: schema version {rec['schema']!r} is not supported by this vlpbench; accepted: {SCHEMA}")
-    if rec["kind"] not in KINDS:
-        raise VlpbenchError(f"{source}: kind {rec['kind']!r} unknown; accepted: {', '.join(KINDS)}")
-    if rec["kind"] == "latency":
-        for k in ("stages", "total"):
-            if k not in rec:
-                raise VlpbenchError(f"{source}: latency record lacks {k}")
-    return rec
+def validate_record(rec: Any, source: str = "record") -> ResultRecord:
+    """``rec`` checked against the record schema (:func:`vlpbench.schema.check`); errors name ``source``."""
+    return schema.check(rec, source)
+
+
+def read_record(path: PathLike) -> ResultRecord:
+    """The record in ``path``, checked: its text, its JSON, its schema and that it is stored under its key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise VlpbenchError(f"{p}: not a result record (not UTF-8 text: byte {exc.start}); delete it to "
+                            "re-measure") from exc
+    except OSError as exc:
+        raise VlpbenchError(f"{p}: cannot read ({exc.strerror})") from exc
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VlpbenchError(f"{p}: corrupt result file ({exc.msg} at line {exc.lineno}); delete it to "
+                            "re-measure") from exc
+    checked = validate_record(rec, str(p))
+    schema.check_key(checked, p.stem, str(p))
+    return checked
+
+
+def check_output_dir(path: PathLike, what: str) -> Path:
+    """``path`` if a directory can be created (or written) there, else one error naming it and why.
+
+    Checked before any work starts: a path that is a regular file, lies under one, or whose nearest
+    existing directory is not writable is refused.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise VlpbenchError(f"{what} {str(p)!r} is a regular file; accepted: a directory (new or existing)")
+    probe = p
+    while not probe.exists():
+        if probe.is_symlink():
+            raise VlpbenchError(f"{what} {str(p)!r} goes through a dangling link {str(probe)!r}; accepted: a "
+                                "directory path that can be created")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise VlpbenchError(f"{what} {str(p)!r} lies under the regular file {str(probe)!r}; accepted: a directory "
+                            "path that can be created")
+    try:  # os.access is no answer for root or a read-only mount: try it
+        fd, tmp = tempfile.mkstemp(prefix=".vlpbench-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        where = "is" if probe == p else f"would be created in {str(probe)!r}, which is"
+        raise VlpbenchError(f"{what} {str(p)!r} {where} not writable ({exc.strerror}); accepted: a directory you "
+                            "can write to") from exc
+    return p
 
 
 class RunDir:
@@ -110,12 +164,17 @@ class RunDir:
     def create(cls, label: str = "run", root: PathLike = DEFAULT_ROOT, meta: Optional[Dict[str, Any]] = None) -> "RunDir":
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", label):
             raise VlpbenchError(f"invalid run label {label!r}; accepted: letters, digits, '.', '_', '-' (at most 64)")
+        check_output_dir(root, "runs folder")
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = Path(root) / f"{stamp}-{label}"
+        Path(root).mkdir(parents=True, exist_ok=True)
         n = 1
-        while path.exists():
-            n += 1
-            path = Path(root) / f"{stamp}-{label}-{n}"
+        while True:  # mkdir, not exists(): two runs started in the same second get two directories
+            path = Path(root) / (f"{stamp}-{label}" if n == 1 else f"{stamp}-{label}-{n}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
         run = cls(path)
         run.init(label, meta)
         return run
@@ -123,42 +182,69 @@ class RunDir:
     @classmethod
     def open(cls, path: PathLike, create: bool = False, label: Optional[str] = None,
              meta: Optional[Dict[str, Any]] = None) -> "RunDir":
-        """Open an existing run directory, or (``create=True``) make it if it does not exist."""
+        """Open an existing run directory, or (``create=True``) make it if it does not exist.
+
+        Several processes may create the same new directory at once: hidden entries (another
+        process's temporary files and locks) do not make a directory "not empty", and the first
+        ``run.json`` linked in stands (see :meth:`init`).
+        """
         p = Path(path)
-        if p.exists() and not p.is_dir():
+        if create:
+            check_output_dir(p, "run directory")
+        elif p.exists() and not p.is_dir():
             raise VlpbenchError(f"run directory {str(p)!r} is a file; accepted: a directory")
         run = cls(p)
         if not (p / RUN_FILE).exists():
             if not create:
                 raise VlpbenchError(f"{str(p)!r} is not a vlpbench run directory (no {RUN_FILE})")
-            if p.exists() and any(p.iterdir()):
+            if p.exists() and any(not c.name.startswith(".") for c in p.iterdir()) and not (p / RUN_FILE).exists():
                 raise VlpbenchError(f"{str(p)!r} exists and is not a vlpbench run directory; give an empty or new directory")
             run.init(label or p.name, meta)
+        run.info  # noqa: B018  (a garbage run.json is refused here, naming the file)
         return run
 
     def init(self, label: str, meta: Optional[Dict[str, Any]] = None) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Write ``run.json`` unless one exists (a concurrent creator's stands; this is not an error)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VlpbenchError(f"cannot create run directory {str(self.path)!r}: {exc.strerror}") from exc
         info = {"schema": SCHEMA, "label": label,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
-        atomic_write_json(self.path / RUN_FILE, info)
+        try:
+            atomic_write_text(self.path / RUN_FILE, json.dumps(info, indent=1, default=_jsonable) + "\n",
+                              exclusive=True)
+        except FileExistsError:
+            pass
 
     @property
     def info(self) -> Dict[str, Any]:
-        return json.loads((self.path / RUN_FILE).read_text())
+        p = self.path / RUN_FILE
+        try:
+            info = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise VlpbenchError(f"{p}: corrupt run description ({type(exc).__name__}); accepted: the run.json "
+                                "vlpbench writes (a JSON object with schema, label, created)") from exc
+        if not isinstance(info, dict) or str(info.get("schema", "")).partition("/")[0] != SCHEMA_NAME:
+            raise VlpbenchError(f"{p}: not a vlpbench run description; accepted: a JSON object with schema "
+                                f"{SCHEMA!r}")
+        return info
 
     def record_path(self, key: str) -> Path:
         return self.path / f"{key}.json"
 
     def has(self, key: str) -> bool:
         """True if a complete, valid record for ``key`` exists (a corrupt one counts as absent)."""
-        p = self.record_path(key)
-        if not p.exists():
+        if not self.record_path(key).exists():
             return False
         try:
-            validate_record(json.loads(p.read_text()), str(p))
-        except (json.JSONDecodeError, VlpbenchError, UnicodeDecodeError):
+            read_record(self.record_path(key))
+        except VlpbenchError:
             return False
         return True
+
+    def read(self, key: str) -> ResultRecord:
+        return read_record(self.record_path(key))
 
     def write(self, record: Dict[str, Any]) -> Path:
         validate_record(record)
@@ -167,31 +253,63 @@ class RunDir:
     def record_files(self) -> List[Path]:
         return sorted(p for p in self.path.glob("*.json") if p.name != RUN_FILE and not p.name.startswith("."))
 
-    def records(self, strict: bool = True) -> List[Dict[str, Any]]:
+    def records(self, strict: bool = True) -> List[ResultRecord]:
         """All records.  ``strict``: a corrupt file raises an error naming it; else it is skipped."""
         out = []
         for p in self.record_files():
             try:
-                rec = json.loads(p.read_text())
-                out.append(validate_record(rec, str(p)))
-            except json.JSONDecodeError as exc:
-                if strict:
-                    raise VlpbenchError(f"{p}: corrupt result file ({exc.msg} at line {exc.lineno}); delete it to re-measure") from exc
+                out.append(read_record(p))
             except VlpbenchError:
                 if strict:
                     raise
         return out
 
+    @contextlib.contextmanager
+    def claim(self, key: str, wait: bool = False) -> Iterator[bool]:
+        """Hold the claim on ``key`` while measuring it: yields True if this process holds it, else False.
 
-def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: Optional[str] = None) -> List[Dict[str, Any]]:
+        The claim is an exclusive ``flock`` on ``.<key>.lock``; the kernel releases it when the holder
+        dies, so a killed run never leaves a stale claim.  ``wait``: block until the holder is done.
+        Holding the claim, leftovers of a killed writer of this key (its temporary files) are removed.
+        """
+        lock = self.path / f".{key}.lock"
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, _file_mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                yield False
+                return
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed the file between our open and lock: take a fresh one
+        try:
+            for pattern in (f".{key}.json.tmp-*", f".{key}.json.error*"):
+                for stale in self.path.glob(pattern):
+                    stale.unlink(missing_ok=True)
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: Optional[str] = None) -> List[ResultRecord]:
+    """Every record of ``run_dirs`` (each checked against the schema), each tagged with its ``_run``."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
-    records: List[Dict[str, Any]] = []
+    records: List[ResultRecord] = []
     for d in run_dirs:
         run = RunDir.open(d)
         recs = run.records()
         for r in recs:
-            r.setdefault("_run", str(run.path))
+            r.setdefault("_run", str(run.path))  # type: ignore[typeddict-unknown-key]
         records.extend(recs)
     if not records:
         raise VlpbenchError(f"no results in {', '.join(str(d) for d in run_dirs)}")

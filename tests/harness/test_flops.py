@@ -68,3 +68,20 @@ def test_per_stage_and_group_attribution_uses_leaves():
     assert r["by_stage"] == {"visual.a": 2 * 4 * 16 * 16, "visual": 2 * 4 * 16 * 16, "interaction.b": 2 * 4 * 16 * 8}
     assert r["by_group"] == {"VE": 2 * 4 * 16 * 16, "MI": 2 * 4 * 16 * 8}
     assert r["total"] == sum(r["by_group"].values())
+
+
+def test_not_counted_lists_no_op_whose_flops_are_counted():
+    # linear, conv2d and SDPA reach the recorder before decomposing into counted kernels: not "not counted".
+    conv, lin = nn.Conv2d(3, 8, 3), nn.Linear(8, 8)
+    x = torch.randn(1, 3, 10, 10)
+
+    def fn(stage):
+        y = lin(conv(x).flatten(2).transpose(1, 2))                 # [1, 64, 8]
+        q = y.view(1, 64, 2, 4).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).relu()
+
+    r = count_flops(fn)
+    listed = set(r["not_counted"])
+    assert not listed & {"aten.linear", "aten.conv2d", "aten.scaled_dot_product_attention"}, listed
+    assert "aten.relu" in listed  # what is really left out stays listed
+    assert r["total"] > 0

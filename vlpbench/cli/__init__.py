@@ -23,8 +23,15 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error shape: one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vlpbench",
         description="Where the time goes in vision-and-language pretraining architectures (ViLT taxonomy).",
     )
@@ -37,14 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a parse error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
-        parser.print_help()
+        commands = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+        print(f"vlpbench: error: no command given; accepted: {commands} (see `vlpbench --help`)", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
     except VlpbenchError as exc:
         print(f"vlpbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the checks up front could not foresee (a disk filling, a race)
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"vlpbench {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vlpbench {args.command}: interrupted; completed records are kept, run again to resume", file=sys.stderr)

@@ -3,18 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from vlpbench.errors import VlpbenchError
 
 
-def _registries():
+def _registries(plugins: List[str] = ()):
+    """Every registry, with the presets and then ``plugins`` imported (so plugin names resolve)."""
+    from vlpbench.harness.runner import load_plugins
     from vlpbench.presets import load_all
     from vlpbench.registry import REGISTRIES
 
     load_all()
+    load_plugins(plugins)
     return REGISTRIES
+
+
+def _int_type(what: str, low: int, high: Optional[int] = None):
+    """An argparse type: an integer in [low, high], refused with one line naming the value otherwise."""
+    accepted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}; accepted: {accepted}") from None
+        if n < low or (high is not None and n > high):
+            raise argparse.ArgumentTypeError(f"invalid {what} {n}; accepted: {accepted}")
+        return n
+
+    return parse
+
+
+def _float_type(what: str, low: float, inclusive: bool = True):
+    """An argparse type: a finite number >= low (> low unless ``inclusive``)."""
+    accepted = f"a number {'>=' if inclusive else '>'} {low:g}"
+
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}; accepted: {accepted}") from None
+        if not math.isfinite(x) or x < low or (x == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}; accepted: {accepted}")
+        return x
+
+    return parse
+
+
+def add_plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers more models); repeatable")
 
 
 def _csv(value: str) -> List[str]:
@@ -36,6 +77,7 @@ def _size(value: str) -> List[int]:
 def add_measure_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that measures (compare, sweep)."""
     from vlpbench.harness.env import DEFAULT_THREADS
+    from vlpbench.harness.runner import max_threads
 
     g = p.add_argument_group("measurement")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -43,27 +85,33 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", action="store_true", help="autocast to --dtype instead of casting the model")
     g.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 matmuls and convolutions")
     g.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: cudnn.benchmark kernel selection")
-    g.add_argument("--batch-size", type=int, default=1)
-    g.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    g.add_argument("--batch-size", type=_int_type("batch size", 1), default=1)
+    g.add_argument("--threads", type=_int_type("thread count", 1, max_threads()), default=DEFAULT_THREADS,
                    help=f"torch intra-op threads, recorded in every result (default: {DEFAULT_THREADS})")
-    g.add_argument("--iters", type=int, default=5, help="timed iterations at least (default: 5)")
-    g.add_argument("--min-time", type=float, default=2.0, help="seconds of timed iterations at least (default: 2)")
-    g.add_argument("--max-iters", type=int, default=200)
-    g.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default: 3 on CPU, 10 on CUDA)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--iters", type=_int_type("iteration count", 1), default=5, help="timed iterations at least (default: 5)")
+    g.add_argument("--min-time", type=_float_type("min time", 0.0), default=2.0,
+                   help="seconds of timed iterations at least (default: 2)")
+    g.add_argument("--max-iters", type=_int_type("max iterations", 1), default=None,
+                   help="timed iterations at most; >= --iters (default: 200, or --iters if larger)")
+    g.add_argument("--warmup", type=_int_type("warmup", 0), default=None,
+                   help="warm-up iterations (default: 3 on CPU, 10 on CUDA)")
+    g.add_argument("--seed", type=_int_type("seed", 0, 2**64 - 1), default=0)
     g.add_argument("--tiny", action="store_true", help="build the tiny test-size variants (seconds, not published sizes)")
     g.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass")
     g.add_argument("--in-process", action="store_true",
                    help="measure in this process (peak RSS is then sampled, not exact)")
-    g.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (it registers more models); repeatable")
+    add_plugin_option(g)
 
 
 def protocol_from(args) -> Any:
+    """The protocol of the measurement options; an explicit --max-iters below --iters is refused."""
+    from vlpbench.errors import bad_value
     from vlpbench.harness.protocol import Protocol
 
-    return Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time,
-                    max_iters=max(args.max_iters, args.iters)).validate()
+    if args.max_iters is not None and args.max_iters < args.iters:
+        raise bad_value("--max-iters", args.max_iters, f"an integer >= --iters ({args.iters})")
+    max_iters = args.max_iters if args.max_iters is not None else max(200, args.iters)
+    return Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time, max_iters=max_iters).validate()
 
 
 def base_spec(args, **fields: Any):
@@ -80,10 +128,12 @@ def register(sub) -> None:
     p = sub.add_parser("list", help="list what is registered")
     p.add_argument("kind", nargs="?", default="all", help="arch, visual, text, interaction, head or all")
     p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")
+    add_plugin_option(p)
     p.set_defaults(func=run_list)
 
     p = sub.add_parser("describe", help="stages, sizes and sources of one registered name")
     p.add_argument("name")
+    add_plugin_option(p)
     p.set_defaults(func=run_describe)
 
     p = sub.add_parser("compare", help="measure architectures side by side (VE / TE / MI breakdown and class)",
@@ -96,11 +146,11 @@ def register(sub) -> None:
     p.add_argument("--interaction", help="ad-hoc combination's interaction")
     p.add_argument("--head", help="a task head added to every architecture (itm, mlm, itc, vqa, nlvr2, retrieval)")
     p.add_argument("--image-size", type=_size, help="input image size HxW for every architecture")
-    p.add_argument("--text-len", type=int, help="text tokens for every architecture")
-    p.add_argument("--regions", type=int, help="regions K for region-feature architectures")
+    p.add_argument("--text-len", type=_int_type("text length", 1), help="text tokens for every architecture")
+    p.add_argument("--regions", type=_int_type("regions", 1), help="regions K for region-feature architectures")
     p.add_argument("--weights", metavar="DIR", help="load a local transformers checkpoint (ViLT or CLIP "
                                                     "save_pretrained folder) into the matching architecture")
-    p.add_argument("--taxonomy-factor", type=float, default=3.0, help="VE~TE factor of the class rule (default: 3)")
+    p.add_argument("--taxonomy-factor", type=_float_type("--taxonomy-factor", 1.0), default=3.0, help="VE~TE factor of the class rule (default: 3)")
     p.add_argument("--out", help="run directory for the records (default: reports/runs/<time>-compare); "
                                  "an existing one resumes")
     p.add_argument("--format", default="table", help="table, markdown, csv or json (default: table)")
@@ -109,7 +159,7 @@ def register(sub) -> None:
 
 
 def run_list(args) -> int:
-    regs = _registries()
+    regs = _registries(args.plugin)
     kinds = list(regs) if args.kind == "all" else [args.kind]
     for kind in kinds:
         if kind not in regs:
@@ -126,7 +176,7 @@ def run_list(args) -> int:
 def run_describe(args) -> int:
     import dataclasses
 
-    regs = _registries()
+    regs = _registries(args.plugin)
     hits = [(k, r.get(args.name)) for k, r in regs.items() if args.name in r]
     if not hits:
         everything = sorted({n for r in regs.values() for n in r.names(include_aliases=True)})
@@ -170,25 +220,18 @@ def compare_targets(args) -> List[str]:
     return targets
 
 
-def run_compare(args) -> int:
-    from vlpbench.compare import FORMATS, format_comparison
-    from vlpbench.harness.runner import run_many
+def compare_specs(args) -> List[Any]:
+    """One checked RunSpec per compared architecture (plugins imported before any name is resolved)."""
+    from vlpbench.harness.runner import preflight
     from vlpbench.registry import ARCH, HEAD
-    from vlpbench.store import RunDir
 
-    if args.format not in FORMATS:
-        raise VlpbenchError(f"invalid format {args.format!r}; accepted: {', '.join(FORMATS)}")
-    _registries()
+    _registries(args.plugin)
     workload: Dict[str, Any] = {}
     if args.image_size:
         workload["image_size"] = args.image_size
     if args.text_len is not None:
-        if args.text_len < 1:
-            raise VlpbenchError(f"invalid text length {args.text_len}; accepted: an integer >= 1")
         workload["text_len"] = args.text_len
     if args.regions is not None:
-        if args.regions < 1:
-            raise VlpbenchError(f"invalid regions {args.regions}; accepted: an integer >= 1")
         workload["regions"] = args.regions
     overrides = {"head": HEAD.resolve(args.head)} if args.head else {}
     specs = []
@@ -199,7 +242,20 @@ def run_compare(args) -> int:
                          taxonomy_factor=args.taxonomy_factor, weights=args.weights)
         if "+" in target and args.head:
             spec.target = f"{target}+{HEAD.resolve(args.head)}"
-        specs.append(spec.validate())
+        specs.append(preflight(spec))
+    return specs
+
+
+def run_compare(args) -> int:
+    from vlpbench.compare import FORMATS, format_comparison
+    from vlpbench.harness.runner import run_many
+    from vlpbench.store import RunDir, check_output_dir
+
+    if args.format not in FORMATS:
+        raise VlpbenchError(f"invalid format {args.format!r}; accepted: {', '.join(FORMATS)}")
+    if args.out:
+        check_output_dir(args.out, "--out")
+    specs = compare_specs(args)  # every check before the run directory or a subprocess exists
     run = RunDir.open(args.out, create=True, label="compare") if args.out else RunDir.create("compare")
     n = len(specs)
 

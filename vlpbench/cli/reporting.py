@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .measure import _csv as _names, add_measure_options, base_spec
+from .measure import _csv as _names, _float_type, _registries, add_measure_options, base_spec
 
 
 def register(sub) -> None:
@@ -34,19 +34,24 @@ def register(sub) -> None:
 
     d = sub.add_parser("diff", help="compare two runs: medians, ratio B/A, Mann-Whitney U significance",
                        description="Compare every configuration present in both runs; exit 1 with --fail-above "
-                                   "when a significant slowdown exceeds the given percentage.")
+                                   "when a significant slowdown exceeds the given percentage, 2 when the runs have "
+                                   "no configuration in common (nothing was compared).")
     d.add_argument("run_a", metavar="RUN_A")
     d.add_argument("run_b", metavar="RUN_B")
     d.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    d.add_argument("--fail-above", type=float, default=None, metavar="PCT",
+    d.add_argument("--fail-above", type=_float_type("--fail-above", 0.0), default=None, metavar="PCT",
                    help="exit 1 if a significant slowdown of a total exceeds PCT percent")
     d.add_argument("--stages", action="store_true", help="also compare every leaf stage")
     d.set_defaults(func=run_diff)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from vlpbench.report.build import build_report
+    from vlpbench.report.build import DEFAULT_OUT, build_report
+    from vlpbench.store import RunDir, check_output_dir
 
+    check_output_dir(args.out or DEFAULT_OUT, "--out")
+    for run in args.runs:
+        RunDir.open(run).records()  # every run directory and record checked before anything is written
     path = build_report(args.runs, args.out)
     print(f"report: {path}  (and {path.with_suffix('.html')})")
     return 0
@@ -57,13 +62,19 @@ def run_sweep(args: argparse.Namespace) -> int:
     from vlpbench.report.sweep import parse_axis, run_sweep as sweep, sweep_specs
     from vlpbench.store import RunDir
 
+    from vlpbench.harness.runner import preflight
+    from vlpbench.store import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out, "--out")
+    _registries(args.plugin)
     axes = [parse_axis(a) for a in args.axis]
     if len({a for a, _ in axes}) != len(axes):
         raise VlpbenchError("an axis is given twice; give each --axis once with all its values")
     targets = ([(n, "arch") for n in args.arch] + [(n, "visual") for n in args.visual]
                + [(n, "text") for n in args.text])
     base = base_spec(args, target="")
-    specs = sweep_specs(targets, axes, base)
+    specs = [preflight(s) for s in sweep_specs(targets, axes, base)]  # all checked before the run directory exists
     meta = {"command": ["vlpbench", *sys.argv[1:]], "sweep": {"axes": [[a, v] for a, v in axes],
                                                                 "targets": [list(t) for t in targets]}}
     run = RunDir.open(args.out, create=True, label="sweep", meta=meta) if args.out else RunDir.create("sweep", meta=meta)
@@ -76,14 +87,14 @@ def run_diff(args: argparse.Namespace) -> int:
     from vlpbench.errors import VlpbenchError
     from vlpbench.report.diff import diff_runs, format_text
 
-    if args.fail_above is not None and args.fail_above < 0:
-        raise VlpbenchError(f"invalid --fail-above {args.fail_above!r}; accepted: a percentage >= 0")
     d = diff_runs(args.run_a, args.run_b, alpha=args.alpha, stages=args.stages)
+    if not d.rows:  # a CI gate that compared nothing must not pass
+        raise VlpbenchError(f"no configuration is present in both runs ({len(d.only_a)} only in {args.run_a!r}, "
+                            f"{len(d.only_b)} only in {args.run_b!r}); nothing was compared; accepted: two runs "
+                            "measuring at least one configuration in common")
     for w in d.warnings:
         print(f"vlpbench diff: warning: {w}", file=sys.stderr)
     print(format_text(d))
-    if not d.rows:
-        print("no configuration is present in both runs", file=sys.stderr)
     if args.fail_above is not None:
         slow = d.slowdowns(args.fail_above)
         if slow:

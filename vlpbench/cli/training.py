@@ -8,29 +8,67 @@ import os
 
 from vlpbench.errors import bad_value
 
+from .measure import _float_type, _int_type
+
+# Training seeds feed derived generator seeds (seed * 1,000,003 + step * 101 + rank), which must stay in 64 bits.
+MAX_TRAIN_SEED = 2**32 - 1
+
 
 def _set_threads(args: argparse.Namespace) -> None:
     """``--threads N``: intra-op threads for training / evaluation (unset: PyTorch's default, every core)."""
     if getattr(args, "threads", None) is None:
         return
-    if args.threads < 1:
-        raise bad_value("--threads", args.threads, "an integer >= 1")
     import torch
 
     torch.set_num_threads(args.threads)
 
 
 def _add_threads(p) -> None:
-    p.add_argument("--threads", type=int, help="intra-op CPU threads for training (default: PyTorch's, all cores)")
+    from vlpbench.harness.runner import max_threads
+
+    p.add_argument("--threads", type=_int_type("--threads", 1, max_threads()),
+                   help="intra-op CPU threads for training (default: PyTorch's, all cores)")
+
+
+def _small_arch(name: str) -> str:
+    """``name`` resolved, if it is a small preset (registry tag ``small``), else one error listing them."""
+    from vlpbench.registry import ARCH
+
+    small = [e.name for e in ARCH.entries() if "small" in e.tags]
+    resolved = ARCH.resolve(name) if name in ARCH else None
+    if resolved is None or "small" not in ARCH.get(resolved).tags:
+        raise bad_value("--arch", name, f"a small preset: {', '.join(small)}")
+    return resolved
+
+
+def _check_out(path: str, what: str) -> None:
+    from vlpbench.store import check_output_dir
+
+    check_output_dir(path, what)
+
+
+def _check_file(path: str, what: str, accepted: str) -> None:
+    if not os.path.isfile(path):
+        raise bad_value(what, path, accepted)
+
+
+def _add_data_sizes(p) -> None:
+    p.add_argument("--n-train", type=_int_type("--n-train", 1), default=2000)
+    p.add_argument("--n-val", type=_int_type("--n-val", 1), default=250)
+    p.add_argument("--n-test", type=_int_type("--n-test", 1), default=250)
 
 
 def _train(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
     from vlpbench.study.training import DataSpec, TrainConfig, train
 
-    _set_threads(args)
     load_all()
-    cfg = TrainConfig(arch=args.arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    arch = _small_arch(args.arch)
+    _check_out(args.run_dir, "--run-dir")
+    if args.detector is not None:
+        _check_file(args.detector, "--detector", "a detector.pt file written by `vlpbench train-detector`")
+    _set_threads(args)
+    cfg = TrainConfig(arch=arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
                       data=DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test),
                       progress=not args.no_progress)
@@ -46,8 +84,13 @@ def _train_detector(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
     from vlpbench.study.training import DataSpec
 
-    _set_threads(args)
     load_all()
+    from vlpbench.presets.small import REGION_ARCHS
+
+    if _small_arch(args.arch) not in REGION_ARCHS:
+        raise bad_value("--arch", args.arch, f"a small region preset: {', '.join(REGION_ARCHS)}")
+    _check_out(args.out, "--out")
+    _set_threads(args)
     data = SyntheticData(DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test).dataset_config())
     summary = train_detector(DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny),
                              data, args.out)
@@ -60,6 +103,11 @@ def _eval(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
 
     load_all()
+    if not os.path.isdir(args.root):
+        raise bad_value("--root", args.root, "an existing directory with the Karpathy JSON and the images")
+    if not os.path.isdir(args.weights):
+        raise bad_value("--weights", args.weights, "an existing transformers ViLT / CLIP folder or a "
+                                                   "`vlpbench train` run directory")
     result = evaluate_checkpoint(args.weights, dataset=args.dataset, root=args.root, split=args.split,
                                  limit=args.limit)
     print(json.dumps(result, indent=1))
@@ -70,31 +118,44 @@ def _study(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
     from vlpbench.study.runner import get_profile, run_study
 
-    _set_threads(args)
     load_all()
-    profile = get_profile(args.profile, steps=args.steps,
-                          seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-                          archs=tuple(args.arch.split(",")) if args.arch else None,
+    archs = tuple(_small_arch(a.strip()) for a in args.arch.split(",")) if args.arch else None
+    _check_out(args.out, "--out")
+    _set_threads(args)
+    profile = get_profile(args.profile, steps=args.steps, seeds=_seeds(args.seeds) if args.seeds else None, archs=archs,
                           latency=False if args.no_latency else None)
     run_study(profile, args.out, jobs=args.jobs, threads=args.threads)
     return 0
+
+
+def _seeds(text: str) -> tuple:
+    seeds = []
+    for part in text.split(","):
+        try:
+            seed = int(part)
+        except ValueError:
+            raise bad_value("--seeds", text, f"comma-separated integers from 0 to {MAX_TRAIN_SEED}") from None
+        if not 0 <= seed <= MAX_TRAIN_SEED or seed in seeds:
+            raise bad_value("--seeds", text, f"distinct comma-separated integers from 0 to {MAX_TRAIN_SEED}")
+        seeds.append(seed)
+    return tuple(seeds)
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train one small architecture on the generated data (resumable; torchrun for DDP)")
     p.add_argument("--arch", required=True, help="small preset, e.g. vilt-small, clip-small, uniter-small")
     p.add_argument("--run-dir", required=True, help="checkpoint, log and summary go here; an existing checkpoint resumes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=32, help="pairs per task per step per process")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
+    p.add_argument("--steps", type=_int_type("--steps", 1), default=300)
+    p.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=32,
+                   help="pairs per task per step per process")
+    p.add_argument("--lr", type=_float_type("--lr", 0.0, inclusive=False), default=1e-3)
     p.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     p.add_argument("--detector", help="detector.pt from train-detector (region architectures)")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--stop-after", type=int, help="stop after this many steps of this call (then resume)")
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--n-val", type=int, default=250)
-    p.add_argument("--n-test", type=int, default=250)
+    p.add_argument("--checkpoint-every", type=_int_type("--checkpoint-every", 1), default=100)
+    p.add_argument("--stop-after", type=_int_type("--stop-after", 1),
+                   help="stop after this many steps of this call (then resume)")
+    _add_data_sizes(p)
     p.add_argument("--no-progress", action="store_true")
     _add_threads(p)
     p.set_defaults(func=_train)
@@ -102,13 +163,11 @@ def register(sub) -> None:
     p = sub.add_parser("train-detector", help="train the small Faster R-CNN region embedder on the generated boxes")
     p.add_argument("--arch", default="uniter-small", help="small region architecture whose embedder is trained")
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=_int_type("--steps", 1), default=150)
+    p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
     p.add_argument("--tiny", action="store_true")
     _add_threads(p)
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--n-val", type=int, default=250)
-    p.add_argument("--n-test", type=int, default=250)
+    _add_data_sizes(p)
     p.set_defaults(func=_train_detector)
 
     p = sub.add_parser("eval", help="retrieval R@K of a checkpoint on a local COCO / Flickr30k Karpathy split")
@@ -116,17 +175,17 @@ def register(sub) -> None:
     p.add_argument("--root", required=True, help="folder with the Karpathy JSON and the images")
     p.add_argument("--weights", required=True, help="a transformers ViLT / CLIP folder, or a `vlpbench train` run dir")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, help="evaluate the first N images only")
+    p.add_argument("--limit", type=_int_type("--limit", 1), help="evaluate the first N images only")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("study", help="the accuracy study: detector, every class x seeds, latency, tables")
     p.add_argument("--profile", default="default", help="default, quick or smoke")
     p.add_argument("--out", default="reports/accuracy")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=_int_type("--steps", 1))
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--arch", help="comma-separated small presets")
     p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=_int_type("--jobs", 1), default=1,
                    help="train this many (arch, seed) runs at once, each in its own process with --threads threads")
     _add_threads(p)
     p.set_defaults(func=_study)

@@ -15,8 +15,8 @@ A GRU on the CPU decomposes into ``mm``/``addmm`` and is counted through them (g
 cuDNN's fused RNN kernel on CUDA is not counted and shows in ``not_counted``.
 
 Everything else (element-wise ops, activations, normalisation, softmax outside SDPA, pooling,
-interpolation, sorting, indexing) is not counted; the ops seen in the pass that carry no formula are
-listed in ``not_counted`` with how often they ran.  The PyTorch fast path for
+interpolation, sorting, indexing) is not counted; the ops seen in the pass that carry no formula and
+added no FLOPs through what they decompose into are listed in ``not_counted`` with how often they ran.  The PyTorch fast path for
 ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is disabled during counting, since its
 fused kernel counts 0.
 """
@@ -92,18 +92,30 @@ _FREE = {
 
 
 class _OpRecorder(TorchDispatchMode):
-    def __init__(self, counted: set) -> None:
+    """Lists the ops of the pass that no formula counted.
+
+    An op is *counted* when it has a formula, or when running it raised the counter's total: composite
+    ops such as ``aten.linear``, ``aten.conv2d`` or scaled-dot-product attention reach this mode before
+    they decompose into ``addmm`` / ``convolution`` / the SDPA kernel, whose FLOPs are counted, so they
+    must not be listed as uncounted.
+    """
+
+    def __init__(self, counted: set, counter: FlopCounterMode) -> None:
         super().__init__()
         self.counted = counted
+        self.counter = counter
         self.seen: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         packet = func.overloadpacket
-        if packet not in self.counted:
-            name = packet.__name__
-            if name not in _FREE and not name.endswith("_copy"):
-                self.seen[f"{func.namespace}.{name}"] += 1
-        return func(*args, **(kwargs or {}))
+        name = packet.__name__
+        if packet in self.counted or name in _FREE or name.endswith("_copy"):
+            return func(*args, **(kwargs or {}))
+        before = self.counter.get_total_flops()
+        out = func(*args, **(kwargs or {}))
+        if self.counter.get_total_flops() == before:
+            self.seen[f"{func.namespace}.{name}"] += 1
+        return out
 
 
 @contextlib.contextmanager
@@ -145,7 +157,7 @@ def count_flops(fn: Callable[..., Any]) -> Dict[str, Any]:
     mapping = _custom_mapping()
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     counted = set(counter.flop_registry)
-    recorder = _OpRecorder(counted)
+    recorder = _OpRecorder(counted, counter)
     stage = _StageFlops(counter)
     with _fastpath_disabled(), torch.no_grad(), counter, recorder:
         fn(stage)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from vlpbench.errors import VlpbenchError
 from vlpbench.store import SCHEMA, RunDir, config_key
@@ -26,6 +26,12 @@ from .protocol import Protocol
 COMPONENTS = {"arch": ("arch", None, None), "visual": ("visual", "visual", "VE"), "text": ("text", "text", "TE")}
 DTYPES = ("float32", "bfloat16", "float16")
 RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+# More intra-op threads than this per CPU is no measurement anyone wants (and far more makes libgomp abort).
+THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
 
 
 @dataclass
@@ -40,7 +46,7 @@ class RunSpec:
     tf32: bool = False                            # CUDA: allow TF32 in matmuls and cuDNN convolutions
     cudnn_benchmark: bool = False                 # CUDA: let cuDNN pick kernels by trying them
     batch_size: int = 1
-    threads: int = 2                              # torch intra-op threads (recorded)
+    threads: int = 1                              # torch intra-op threads (recorded; the CLI's and README's default)
     seed: int = 0                                 # seeds the inputs (and random init)
     tiny: bool = False                            # build the tiny test-size variant
     protocol: Protocol = field(default_factory=Protocol)
@@ -69,8 +75,11 @@ class RunSpec:
             raise VlpbenchError("dtype 'float16' is not supported on cpu; accepted on cpu: float32, bfloat16")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise VlpbenchError(f"invalid batch size {self.batch_size!r}; accepted: an integer >= 1")
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise VlpbenchError(f"invalid thread count {self.threads!r}; accepted: an integer >= 1")
+        if not isinstance(self.threads, int) or not 1 <= self.threads <= max_threads():
+            raise VlpbenchError(f"invalid thread count {self.threads!r}; accepted: an integer from 1 to "
+                                f"{max_threads()} ({THREADS_PER_CPU} per CPU of this machine's {os.cpu_count()})")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**64:
+            raise VlpbenchError(f"invalid seed {self.seed!r}; accepted: an integer from 0 to 2**64-1")
         if not self.taxonomy_factor >= 1:
             raise VlpbenchError(f"invalid taxonomy factor {self.taxonomy_factor!r}; accepted: a number >= 1")
         self.protocol.validate()
@@ -105,6 +114,10 @@ def load_plugins(plugins: Iterable[str]) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise VlpbenchError(f"cannot import plugin module {name!r}: {exc}") from exc
+        except Exception as exc:  # a plugin is user code: its failure is reported as one line naming it
+            where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, SyntaxError) else ""
+            raise VlpbenchError(f"plugin module {name!r} failed while importing: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}{where}") from exc
 
 
 def _registry(component: str, plugins: Iterable[str] = ()):
@@ -176,7 +189,7 @@ def combination_entry(target: str):
     head = HEAD.resolve(parts[3]) if len(parts) == 4 else None
     cfg = ArchConfig(visual=names[0], text=names[1], interaction=names[2], head=head)
     return Entry("+".join(names + ([head] if head else [])), VLPModel.from_config, cfg,
-                 description="ad-hoc combination")
+                 description="ad-hoc combination", tiny={"tiny": True})  # --tiny: every component at its tiny size
 
 
 def _load_weights(spec: RunSpec, entry):
@@ -333,42 +346,153 @@ def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], Non
     return record
 
 
-def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None) -> Dict[str, Any]:
-    """Measure ``spec`` in a fresh Python process (exact peak RSS; allocator settings from start)."""
+def _image_size(cfg: Any) -> Optional[Tuple[int, int]]:
+    """The input image size a built config will use (its own field, or its visual embedder's)."""
+    size = getattr(cfg, "image_size", None)
+    if size is None and all(hasattr(cfg, a) for a in ("visual", "visual_overrides", "tiny")):
+        from vlpbench.registry import VISUAL
+
+        size = getattr(VISUAL.get(cfg.visual).make_config(tiny=cfg.tiny, **cfg.visual_overrides), "image_size", None)
+    if size is None:
+        return None
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return (int(size[0]), int(size[1])) if len(size) == 2 else None
+
+
+def memory_limit_bytes(device: str) -> int:
+    """The memory a measurement on ``device`` can use at most: physical RAM, or the GPU's total memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(spec: RunSpec, cfg: Any) -> None:
+    """Refuse, before building, an image size / batch whose input alone cannot fit in memory.
+
+    A lower bound, never a guess: the pixels ([B, 3, H, W] at ``dtype``) and their normalised copy, which
+    every visual embedder makes in its preprocess stage.
+    """
+    size = _image_size(cfg)
+    if size is None:
+        return
+    itemsize = {"float32": 4, "bfloat16": 2, "float16": 2}[spec.dtype]
+    need = 2 * spec.batch_size * 3 * size[0] * size[1] * itemsize
+    limit = memory_limit_bytes(spec.device)
+    if need > limit:
+        raise VlpbenchError(
+            f"image size {size[0]}x{size[1]} at batch {spec.batch_size} cannot fit: its input and normalised copy "
+            f"alone need {need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of {spec.device} memory here; "
+            "accepted: a smaller --image-size or --batch-size")
+
+
+def preflight(spec: RunSpec) -> RunSpec:
+    """Everything about ``spec`` that can be checked without measuring, in this process, before any
+    subprocess starts or run directory is written: fields, plugins, names, workload keys, local weights,
+    and that the input fits in memory.  Returns ``spec``."""
     spec.validate()
+    reg = _registry(spec.component, spec.plugins)
+    entry = combination_entry(spec.target) if spec.component == "arch" and "+" in spec.target else reg.get(spec.target)
+    cfg = apply_workload(entry, entry.make_config(tiny=spec.tiny, **spec.overrides), spec.workload, spec.component)
+    if spec.weights is not None:
+        from vlpbench.architectures.loaders import checkpoint_type, verify_checkpoint
+
+        family = next((t.split(":", 1)[1] for t in entry.tags if t.startswith("hf:")), None)
+        if spec.component != "arch" or family is None or checkpoint_type(spec.weights) != family:
+            _load_weights(spec, entry)  # raises the "not supported for" / "is a ... model" message
+        verify_checkpoint(spec.weights)
+    check_memory(spec, cfg)
+    return spec
+
+
+def _worker_env() -> Dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GLIBC_TUNABLES", RECOMMENDED_GLIBC_TUNABLES)
     # the child imports what this process can import (plugins included)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    env["VLPBENCH_PARENT_PID"] = str(os.getpid())  # the worker dies with this process (worker.follow_parent)
+    return env
+
+
+def _run_worker(spec: RunSpec, out: str, timeout_s: Optional[float]) -> Dict[str, Any]:
+    """Run the worker writing ``out`` (the record, or ``{"error": ...}``); return what it wrote."""
+    from .worker import error_path
+
+    err = error_path(out)
+    proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],
+                          input=json.dumps(spec.to_dict()), text=True, capture_output=True, env=_worker_env(),
+                          timeout=timeout_s)
+    if os.path.exists(err):
+        with open(err) as f:
+            message = json.load(f)["error"]
+        os.unlink(err)
+        raise VlpbenchError(message)
+    if proc.returncode == 0 and os.path.exists(out):
+        with open(out) as f:
+            return json.load(f)
+    raise RuntimeError(f"measurement of {spec.target!r} failed in its subprocess (exit {proc.returncode}):\n"
+                       f"{proc.stderr[-4000:]}")
+
+
+def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None, run_dir: Optional[RunDir] = None) -> Dict[str, Any]:
+    """Measure ``spec`` in a fresh Python process (exact peak RSS; allocator settings from start).
+
+    With ``run_dir`` the worker writes the record straight into it (atomically, under its key), so a
+    record finished just before this process is killed is kept and reused on resume, and no temporary
+    directory is involved; without, it writes into a ``vlpbench-*`` temporary directory removed here.
+    The worker dies with this process (it never outlives a killed parent).
+    """
+    preflight(spec)
+    if run_dir is not None:
+        return _run_worker(spec, str(run_dir.record_path(spec.key())), timeout_s)
     with tempfile.TemporaryDirectory(prefix="vlpbench-") as tmp:
-        out = os.path.join(tmp, "record.json")
-        proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],
-                              input=json.dumps(spec.to_dict()), text=True, capture_output=True, env=env,
-                              timeout=timeout_s)
-        if os.path.exists(out):
-            result = json.loads(open(out).read())
-            if "error" in result:
-                raise VlpbenchError(result["error"])
-            return result
-        raise RuntimeError(f"measurement of {spec.target!r} failed in its subprocess (exit {proc.returncode}):\n"
-                           f"{proc.stderr[-4000:]}")
+        return _run_worker(spec, os.path.join(tmp, "record.json"), timeout_s)
+
+
+def _measure_into(spec: RunSpec, run_dir: RunDir, isolated: bool) -> Dict[str, Any]:
+    if isolated:
+        return run_isolated(spec, run_dir=run_dir)
+    rec = run_spec(spec)
+    run_dir.write(rec)
+    return rec
 
 
 def run_many(specs: Iterable[RunSpec], run_dir: RunDir, isolated: bool = True,
              progress: Optional[Callable[[str, RunSpec], None]] = None) -> List[Dict[str, Any]]:
-    """Measure every spec into ``run_dir``, skipping those whose record is already complete (resume)."""
-    records = []
-    specs = [s.validate() for s in specs]
+    """Measure every spec into ``run_dir``, skipping those whose record is already complete (resume).
+
+    Every spec is checked (:func:`preflight`) before the first is measured.  Each configuration is
+    measured under its claim (:meth:`RunDir.claim`): one claimed by another live process is left to it
+    and, once every other is done, read from its record (or measured here if that process died first).
+    ``progress(event, spec)`` is called once per spec, event "run" or "skip".
+    """
+    specs = [preflight(s) for s in specs]
+    done: Dict[str, Dict[str, Any]] = {}
+    deferred: List[RunSpec] = []
     for spec in specs:
         key = spec.key()
-        if run_dir.has(key):
+        if key in done or run_dir.has(key):
             if progress:
                 progress("skip", spec)
-            records.append(json.loads(run_dir.record_path(key).read_text()))
+            done.setdefault(key, run_dir.read(key))
             continue
-        if progress:
-            progress("run", spec)
-        rec = run_isolated(spec) if isolated else run_spec(spec)
-        run_dir.write(rec)
-        records.append(rec)
-    return records
+        with run_dir.claim(key) as mine:
+            if not mine:
+                deferred.append(spec)
+                continue
+            if progress:
+                progress("run", spec)
+            done[key] = _measure_into(spec, run_dir, isolated)
+    for spec in deferred:
+        key = spec.key()
+        with run_dir.claim(key, wait=True):
+            if run_dir.has(key):
+                if progress:
+                    progress("skip", spec)
+                done[key] = run_dir.read(key)
+            else:
+                if progress:
+                    progress("run", spec)
+                done[key] = _measure_into(spec, run_dir, isolated)
+    return [done[s.key()] for s in specs]

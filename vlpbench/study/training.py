@@ -41,7 +41,7 @@ from vlpbench.embedders.patch import PROCESSOR_NORMALISATION
 from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.study.objectives import TaskModel
 from vlpbench.registry import ARCH, VISUAL
-from vlpbench.store import atomic_write_json
+from vlpbench.store import atomic_write_json, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 TASKS = ("retrieval", "qa", "matching")
@@ -279,6 +279,25 @@ def model_state(task: TaskModel) -> Dict[str, torch.Tensor]:
     return task.state_dict()
 
 
+def truncate_log(log_path: str, step: int) -> None:
+    """Cut the JSON-lines training log back to ``step`` (the checkpoint resumed from; 0 for a fresh start),
+    so that a resumed run's log keeps one line per step (an interrupted run logged steps past its last
+    checkpoint, and a torn last line)."""
+    if not os.path.exists(log_path):
+        return
+    kept = []
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int) or entry["step"] > step:
+                break
+            kept.append(line)
+    atomic_write_text(log_path, "".join(kept))
+
+
 # ---- the loop -------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
           stop_after: Optional[int] = None) -> Tuple[TaskModel, Dict[str, Any]]:
@@ -317,6 +336,8 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     if task.visual_cache is not None:
         task.model.visual.eval()
     log_path = os.path.join(run_dir, "train_log.jsonl")
+    if rank == 0:
+        truncate_log(log_path, step)
     start = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.arch, unit="step",
