@@ -103,7 +103,10 @@ def register(sub) -> None:
     p.add_argument("--taxonomy-factor", type=float, default=3.0, help="VE~TE factor of the class rule (default: 3)")
     p.add_argument("--out", help="run directory for the records (default: reports/runs/<time>-compare); "
                                  "an existing one resumes")
-    p.add_argument("--format", default="table", help="table, markdown, csv or json (default: table)")
+    p.add_argument("--format", default="table",
+                   help="table, markdown, csv (tidy: one row per architecture x stage), csv-summary (one row per "
+                        "configuration) or json (the records) (default: table); both CSVs are also written "
+                        "into the run directory")
     add_measure_options(p)
     p.set_defaults(func=run_compare)
 
@@ -171,7 +174,7 @@ def compare_targets(args) -> List[str]:
 
 
 def run_compare(args) -> int:
-    from vlpbench.compare import FORMATS, format_comparison
+    from vlpbench.report.compare import FORMATS, format_comparison, write_csvs
     from vlpbench.harness.runner import run_many
     from vlpbench.registry import ARCH, HEAD
     from vlpbench.store import RunDir
@@ -200,7 +203,8 @@ def run_compare(args) -> int:
         if "+" in target and args.head:
             spec.target = f"{target}+{HEAD.resolve(args.head)}"
         specs.append(spec.validate())
-    run = RunDir.open(args.out, create=True, label="compare") if args.out else RunDir.create("compare")
+    meta = {"command": ["vlpbench", *args.argv], "targets": [s.target for s in specs]}
+    run = RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out else RunDir.create("compare", meta=meta)
     n = len(specs)
 
     def progress(event: str, spec) -> None:
@@ -211,5 +215,6 @@ def run_compare(args) -> int:
 
     records = run_many(specs, run, isolated=not args.in_process, progress=progress)
     print(format_comparison(records, args.format), end="")
-    print(f"records: {run.path}", file=sys.stderr)
+    written = write_csvs(records, run.path)
+    print(f"records: {run.path} (tables: {', '.join(p.name for p in written)})", file=sys.stderr)
     return 0
