@@ -66,11 +66,12 @@ def test_compare_csv_is_long_tidy_and_numeric(run):
         assert list(mine) == [s["name"] for s in rec["stages"]] + ["unaccounted", "total"]
         for s in rec["stages"]:
             row = mine[s["name"]]
-            assert float(row["median_ms"]) == s["median_ms"] and float(row["p95_ms"]) == s["p95_ms"]
-            assert [float(row["ci95_low_ms"]), float(row["ci95_high_ms"])] == s["ci95_ms"]
+            assert float(row["median_ms"]) == pytest.approx(s["median_ms"], rel=1e-11)
+            assert float(row["p95_ms"]) == pytest.approx(s["p95_ms"], rel=1e-11)
+            assert [float(row["ci95_low_ms"]), float(row["ci95_high_ms"])] == pytest.approx(s["ci95_ms"], rel=1e-11)
             assert row["noisy"] == str(s["noisy"]).lower() and int(row["n"]) == s["n"]
-        assert float(mine["total"]["median_ms"]) == rec["total"]["median_ms"]
-        assert float(mine["unaccounted"]["median_ms"]) == rec["unaccounted_ms"]
+        assert float(mine["total"]["median_ms"]) == pytest.approx(rec["total"]["median_ms"], rel=1e-11)
+        assert float(mine["unaccounted"]["median_ms"]) == pytest.approx(rec["unaccounted_ms"], rel=1e-11, abs=1e-12)
     for row in rows:
         for k, v in row.items():
             if k not in ("arch", "key", "component", "stage", "group"):
@@ -84,14 +85,14 @@ def test_compare_summary_csv_one_row_per_configuration(run):
     assert len(rows) == len(records)
     for row, rec in zip(rows, records):
         assert row["key"] == rec["key"]
-        assert float(row["median_ms"]) == rec["total"]["median_ms"]
-        assert float(row["uninstrumented_median_ms"]) == rec["uninstrumented"]["median_ms"]
+        assert float(row["median_ms"]) == pytest.approx(rec["total"]["median_ms"], rel=1e-11)
+        assert float(row["uninstrumented_median_ms"]) == pytest.approx(rec["uninstrumented"]["median_ms"], rel=1e-11)
         b = rec["workload"]["batch_size"]
         assert float(row["samples_per_s"]) == pytest.approx(b * 1e3 / rec["uninstrumented"]["median_ms"])
         assert float(row["params_M"]) == pytest.approx(rec["params"]["total"] / 1e6)
         assert float(row["gflops"]) == pytest.approx(rec["flops"]["total"] / 1e9)
         assert [int(row["image_height_px"]), int(row["image_width_px"])] == rec["workload"]["image_size"]
-        assert float(row["MI_ms"]) == rec["groups"]["MI"]["median_ms"]
+        assert float(row["MI_ms"]) == pytest.approx(rec["groups"]["MI"]["median_ms"], rel=1e-11)
         assert row["class_measured"] == rec["taxonomy"]["class"]
         assert float(row["peak_rss_MB"]) == rec["memory"]["rss_peak_mb"]
     # the side-by-side view for people keeps the groups and the class
