@@ -189,3 +189,53 @@ def test_metric_values_reads_seed_blocks_and_skips_counts():
     assert set(vals) == {"a", "b", "relational"}
     assert vals["a"] == {"mean": 0.5, "std": 0.1, "n": 3}
     assert vals["b"]["std"] == pytest.approx(0.1414, abs=1e-4)  # from the seeds when std is not given
+
+
+def test_figures_draw_the_records_numbers(runs, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from vlpbench.report import figures
+
+    recs = [r for r in RunDir(runs["main"]).records()]
+    p = figures.figure1(recs, tmp_path / "f1.png")
+    data = json.loads((tmp_path / "f1.json").read_text())
+    with Image.open(p) as im:
+        assert im.size[0] > 800
+    by_key = {r["key"]: r for r in recs}
+    assert data["measured"] and len(data["paper"]) == 3  # the paper's bars are their own panel's, never mixed
+    for bar in data["measured"]:
+        r = by_key[bar["key"]]
+        assert bar["total_median_ms"] == r["total"]["median_ms"]  # the total bar is the table's total
+        assert bar["total_iqr_ms"] == r["total"]["iqr_ms"]
+        assert bool(bar["flags"]) == bool(r["total"].get("noisy") or r["env"].get("busy"))
+        ve = {s["name"].split(".", 1)[1]: s for s in r["stages"] if s["leaf"] and s["group"] == "VE"}
+        for seg in bar["segments"]:
+            if seg["stage"] in ve:
+                assert seg["median_ms"] == ve[seg["stage"]]["median_ms"] and seg["iqr_ms"] == ve[seg["stage"]]["iqr_ms"]
+    assert len(data["colours"]) < 10
+    assert all("key" not in b for b in data["paper"]) and "Figure 1" in data["source_of_paper_bars"]
+
+    arch = [r for r in recs if r.get("taxonomy")]
+    figures.taxonomy(arch, tmp_path / "tax.png")
+    tax = json.loads((tmp_path / "tax.json").read_text())["architectures"]
+    for row, r in zip(tax, arch):
+        assert row["class"] == r["taxonomy"]["class"] and row["MI_ms"] == r["taxonomy"]["MI_ms"]
+        assert row["margin_ratio"] is None or row["margin_ratio"] > 1
+
+
+@pytest.mark.parametrize("ve,te,mi,cls,by", [
+    (100, 0.3, 99, "c", "VE / MI"),        # VE 100 / MI 99: (c), by 1%: a close call
+    (99, 0.3, 100, "d", "MI / max(VE, TE)"),  # VE 99 / MI 100: (d), by 1%: a close call
+    (800, 0.3, 10, "c", "MI / TE"),
+])
+def test_class_margin_names_the_deciding_comparison(ve, te, mi, cls, by):
+    from vlpbench.harness.taxonomy import classify
+
+    t = classify(ve, te, mi)
+    assert t["class"] == cls
+    got_by, ratio = tables.class_margin(t)
+    assert got_by == by and ratio > 1
+    assert tables.is_close_call(t) == (ratio < 1.1)
+    assert tables.is_close_call(t) == (abs(ve - mi) / min(ve, mi) < 0.1)
