@@ -100,9 +100,11 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
     doc.add(Heading("Figure-1 view: time per visual-embedding schema"))
     p = figures.figure1([r for r in lat if id(r) not in in_curve], out / "figures" / "figure1.png")
     if p:
-        doc.add(Image("figures/figure1.png", "Per-stage median time by schema: stage shares (left) and summed stage "
-                      "time on a log axis (right). Hatched bars: ViLT paper Figure 1, P40 GPU, full-size models "
-                      "(quoted). Solid bars: measured here (sweep points are in the scaling section)."))
+        doc.add(Image("figures/figure1.png", "Per-stage median time by schema. Top, measured here: each "
+                      "configuration's stages as shares of the bar (labels in ms, whiskers = IQR) and its total "
+                      "median on a log axis with the IQR (the summary table's number). Bottom, in a panel of its "
+                      "own: ViLT paper Figure 1 (P40 GPU, full-size models), quoted, hatched. Red labels: noisy or "
+                      "busy. The numbers drawn are in figures/figure1.json."))
         doc.add(Para("Measured bars use the sizes each record states (tiny test configurations are much smaller "
                      "than the paper's), so compare the shape (which stage dominates), not absolute times."))
     else:
@@ -113,8 +115,9 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
     arch = [r for r in lat if r.get("taxonomy") and id(r) not in in_curve] or [r for r in lat if r.get("taxonomy")]
     p = figures.taxonomy(arch, out / "figures" / "taxonomy.png")
     if p:
-        doc.add(Image("figures/taxonomy.png", "Share of VE + TE + MI median time per architecture, with the class "
-                      "measured here and the paper's class (quoted)."))
+        doc.add(Image("figures/taxonomy.png", "Share of VE + TE + MI median time per architecture with the ms, "
+                      "the class measured here, the paper's class (quoted) and the comparison that decided the "
+                      "class with its margin (figures/taxonomy.json)."))
         close = [tables.label(r) for r in arch if tables.is_close_call(r["taxonomy"])]
         if close:
             doc.add(Para("**Close call**: the class of " + ", ".join(f"`{c}`" for c in close) + " was decided by "
@@ -196,7 +199,7 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
     if facts.rows:
         doc.add(Heading("Reference facts (quoted from paper)"))
         doc.add(Para("Carried in each record from its registry entry; quoted from the paper or repository named, "
-                     "never measured here. Figure-1 paper bars: ViLT paper Figure 1 (REFERENCE.md section 2)."))
+                     "never measured here. Figure-1 paper bars: ViLT paper (Kim et al., ICML 2021), Figure 1; see docs/reference.md."))
         doc.add(w.table("paper-facts", facts))
 
     atomic_write_text(out / "report.md", doc.to_markdown())

@@ -130,7 +130,7 @@ def _share_panel(ax, bars, colors, paper: bool) -> None:
                     edgecolor="black" if paper else "white", hatch="//" if paper else None, linewidth=0.6)
             if share >= 9:
                 lab = f"{k}\n{fmt(v, 3)} ms" if paper else f"{fmt(v, 3)} ms"
-                ax.text(left + share / 2, y, lab, ha="center", va="center", fontsize=7,
+                ax.text(left + share / 2, y, lab, ha="center", va="center", fontsize=7.5,
                         color="black" if paper or k in ("unaccounted", "other VE stages") else "white",
                         bbox=dict(facecolor="white", edgecolor="none", pad=1.0) if paper else None)
             if not paper and iqr > 0:
@@ -162,7 +162,7 @@ def _total_panel(ax, bars, paper: bool) -> None:
                 hatch="//" if paper else None, linewidth=0.6)
         if not paper:
             ax.errorbar(total, y, xerr=[[lo], [hi]], color="#d62728", lw=1.2, capsize=3)
-        ax.text(total * 1.6 + hi, y, f"{fmt(total, 4)} ms{note}", va="center", fontsize=7.5)
+        ax.text(total * 1.6 + hi, y, f"{fmt(total, 4)} ms{note}", va="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlim(min(totals) / 3, max(totals) * 60)
     ax.set_yticks(range(len(bars)))
@@ -190,8 +190,8 @@ def figure1(records: Sequence[Record], path: Path) -> Optional[Path]:
              for sch in SCHEMA_ORDER]
     paper_colors = {k: c for k, c in zip(sorted({k for _, segs, _ in paper for k, _, _ in segs}),
                                          ("#f0f0f0", "#d0d0d0", "#e8e8e8", "#bdbdbd", "#f7f7f7"))}
-    fig = _figure(15, 2.6 + 0.42 * (len(bars) + len(paper)))
-    gs = fig.add_gridspec(2, 2, width_ratios=[2.0, 1.1], height_ratios=[max(len(bars), 1) + 1.6, len(paper) + 0.6],
+    fig = _figure(12.5, 2.8 + 0.45 * (len(bars) + len(paper)))
+    gs = fig.add_gridspec(2, 2, width_ratios=[1.9, 1.0], height_ratios=[max(len(bars), 1) + 1.6, len(paper) + 0.6],
                           wspace=0.04, hspace=0.55)
     ax_s, ax_t = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
     px_s, px_t = fig.add_subplot(gs[1, 0]), fig.add_subplot(gs[1, 1])
@@ -227,7 +227,7 @@ def taxonomy(records: Sequence[Record], path: Path) -> Optional[Path]:
     recs = [r for r in records if r.get("taxonomy")]
     if not recs:
         return None
-    fig = _figure(14, 1.8 + 0.55 * len(recs))
+    fig = _figure(12.5, 1.9 + 0.6 * len(recs))
     gs = fig.add_gridspec(1, 2, width_ratios=[1.9, 1.0], wspace=0.02)
     ax, ax_txt = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
     y = np.arange(len(recs))[::-1]
@@ -252,7 +252,7 @@ def taxonomy(records: Sequence[Record], path: Path) -> Optional[Path]:
         line2 = (f"decided by {by} = {ratio:.2f}x" + ("  CLOSE CALL" if close else "")) if by else "no class"
         ax_txt.text(0.01, yi + 0.14, line, va="center", fontsize=8, color=CLASS_COLORS.get(t["class"], "#333"),
                     weight="bold")
-        ax_txt.text(0.01, yi - 0.2, line2 + (f"; {small}" if small else ""), va="center", fontsize=7,
+        ax_txt.text(0.01, yi - 0.2, line2 + (f"; {small}" if small else ""), va="center", fontsize=7.5,
                     color="#b2182b" if close else "#333")
     ax.set_xlim(0, 100)
     ax.set_ylim(-0.6, len(recs) - 0.4)

@@ -33,6 +33,8 @@ def sig(x: Any, digits: int = 4) -> str:
         return "-"
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
     x = float(x)
     if x == 0:
         return "0"
