@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,10 +28,21 @@ def test_bench_smoke_profile_writes_every_output(tmp_path):
     for stage in ("visual.rpn.nms", "visual.roi_align", "visual.roi_head", "visual.det.nms", "visual.backbone",
                   "visual.patch_embed"):
         assert f"| {stage} |" in md, stage
-    # the x-patch column is computed in this run: the patch row is exactly 1.0
-    row = next(line for line in md.splitlines() if line.startswith("| vilt-b32-patch |"))
-    assert "| 1.0 |" in row
+    # the x-patch column is computed in this run: the patch row is exactly 1; the CSV is tidy (numbers only)
+    import csv
+
+    with open(out / "embedders.csv", newline="") as f:
+        rows = {r["embedder"]: r for r in csv.DictReader(f)}
+    assert float(rows["vilt-b32-patch"]["x_patch"]) == 1.0
+    assert rows["vilt-b32-patch"]["image_height_px"].isdigit()
+    # both medians are labelled, in the Markdown and in pytest-benchmark's JSON, and they are the record's
+    assert "median ms (stage markers)" in md and "median ms (no markers, = pytest-benchmark)" in md
+    for b in pb["benchmarks"]:
+        info = b["extra_info"]
+        assert info["median_ms_stage_markers"] == pytest.approx(float(rows[b["name"]]["median_ms"]), rel=1e-11)
+        assert info["median_ms_no_markers"] == pytest.approx(float(rows[b["name"]]["no_marker_median_ms"]), rel=1e-11)
     runs = list((tmp_path / "reports" / "runs").iterdir())
     assert len(runs) == 1 and len(list(runs[0].glob("*.json"))) == len(names) + 1  # records + run.json
+    assert (out / "embedders-stages.csv").stat().st_size > 0
     assert "vlpbench embedder latency" in proc.stdout
     assert "[vlpbench] measuring visual embedder butd-r101-c4" in proc.stdout  # progress line

@@ -319,17 +319,51 @@ def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: Optional[s
 
 
 def _flat_workload(w: Dict[str, Any]) -> Dict[str, Any]:
-    out = {}
+    """``workload.*`` columns; an image size also gives numeric ``workload.image_height`` / ``image_width``."""
+    out: Dict[str, Any] = {}
     for k, v in w.items():
         out[f"workload.{k}"] = "x".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    size = w.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        out["workload.image_height"], out["workload.image_width"] = int(size[0]), int(size[1])
     return out
+
+
+def _stats_cols(st: Dict[str, Any], median: Optional[float] = None) -> Dict[str, Any]:
+    ci = st.get("ci95_ms") or [None, None]
+    return {"median_ms": st.get("median_ms") if median is None else median, "iqr_ms": st.get("iqr_ms"),
+            "p90_ms": st.get("p90_ms"), "p95_ms": st.get("p95_ms"), "ci95_low_ms": ci[0], "ci95_high_ms": ci[1],
+            "cv": st.get("cv"), "noisy": st.get("noisy"), "n": st.get("n")}
+
+
+def _base_cols(r: Dict[str, Any]) -> Dict[str, Any]:
+    env = r.get("env") or {}
+    return {
+        "run": r.get("_run"), "key": r["key"], "kind": r["kind"], "arch": r["arch"],
+        "component": r.get("component"), "device": env.get("device"),
+        "threads": (env.get("threads") or {}).get("intra_op"), "busy": env.get("busy"),
+        "params": (r.get("params") or {}).get("total"), "flops": (r.get("flops") or {}).get("total"),
+        "taxonomy_class": (r.get("taxonomy") or {}).get("class"),
+        **_flat_workload(r.get("workload", {})),
+    }
+
+
+def _stage_entries(r: Dict[str, Any]) -> List[tuple]:
+    """(name, group, leaf, stats, median override) for every stage, then ``unaccounted`` and ``total``."""
+    un = r.get("unaccounted") or {}
+    return ([(s["name"], s["group"], s["leaf"], s, None) for s in r["stages"]]
+            + [("unaccounted", "other", True, un, r.get("unaccounted_ms")), ("total", "total", False, r["total"], None)])
 
 
 def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage"):
     """A tidy DataFrame: one row per (record, stage) for ``level="stage"``, one per record for ``"record"``.
 
-    Stage rows carry median/iqr/p90 and the raw samples; a ``total`` row and an ``unaccounted`` row are
-    included for each latency record so the per-stage rows plus ``unaccounted`` add up to ``total``.
+    Stage rows carry n, median, IQR, p90, p95, the 95% CI of the median, CV and ``noisy``; every latency
+    record also gets an ``unaccounted`` row (end-to-end minus the leaf stages, per iteration) and a
+    ``total`` row.  Medians do not add: the leaf rows' medians plus ``unaccounted`` come near ``total``
+    but not exactly.  What adds up exactly is each iteration: in :func:`to_samples` the leaf samples
+    plus ``unaccounted`` of one iteration equal that iteration's ``total``.  Raw samples are not a column
+    here; :func:`load_samples` gives them as a long frame.
     """
     import pandas as pd
 
@@ -337,38 +371,54 @@ def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage"):
         raise VlpbenchError(f"invalid frame level {level!r}; accepted: stage, record")
     rows = []
     for r in records:
-        base = {
-            "run": r.get("_run"), "key": r["key"], "kind": r["kind"], "arch": r["arch"],
-            "component": r.get("component"), "device": r["env"].get("device"),
-            "threads": (r["env"].get("threads") or {}).get("intra_op"),
-            "params": (r.get("params") or {}).get("total"), "flops": (r.get("flops") or {}).get("total"),
-            "taxonomy_class": (r.get("taxonomy") or {}).get("class"),
-            **_flat_workload(r.get("workload", {})),
-        }
+        base = _base_cols(r)
         if r["kind"] != "latency" or level == "record":
             row = dict(base)
             if r["kind"] == "latency":
                 row.update({"total_median_ms": r["total"]["median_ms"], "total_iqr_ms": r["total"]["iqr_ms"],
-                            "unaccounted_ms": r.get("unaccounted_ms"), "noisy": r["total"].get("noisy")})
+                            "total_p95_ms": r["total"].get("p95_ms"), "unaccounted_ms": r.get("unaccounted_ms"),
+                            "noisy": r["total"].get("noisy"),
+                            "uninstrumented_median_ms": (r.get("uninstrumented") or {}).get("median_ms")})
                 for g, st in (r.get("groups") or {}).items():
                     row[f"{g}_median_ms"] = st["median_ms"]
             else:
                 row.update({f"metric.{k}": v for k, v in (r.get("metrics") or {}).items() if not isinstance(v, (dict, list))})
             rows.append(row)
             continue
-        for st in r["stages"]:
-            rows.append({**base, "stage": st["name"], "group": st["group"], "leaf": st["leaf"],
-                         "median_ms": st["median_ms"], "iqr_ms": st["iqr_ms"], "p90_ms": st["p90_ms"],
-                         "n": st["n"], "samples_ms": st.get("samples_ms")})
-        rows.append({**base, "stage": "unaccounted", "group": "other", "leaf": True,
-                     "median_ms": r.get("unaccounted_ms"), "iqr_ms": (r.get("unaccounted") or {}).get("iqr_ms"),
-                     "p90_ms": (r.get("unaccounted") or {}).get("p90_ms"), "n": (r.get("unaccounted") or {}).get("n"),
-                     "samples_ms": (r.get("unaccounted") or {}).get("samples_ms")})
-        rows.append({**base, "stage": "total", "group": "total", "leaf": False,
-                     "median_ms": r["total"]["median_ms"], "iqr_ms": r["total"]["iqr_ms"],
-                     "p90_ms": r["total"]["p90_ms"], "n": r["total"]["n"], "samples_ms": r["total"].get("samples_ms")})
+        for name, group, leaf, st, med in _stage_entries(r):
+            rows.append({**base, "stage": name, "group": group, "leaf": leaf, **_stats_cols(st, med)})
     return pd.DataFrame(rows)
 
 
+def to_samples(records: Iterable[Dict[str, Any]]):
+    """The raw samples as a long DataFrame: one row per (record, stage, iteration) with ``ms``.
+
+    Stages as in :func:`to_frame` (every stage, ``unaccounted``, ``total``) plus ``uninstrumented``,
+    the end-to-end time of the iterations without stage markers (its own iteration numbers: they
+    alternate with the instrumented ones).  Within one instrumented iteration the leaf stages plus
+    ``unaccounted`` sum to ``total``.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        if r["kind"] != "latency":
+            continue
+        ident = {"run": r.get("_run"), "key": r["key"], "arch": r["arch"], "component": r.get("component")}
+        entries = _stage_entries(r)
+        if r.get("uninstrumented"):
+            entries.append(("uninstrumented", "total", False, r["uninstrumented"], None))
+        for name, group, leaf, st, _ in entries:
+            for i, v in enumerate(st.get("samples_ms") or []):
+                rows.append({**ident, "stage": name, "group": group, "leaf": leaf, "iteration": i, "ms": v})
+    return pd.DataFrame(rows, columns=["run", "key", "arch", "component", "stage", "group", "leaf", "iteration", "ms"])
+
+
 def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage", kind: Optional[str] = None):
+    """:func:`to_frame` of the records in ``run_dirs`` (see it for the columns and what adds up)."""
     return to_frame(load_records(run_dirs, kind=kind), level=level)
+
+
+def load_samples(run_dirs: Union[PathLike, Sequence[PathLike]]):
+    """:func:`to_samples` of the latency records in ``run_dirs``: every raw sample, one row each."""
+    return to_samples(load_records(run_dirs, kind="latency"))

@@ -103,11 +103,11 @@ def test_report_names_only_what_exists_and_holds_measured_numbers(runs, tmp_path
     for r in recs.values():
         row = summary[r["key"]]
         assert row["configuration"] == tables.label(r)
-        assert float(row["total median ms"]) == r["total"]["median_ms"]
-        assert float(row["total IQR ms"]) == r["total"]["iqr_ms"]
+        assert float(row["total_median_ms"]) == pytest.approx(r["total"]["median_ms"], rel=1e-11)
+        assert float(row["total_iqr_ms"]) == pytest.approx(r["total"]["iqr_ms"], rel=1e-11)
         assert int(row["n"]) == r["total"]["n"]
         if r.get("flops"):
-            assert float(row["GFLOPs (2 per multiply-add)"]) == pytest.approx(r["flops"]["total"] / 1e9)
+            assert float(row["gflops"]) == pytest.approx(r["flops"]["total"] / 1e9)
         assert f"| {tables.fmt(r['total']['median_ms'])} |" in md
 
     # per-stage tables for the non-sweep records: every leaf stage median, unaccounted and total
@@ -117,38 +117,38 @@ def test_report_names_only_what_exists_and_holds_measured_numbers(runs, tmp_path
         rows = {row["stage"]: row for row in _csv(out / rel)}
         for s in r["stages"]:
             if s["leaf"]:
-                assert float(rows[s["name"]]["median ms"]) == s["median_ms"]
+                assert float(rows[s["name"]]["median_ms"]) == pytest.approx(s["median_ms"], rel=1e-11)
                 assert f"| {s['name']} | {s['group']} | {tables.fmt(s['median_ms'])} |" in md
-        assert float(rows["total"]["median ms"]) == r["total"]["median_ms"]
-        assert float(rows["unaccounted"]["median ms"]) == r["unaccounted_ms"]
+        assert float(rows["total"]["median_ms"]) == pytest.approx(r["total"]["median_ms"], rel=1e-11)
+        assert float(rows["unaccounted"]["median_ms"]) == pytest.approx(r["unaccounted_ms"], rel=1e-11, abs=1e-9)
 
     # taxonomy: measured class and shares from the records, paper class from the registry facts
     tax = {row["configuration"]: row for row in _csv(out / "tables/taxonomy.csv")}
     for r in RunDir(runs["main"]).records():
         if r.get("taxonomy"):
             row = tax[tables.label(r)]
-            assert row["class (measured)"] == r["taxonomy"]["class"]
-            assert float(row["MI share"]) == r["taxonomy"]["MI_share"]
-            assert row["class (paper)"] == (r["taxonomy"]["paper_class"] or "")
+            assert row["class_measured"] == r["taxonomy"]["class"]
+            assert float(row["MI_share"]) == pytest.approx(r["taxonomy"]["MI_share"], rel=1e-11)
+            assert row["class_paper"] == (r["taxonomy"]["paper_class"] or "")
 
     # scaling: the two sweep points, in order of image area, with their medians
     points = _csv(out / "tables/scaling-image-size-points.csv")
     sweep = sorted(RunDir(runs["sweep"]).records(), key=lambda r: r["spec"]["workload"]["image_size"][0])
     assert [p["image_size"] for p in points] == ["32x32", "64x96"]
-    assert [float(p["total median ms"]) for p in points] == [r["total"]["median_ms"] for r in sweep]
+    assert [float(p["total_median_ms"]) for p in points] == pytest.approx([r["total"]["median_ms"] for r in sweep], rel=1e-11)
     slopes = _csv(out / "tables/scaling-image-size-slopes.csv")
-    assert slopes[0]["fastest-growing stage"] in {s["name"] for s in sweep[0]["stages"]}
+    assert slopes[0]["fastest_stage"] in {s["name"] for s in sweep[0]["stages"]}
 
     # accuracy joined on arch with the latency record of the same architecture
     (acc,) = _csv(out / "tables/accuracy.csv")
-    assert acc["metric"] == ACC_METRIC and acc["mean"] == "0.6250" and acc["seeds"] == "3"
+    assert acc["metric"] == ACC_METRIC and float(acc["mean"]) == 0.625 and acc["seeds"] == "3"
     assert acc["architecture"] == runs["archs"][0]
 
     # environment and labelling
     env = _csv(out / "tables/environment.csv")
     import torch
 
-    lat_env = [e for e in env if e["record kind"] == "latency"]
+    lat_env = [e for e in env if e["record_kind"] == "latency"]
     assert lat_env and all(e["torch"] == torch.__version__ and e["device"] == "cpu" for e in lat_env)
     assert sum(int(e["records"]) for e in lat_env) == len(recs)
     assert "measured here" in md and "quoted from paper" in md and "P40 GPU" in md
@@ -179,7 +179,7 @@ def test_region_embedder_lands_in_the_region_schema(tmp_path):
     md = build_report([run.path], tmp_path / "rep").read_text()
     assert "region: frcnn-r50-fpn (tiny)" not in md  # figure labels live in the PNG, the table names the schema
     row = next(r for r in _csv(tmp_path / "rep/tables/summary.csv"))
-    assert row["schema"] == "region" and float(row["total median ms"]) == rec["total"]["median_ms"]
+    assert row["schema"] == "region" and float(row["total_median_ms"]) == pytest.approx(rec["total"]["median_ms"], rel=1e-11)
 
 
 def test_metric_values_reads_seed_blocks_and_skips_counts():
@@ -201,3 +201,53 @@ def test_schema_is_what_the_embedder_declares_not_its_stage_names(tmp_path):
     renamed = [{**s, "name": "visual.rpn.nms"} for s in rec["stages"]]  # a detector-like stage name decides nothing
     assert tables.schema_of({**rec, "stages": renamed, "visual_schema": "grid"}) == "grid"
     assert tables.schema_of({**rec, "visual_schema": None}) is None
+
+
+def test_figures_draw_the_records_numbers(runs, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from vlpbench.report import figures
+
+    recs = [r for r in RunDir(runs["main"]).records()]
+    p = figures.figure1(recs, tmp_path / "f1.png")
+    data = json.loads((tmp_path / "f1.json").read_text())
+    with Image.open(p) as im:
+        assert im.size[0] > 800
+    by_key = {r["key"]: r for r in recs}
+    assert data["measured"] and len(data["paper"]) == 3  # the paper's bars are their own panel's, never mixed
+    for bar in data["measured"]:
+        r = by_key[bar["key"]]
+        assert bar["total_median_ms"] == r["total"]["median_ms"]  # the total bar is the table's total
+        assert bar["total_iqr_ms"] == r["total"]["iqr_ms"]
+        assert bool(bar["flags"]) == bool(r["total"].get("noisy") or r["env"].get("busy"))
+        ve = {s["name"].split(".", 1)[1]: s for s in r["stages"] if s["leaf"] and s["group"] == "VE"}
+        for seg in bar["segments"]:
+            if seg["stage"] in ve:
+                assert seg["median_ms"] == ve[seg["stage"]]["median_ms"] and seg["iqr_ms"] == ve[seg["stage"]]["iqr_ms"]
+    assert len(data["colours"]) < 10
+    assert all("key" not in b for b in data["paper"]) and "Figure 1" in data["source_of_paper_bars"]
+
+    arch = [r for r in recs if r.get("taxonomy")]
+    figures.taxonomy(arch, tmp_path / "tax.png")
+    tax = json.loads((tmp_path / "tax.json").read_text())["architectures"]
+    for row, r in zip(tax, arch):
+        assert row["class"] == r["taxonomy"]["class"] and row["MI_ms"] == r["taxonomy"]["MI_ms"]
+        assert row["margin_ratio"] is None or row["margin_ratio"] > 1
+
+
+@pytest.mark.parametrize("ve,te,mi,cls,by", [
+    (100, 0.3, 99, "c", "VE / MI"),        # VE 100 / MI 99: (c), by 1%: a close call
+    (99, 0.3, 100, "d", "MI / max(VE, TE)"),  # VE 99 / MI 100: (d), by 1%: a close call
+    (800, 0.3, 10, "c", "MI / TE"),
+])
+def test_class_margin_names_the_deciding_comparison(ve, te, mi, cls, by):
+    from vlpbench.harness.taxonomy import classify
+
+    t = classify(ve, te, mi)
+    assert t["class"] == cls
+    got_by, ratio = tables.class_margin(t)
+    assert got_by == by and ratio > 1
+    assert tables.is_close_call(t) == (ratio < 1.1)
+    assert tables.is_close_call(t) == (abs(ve - mi) / min(ve, mi) < 0.1)

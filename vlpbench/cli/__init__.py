@@ -48,6 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a parse error already printed as one line
         return exc.code if isinstance(exc.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in run.json by the measuring commands
     if not getattr(args, "func", None):
         commands = ", ".join(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
         print(f"vlpbench: error: no command given; accepted: {commands} (see `vlpbench --help`)", file=sys.stderr)

@@ -153,7 +153,10 @@ def register(sub) -> None:
     p.add_argument("--taxonomy-factor", type=_float_type("--taxonomy-factor", 1.0), default=3.0, help="VE~TE factor of the class rule (default: 3)")
     p.add_argument("--out", help="run directory for the records (default: reports/runs/<time>-compare); "
                                  "an existing one resumes")
-    p.add_argument("--format", default="table", help="table, markdown, csv or json (default: table)")
+    p.add_argument("--format", default="table",
+                   help="table, markdown, csv (tidy: one row per architecture x stage), csv-summary (one row per "
+                        "configuration) or json (the records) (default: table); both CSVs are also written "
+                        "into the run directory")
     add_measure_options(p)
     p.set_defaults(func=run_compare)
 
@@ -247,8 +250,8 @@ def compare_specs(args) -> List[Any]:
 
 
 def run_compare(args) -> int:
-    from vlpbench.compare import FORMATS, format_comparison
     from vlpbench.harness.runner import run_many
+    from vlpbench.report.compare import FORMATS, format_comparison, write_csvs
     from vlpbench.store import RunDir, check_output_dir
 
     if args.format not in FORMATS:
@@ -256,7 +259,8 @@ def run_compare(args) -> int:
     if args.out:
         check_output_dir(args.out, "--out")
     specs = compare_specs(args)  # every check before the run directory or a subprocess exists
-    run = RunDir.open(args.out, create=True, label="compare") if args.out else RunDir.create("compare")
+    meta = {"command": ["vlpbench", *args.argv], "targets": [s.target for s in specs]}
+    run = RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out else RunDir.create("compare", meta=meta)
     n = len(specs)
 
     def progress(event: str, spec) -> None:
@@ -267,5 +271,6 @@ def run_compare(args) -> int:
 
     records = run_many(specs, run, isolated=not args.in_process, progress=progress)
     print(format_comparison(records, args.format), end="")
-    print(f"records: {run.path}", file=sys.stderr)
+    written = write_csvs(records, run.path)
+    print(f"records: {run.path} (tables: {', '.join(p.name for p in written)})", file=sys.stderr)
     return 0

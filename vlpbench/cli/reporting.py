@@ -75,7 +75,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                + [(n, "text") for n in args.text])
     base = base_spec(args, target="")
     specs = [preflight(s) for s in sweep_specs(targets, axes, base)]  # all checked before the run directory exists
-    meta = {"command": ["vlpbench", *sys.argv[1:]], "sweep": {"axes": [[a, v] for a, v in axes],
+    meta = {"command": ["vlpbench", *args.argv], "sweep": {"axes": [[a, v] for a, v in axes],
                                                                 "targets": [list(t) for t in targets]}}
     run = RunDir.open(args.out, create=True, label="sweep", meta=meta) if args.out else RunDir.create("sweep", meta=meta)
     sweep(specs, run, isolated=not args.in_process, show_progress=not args.no_progress)

@@ -12,9 +12,7 @@ configuration and the quoted reference facts.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -23,11 +21,16 @@ from vlpbench.errors import VlpbenchError
 from vlpbench.store import atomic_write_text, load_records
 
 from . import figures, tables
-from .doc import Bullets, Document, Heading, Image, Para, Table
+from .doc import Bullets, Document, Heading, Image, Para, TableBlock
+from .table import Column, Table, text, yes_no
 from .sweep import AXES, AXIS_UNITS, curves, slope, stage_slopes
 
 PathLike = Union[str, Path]
 DEFAULT_OUT = Path("reports") / "report"
+# the summary columns the page shows (the CSV has them all)
+SUMMARY_SHOWN = ("configuration", "device", "total_median_ms", "total_iqr_ms", "n", "VE_ms", "TE_ms", "MI_ms",
+                 "unaccounted_ms", "params_M", "gflops", "peak_memory_MB", "noisy", "busy", "class_measured",
+                 "class_paper")
 
 
 def _slug(text: str) -> str:
@@ -35,14 +38,14 @@ def _slug(text: str) -> str:
 
 
 class _Writer:
-    """Writes CSV twins of tables under ``tables/`` and returns Table blocks pointing at them."""
+    """Writes each table's CSV twin under ``tables/`` and returns the block that shows it (optionally narrower)."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self.names: set = set()
 
-    def table(self, name: str, columns: Sequence[str], shown: Sequence[Sequence[Any]],
-              raw: Optional[Sequence[Sequence[Any]]] = None, caption: Optional[str] = None) -> Table:
+    def table(self, name: str, table: Table, caption: Optional[str] = None,
+              shown: Optional[Sequence[str]] = None) -> TableBlock:
         base, n = _slug(name), 1
         fname = base
         while fname in self.names:
@@ -50,13 +53,11 @@ class _Writer:
             fname = f"{base}-{n}"
         self.names.add(fname)
         rel = f"tables/{fname}.csv"
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(columns)
-        for r in (raw if raw is not None else shown):
-            w.writerow(["" if v is None else v for v in r])
-        atomic_write_text(self.out / rel, buf.getvalue())
-        return Table(list(columns), [list(r) for r in shown], caption, rel)
+        atomic_write_text(self.out / rel, table.to_csv())
+        view = table.view(shown) if shown else table
+        if caption:
+            view.caption = caption
+        return TableBlock(view, rel)
 
 
 def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -> Path:
@@ -85,23 +86,25 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
     ]))
 
     doc.add(Heading("Environment"))
-    cols, rows = tables.environment_table(records)
-    doc.add(w.table("environment", cols, rows, caption="where the measured numbers were taken (one row per distinct environment)"))
+    doc.add(w.table("environment", tables.environment_table(records), caption="where the measured numbers were taken (one row per distinct environment)"))
 
     cs = curves(records, multi_run=multi)
     in_curve = {id(r) for c in cs for r in c.records}
     if lat:
         doc.add(Heading("Summary"))
-        cols, shown, raw = tables.summary_table(lat)
-        doc.add(w.table("summary", cols, shown, raw, caption="measured here: medians over the timed iterations; "
-                        "FLOPs are 2 per multiply-add, as counted by the harness (see each record's flops.not_counted)"))
+        doc.add(w.table("summary", tables.summary_table(lat), shown=SUMMARY_SHOWN,
+                        caption="measured here: medians over the timed iterations; FLOPs are 2 per multiply-add, "
+                        "as counted by the harness (see each record's flops.not_counted); run, key and schema are "
+                        "in the CSV"))
 
     doc.add(Heading("Figure-1 view: time per visual-embedding schema"))
     p = figures.figure1([r for r in lat if id(r) not in in_curve], out / "figures" / "figure1.png")
     if p:
-        doc.add(Image("figures/figure1.png", "Per-stage median time by schema: stage shares (left) and summed stage "
-                      "time on a log axis (right). Hatched bars: ViLT paper Figure 1, P40 GPU, full-size models "
-                      "(quoted). Solid bars: measured here (sweep points are in the scaling section)."))
+        doc.add(Image("figures/figure1.png", "Per-stage median time by schema. Top, measured here: each "
+                      "configuration's stages as shares of the bar (labels in ms, whiskers = IQR) and its total "
+                      "median on a log axis with the IQR (the summary table's number). Bottom, in a panel of its "
+                      "own: ViLT paper Figure 1 (P40 GPU, full-size models), quoted, hatched. Red labels: noisy or "
+                      "busy. The numbers drawn are in figures/figure1.json."))
         doc.add(Para("Measured bars use the sizes each record states (tiny test configurations are much smaller "
                      "than the paper's), so compare the shape (which stage dominates), not absolute times."))
     else:
@@ -112,10 +115,17 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
     arch = [r for r in lat if r.get("taxonomy") and id(r) not in in_curve] or [r for r in lat if r.get("taxonomy")]
     p = figures.taxonomy(arch, out / "figures" / "taxonomy.png")
     if p:
-        doc.add(Image("figures/taxonomy.png", "Share of VE + TE + MI median time per architecture, with the class "
-                      "measured here and the paper's class (quoted)."))
-        cols, shown, raw = tables.taxonomy_table(arch)
-        doc.add(w.table("taxonomy", cols, shown, raw, caption=f"rule: {arch[0]['taxonomy'].get('rule')}"))
+        doc.add(Image("figures/taxonomy.png", "Share of VE + TE + MI median time per architecture with the ms, "
+                      "the class measured here, the paper's class (quoted) and the comparison that decided the "
+                      "class with its margin (figures/taxonomy.json)."))
+        close = [tables.label(r) for r in arch if tables.is_close_call(r["taxonomy"])]
+        if close:
+            doc.add(Para("**Close call**: the class of " + ", ".join(f"`{c}`" for c in close) + " was decided by "
+                         f"less than {100 * tables.CLOSE_MARGIN:.0f}% (column `margin`), so ordinary run-to-run "
+                         "drift can flip it; measure again with more iterations before reading anything into it."))
+        doc.add(w.table("taxonomy", tables.taxonomy_table(arch), caption=f"rule: {arch[0]['taxonomy'].get('rule')}; "
+                        "`decided by` is the closest comparison of the rule and `margin` its ratio (1 = the class "
+                        "flips)"))
     else:
         doc.add(Para("No whole-architecture latency records in these runs, so no taxonomy class was measured."))
 
@@ -131,8 +141,7 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
                           "architecture, coloured by the class measured here; error bars from the seeds."))
         else:
             doc.add(Para("Accuracy records exist, but none of their architectures has a latency record in these runs."))
-        cols, rows = tables.accuracy_table(pts)
-        doc.add(w.table("accuracy", cols, rows, caption="accuracy joined with latency on `arch`"))
+        doc.add(w.table("accuracy", tables.accuracy_table(pts), caption="accuracy joined with latency on `arch`"))
 
     doc.add(Heading("Scaling"))
     if not cs:
@@ -146,33 +155,31 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
         figures.scaling(ax_curves, axis, out / "figures" / f"scaling_{axis}.png")
         doc.add(Image(f"figures/scaling_{axis}.png", f"Total median latency and peak memory against {axis}, "
                       "one line per configuration, measured here."))
-        slope_rows, slope_raw, point_rows, point_raw = [], [], [], []
         unit = AXIS_UNITS[axis]
+        slopes = Table([text("configuration"), text("fastest_stage", "fastest-growing stage"),
+                        Column(f"stage_slope_ms_per_{unit}", f"stage slope (ms/{unit})"),
+                        Column(f"total_slope_ms_per_{unit}", f"total slope (ms/{unit})"), Column("points")])
+        points = Table([text("configuration"), text(axis), Column("total_median_ms", "total median ms"),
+                        Column("total_iqr_ms", "total IQR ms"), Column("noisy", "noisy (CV > 10%)", fmt=yes_no),
+                        Column("peak_memory_MB", "peak memory MB"), Column("memory_added_MB", "memory added MB")])
         for c in ax_curves:
-            sl = stage_slopes(c)
-            total_slope = slope(c.xs, c.medians())
-            stage, s = sl[0]
-            slope_raw.append([c.label, stage, s, total_slope, len(c.xs)])
-            slope_rows.append([c.label, stage, tables.fmt(s), tables.fmt(total_slope), len(c.xs)])
+            stage, s_ = stage_slopes(c)[0]
+            slopes.add(c.label, stage, s_, slope(c.xs, c.medians()), len(c.xs))
             for tick, r in zip(c.ticks, c.records):
-                mem = tables.peak_memory_mb(r)
-                noisy = r["total"].get("noisy")
-                added = tables.memory_added_mb(r)
-                point_raw.append([c.label, tick, r["total"]["median_ms"], r["total"]["iqr_ms"], noisy, mem, added])
-                point_rows.append([c.label, tick, tables.fmt(r["total"]["median_ms"]), tables.fmt(r["total"]["iqr_ms"]),
-                                   {True: "yes", False: "no"}.get(noisy, "-"), tables.fmt(mem), tables.fmt(added)])
+                points.add(c.label, tick, r["total"]["median_ms"], r["total"]["iqr_ms"], r["total"].get("noisy"),
+                           tables.peak_memory_mb(r), tables.memory_added_mb(r))
         doc.add(Para("Fastest-growing stage: the leaf stage with the largest least-squares slope of its median "
                      f"time against {axis} (ms per {unit}), from the measured points."))
-        doc.add(w.table(f"scaling-{axis}-slopes", ["configuration", "fastest-growing stage", f"stage slope (ms/{unit})",
-                        f"total slope (ms/{unit})", "points"], slope_rows, slope_raw))
-        doc.add(w.table(f"scaling-{axis}-points", ["configuration", axis, "total median ms", "total IQR ms",
-                        "noisy (CV > 10%)", "peak memory MB", "memory added MB"], point_rows, point_raw))
+        doc.add(w.table(f"scaling-{axis}-slopes", slopes))
+        doc.add(w.table(f"scaling-{axis}-points", points))
 
     others = [r for r in lat if id(r) not in in_curve]
     if others:
         doc.add(Heading("Per-stage times"))
         doc.add(Para("Leaf stages in the order they ran; `unaccounted` is the total minus the sum of leaf stages "
-                     "(per iteration, median), so the rows add up to `total`. Sweep points are summarised above."))
+                     "(per iteration, median). Medians do not add exactly; each iteration's leaf stages plus "
+                     "`unaccounted` do equal its total (`vlpbench.store.load_samples` gives the samples). Sweep "
+                     "points are summarised above."))
         for r in others:
             doc.add(Heading(tables.label(r), 3))
             params = (r.get("params") or {})
@@ -186,15 +193,14 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
             facts = {k[len("measured."):]: v for k, v in r["workload"].items() if k.startswith("measured.")}
             if facts:
                 doc.add(Para("Workload measured in the forward: " + ", ".join(f"{k} = {v}" for k, v in facts.items()) + "."))
-            cols, shown, raw = tables.stage_table(r)
-            doc.add(w.table(f"stages-{r['arch']}-{r['key']}", cols, shown, raw))
+            doc.add(w.table(f"stages-{r['arch']}-{r['key']}", tables.stage_table(r)))
 
-    cols, rows = tables.paper_table(records)
-    if rows:
+    facts = tables.paper_table(records)
+    if facts.rows:
         doc.add(Heading("Reference facts (quoted from paper)"))
         doc.add(Para("Carried in each record from its registry entry; quoted from the paper or repository named, "
-                     "never measured here. Figure-1 paper bars: ViLT paper Figure 1 (REFERENCE.md section 2)."))
-        doc.add(w.table("paper-facts", cols, rows))
+                     "never measured here. Figure-1 paper bars: ViLT paper (Kim et al., ICML 2021), Figure 1; see docs/reference.md."))
+        doc.add(w.table("paper-facts", facts))
 
     atomic_write_text(out / "report.md", doc.to_markdown())
     atomic_write_text(out / "report.html", doc.to_html())

@@ -10,7 +10,9 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Union
+from typing import List, Optional, Union
+
+from .table import Table
 
 
 @dataclass
@@ -30,10 +32,8 @@ class Bullets:
 
 
 @dataclass
-class Table:
-    columns: List[str]
-    rows: List[List[Any]]           # cells are already formatted strings (or numbers / None)
-    caption: Optional[str] = None   # shown above the table
+class TableBlock:
+    table: Table                    # raw values, typed columns (vlpbench.report.table)
     csv: Optional[str] = None       # relative path of the same table as CSV (full precision), if written
 
 
@@ -43,7 +43,7 @@ class Image:
     caption: str
 
 
-Block = Union[Heading, Para, Bullets, Table, Image]
+Block = Union[Heading, Para, Bullets, TableBlock, Image]
 
 
 @dataclass
@@ -61,8 +61,8 @@ class Document:
     def images(self) -> List[Image]:
         return [b for b in self.blocks if isinstance(b, Image)]
 
-    def tables(self) -> List[Table]:
-        return [b for b in self.blocks if isinstance(b, Table)]
+    def tables(self) -> List[TableBlock]:
+        return [b for b in self.blocks if isinstance(b, TableBlock)]
 
     def to_markdown(self) -> str:
         out = [f"# {self.title}", ""]
@@ -81,22 +81,18 @@ class Document:
 
 
 _CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}"
-    "th,td{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}"
-    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
-    "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.9em;color:#444}"
+    "body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}"
+    ".tablewrap{max-width:100%;overflow-x:auto;margin:0.5em 0 0.3em}"
+    "table{border-collapse:collapse;font-size:0.82em}"
+    "caption{text-align:left;font-style:italic;padding:2px 0}"
+    "th,td{border:1px solid #bbb;padding:2px 6px;text-align:left;vertical-align:top}"
+    "th{background:#eee;vertical-align:bottom;max-width:9em}"
+    "td{max-width:22em;overflow-wrap:anywhere}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+    "p.csv{font-size:0.8em;margin:0 0 1.4em}"
+    "figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-size:0.9em;color:#444}"
     "code{background:#f3f3f3;padding:0 3px}"
 )
-
-
-def cell(value: Any) -> str:
-    """Text of one table cell: None -> '-', anything else as str."""
-    return "-" if value is None else str(value)
-
-
-def _md_cell(value: Any) -> str:
-    return cell(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_block(b: Block) -> List[str]:
@@ -106,32 +102,14 @@ def _md_block(b: Block) -> List[str]:
         return [b.text]
     if isinstance(b, Bullets):
         return [f"- {i}" for i in b.items]
-    if isinstance(b, Table):
-        lines = []
-        if b.caption:
-            lines += [f"*{b.caption}*", ""]
-        lines.append("| " + " | ".join(_md_cell(c) for c in b.columns) + " |")
-        lines.append("|" + "|".join("---:" if _numeric_col(b, i) else "---" for i in range(len(b.columns))) + "|")
-        for r in b.rows:
-            lines.append("| " + " | ".join(_md_cell(c) for c in r) + " |")
+    if isinstance(b, TableBlock):
+        lines = b.table.to_markdown().rstrip("\n").split("\n")
         if b.csv:
             lines += ["", f"(as CSV: [{b.csv}]({b.csv}))"]
         return lines
     if isinstance(b, Image):
         return [f"![{b.caption}]({b.path})", "", f"*{b.caption}*"]
     raise TypeError(f"unknown block {type(b).__name__}")
-
-
-_NUM = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ?[%x])?$", re.I)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) or bool(_NUM.match(cell(value).strip()))
-
-
-def _numeric_col(b: Table, i: int) -> bool:
-    vals = [r[i] for r in b.rows if i < len(r) and r[i] not in (None, "-", "")]
-    return bool(vals) and all(_is_num(v) for v in vals)
 
 
 def _html_inline(text: str) -> str:
@@ -151,22 +129,10 @@ def _html_block(b: Block) -> str:
         return f"<p>{_html_inline(b.text)}</p>"
     if isinstance(b, Bullets):
         return "<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "</ul>"
-    if isinstance(b, Table):
-        num = [_numeric_col(b, i) for i in range(len(b.columns))]
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in b.columns)
-        rows = "".join(
-            "<tr>" + "".join(f'<td{" class=num" if num[i] else ""}>{html.escape(cell(c))}</td>' for i, c in enumerate(r)) + "</tr>"
-            for r in b.rows
-        )
-        cap = f"<caption>{_html_inline(b.caption)}</caption>" if b.caption else ""
-        csv = f'<p>(as CSV: <a href="{html.escape(b.csv)}">{html.escape(b.csv)}</a>)</p>' if b.csv else ""
-        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{csv}"
+    if isinstance(b, TableBlock):
+        csv = f'<p class="csv">(as CSV: <a href="{html.escape(b.csv)}">{html.escape(b.csv)}</a>)</p>' if b.csv else ""
+        return b.table.to_html(inline=_html_inline) + csv
     if isinstance(b, Image):
         return (f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
                 f"<figcaption>{_html_inline(b.caption)}</figcaption></figure>")
     raise TypeError(f"unknown block {type(b).__name__}")
-
-
-def table_from(columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: Optional[str] = None,
-               csv: Optional[str] = None) -> Table:
-    return Table(list(columns), [list(r) for r in rows], caption, csv)

@@ -2,7 +2,8 @@
 
 Every number here comes from a record (``measured here``) or from a record's ``paper`` block, which
 holds the registry's reference facts (``quoted from paper``); the two never share a column.
-Tables are returned as (columns, rows) of formatted strings, with a full-precision twin for CSV.
+Tables are :class:`vlpbench.report.table.Table` s of raw values; the report renders them (Markdown,
+HTML) and writes each as CSV at full precision.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .table import Column, Table, pct, sig, text, yes_no
+
 Record = Dict[str, Any]
-Rows = List[List[Any]]
 
 SCHEMAS = ("region", "grid", "patch")
 
@@ -131,30 +133,58 @@ def env_of(rec: Record) -> Dict[str, Any]:
     }
 
 
-# -- number formatting ------------------------------------------------------------------------------
-def fmt(x: Optional[float], digits: int = 4) -> str:
-    """``digits`` significant digits, no exponent for everyday sizes; '-' for None."""
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "-"
-    x = float(x)
-    if x == 0:
-        return "0"
-    mag = int(np.floor(np.log10(abs(x))))
-    if mag >= digits:
-        return f"{x:,.0f}"
-    if mag < -4:
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{max(digits - 1 - mag, 0)}f}"
+# -- number formatting (the table model's, re-exported for the figures and the report text) ---------------
+fmt = sig
 
 
-def pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+# -- the taxonomy's margin ------------------------------------------------------------------------
+CLOSE_MARGIN = 0.10  # a class decided by less than 10% flips with ordinary run-to-run drift on a shared machine
+
+
+def class_margin(tax: Dict[str, Any]) -> Tuple[Optional[str], Optional[float]]:
+    """The comparison that decided the class and its ratio (> 1; the class flips when it falls to 1).
+
+    Each class of the rule is a conjunction of comparisons; the closest of them is the margin, e.g.
+    (d) with VE 99 / MI 100 is decided by ``MI / max(VE, TE)`` = 1.01.  None for ``unclassified``.
+    """
+    ve, te, mi, f = (float(tax[k]) for k in ("VE_ms", "TE_ms", "MI_ms", "factor"))
+
+    def r(a: float, b: float) -> float:
+        return a / max(b, 1e-12)
+
+    lo, hi = min(ve, te), max(ve, te)
+    cands = {
+        "d": [("MI / max(VE, TE)", r(mi, hi))],
+        "c": [("VE / MI", r(ve, mi)), ("MI / TE", r(mi, te))],
+        "b": [("min(VE, TE) / MI", r(lo, mi)), ("factor x min(VE, TE) / max(VE, TE)", r(f * lo, hi))],
+        "a": [("TE / MI", r(te, mi)), ("VE / (factor x TE)", r(ve, f * te))],
+    }.get(tax.get("class"))
+    if not cands:
+        return None, None
+    return min(cands, key=lambda c: c[1])
+
+
+def is_close_call(tax: Dict[str, Any]) -> bool:
+    _, ratio = class_margin(tax)
+    return ratio is not None and ratio < 1 + CLOSE_MARGIN
+
+
+def busy(rec: Record) -> Optional[bool]:
+    """The environment's ``busy`` flag (load above the thread count while measuring), if the record has one."""
+    return (rec.get("env") or {}).get("busy")
+
+
+def flags(rec: Record) -> str:
+    """``noisy``, ``busy`` or both, for labels; empty when neither holds."""
+    out = [name for name, on in (("noisy", rec["total"].get("noisy")), ("busy", busy(rec))) if on]
+    return ", ".join(out)
 
 
 # -- tables -----------------------------------------------------------------------------------------
-def environment_table(records: Sequence[Record]) -> Tuple[List[str], Rows]:
-    cols = ["host", "device", "GPU", "CPU", "threads", "torch", "dtype", "allocator", "git commit", "record kind",
-            "records"]
+def environment_table(records: Sequence[Record]) -> Table:
+    t = Table([text("host"), text("device"), text("gpu", "GPU"), text("cpu", "CPU"), Column("threads"),
+               text("torch"), text("dtype"), text("allocator"), text("git_commit", "git commit"),
+               text("record_kind", "record kind"), Column("records")])
     seen: Dict[str, List[Any]] = {}
     for r in records:
         e = env_of(r)
@@ -166,83 +196,90 @@ def environment_table(records: Sequence[Record]) -> Tuple[List[str], Rows]:
             seen[k][-1] += 1
         else:
             seen[k] = row + [1]
-    return cols, list(seen.values())
+    t.rows.extend(seen.values())
+    return t
 
 
-SUMMARY_COLS = ["configuration", "run", "key", "component", "schema", "device", "total median ms", "total IQR ms", "n",
-                "VE ms", "TE ms", "MI ms", "unaccounted ms", "params (M)", "GFLOPs (2 per multiply-add)",
-                "peak memory MB", "class (measured)", "class (paper)"]
+SUMMARY_COLUMNS = [
+    text("configuration"), text("run"), text("key"), text("component"), text("schema"), text("device"),
+    Column("total_median_ms", "total median ms"), Column("total_iqr_ms", "total IQR ms"), Column("n"),
+    Column("VE_ms", "VE ms"), Column("TE_ms", "TE ms"), Column("MI_ms", "MI ms"),
+    Column("unaccounted_ms", "unaccounted ms"), Column("params_M", "params M"),
+    Column("gflops", "GFLOPs (2 per multiply-add)"), Column("peak_memory_MB", "peak memory MB"),
+    Column("noisy", fmt=yes_no), Column("busy", fmt=yes_no),
+    text("class_measured", "class (measured)"), text("class_paper", "class (paper)"),
+]
 
 
-def summary_row(rec: Record) -> Tuple[List[Any], List[Any]]:
-    """One summary row, formatted and raw."""
+def summary_cells(rec: Record) -> List[Any]:
     tot = rec["total"]
     params = (rec.get("params") or {}).get("total")
     flops = (rec.get("flops") or {}).get("total")
     tax = rec.get("taxonomy") or {}
-    raw = [label(rec), run_name(rec), rec["key"], rec.get("component"), schema_of(rec), rec["env"].get("device"),
-           tot["median_ms"], tot["iqr_ms"], tot["n"], group_ms(rec, "VE"), group_ms(rec, "TE"), group_ms(rec, "MI"), rec.get("unaccounted_ms"),
-           None if params is None else params / 1e6, None if flops is None else flops / 1e9, peak_memory_mb(rec),
-           tax.get("class"), tax.get("paper_class") or (rec.get("paper") or {}).get("class")]
-    shown = raw[:6] + [fmt(v) for v in raw[6:8]] + [raw[8]] + [fmt(v) for v in raw[9:16]] + raw[16:]
-    return shown, raw
+    return [label(rec), run_name(rec), rec["key"], rec.get("component"), schema_of(rec), rec["env"].get("device"),
+            tot["median_ms"], tot["iqr_ms"], tot["n"], group_ms(rec, "VE"), group_ms(rec, "TE"), group_ms(rec, "MI"),
+            rec.get("unaccounted_ms"), None if params is None else params / 1e6,
+            None if flops is None else flops / 1e9, peak_memory_mb(rec), tot.get("noisy"), busy(rec),
+            tax.get("class"), tax.get("paper_class") or (rec.get("paper") or {}).get("class")]
 
 
-def summary_table(records: Sequence[Record]) -> Tuple[List[str], Rows, Rows]:
-    rows = [summary_row(r) for r in records]
-    return SUMMARY_COLS, [s for s, _ in rows], [r for _, r in rows]
+def summary_table(records: Sequence[Record]) -> Table:
+    return Table(SUMMARY_COLUMNS, [summary_cells(r) for r in records])
 
 
-STAGE_COLS = ["stage", "group", "median ms", "IQR ms", "p90 ms", "share of total", "CV", "noisy"]
+STAGE_COLUMNS = [text("stage"), text("group"), Column("median_ms", "median ms"), Column("iqr_ms", "IQR ms"),
+                 Column("p90_ms", "p90 ms"), Column("share_of_total", "share of total", fmt=pct),
+                 Column("cv", "CV", fmt=lambda v: sig(v, 2)), Column("noisy", fmt=yes_no)]
 
 
-def stage_table(rec: Record) -> Tuple[List[str], Rows, Rows]:
+def stage_table(rec: Record) -> Table:
     """Leaf stages of one record, then ``unaccounted`` (total minus the leaf sum) and ``total``."""
     total = rec["total"]["median_ms"]
-    shown, raw = [], []
-    entries = [s for s in rec["stages"] if s["leaf"]]
+    t = Table(STAGE_COLUMNS)
     unacc = rec.get("unaccounted") or {}
-    for name, group, st in ([(s["name"], s["group"], s) for s in entries]
+    for name, group, st in ([(s["name"], s["group"], s) for s in rec["stages"] if s["leaf"]]
                             + [("unaccounted", "other", {**unacc, "median_ms": rec.get("unaccounted_ms")}),
                                ("total", "total", rec["total"])]):
         med = st.get("median_ms")
-        r = [name, group, med, st.get("iqr_ms"), st.get("p90_ms"), (med / total) if (med is not None and total) else None,
-             st.get("cv"), st.get("noisy")]
-        raw.append(r)
-        shown.append([name, group, fmt(med), fmt(r[3]), fmt(r[4]), pct(r[5]), fmt(r[6], 2),
-                      {True: "yes", False: "no"}.get(r[7], "-")])
-    return STAGE_COLS, shown, raw
+        t.add(name, group, med, st.get("iqr_ms"), st.get("p90_ms"),
+              (med / total) if (med is not None and total) else None, st.get("cv"), st.get("noisy"))
+    return t
 
 
-TAXONOMY_COLS = ["configuration", "VE ms", "TE ms", "MI ms", "VE share", "TE share", "MI share",
-                 "class (measured)", "class (paper)", "agrees", "factor"]
+TAXONOMY_COLUMNS = [
+    text("configuration"), Column("VE_ms", "VE ms"), Column("TE_ms", "TE ms"), Column("MI_ms", "MI ms"),
+    Column("VE_share", "VE share", fmt=pct), Column("TE_share", "TE share", fmt=pct),
+    Column("MI_share", "MI share", fmt=pct), text("class_measured", "class (measured)"),
+    text("class_paper", "class (paper)"), Column("agrees", fmt=yes_no), Column("factor"),
+    text("decided_by", "decided by"), Column("margin_ratio", "margin (ratio)", fmt=lambda v: sig(v, 3)),
+    Column("close_call", f"close call (< {100 * CLOSE_MARGIN:.0f}%)", fmt=yes_no),
+]
 
 
-def taxonomy_table(records: Sequence[Record]) -> Tuple[List[str], Rows, Rows]:
-    shown, raw = [], []
+def taxonomy_table(records: Sequence[Record]) -> Table:
+    t = Table(TAXONOMY_COLUMNS)
     for r in records:
-        t = r.get("taxonomy")
-        if not t:
+        x = r.get("taxonomy")
+        if not x:
             continue
-        row = [label(r), t["VE_ms"], t["TE_ms"], t["MI_ms"], t["VE_share"], t["TE_share"], t["MI_share"],
-               t["class"], t.get("paper_class"), t.get("matches_paper"), t.get("factor")]
-        raw.append(row)
-        shown.append([row[0], *(fmt(v) for v in row[1:4]), *(pct(v) for v in row[4:7]), row[7], row[8] or "-",
-                      {True: "yes", False: "no"}.get(row[9], "-"), row[10]])
-    return TAXONOMY_COLS, shown, raw
+        by, ratio = class_margin(x)
+        t.add(label(r), x["VE_ms"], x["TE_ms"], x["MI_ms"], x["VE_share"], x["TE_share"], x["MI_share"], x["class"],
+              x.get("paper_class"), x.get("matches_paper"), x.get("factor"), by, ratio, is_close_call(x))
+    return t
 
 
-def paper_table(records: Sequence[Record]) -> Tuple[List[str], Rows]:
+def paper_table(records: Sequence[Record]) -> Table:
     """The reference facts each record carries from its registry entry (quoted, never measured)."""
-    rows, seen = [], set()
+    t = Table([text("name", "architecture / embedder"), text("fact"),
+               text("value", "value (quoted from paper or repository)")])
+    seen = set()
     for r in records:
         for k, v in sorted((r.get("paper") or {}).items()):
             if (r["arch"], k) in seen:
                 continue
             seen.add((r["arch"], k))
-            text = v if isinstance(v, str) else json.dumps(v)
-            rows.append([r["arch"], k, text])
-    return ["architecture / embedder", "fact", "value (quoted from paper or repository)"], rows
+            t.add(r["arch"], k, v if isinstance(v, str) else json.dumps(v))
+    return t
 
 
 def metric_values(rec: Record) -> Dict[str, Dict[str, Any]]:
@@ -281,8 +318,9 @@ def latency_for_accuracy(arch: str, acc: Record, lat_records: Sequence[Record]) 
     return min(cands, key=rank)
 
 
-ACCURACY_COLS = ["architecture", "metric", "mean", "std over seeds", "seeds", "latency config (measured here)",
-                 "total median ms", "class (measured)"]
+ACCURACY_COLUMNS = [text("architecture"), text("metric"), Column("mean"), Column("std", "std over seeds"),
+                    Column("seeds"), text("latency_config", "latency config (measured here)"),
+                    Column("total_median_ms", "total median ms"), text("class_measured", "class (measured)")]
 
 
 def accuracy_points(records: Sequence[Record]) -> List[Dict[str, Any]]:
@@ -297,11 +335,10 @@ def accuracy_points(records: Sequence[Record]) -> List[Dict[str, Any]]:
     return pts
 
 
-def accuracy_table(points: Sequence[Dict[str, Any]]) -> Tuple[List[str], Rows]:
-    rows = []
+def accuracy_table(points: Sequence[Dict[str, Any]]) -> Table:
+    t = Table(ACCURACY_COLUMNS)
     for p in points:
         rec = p["latency"]
-        rows.append([p["arch"], p["metric"], fmt(p["mean"]), fmt(p["std"]), p["n"] or "-",
-                     label(rec) if rec else "no latency record", fmt(rec["total"]["median_ms"]) if rec else "-",
-                     p["class"] or "-"])
-    return ACCURACY_COLS, rows
+        t.add(p["arch"], p["metric"], p["mean"], p["std"], p["n"], label(rec) if rec else "no latency record",
+              rec["total"]["median_ms"] if rec else None, p["class"])
+    return t
