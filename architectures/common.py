@@ -40,13 +40,15 @@ def make_interaction_inputs(visual_spec: TokenSpec, text_spec: TokenSpec, batch_
     return {"visual": visual, "text": text}
 
 
-def check_tokens(visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec, text_spec: TokenSpec) -> None:
-    """Up-front checks that the tokens match the specs the interaction was built against."""
+def check_tokens(visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec, text_spec: TokenSpec,
+                 same_batch: bool = True) -> None:
+    """Up-front checks that the tokens match the specs the interaction was built against (``same_batch``: one
+    text per image; dual encoders score N images against M texts and pass False)."""
     if visual.features.shape[-1] != visual_spec.dim:
         raise bad_value("visual token width", visual.features.shape[-1], f"{visual_spec.dim} (the visual spec)")
     if text.features.shape[-1] != text_spec.dim:
         raise bad_value("text token width", text.features.shape[-1], f"{text_spec.dim} (the text spec)")
-    if visual.features.shape[0] != text.features.shape[0]:
+    if same_batch and visual.features.shape[0] != text.features.shape[0]:
         raise bad_value("batch sizes (visual, text)", (visual.features.shape[0], text.features.shape[0]), "equal sizes")
     if visual_spec.has_boxes and visual.boxes is None:
         raise VlpbenchError("visual tokens carry no boxes but the visual spec has_boxes=True; accepted: "

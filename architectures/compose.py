@@ -67,8 +67,10 @@ class VLPModel(nn.Module):
         return inputs
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                stage: StageFn = null_stage, **kwargs: Any) -> VLPOutput:
-        visual = self.visual(pixel_values=pixel_values, stage=scoped(stage, "visual", "VE"))
+                stage: StageFn = null_stage, pixel_mask: Optional[torch.Tensor] = None, **kwargs: Any) -> VLPOutput:
+        """pixel_mask [B, H, W] (padded images, ViltProcessor-style) goes to the visual embedder when given."""
+        masks = {} if pixel_mask is None else {"pixel_mask": pixel_mask}
+        visual = self.visual(pixel_values=pixel_values, stage=scoped(stage, "visual", "VE"), **masks)
         text = self.text(input_ids=input_ids, attention_mask=attention_mask, stage=scoped(stage, "text", "TE"))
         out = self.interaction(visual, text, stage=scoped(stage, "interaction", "MI"))
         head_out = None
@@ -76,6 +78,21 @@ class VLPModel(nn.Module):
             head_out = self.head(out, stage=scoped(stage, "head", "head"), **kwargs)
         extras = {**visual.extras, **text.extras, **out.extras}
         return VLPOutput(out, head_out, extras)
+
+    def forward_pair(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: Optional[torch.Tensor] = None, pixel_mask: Optional[torch.Tensor] = None,
+                     stage: StageFn = null_stage) -> VLPOutput:
+        """NLVR2: pixel_values [B, 2, C, H, W] (pixel_mask [B, 2, H, W]) and one text -> the interaction once per
+        image, image i with modality type i + 1 (transformers' ``ViltForImagesAndTextClassification``), then the
+        head on both pooled outputs: ``head(out_1, pair=out_2)``."""
+        text = self.text(input_ids=input_ids, attention_mask=attention_mask, stage=scoped(stage, "text", "TE"))
+        outs = []
+        for i in range(pixel_values.shape[1]):
+            masks = {} if pixel_mask is None else {"pixel_mask": pixel_mask[:, i]}
+            visual = self.visual(pixel_values=pixel_values[:, i], stage=scoped(stage, "visual", "VE"), **masks)
+            outs.append(self.interaction(visual, text, stage=scoped(stage, "interaction", "MI"), image_type=i + 1))
+        head_out = self.head(outs[0], stage=scoped(stage, "head", "head"), pair=outs[1]) if self.head else None
+        return VLPOutput(outs[0], head_out, {})
 
     def stage_names(self) -> List[str]:
         names = [f"visual.{n}" for n in self.visual.stage_names()]

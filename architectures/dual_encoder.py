@@ -65,8 +65,8 @@ def last_layer_first_token(blk: nn.Module, x: torch.Tensor, attn_mask=None) -> t
 
 
 class DualEncoderInteraction(nn.Module):
-    """(VisualTokens, TextTokens) -> InteractionOutput(image_embeds [B, E], text_embeds [B, E] (unit norm),
-    logits_per_image [B, B])."""
+    """(VisualTokens [N, ...], TextTokens [M, ...]) -> InteractionOutput(image_embeds [N, E], text_embeds [M, E]
+    (unit norm), logits_per_image [N, M]), as transformers' ``CLIPModel``: N images and M texts in one call."""
 
     family = "dual"  # image and text towers pooled to embeddings, compared by cosine (taxonomy class b)
 
@@ -138,13 +138,13 @@ class DualEncoderInteraction(nn.Module):
         return self.text_projection(masked_mean(text.features, text.mask))
 
     def similarity(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor):
-        """[B, E], [B, E] -> unit-norm [B, E], [B, E] and logits_per_image [B, B]."""
+        """[N, E], [M, E] -> unit-norm [N, E], [M, E] and logits_per_image [N, M]."""
         image_embeds = F.normalize(image_embeds, dim=-1)
         text_embeds = F.normalize(text_embeds, dim=-1)
         return image_embeds, text_embeds, self.logit_scale.exp() * image_embeds @ text_embeds.t()
 
     def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage) -> InteractionOutput:
-        check_tokens(visual, text, self.visual_spec, self.text_spec)
+        check_tokens(visual, text, self.visual_spec, self.text_spec, same_batch=False)
         with stage("image_tower", "VE"):
             image = self.encode_image(visual)
         with stage("text_proj", "TE"):

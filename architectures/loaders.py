@@ -4,7 +4,7 @@ The config is read with transformers' config classes (``save_pretrained`` writes
 values), the weights straight from the safetensors / ``pytorch_model.bin`` files, and mapped by name:
 separate q / k / v projections are concatenated into our fused ``qkv`` ([q; k; v] along the output
 dimension), CLIP's position table becomes a parameter, and so on.  Every tensor of our module must be
-filled, and every tensor of the checkpoint's model must be used (heads of task models aside), or the
+filled, and every tensor of the checkpoint's model must be used (ViLT task heads included), or the
 load fails naming what is missing.
 
 ``load_vilt(dir)`` -> ``VLPModel(PatchEmbedder, BertEmbedder, SingleStreamInteraction)``;
@@ -27,6 +27,7 @@ from vlpbench.errors import VlpbenchError
 
 from .compose import VLPModel
 from .dual_encoder import DualEncoderInteraction
+from .heads import MLMHead, NLVR2Head, RetrievalHead, VQAHead
 from .single_stream import SingleStreamInteraction
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
@@ -64,7 +65,8 @@ def weight_files(directory: str) -> List[str]:
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         path = os.path.join(directory, index)
         if os.path.isfile(path):
-            weight_map = _read_json(path, "a weight index with a weight_map").get("weight_map")
+            index_json = _read_json(path, "a weight index with a weight_map")
+            weight_map = index_json.get("weight_map") if isinstance(index_json, dict) else None
             if not isinstance(weight_map, dict):
                 raise VlpbenchError(f"{path!r} has no weight_map; accepted: a weight index with a weight_map")
             return sorted(set(weight_map.values()))
@@ -88,16 +90,23 @@ def verify_checkpoint(directory: str | os.PathLike) -> str:
     return kind
 
 
-def _model_type(directory: str, accepted: Tuple[str, ...]) -> str:
-    """The ``model_type`` in ``directory/config.json``; an error naming the directory unless it is accepted."""
-    what = f"a transformers save_pretrained directory of model_type {', '.join(accepted)}"
+def read_config_json(directory: str, what: str) -> Dict[str, Any]:
+    """``directory/config.json`` as a dict; an error naming the file unless it is a complete JSON object."""
     if not os.path.isdir(directory):
         raise VlpbenchError(f"checkpoint directory {directory!r} does not exist; accepted: {what}")
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise VlpbenchError(f"no config.json in {directory!r}; accepted: {what}")
-    config = _read_json(path, "a transformers config.json")
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    data = _read_json(path, "the config.json that save_pretrained writes")
+    if not isinstance(data, dict):
+        raise VlpbenchError(f"config file {path!r} holds a {type(data).__name__}; accepted: a JSON object")
+    return data
+
+
+def _model_type(directory: str, accepted: Tuple[str, ...]) -> str:
+    """The ``model_type`` in ``directory/config.json``; an error naming the directory unless it is accepted."""
+    what = f"a transformers save_pretrained directory of model_type {', '.join(accepted)}"
+    model_type = read_config_json(directory, what).get("model_type")
     if model_type not in accepted:
         raise VlpbenchError(f"{directory!r} holds a {model_type!r} checkpoint; accepted: model_type {', '.join(map(repr, accepted))}")
     return model_type
@@ -107,13 +116,34 @@ def _read_config(directory: str, expected: str) -> Any:
     _model_type(directory, (expected,))
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(directory, local_files_only=True)
+    try:
+        return AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise VlpbenchError(f"config file {os.path.join(directory, 'config.json')!r} cannot be read by transformers "
+                            f"({type(e).__name__}: {str(e)[:200]}); accepted: a {expected} config.json") from None
+
+
+def _load_weight_file(path: str) -> Dict[str, torch.Tensor]:
+    """One safetensors / torch file -> tensors; an error naming the file if it is truncated or not a weight file."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors' SafetensorError, pickle / zip errors: the file, not the code, is at fault
+        raise VlpbenchError(f"weight file {path!r} cannot be read ({type(e).__name__}: {str(e)[:160]}; truncated?); "
+                            "accepted: a complete safetensors file or torch.save'd state dict") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise VlpbenchError(f"weight file {path!r} holds a {type(state).__name__}, not a state dict; accepted: a "
+                            "dict of tensor names to tensors")
+    return state
 
 
 def read_state_dict(directory: str) -> Dict[str, torch.Tensor]:
     """All tensors of a save_pretrained directory (single or sharded safetensors, or pytorch_model.bin)."""
-    from safetensors.torch import load_file
-
     files = weight_files(directory)
     if not files:
         raise VlpbenchError(f"no weights in {directory!r}; accepted: model.safetensors, a sharded "
@@ -125,13 +155,7 @@ def read_state_dict(directory: str) -> Dict[str, torch.Tensor]:
             raise VlpbenchError(f"weight shard {name!r} listed in the index is missing from {directory!r}")
         if name.endswith(".safetensors"):
             _check_safetensors(path)
-            state.update(load_file(path))
-            continue
-        try:
-            state.update(torch.load(path, map_location="cpu", weights_only=True))
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise VlpbenchError(f"{path!r} cannot be read as a PyTorch checkpoint ({str(exc).splitlines()[0][:120]}); "
-                                "accepted: a complete pytorch_model.bin") from exc
+        state.update(_load_weight_file(path))
     return state
 
 
@@ -206,17 +230,76 @@ VILT_LAYER = {"q": "layer.{i}.attention.attention.query", "k": "layer.{i}.attent
               "mlp.fc1": "layer.{i}.intermediate.dense", "mlp.fc2": "layer.{i}.output.dense"}
 
 
+# transformers ViLT class (config.json "architectures") -> the vlpbench head it carries (None: the bare model)
+VILT_HEADS = {"ViltModel": None, "ViltForQuestionAnswering": "vqa", "ViltForImagesAndTextClassification": "nlvr2",
+              "ViltForImageAndTextRetrieval": "retrieval", "ViltForMaskedLM": "mlm"}
+
+
+def _vilt_class(cfg: Any, directory: str) -> str:
+    names = list(getattr(cfg, "architectures", None) or ["ViltModel"])
+    if names[0] not in VILT_HEADS:
+        raise VlpbenchError(f"ViLT checkpoint in {directory!r} is a {names[0]!r}; accepted architectures: "
+                            f"{', '.join(VILT_HEADS)}")
+    return names[0]
+
+
+def _vilt_head(m: _Mapper, task: Optional[str], cfg: Any, directory: str) -> Optional[nn.Module]:
+    """The task head of a ViLT task checkpoint, filled from its tensors (``m`` maps the full state dict)."""
+    d = cfg.hidden_size
+    if task is None:
+        return None
+    if task == "vqa":
+        head = VQAHead(d, cfg.num_labels)
+    elif task == "nlvr2":
+        if getattr(cfg, "num_images", 2) != 2 or cfg.modality_type_vocab_size < 3:
+            raise VlpbenchError(f"ViLT NLVR2 checkpoint in {directory!r} has num_images={cfg.num_images}, "
+                                f"modality_type_vocab_size={cfg.modality_type_vocab_size}; accepted: 2 images and "
+                                "at least 3 modality types")
+        head = NLVR2Head(d, cfg.num_labels)
+    elif task == "retrieval":
+        head = RetrievalHead(d)
+    else:
+        head = MLMHead(d, cfg.vocab_size, eps=cfg.layer_norm_eps)
+    if task in ("vqa", "nlvr2"):
+        for i in (0, 1, 3):  # Linear, LayerNorm, (GELU), Linear
+            m.linear(f"h.classifier.{i}", f"classifier.{i}")
+    elif task == "retrieval":
+        m.linear("h.rank_output", "rank_output")
+    else:
+        m.linear("h.dense", "mlm_score.transform.dense")
+        m.linear("h.norm", "mlm_score.transform.LayerNorm")
+        # the decoder is tied to the word embeddings; save_pretrained then stores only one of them
+        tied = "mlm_score.decoder.weight" if "mlm_score.decoder.weight" in m.state else \
+            "vilt.embeddings.text_embeddings.word_embeddings.weight"
+        m.put("h.decoder.weight", tied)
+        m.put("h.decoder.bias", "mlm_score.decoder.bias")
+    m.check_all_used(("classifier.", "rank_output.", "mlm_score."))
+    m.load_into(head, "h.")
+    return head
+
+
+def _labels(cfg: Any, task: Optional[str]) -> Optional[List[str]]:
+    """The answer of each VQA class index (config.id2label), else None."""
+    if task != "vqa":
+        return None
+    return [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
+
+
 def load_vilt(directory: str | os.PathLike, *, image_size: Tuple[int, int] = (384, 640),
               text_len: Optional[int] = None, max_image_len: Optional[int] = None) -> VLPModel:
-    """A ViLT checkpoint (ViltModel or a Vilt* task model) -> VLPModel(patch, BERT embed, single-stream).
+    """A ViLT checkpoint (ViltModel or a Vilt* task model) -> VLPModel(patch, BERT embed, single-stream, head).
 
-    image_size: the input size our patch embedder is built for (a multiple of the patch size);
-    text_len: latency-input length (default: the checkpoint's max_position_embeddings);
-    max_image_len: patch sampling (default: the checkpoint's max_image_length, -1 = all).
+    image_size: the input size latency inputs use (a multiple of the patch size; any other multiple, and padded
+    batches with a pixel_mask, run too); text_len: latency-input length (default: the checkpoint's
+    max_position_embeddings); max_image_len: patch sampling (default: the checkpoint's max_image_length, -1 = all).
+    Task checkpoints (``VILT_HEADS``) get their head; the model's ``task`` says which (None for ViltModel),
+    ``labels`` holds a VQA checkpoint's answers by class index, ``hf_class`` the transformers class.
     """
     directory = os.fspath(directory)
     cfg = _read_config(directory, "vilt")
-    state = _strip(read_state_dict(directory), "vilt.", "embeddings.cls_token")
+    hf_class = _vilt_class(cfg, directory)
+    full = read_state_dict(directory)
+    state = _strip(full, "vilt.", "embeddings.cls_token")
     d, p = cfg.hidden_size, cfg.patch_size
     grid = cfg.image_size // p
     visual = PatchEmbedder(image_size, p, d, in_chans=cfg.num_channels, pos_grid=(grid, grid), pos_interp="bilinear",
@@ -245,7 +328,11 @@ def load_vilt(directory: str | os.PathLike, *, image_size: Tuple[int, int] = (38
     m.check_all_used(("embeddings.", "encoder.", "layernorm.", "pooler."))
     for module, prefix in ((visual, "v."), (text, "t."), (inter, "i.")):
         m.load_into(module, prefix)
-    return _attach_tokenizer(VLPModel(visual, text, inter).eval(), directory)
+    task = VILT_HEADS[hf_class]
+    head = _vilt_head(_Mapper(full, directory), task, cfg, directory)
+    model = _attach_tokenizer(VLPModel(visual, text, inter, head).eval(), directory)
+    model.family, model.task, model.hf_class, model.labels = "vilt", task, hf_class, _labels(cfg, task)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,8 +342,13 @@ CLIP_LAYER = {"q": "layers.{i}.self_attn.q_proj", "k": "layers.{i}.self_attn.k_p
 CLIP_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 
 
-def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None) -> VLPModel:
-    """A CLIP checkpoint (CLIPModel) -> VLPModel(patch + ln_pre, CLIP text tower, dual encoder)."""
+def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None,
+              image_size: Optional[Tuple[int, int]] = None) -> VLPModel:
+    """A CLIP checkpoint (CLIPModel) -> VLPModel(patch + ln_pre, CLIP text tower, dual encoder).
+
+    image_size (H, W): another input size than the checkpoint's (non-square too); the position embeddings are
+    then resized as transformers' ``interpolate_pos_encoding=True`` does (bicubic).  N images and M texts
+    give logits_per_image [N, M] in one call."""
     directory = os.fspath(directory)
     cfg = _read_config(directory, "clip")
     vc, tc = cfg.vision_config, cfg.text_config
@@ -266,8 +358,10 @@ def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None) -
                                 f"accepted: {', '.join(CLIP_ACTS)}")
     state = read_state_dict(directory)
     grid = vc.image_size // vc.patch_size
-    visual = PatchEmbedder((vc.image_size, vc.image_size), vc.patch_size, vc.hidden_size, in_chans=vc.num_channels,
-                           pos_grid=(grid, grid), pos_interp="none", conv_bias=False, pre_norm=True,
+    native = (vc.image_size, vc.image_size)
+    size = native if image_size is None else tuple(int(v) for v in image_size)
+    visual = PatchEmbedder(size, vc.patch_size, vc.hidden_size, in_chans=vc.num_channels, pos_grid=(grid, grid),
+                           pos_interp="none" if size == native else "bicubic", conv_bias=False, pre_norm=True,
                            norm_eps=vc.layer_norm_eps)
     # transformers pools at argmax(input_ids) for legacy configs (eos_token_id == 2), else at the first EOS id
     eos = tc.eos_token_id if isinstance(tc.eos_token_id, int) and 0 <= tc.eos_token_id < tc.vocab_size \
@@ -298,7 +392,9 @@ def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None) -
     m.check_all_used(("vision_model.", "text_model.", "visual_projection.", "text_projection.", "logit_scale"))
     for module, prefix in ((visual, "v."), (text, "t."), (inter, "i.")):
         m.load_into(module, prefix)
-    return _attach_tokenizer(VLPModel(visual, text, inter).eval(), directory)
+    model = _attach_tokenizer(VLPModel(visual, text, inter).eval(), directory)
+    model.family, model.task, model.hf_class, model.labels = "clip", "itc", "CLIPModel", None
+    return model
 
 
 __all__ = ["load_vilt", "load_clip", "read_state_dict"]
@@ -318,6 +414,4 @@ def load_hf_checkpoint(directory: str | os.PathLike, *, image_size: Optional[Tup
     kind = checkpoint_type(directory)
     if kind == "vilt":
         return load_vilt(directory, text_len=text_len, **({"image_size": tuple(image_size)} if image_size else {}))
-    if image_size is not None:
-        raise VlpbenchError("a CLIP checkpoint fixes its image size; --image-size is not accepted with it")
-    return load_clip(directory, text_len=text_len)
+    return load_clip(directory, text_len=text_len, image_size=image_size)

@@ -180,3 +180,19 @@ def test_compare_measures_a_local_checkpoint(vilt_dir, clip_dir, tmp_path, capsy
         code = main(["compare", "--arch", arch, "--weights", str(wdir), "--out", str(tmp_path / arch), *fast])
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
+
+
+def test_truncated_files_name_the_file(vilt_dir, tmp_path):
+    """A truncated config.json or safetensors file gives one line naming it, not a parser traceback."""
+    d = tmp_path / "cut"
+    d.mkdir()
+    config = (vilt_dir[0] / "config.json").read_text()
+    weights = (vilt_dir[0] / "model.safetensors").read_bytes()
+    (d / "config.json").write_text(config[: len(config) // 2])
+    (d / "model.safetensors").write_bytes(weights)
+    with pytest.raises(VlpbenchError, match=r"config file '.*config.json' is not valid JSON.*truncated"):
+        load_vilt(d)
+    (d / "config.json").write_text(config)
+    (d / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(VlpbenchError, match=r"weight file '.*model.safetensors' cannot be read.*accepted: a complete"):
+        load_vilt(d)

@@ -95,7 +95,7 @@ def test_patch_sampling_is_seeded_and_keeps_cls():
 
 
 @pytest.mark.parametrize("kwargs", [dict(image_size=(60, 96)), dict(image_size=(8, 96)), dict(max_image_len=0),
-                                    dict(pos_interp="bicubic"), dict(pos_interp="none", pos_grid=(3, 3))])
+                                    dict(pos_interp="nearest"), dict(pos_interp="none", pos_grid=(3, 3))])
 def test_patch_bad_config(kwargs):
     base = dict(image_size=(64, 96), patch_size=16, dim=8)
     base.update(kwargs)
@@ -105,8 +105,11 @@ def test_patch_bad_config(kwargs):
 
 def test_patch_bad_input():
     emb = VISUAL.build("vilt-b32-patch", tiny=True)
-    with pytest.raises(VlpbenchError, match="pixel_values"):
-        emb(torch.rand(1, 3, 64, 64))
+    with pytest.raises(VlpbenchError, match="pixel_values size.*multiples of the patch size 16"):
+        emb(torch.rand(1, 3, 60, 96))
+    assert emb(torch.rand(1, 3, 64, 64)).features.shape == (1, 1 + 16, 32)  # ViLT interpolates to any grid
+    with pytest.raises(VlpbenchError, match="pixel_values size.*does not interpolate"):
+        VISUAL.build("clip-vit-b32-patch", tiny=True)(torch.rand(1, 3, 64, 96))
     with pytest.raises(VlpbenchError, match="dtype"):
         emb(torch.zeros(1, 3, 64, 96, dtype=torch.uint8))
 
@@ -280,8 +283,12 @@ def test_interaction_bad_tokens():
             inter(VisualTokens(torch.randn(2, 10, 7), good_v.mask, boxes=good_v.boxes), inputs["text"])
         with pytest.raises(VlpbenchError, match="boxes"):
             inter(dataclasses.replace(good_v, boxes=None), inputs["text"])
+        three_texts = TextTokens(torch.randn(3, 5, 32), torch.ones(3, 5, dtype=torch.bool))
+        if name == "dual-encoder":  # N images x M texts, as CLIPModel
+            assert inter(good_v, three_texts).logits_per_image.shape == (2, 3)
+            continue
         with pytest.raises(VlpbenchError, match="batch"):
-            inter(good_v, TextTokens(torch.randn(3, 5, 32), torch.ones(3, 5, dtype=torch.bool)))
+            inter(good_v, three_texts)
     with pytest.raises(VlpbenchError, match="width"):
         INTERACTION.build("single-stream", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}, width=30)
 
