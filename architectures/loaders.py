@@ -33,13 +33,13 @@ from .single_stream import SingleStreamInteraction
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
-def _read_json(path: str, what: str) -> Any:
+def _read_json(path: str, what: str, label: str = "file") -> Any:
     """The JSON in ``path``; a truncated or binary file is one error naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VlpbenchError(f"{path!r} is not valid JSON ({exc}); accepted: {what}") from exc
+        raise VlpbenchError(f"{label} {path!r} is not valid JSON ({exc}; truncated?); accepted: {what}") from None
 
 
 def _check_safetensors(path: str) -> None:
@@ -56,8 +56,8 @@ def _check_safetensors(path: str) -> None:
     ends = [t["data_offsets"][1] for k, t in (meta or {}).items() if k != "__metadata__" and isinstance(t, dict)
             and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
     if not isinstance(meta, dict) or 8 + n + max(ends, default=0) > size:
-        raise VlpbenchError(f"{path!r} is truncated or not a safetensors file ({size} bytes); accepted: a complete "
-                            "model.safetensors as save_pretrained writes it")
+        raise VlpbenchError(f"weight file {path!r} cannot be read (truncated or not a safetensors file, {size} bytes); "
+                            "accepted: a complete model.safetensors as save_pretrained writes it")
 
 
 def weight_files(directory: str) -> List[str]:
@@ -97,7 +97,7 @@ def read_config_json(directory: str, what: str) -> Dict[str, Any]:
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise VlpbenchError(f"no config.json in {directory!r}; accepted: {what}")
-    data = _read_json(path, "the config.json that save_pretrained writes")
+    data = _read_json(path, "the config.json that save_pretrained writes", label="config file")
     if not isinstance(data, dict):
         raise VlpbenchError(f"config file {path!r} holds a {type(data).__name__}; accepted: a JSON object")
     return data
