@@ -21,9 +21,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from .errors import VlpbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA = "vlpbench.result/1"
 SCHEMA_NAME, SCHEMA_VERSION = SCHEMA.split("/")
@@ -144,7 +147,8 @@ class RunDir:
 
     @property
     def info(self) -> Dict[str, Any]:
-        return json.loads((self.path / RUN_FILE).read_text())
+        info: Dict[str, Any] = json.loads((self.path / RUN_FILE).read_text())
+        return info
 
     def record_path(self, key: str) -> Path:
         return self.path / f"{key}.json"
@@ -207,7 +211,7 @@ def _flat_workload(w: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage"):
+def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage") -> pd.DataFrame:
     """A tidy DataFrame: one row per (record, stage) for ``level="stage"``, one per record for ``"record"``.
 
     Stage rows carry median/iqr/p90 and the raw samples; a ``total`` row and an ``unaccounted`` row are
@@ -252,5 +256,6 @@ def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage"):
     return pd.DataFrame(rows)
 
 
-def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage", kind: Optional[str] = None):
+def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage",
+               kind: Optional[str] = None) -> pd.DataFrame:
     return to_frame(load_records(run_dirs, kind=kind), level=level)

@@ -154,9 +154,9 @@ def taxonomy(records: Sequence[Record], path: Path) -> Optional[Path]:
         left = 0.0
         for g in ("VE", "TE", "MI"):
             share = 100 * t[f"{g}_share"]
+            name = {"VE": "visual embedder", "TE": "text embedder"}.get(g, "modality interaction")
             ax.barh(yi, share, left=left, color=GROUP_COLORS[g], height=0.65,
-                    label=f"{g}: {'visual embedder' if g == 'VE' else 'text embedder' if g == 'TE' else 'modality interaction'}"
-                    if yi == y[0] else None)
+                    label=f"{g}: {name}" if yi == y[0] else None)
             if share >= 7:
                 ax.text(left + share / 2, yi, f"{share:.0f}%", ha="center", va="center", fontsize=8, color="white")
             left += share
