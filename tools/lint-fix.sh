@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 ruff() { "${PYTHON:-.venv/bin/python}" -m ruff "$@"; }
 
 # Safe fixes: PEP 585 / 604 annotations (Dict -> dict, Optional[X] -> X | None), import order, unused imports.
-ruff check --fix --exit-zero --quiet .
+ruff check --fix --exit-zero --silent .
 # Reviewed unsafe fixes: an unused loop variable or unpacked local gets a leading underscore (B007, F841).
-ruff check --fix --unsafe-fixes --select B007,F841 --exit-zero --quiet .
+ruff check --fix --unsafe-fixes --select B007,F841 --exit-zero --silent .
 ruff format --quiet .
 # What is left needs a hand (typically a string too long for the formatter to split).
 ruff check .
