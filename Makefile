@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vlpbench-installed
+LINT_STAMP := $(VENV)/.vlpbench-lint-installed
 # Threads used by measurements (recorded in every result); see README "Protocol".
 THREADS ?= 1
 PROFILE ?= default
@@ -16,7 +17,7 @@ ACCURACY_JOBS ?= 2
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all bench bench-transformers compare accuracy report clean
+.PHONY: help install test test-all lint bench bench-transformers compare accuracy report clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +35,15 @@ test: install ## Run the test suite, slow tests left out (what CI runs)
 
 test-all: install ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q
+
+lint: $(LINT_STAMP) ## ruff check, ruff format --check and mypy (settings in pyproject.toml; CI runs it after the tests)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
+
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[lint]'
+	@touch $@
 
 bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under reports/bench/
 	@mkdir -p reports/bench

@@ -174,7 +174,7 @@ class CoAttentionInteraction(nn.Module):
             raise bad_value("text length", tf.shape[1], f"at most {self.cfg.max_text_len} tokens")
         if self.has_boxes and (visual.boxes is None or visual.boxes.shape != (*vf.shape[:2], 4)):
             got = None if visual.boxes is None else tuple(visual.boxes.shape)
-            raise bad_value("visual boxes", got, f"[B, N, 4] normalised boxes (the visual spec has boxes)")
+            raise bad_value("visual boxes", got, "[B, N, 4] normalised boxes (the visual spec has boxes)")
 
     def embed_visual(self, visual: VisualTokens) -> Tuple[torch.Tensor, torch.Tensor]:
         """-> visual-stream input [B, N(+1), visual_hidden] and its mask [B, N(+1)]."""

@@ -130,6 +130,7 @@ def test_ratios(capsys, vilt_pair, clip_pair):
         lines.append(f"{model}: ours {o:.1f} ms, transformers {t:.1f} ms, ratio ours/theirs {o / t:.3f} "
                      f"(target <= 0.9); ours under bf16 autocast {b:.1f} ms ({b / t:.3f} x theirs in fp32)")
         if f"{model}/ours" in MEDIANS:
-            lines.append(f"  block medians (pytest-benchmark): ratio {MEDIANS[f'{model}/ours'] / MEDIANS[f'{model}/transformers']:.3f}")
+            ratio = MEDIANS[f"{model}/ours"] / MEDIANS[f"{model}/transformers"]
+            lines.append(f"  block medians (pytest-benchmark): ratio {ratio:.3f}")
     with capsys.disabled():
         print("\n" + "\n".join(lines))

@@ -26,7 +26,6 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-STRIDE = 32
 MIN_SIDE = 32
 
 

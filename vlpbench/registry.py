@@ -70,7 +70,7 @@ def context_params(builder: Callable[..., Any]) -> Tuple[Tuple[str, ...], Tuple[
 
 
 def check_context(builder: Callable[..., Any], context: Mapping[str, Any], what: str) -> None:
-    """Raise :class:`VlpbenchError` when ``context`` holds a name ``builder`` does not declare, or lacks one it needs."""
+    """Raise :class:`VlpbenchError` for context that ``builder`` does not declare, or declared context left out."""
     accepted, required = context_params(builder)
     unknown = sorted(set(context) - set(accepted))
     if unknown:
@@ -104,7 +104,7 @@ class Registry:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
         if not dataclasses.is_dataclass(config):
             raise TypeError(f"config for {self.kind} {name!r} must be a dataclass instance, got {type(config)}")
-        if not getattr(type(config), "__dataclass_params__").frozen:  # configs are values: @dataclass(frozen=True)
+        if not getattr(getattr(type(config), "__dataclass_params__", None), "frozen", False):  # configs are values
             raise TypeError(f"config for {self.kind} {name!r} must be a frozen dataclass, got {type(config).__name__}")
         context_params(builder)  # refuses a builder that would swallow unknown context (**kwargs)
         if paper:

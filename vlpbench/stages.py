@@ -19,7 +19,7 @@ image tower under ``VE`` and only the dot product under ``MI``).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 GROUPS = ("VE", "TE", "MI", "head", "other")
 
@@ -27,10 +27,10 @@ _NULL = nullcontext()
 
 
 class StageFn(Protocol):
-    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager: ...
+    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager[Any]: ...
 
 
-def null_stage(name: str, group: Optional[str] = None) -> AbstractContextManager:
+def null_stage(name: str, group: Optional[str] = None) -> AbstractContextManager[Any]:
     """A stage function that records nothing."""
     return _NULL
 
@@ -44,11 +44,10 @@ def scoped(stage: StageFn, prefix: str, group: Optional[str] = None) -> StageFn:
         return null_stage
     if group is not None and group not in GROUPS:
         raise ValueError(f"invalid stage group {group!r}; accepted: {', '.join(GROUPS)}")
+    default = group
 
-    def inner(name: str, group_override: Optional[str] = None) -> AbstractContextManager:
-        return stage(f"{prefix}.{name}" if prefix else name, group_override or group)
+    def inner(name: str, group: Optional[str] = None) -> AbstractContextManager[Any]:  # the StageFn signature
+        return stage(f"{prefix}.{name}" if prefix else name, group or default)
 
     return inner
 
-
-StageCallable = Callable[..., AbstractContextManager]

@@ -29,11 +29,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from . import schema
 from .errors import VlpbenchError
 from .schema import KINDS, SCHEMA, SCHEMA_NAME, SCHEMA_VERSION, ResultRecord  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RUN_FILE = "run.json"
 DEFAULT_ROOT = Path("reports") / "runs"
@@ -355,7 +358,7 @@ def _stage_entries(r: Dict[str, Any]) -> List[tuple]:
             + [("unaccounted", "other", True, un, r.get("unaccounted_ms")), ("total", "total", False, r["total"], None)])
 
 
-def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage"):
+def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage") -> "pd.DataFrame":
     """A tidy DataFrame: one row per (record, stage) for ``level="stage"``, one per record for ``"record"``.
 
     Stage rows carry n, median, IQR, p90, p95, the 95% CI of the median, CV and ``noisy``; every latency
@@ -390,7 +393,7 @@ def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage"):
     return pd.DataFrame(rows)
 
 
-def to_samples(records: Iterable[Dict[str, Any]]):
+def to_samples(records: Iterable[Dict[str, Any]]) -> "pd.DataFrame":
     """The raw samples as a long DataFrame: one row per (record, stage, iteration) with ``ms``.
 
     Stages as in :func:`to_frame` (every stage, ``unaccounted``, ``total``) plus ``uninstrumented``,
@@ -414,11 +417,12 @@ def to_samples(records: Iterable[Dict[str, Any]]):
     return pd.DataFrame(rows, columns=["run", "key", "arch", "component", "stage", "group", "leaf", "iteration", "ms"])
 
 
-def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage", kind: Optional[str] = None):
+def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage",
+               kind: Optional[str] = None) -> "pd.DataFrame":
     """:func:`to_frame` of the records in ``run_dirs`` (see it for the columns and what adds up)."""
     return to_frame(load_records(run_dirs, kind=kind), level=level)
 
 
-def load_samples(run_dirs: Union[PathLike, Sequence[PathLike]]):
+def load_samples(run_dirs: Union[PathLike, Sequence[PathLike]]) -> "pd.DataFrame":
     """:func:`to_samples` of the latency records in ``run_dirs``: every raw sample, one row each."""
     return to_samples(load_records(run_dirs, kind="latency"))

@@ -66,7 +66,8 @@ def _size(value: str) -> List[int]:
     try:
         parts = [int(v) for v in value.lower().replace(",", "x").split("x")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid image size {value!r}; accepted: HxW, e.g. 384x640, or one number")
+        raise argparse.ArgumentTypeError(
+            f"invalid image size {value!r}; accepted: HxW, e.g. 384x640, or one number") from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or min(parts) < 1:

@@ -6,11 +6,12 @@ import math
 from typing import Dict, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 NOISY_CV = 0.10  # a result whose coefficient of variation exceeds this is flagged ``noisy``
 
 
-def median_ci(samples: Sequence[float], confidence: float = 0.95, seed: int = 0) -> tuple[Optional[float], Optional[float]]:
+def median_ci(samples: ArrayLike, confidence: float = 0.95, seed: int = 0) -> tuple[Optional[float], Optional[float]]:
     """Bootstrap confidence interval of the median (scipy.stats.bootstrap, percentile method)."""
     x = np.asarray(samples, dtype=float)
     if x.size < 3 or np.all(x == x[0]):

@@ -71,7 +71,8 @@ TEXT.register(
 INTERACTION.register(
     "vse-gpo", VSEInteraction.from_config,
     VSEConfig(embed_dim=1024, visual_proj="linear", gpo_pe_dim=32, gpo_hidden=32, temperature=0.1),
-    description="VSE-infinity: projection + GPO pooling per side (image under VE, text under TE), cosine similarity (MI)",
+    description="VSE-infinity: projection + GPO pooling per side (image under VE, text under TE), "
+                "cosine similarity (MI)",
     tiny=dict(embed_dim=32),
     paper={"model": "VSE-infinity", "gpo_params_M_approx": 0.1, "embed_dim": 1024,
            "coco5k_r1_tr_ir_butd_region": [58.3, 42.4], "coco5k_r1_tr_ir_wsl_grid": [66.4, 51.6],

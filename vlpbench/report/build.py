@@ -185,8 +185,9 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
             params = (r.get("params") or {})
             flops = r.get("flops") or {}
             mem = tables.peak_memory_mb(r)
+            parts = ", ".join(f"{k} {v:,}" for k, v in params.items() if k != "total") or "-"
             doc.add(Para(f"key `{r['key']}`, component `{r.get('component')}`, schema {tables.schema_of(r) or '-'}; "
-                         f"params {tables.fmt(params.get('total'))} ({', '.join(f'{k} {v:,}' for k, v in params.items() if k != 'total') or '-'}); "
+                         f"params {tables.fmt(params.get('total'))} ({parts}); "
                          f"{tables.fmt(None if flops.get('total') is None else flops['total'] / 1e9)} GFLOPs "
                          f"(FLOPs, 2 per multiply-add); peak memory {tables.fmt(mem)} MB ({tables.memory_label(r)}); "
                          f"{r['total']['n']} timed iterations."))

@@ -298,7 +298,8 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
         det = next((r["detector"] for r in records if r.get("detector")), None)
         if det:
             lines.append(f"Regions from detector {det['weights']} (val box recall@0.5 of the K regions "
-                         f"{det['recall']['regions_recall@0.5']:.3f}, of detections {det['recall']['detections_recall@0.5']:.3f}).")
+                         f"{det['recall']['regions_recall@0.5']:.3f}, "
+                         f"of detections {det['recall']['detections_recall@0.5']:.3f}).")
         lines.append(f"Latency: measured here, batch 1, {DEFAULT_THREADS} CPU thread, random weights: the small model "
                      "(median of >= 3 timed iterations) and the full-size preset (median of 3, after 1 warm-up); "
                      "time_ms (paper) is the full-size preset's figure from the ViLT paper (GPU), not measured.")

@@ -141,7 +141,10 @@ def true_relation(scene: Scene, rng: np.random.Generator) -> Optional[Statement]
 
 
 def binding_negative(positive: Statement) -> Statement:
-    """Swap the colours between the two objects: "a red square and a blue circle" -> "a blue square and a red circle"."""
+    """Swap the colours between the two objects.
+
+    "a red square and a blue circle" -> "a blue square and a red circle".
+    """
     return Statement(positive.form, (positive.b[0], positive.a[1]), (positive.a[0], positive.b[1]), positive.relation)
 
 
