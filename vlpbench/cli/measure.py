@@ -175,13 +175,14 @@ def compare_targets(args) -> List[str]:
 
 def run_compare(args) -> int:
     from vlpbench.report.compare import FORMATS, format_comparison, write_csvs
-    from vlpbench.harness.runner import run_many
+    from vlpbench.harness.runner import load_plugins, run_many
     from vlpbench.registry import ARCH, HEAD
     from vlpbench.store import RunDir
 
     if args.format not in FORMATS:
         raise VlpbenchError(f"invalid format {args.format!r}; accepted: {', '.join(FORMATS)}")
     _registries()
+    load_plugins(args.plugin)  # before names are resolved: a plugin's architectures are compared like any other
     workload: Dict[str, Any] = {}
     if args.image_size:
         workload["image_size"] = args.image_size
