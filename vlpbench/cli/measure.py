@@ -205,7 +205,8 @@ def run_compare(args) -> int:
             spec.target = f"{target}+{HEAD.resolve(args.head)}"
         specs.append(spec.validate())
     meta = {"command": ["vlpbench", *args.argv], "targets": [s.target for s in specs]}
-    run = RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out else RunDir.create("compare", meta=meta)
+    run = (RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out
+           else RunDir.create("compare", meta=meta))
     n = len(specs)
 
     def progress(event: str, spec) -> None:
