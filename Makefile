@@ -13,7 +13,7 @@ ACCURACY_PROFILE ?= default
 # The study trains ACCURACY_JOBS runs at once, each a process with THREADS threads (2 x 1 fills 2 cores).
 ACCURACY_JOBS ?= 2
 # glibc returns large activations to the OS after every forward unless told not to, which doubles
-# large-image timings on CPU (REFERENCE.md section 7).  Set here so it is in force when Python starts.
+# large-image timings on CPU (measured: docs/reference.md section 7).  Set here so it is in force when Python starts.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
 .DEFAULT_GOAL := help

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ OUT = Path("reports") / "bench"
 def pytest_addoption(parser):
     g = parser.getgroup("vlpbench")
     g.addoption("--vlpbench-threads", type=int, default=None, help="torch intra-op threads (default: harness default)")
-    g.addoption("--vlpbench-profile", default="default", help="default (CPU, ~8 min on 1 thread: 7.6 min measured), full (GPU) or smoke (tiny)")
+    g.addoption("--vlpbench-profile", default="default",
+                help="default (CPU, ~8 min on 1 thread: 7.6 min measured), full (GPU) or smoke (tiny)")
     g.addoption("--vlpbench-device", default="cpu", help="cpu or cuda")
     g.addoption("--vlpbench-out", default=str(OUT), help="where the tables and figure go")
 

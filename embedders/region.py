@@ -288,8 +288,8 @@ def calibrate_frozen_bn(model: nn.Module, images: Any) -> int:
     variance to the per-channel statistics of its actual input just before it normalises it.
 
     Layers are calibrated in execution order, so each sees already-calibrated inputs.  This keeps random-
-    init activations O(1) (without it a random ResNet-101 reaches ~3e5 and the RPN finds no boxes, see
-    REFERENCE.md section 7).  Returns the number of layers calibrated.
+    init activations O(1) (without it a random ResNet-101 reaches ~3e5 and the RPN finds no boxes, measured here,
+    docs/reference.md section 7).  Returns the number of layers calibrated.
     """
     layers = [m for m in model.modules() if _is_frozen_or_eval_bn(m)]
 

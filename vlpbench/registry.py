@@ -31,7 +31,7 @@ class Entry:
     builder: ``builder(config, **context) -> nn.Module``, usually ``Class.from_config`` (see :meth:`Registry.build`).
     config: the published-size config (a dataclass instance).
     tiny: overrides that make a seconds-fast version of the same structure for tests.
-    paper: reference facts for report "paper" columns (REFERENCE.md), never measured values.
+    paper: reference facts for report "paper" columns (sources in docs/reference.md), never measured values.
     """
 
     name: str

@@ -355,7 +355,8 @@ def _stage_entries(r: Dict[str, Any]) -> List[tuple]:
     """(name, group, leaf, stats, median override) for every stage, then ``unaccounted`` and ``total``."""
     un = r.get("unaccounted") or {}
     return ([(s["name"], s["group"], s["leaf"], s, None) for s in r["stages"]]
-            + [("unaccounted", "other", True, un, r.get("unaccounted_ms")), ("total", "total", False, r["total"], None)])
+            + [("unaccounted", "other", True, un, r.get("unaccounted_ms")),
+               ("total", "total", False, r["total"], None)])
 
 
 def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage") -> "pd.DataFrame":

@@ -155,7 +155,7 @@ def test_full_size_param_counts_match_transformers():
         clip = VLPModel.from_config(ArchConfig("clip-vit-b32-patch", "clip-text-b32", "dual-encoder"))
     assert _count(vilt) == vilt_ref
     assert _count(clip) == clip_ref
-    # REFERENCE.md: ViLT-B/32 87.4M without the 23.47M word table (we count 88.15M, equal to transformers'
+    # ViLT paper Table 6: ViLT-B/32 87.4M without the 23.47M word table (we count 88.15M, equal to transformers'
     # ViltModel; the paper does not say what its 0.75M smaller count leaves out); CLIP ViT-B/32 151.28M
     assert abs((_count(vilt) - _count(vilt.text.word_embeddings)) / 1e6 - 87.4) < 1.0
     assert abs(_count(clip) / 1e6 - 151.28) < 0.05

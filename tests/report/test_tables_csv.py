@@ -105,7 +105,8 @@ def test_compare_summary_csv_one_row_per_configuration(run):
 def test_load_frame_columns_and_what_adds_up(run):
     rd, records = run
     df = load_frame(rd.path)
-    for col in ("workload.image_height", "workload.image_width", "p95_ms", "ci95_low_ms", "ci95_high_ms", "noisy", "cv"):
+    for col in ("workload.image_height", "workload.image_width", "p95_ms", "ci95_low_ms", "ci95_high_ms", "noisy",
+                "cv"):
         assert col in df, col
     assert "samples_ms" not in df  # raw samples come from load_samples, not as a list column
     small = df[df["key"] == records[1]["key"]]

@@ -261,7 +261,8 @@ def run_compare(args) -> int:
         check_output_dir(args.out, "--out")
     specs = compare_specs(args)  # every check before the run directory or a subprocess exists
     meta = {"command": ["vlpbench", *args.argv], "targets": [s.target for s in specs]}
-    run = RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out else RunDir.create("compare", meta=meta)
+    run = (RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out
+           else RunDir.create("compare", meta=meta))
     n = len(specs)
 
     def progress(event: str, spec) -> None:

@@ -1,6 +1,6 @@
 """Paper presets, registered explicitly.
 
-Each family keeps its presets (published sizes from REFERENCE.md, plus a ``tiny`` variant for
+Each family keeps its presets (published sizes, cited in docs/reference.md, plus a ``tiny`` variant for
 tests) in its own module here, apart from the modules they configure.  :func:`load_all`
 imports them in a fixed order; it is idempotent.
 """

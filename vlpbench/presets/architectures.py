@@ -1,7 +1,7 @@
 """Architecture presets: (visual embedder, text embedder, interaction) combinations from the papers.
 
-``paper=`` holds reference facts (REFERENCE.md sections 1-5), used as the "paper" columns of reports and
-never returned as measurements: ``class`` is the ViLT taxonomy class the paper assigns, ``time_ms`` the
+``paper=`` holds reference facts (ViLT paper Figures 1-2 and Tables 2, 4, 6; docs/reference.md sections 1-5),
+used as the "paper" columns of reports and never returned as measurements: ``class`` is the ViLT taxonomy class the paper assigns, ``time_ms`` the
 paper's running time (Table 6 / Figure 1; P40 GPU + Xeon CPU), ``params_M`` / ``flops_G`` Table 6 counts
 (word-embedding table excluded), and accuracy figures from Tables 2 and 4.
 

@@ -1,9 +1,9 @@
 """CNN-family presets: grid features (Pixel-BERT), CLIP RN50, BiGRU text, VSE-infinity GPO, ViLBERT
 co-attention.
 
-Sizes from REFERENCE.md sections 3-5.  ``paper=`` values are reference facts for report columns (labelled
-paper values, never measured ones).  ``tiny=`` keeps every structural feature (bottlenecks, anti-aliased
-strides, attention pool, packed BiGRU, GPO, the ViLBERT layer schedule) at a seconds-fast size.
+Sizes from the ViLT paper (Table 6) and the repositories named per preset (docs/reference.md sections 3-5).
+``paper=`` values are reference facts for report columns (labelled paper values, never measured ones).
+``tiny=`` keeps every structural feature (bottlenecks, anti-aliased strides, attention pool, packed BiGRU, GPO, the ViLBERT layer schedule) at a seconds-fast size.
 """
 
 from __future__ import annotations

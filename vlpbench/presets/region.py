@@ -1,4 +1,6 @@
-"""Region-feature visual embedders (Faster R-CNN), numbers from REFERENCE.md sections 2, 3, 5 and 6.
+"""Region-feature visual embedders (Faster R-CNN), numbers from the ViLT paper
+(Figure 1, Tables 6-7), peteanderson80/bottom-up-attention and detectron2's MODEL_ZOO (docs/reference.md
+sections 2, 3, 5 and 6).
 
 * ``butd-r101-c4``: bottom-up-attention (peteanderson80/bottom-up-attention), the region embedder behind
   ViLBERT, LXMERT and UNITER, at 800x1333 as the ViLT paper timed it; ``butd-r101-c4-600`` at its own
@@ -83,7 +85,7 @@ VISUAL.register(
     tiny=dict(depth=18, image_size=(128, 192), rpn_pre_nms_top_n=200, rpn_post_nms_top_n=50,
               representation_size=128, num_regions=10),
     paper={
-        "source": "torchvision fasterrcnn_resnet50_fpn defaults [repo]; REFERENCE.md sections 6-7",
+        "source": "torchvision fasterrcnn_resnet50_fpn defaults [repo]; torchvision model docs (V100 time) [repo]",
         "v100_s_per_it_torchvision": 0.0590,
         "detectron2_r50_fpn_v100_s_per_image": 0.038,
         "measured_here_cpu_800x1333_ms": {"plain_glibc": "2366-2624", "tuned": 1824,

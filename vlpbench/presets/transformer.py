@@ -1,7 +1,7 @@
 """Transformer-family presets: patch projection, BERT / CLIP text embedders, single-stream and dual-encoder.
 
-Sizes from REFERENCE.md section 5 (ViLT-B/32: dandelin/ViLT vilt/config.py; CLIP ViT-B/32: OpenCLIP
-ViT-B-32.json).  ``paper=`` values are reference facts for report columns, never measured values.
+Sizes from the repositories (ViLT-B/32: dandelin/ViLT vilt/config.py; CLIP ViT-B/32: OpenCLIP ViT-B-32.json;
+docs/reference.md section 5).  ``paper=`` values are reference facts for report columns, never measured values.
 ``tiny=`` keeps every structural feature (interpolated positions, ln_pre, causal text tower, projections).
 """
 

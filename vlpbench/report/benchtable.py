@@ -31,7 +31,8 @@ def paper_visual_ms(paper: Dict[str, Any]) -> Optional[float]:
 def _tokens(rec: Record) -> Optional[str]:
     """Tokens or regions produced: measured in the forward where the record has it, else as configured."""
     w = rec["workload"]
-    for key in ("measured.regions", "regions", "visual_tokens", "image_tokens", "tokens", "text_len", "measured.tokens"):
+    for key in ("measured.regions", "regions", "visual_tokens", "image_tokens", "tokens", "text_len",
+                "measured.tokens"):
         if key in w and w[key] is not None:
             v = w[key]
             if isinstance(v, list):  # one value per image

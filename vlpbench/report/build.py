@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 from vlpbench.errors import VlpbenchError
 from vlpbench.store import atomic_write_text, load_records
@@ -200,7 +200,8 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
     if facts.rows:
         doc.add(Heading("Reference facts (quoted from paper)"))
         doc.add(Para("Carried in each record from its registry entry; quoted from the paper or repository named, "
-                     "never measured here. Figure-1 paper bars: ViLT paper (Kim et al., ICML 2021), Figure 1; see docs/reference.md."))
+                     "never measured here. Figure-1 paper bars: ViLT paper (Kim et al., ICML 2021), Figure 1; see "
+                     "docs/reference.md."))
         doc.add(w.table("paper-facts", facts))
 
     atomic_write_text(out / "report.md", doc.to_markdown())

@@ -90,18 +90,22 @@ def paper_time_ms(rec: Record) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) else None
 
 
+def samples_per_s(rec: Record) -> Optional[float]:
+    """Throughput from the forward without stage markers when measured (what a user deploys), else instrumented."""
+    ms = (rec.get("uninstrumented") or {}).get("median_ms") or rec["total"]["median_ms"]
+    return rec["workload"].get("batch_size", 1) * 1e3 / ms if ms else None
+
+
 def summary_cells(rec: Record) -> List[Any]:
     tot, w, env, mem = rec["total"], rec["workload"], rec.get("env") or {}, rec.get("memory") or {}
     flops = (rec.get("flops") or {}).get("total")
     groups = rec.get("groups") or {}
     tax = rec.get("taxonomy") or {}
     plain_ms = (rec.get("uninstrumented") or {}).get("median_ms")
-    # samples/s from the run without stage markers when it exists (what a user deploys), else the instrumented one
-    per_s = w.get("batch_size", 1) * 1e3 / (plain_ms or tot["median_ms"]) if (plain_ms or tot["median_ms"]) else None
     return [rec["arch"], rec["key"], rec.get("component"), env.get("device"), env.get("dtype"),
             (env.get("threads") or {}).get("intra_op"), w.get("batch_size"), *_image_hw(rec), w.get("text_len"),
             tot.get("n"), tot["median_ms"], tot.get("iqr_ms"), *_ci(tot), tot.get("noisy"), env.get("busy"),
-            plain_ms, per_s, (rec.get("params") or {}).get("total", 0) / 1e6,
+            plain_ms, samples_per_s(rec), (rec.get("params") or {}).get("total", 0) / 1e6,
             None if flops is None else flops / 1e9, mem.get("rss_peak_mb"), mem.get("method"),
             mem.get("cuda_peak_allocated_mb"),
             *((groups.get(g) or {}).get("median_ms") for g in ("VE", "TE", "MI")),
@@ -156,7 +160,7 @@ def side_by_side(records: Sequence[Record]) -> Table:
     row("unaccounted ms", lambda r: sig(r["unaccounted_ms"]))
     row("total ms (instrumented)", lambda r: _ms(r["total"]))
     row("total ms (no markers)", lambda r: _ms(r.get("uninstrumented")))
-    row("samples/s", lambda r: sig(summary_cells(r)[SUMMARY_KEYS.index("samples_per_s")]))
+    row("samples/s", lambda r: sig(samples_per_s(r)))
     row("peak RSS MB", lambda r: f"{sig(r['memory']['rss_peak_mb'])} ({r['memory']['method']})")
     if any("cuda_peak_allocated_mb" in r["memory"] for r in records):
         row("peak CUDA MB", lambda r: sig(r["memory"].get("cuda_peak_allocated_mb")))
@@ -168,9 +172,6 @@ def side_by_side(records: Sequence[Record]) -> Table:
     row("threads / device", lambda r: f"{r['env']['threads']['intra_op']} / {r['env']['device']}")
     row("machine busy", lambda r: yes_no(r["env"].get("busy")))
     return t
-
-
-SUMMARY_KEYS = [c.key for c in SUMMARY_COLUMNS]
 
 
 def format_comparison(records: Sequence[Record], fmt: str = "table") -> str:

@@ -54,7 +54,8 @@ def _save(fig, path: Path, data: Optional[Dict[str, Any]] = None) -> Path:
 def _bar_data(bars) -> List[Dict[str, Any]]:
     out = []
     for name, segs, rec in bars:
-        row: Dict[str, Any] = {"label": name, "segments": [{"stage": k, "median_ms": v, "iqr_ms": i} for k, v, i in segs]}
+        row: Dict[str, Any] = {"label": name,
+                               "segments": [{"stage": k, "median_ms": v, "iqr_ms": i} for k, v, i in segs]}
         if rec is not None:
             row.update({"key": rec["key"], "total_median_ms": rec["total"]["median_ms"],
                         "total_iqr_ms": rec["total"]["iqr_ms"], "flags": flags(rec) or None})
@@ -75,7 +76,7 @@ def _iqr_half(st: Dict[str, Any]) -> float:
 
 
 def _segments(rec: Record, keep: Sequence[str]) -> List[Tuple[str, float, float]]:
-    """(key, median ms, IQR ms) per drawn segment: kept VE stages, the other VE stages summed, TE, MI, head, unaccounted.
+    """(key, median ms, IQR ms) per segment: kept VE stages, the other VE stages summed, TE, MI, head, unaccounted.
 
     The median of a summed group is not the sum of medians, so grouped segments use the record's
     per-iteration group statistics where it has them (TE, MI, head) and the sum of medians otherwise.

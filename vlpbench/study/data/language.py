@@ -5,8 +5,8 @@ Spatial words need a clear margin: "left of" is only said when the centres diffe
 ``margin`` pixels along x, "closest" only when the nearest object beats the runner-up by ``margin``,
 so every generated question has exactly one right answer and every negative is verifiably false.
 
-Design ideas from Sort-of-CLEVR (questions), ShapeWorld (statements) and ARO (order swaps), REFERENCE.md
-section 9; the code is ours.
+Design ideas from Sort-of-CLEVR (questions), ShapeWorld (statements) and ARO (order swaps), cited in
+docs/reference.md section 9; the code is ours.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Seeded scenes of coloured shapes, in the manner of Sort-of-CLEVR (REFERENCE.md section 9).
+"""Seeded scenes of coloured shapes, in the manner of Sort-of-CLEVR (Santoro et al. 2017, arXiv:1706.01427).
 
 A :class:`Scene` is a scene graph (objects with colour, shape, size, centre and box) drawn from a seed by
 :func:`generate_scene`; :meth:`Scene.render` draws it with PIL. Colours are unique within a scene, so
