@@ -75,11 +75,15 @@ def _assert_equivalent(pair, batch=1):
         _close(p, q)  # proposals, in the same order
     _close(feats_a, feats_b)  # RoI head output
     _close(det_a.class_scores, det_b.class_scores)  # softmax of the logits, background first in both
-    assert facts_a["det_kept"] == facts_b["det_kept"] and min(facts_a["det_kept"]) > 0
+    assert min(facts_a["det_kept"]) > 0
     for i in range(batch):
-        assert torch.equal(det_a.labels[i], det_b.labels[i]) and torch.equal(det_a.rois[i], det_b.rois[i])
-        _close(det_a.boxes[i], det_b.boxes[i])
-        _close(det_a.scores[i], det_b.scores[i])
+        # the one difference: torchvision drops boxes under 1e-2 px (clipped flat at the border), detectron2 not
+        wh = det_b.boxes[i][:, 2:] - det_b.boxes[i][:, :2]
+        big = (wh >= 1e-2).all(dim=1)
+        assert facts_b["det_kept"][i] - int((~big).sum()) == facts_a["det_kept"][i]
+        assert torch.equal(det_a.labels[i], det_b.labels[i][big]) and torch.equal(det_a.rois[i], det_b.rois[i][big])
+        _close(det_a.boxes[i], det_b.boxes[i][big])
+        _close(det_a.scores[i], det_b.scores[i][big])
     _close(out_a.features, out_b.features)  # region features
     _close(out_a.boxes, out_b.boxes)
     return det_a, det_b
@@ -140,7 +144,7 @@ def test_stride_in_1x1_mismatch_loads_silently_but_computes_another_res4(c4_pair
 @needs_d2
 def test_anchor_order_and_rounding_differ_as_named(c4_pair):
     ours, d2 = c4_pair
-    d2_cells = d2.model.proposal_generator.anchor_generator.cell_anchors[0]  # size-major, unrounded
+    d2_cells = list(d2.model.proposal_generator.anchor_generator.cell_anchors)[0]  # size-major, unrounded
     perm = anchor_permutation(*ours.anchor_layout())
     _close(ours.rpn.anchor_generator.cell_anchors[0], d2_cells[perm])
     assert not torch.equal(d2_cells, d2_cells.round())
