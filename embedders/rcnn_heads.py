@@ -4,7 +4,7 @@ torchvision's ``RegionProposalNetwork.forward`` and ``RoIHeads.forward`` bury to
 inside one call; here the same torchvision building blocks (AnchorGenerator, RPNHead, BoxCoder,
 MultiScaleRoIAlign, TwoMLPHead, FastRCNNPredictor, torchvision.ops) are called from separate methods so
 that the embedder can wrap each in its own stage.  With the same weights and the ``batched`` NMS mode the
-arithmetic is torchvision's, op for op (see ``tests/test_region_embedder.py``).
+arithmetic is torchvision's, op for op (see ``tests/embedders/test_region.py``).
 
 Shapes: B images, N = sum of proposals over the batch, R_i proposals of image i, C classes including
 background (index 0), D feature width.
@@ -13,7 +13,7 @@ background (index 0), D feature width.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from torchvision.ops import roi_align
 from vlpbench.errors import bad_value
 
 NMS_MODES = ("per-class", "batched", "class-agnostic")
+NMS_BOXES = ("regressed", "proposal")
 
 
 class ImagePreprocess(nn.Module):
@@ -79,9 +80,10 @@ class C4Backbone(nn.Module):
 
 
 class Res5BoxHead(nn.Module):
-    """bottom-up-attention's RoI head: ResNet res5 (first block stride 2) then mean pool.
+    """The C4 RoI head: ResNet res5 then global average pool.
 
-    [N, C4, 14, 14] -> res5 -> [N, C5, 7, 7] -> mean -> [N, C5].
+    torchvision / detectron2 layout (first block stride 2): [N, C4, 14, 14] -> res5 -> [N, C5, 7, 7] -> mean
+    -> [N, C5].  bottom-up-attention's (stride 1, 3x3 dilated 2, see rcnn_options.prepare_trunk) stays at 14x14.
     """
 
     def __init__(self, layer4: nn.Module):
@@ -200,6 +202,7 @@ class Detections:
     candidates: List[int]      # per image: class-box pairs that entered NMS
     pred_boxes: Tensor         # [N, C, 4] decoded, clipped class-specific boxes for every RoI
     class_scores: Tensor       # [N, C] softmax over classes for every RoI
+    attr_logits: Optional[Tensor] = None  # [N, A] attribute logits for every RoI (attribute head only)
 
 
 def _cap_per_image(img: Tensor, scores: Tensor, cap: int, num_images: int) -> Tuple[Tensor, Tensor]:
@@ -225,9 +228,12 @@ class DetectionPostprocess(nn.Module):
       every RoI's box for that class, with no score filter before NMS (bottom-up-attention's
       ``generate_tsv.py``; its cost is the paper's ">500 ms for 1,600 classes").  The images of a batch
       share each per-class call through a coordinate offset (torchvision's batched_nms trick).
-      bottom-up-attention suppresses with the RoI boxes; we use the class-specific regressed boxes, as
-      detectron2 and torchvision do.  Surviving detections scoring <= score_thresh are then dropped,
-      which keeps the same set as filtering first (greedy NMS only lets higher scores suppress).
+      bottom-up-attention suppresses with the RoI boxes (``nms_boxes="proposal"``); detectron2 and
+      torchvision with the class-specific regressed boxes (``"regressed"``).  Surviving detections scoring
+      <= score_thresh are then dropped, which keeps the same set as filtering first (greedy NMS only lets
+      higher scores suppress).  With ``prefilter`` each class's NMS sees only the RoIs scoring above
+      score_thresh (detectron2's ``fast_rcnn_inference`` and the NMS of bottom-up-attention's
+      ``test_net``): same detections, far fewer candidates.
     * ``batched``: torchvision's ``RoIHeads.postprocess_detections``: score filter, small-box filter,
       torchvision.ops.batched_nms over (image, class) groups.
     * ``class-agnostic``: each RoI's best foreground class and its box, then torchvision.ops.nms across
@@ -237,11 +243,16 @@ class DetectionPostprocess(nn.Module):
     """
 
     def __init__(self, *, nms_mode: str, nms_thresh: float, score_thresh: float, detections_per_img: int,
-                 bbox_reg_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)):
+                 bbox_reg_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+                 prefilter: bool = False, nms_boxes: str = "regressed"):
         super().__init__()
         if nms_mode not in NMS_MODES:
             raise bad_value("nms_mode", nms_mode, NMS_MODES)
+        if nms_boxes not in NMS_BOXES:
+            raise bad_value("nms_boxes", nms_boxes, NMS_BOXES)
         self.nms_mode = nms_mode
+        self.prefilter = prefilter
+        self.nms_boxes = nms_boxes
         self.nms_thresh = nms_thresh
         self.score_thresh = score_thresh
         self.detections_per_img = detections_per_img
@@ -258,7 +269,8 @@ class DetectionPostprocess(nn.Module):
         counts = torch.tensor([p.shape[0] for p in proposals], device=device)
         roi_img = torch.repeat_interleave(torch.arange(num_images, device=device), counts)  # [N]
         if self.nms_mode == "per-class":
-            rois, labels, cand = self._per_class(pred_boxes, scores, roi_img, num_images, image_size)
+            nms_boxes = torch.cat(proposals) if self.nms_boxes == "proposal" else None
+            rois, labels, cand = self._per_class(pred_boxes, scores, roi_img, num_images, image_size, nms_boxes)
         elif self.nms_mode == "batched":
             rois, labels, cand = self._batched(pred_boxes, scores, roi_img, num_images)
         else:
@@ -274,18 +286,26 @@ class DetectionPostprocess(nn.Module):
         )
 
     def _per_class(self, pred_boxes: Tensor, scores: Tensor, roi_img: Tensor, num_images: int,
-                   image_size: Tuple[int, int]):
+                   image_size: Tuple[int, int], nms_boxes: Optional[Tensor]):
+        """nms_boxes [N, 4]: one box per RoI for every class (the proposals), or None: each class's own box."""
         offsets = (roi_img * (max(image_size) + 1)).to(pred_boxes.dtype)[:, None]  # [N, 1], images never overlap
         rois, labels = [], []
+        cand = torch.zeros(num_images, dtype=torch.long, device=scores.device)
         for c in range(1, scores.shape[1]):
             s = scores[:, c]
-            keep = box_ops.nms(pred_boxes[:, c] + offsets, s, self.nms_thresh)
-            keep = keep[s[keep] > self.score_thresh]
+            boxes = (pred_boxes[:, c] if nms_boxes is None else nms_boxes) + offsets  # [N, 4]
+            if self.prefilter:
+                idx = torch.where(s > self.score_thresh)[0]
+                keep = idx[box_ops.nms(boxes[idx], s[idx], self.nms_thresh)]
+                cand += torch.bincount(roi_img[idx], minlength=num_images)
+            else:
+                keep = box_ops.nms(boxes, s, self.nms_thresh)
+                keep = keep[s[keep] > self.score_thresh]
+                cand += torch.bincount(roi_img, minlength=num_images)
             rois.append(keep)
             labels.append(torch.full_like(keep, c))
         rois, labels = torch.cat(rois), torch.cat(labels)
-        cand = (torch.bincount(roi_img, minlength=num_images) * (scores.shape[1] - 1)).tolist()
-        return rois, labels, cand
+        return rois, labels, cand.tolist()
 
     def _batched(self, pred_boxes: Tensor, scores: Tensor, roi_img: Tensor, num_images: int):
         n, c = scores.shape

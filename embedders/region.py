@@ -6,13 +6,15 @@ torchvision's ``GeneralizedRCNN``; its ``forward`` names every intermediate and 
     preprocess -> backbone -> rpn.head -> rpn.decode -> rpn.nms -> roi_align -> roi_head -> box_predictor
     -> det.nms -> select [-> project]
 
-Two backbone layouts: ``c4`` (bottom-up-attention: ResNet res2-res4, RPN on C4, RoIAlign 14x14, res5 head,
-mean pool) and ``fpn`` (torchvision's fasterrcnn_resnet50_fpn).  Random weights make scores meaningless,
-so by default the output is pinned to exactly ``num_regions`` regions (detections first, then filled in
-score order) and ``extras`` records how much work each stage really did.
+Two backbone layouts: ``c4`` (bottom-up-attention: ResNet res2-res4, RPN on C4, RoI pooling 14x14, res5
+head, mean pool) and ``fpn`` (torchvision's fasterrcnn_resnet50_fpn).  The options of
+:mod:`rcnn_options` (stride placement, res5 dilation, pool1 style, RPN width, RoIPool, attribute head)
+express bottom-up-attention's caffe network.  Random weights make scores meaningless, so by default the
+output is pinned to exactly ``num_regions`` regions (detections first, then filled in score order) and
+``extras`` records how much work each stage really did.
 
-The detectron2 backend is detected (:func:`detectron2_available`) but not implemented: detectron2 has no
-PyPI release and is not installed here, so ``backend="detectron2"`` raises a VlpbenchError.
+Two backends build the same stages: ``torchvision`` (these modules) and ``detectron2``
+(:mod:`detectron2_backend`: detectron2's own model from its config system, run under the same stage names).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
-from vlpbench.embedders.rcnn_heads import (NMS_MODES, C4Backbone, DetectionPostprocess, Detections, ImagePreprocess,
-                                  ProposalStages, Res5BoxHead, SingleLevelRoIAlign, select_regions)
+from vlpbench.embedders.rcnn_heads import (NMS_BOXES, NMS_MODES, C4Backbone, DetectionPostprocess, Detections,
+                                           ImagePreprocess, ProposalStages, Res5BoxHead, SingleLevelRoIAlign,
+                                           select_regions)
+from vlpbench.embedders.rcnn_options import (POOL1_STYLES, ROI_POOLERS, AttributeHead, SingleLevelRoIPool,
+                                             UnroundedAnchorGenerator, prepare_trunk, rpn_head)
 from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.layers import IMAGENET_MEAN, IMAGENET_STD
 from vlpbench.stages import StageFn, null_stage
@@ -74,8 +79,17 @@ class RegionEmbedderConfig:
     out_dim: Optional[int] = None                        # Linear projection width; None keeps the RoI width
     calibrate_bn: bool = True                            # calibrate FrozenBN stats when weights are random
     calibration_seed: int = 0                            # seed of the calibration image
-    weights: Optional[str] = None                        # torch.save'd state dict (torchvision key names)
-    backend: str = "torchvision"                         # "torchvision" or "detectron2" (not implemented)
+    weights: Optional[str] = None                        # checkpoint: torchvision names, or detectron2's (.pth/.pkl)
+    backend: str = "torchvision"                         # "torchvision" or "detectron2" (detectron2_backend.py)
+    stride_in_1x1: bool = False                          # stage stride in the 1x1 conv (caffe, d2 STRIDE_IN_1X1)
+    res5_dilation: int = 1                               # c4: 2 = res5 at stride 1, 3x3s dilated 2 (14x14 head)
+    pool1: str = "torchvision"                           # "torchvision" (pad 1) or "caffe" (ceil mode, no pad)
+    rpn_conv_channels: Optional[int] = None              # RPN 3x3 conv width; None = the feature width
+    roi_pooler: str = "align"                            # c4: "align" (RoIAlign) or "pool" (RoIPool, caffe)
+    anchor_rounding: bool = True                         # round base anchors to whole pixels (torchvision; d2 not)
+    attribute_classes: int = 0                           # >0: attribute head with this many outputs (BUTD: 401)
+    nms_prefilter: bool = False                          # per-class: only RoIs above score_thresh enter each NMS
+    det_nms_boxes: str = "regressed"                     # per-class NMS on "regressed" boxes or the "proposal"s
 
 
 def detectron2_available() -> bool:
@@ -92,14 +106,6 @@ def check_config(cfg: RegionEmbedderConfig) -> None:
     """Raise VlpbenchError for any impossible option, before anything is built."""
     if cfg.backend not in BACKENDS:
         raise bad_value("backend", cfg.backend, BACKENDS)
-    if cfg.backend == "detectron2":
-        if not detectron2_available():
-            raise VlpbenchError(
-                "detectron2 backend requested but not installed; pip install "
-                "'git+https://github.com/facebookresearch/detectron2.git' (it builds from source), "
-                "or use backend='torchvision'")
-        raise VlpbenchError("detectron2 is installed but vlpbench has no detectron2 backend yet; "
-                            "accepted backend: torchvision")
     if cfg.arch not in ARCHS:
         raise bad_value("arch", cfg.arch, ARCHS)
     if cfg.depth not in DEPTHS:
@@ -120,6 +126,30 @@ def check_config(cfg: RegionEmbedderConfig) -> None:
         raise bad_value("anchor_sizes", cfg.anchor_sizes, f"{want} tuple(s) of sizes for arch {cfg.arch!r}")
     if cfg.out_dim is not None and cfg.out_dim < 1:
         raise bad_value("out_dim", cfg.out_dim, "a positive int or None")
+    check_network_options(cfg)
+
+
+def check_network_options(cfg: RegionEmbedderConfig) -> None:
+    """The options that make a caffe / detectron2 network out of torchvision's (rcnn_options)."""
+    if cfg.pool1 not in POOL1_STYLES:
+        raise bad_value("pool1", cfg.pool1, POOL1_STYLES)
+    if cfg.roi_pooler not in ROI_POOLERS:
+        raise bad_value("roi_pooler", cfg.roi_pooler, ROI_POOLERS)
+    if cfg.roi_pooler == "pool" and cfg.arch != "c4":
+        raise bad_value("roi_pooler", cfg.roi_pooler, "'align' for arch 'fpn' ('pool' needs arch 'c4')")
+    if cfg.res5_dilation not in (1, 2):
+        raise bad_value("res5_dilation", cfg.res5_dilation, "1 or 2")
+    if cfg.res5_dilation != 1 and cfg.arch != "c4":
+        raise bad_value("res5_dilation", cfg.res5_dilation, "1 for arch 'fpn' (the FPN needs res5 at stride 32)")
+    if cfg.stride_in_1x1 and cfg.depth < 50:
+        raise bad_value("stride_in_1x1", cfg.stride_in_1x1, f"False for depth {cfg.depth} (no 1x1 conv in a "
+                        "BasicBlock; bottleneck trunks are depth 50, 101, 152)")
+    if cfg.rpn_conv_channels is not None and cfg.rpn_conv_channels < 1:
+        raise bad_value("rpn_conv_channels", cfg.rpn_conv_channels, "a positive int or None")
+    if cfg.attribute_classes < 0:
+        raise bad_value("attribute_classes", cfg.attribute_classes, "0 (no attribute head) or a positive int")
+    if cfg.det_nms_boxes not in NMS_BOXES:
+        raise bad_value("det_nms_boxes", cfg.det_nms_boxes, NMS_BOXES)
 
 
 class RegionEmbedder(nn.Module):
@@ -128,7 +158,8 @@ class RegionEmbedder(nn.Module):
     def __init__(self, transform: ImagePreprocess, backbone: nn.Module, rpn: ProposalStages, roi_pooler: nn.Module,
                  box_head: nn.Module, box_predictor: nn.Module, postprocess: DetectionPostprocess, *,
                  feature_dim: int, num_regions: int, fill_to_k: bool = True, region_boxes: str = "detection",
-                 out_dim: Optional[int] = None, workload_facts: Optional[Dict[str, Any]] = None):
+                 out_dim: Optional[int] = None, attribute_head: Optional[AttributeHead] = None,
+                 workload_facts: Optional[Dict[str, Any]] = None):
         super().__init__()
         self.transform = transform
         self.backbone = backbone
@@ -136,55 +167,54 @@ class RegionEmbedder(nn.Module):
         self.roi_pooler = roi_pooler
         self.box_head = box_head
         self.box_predictor = box_predictor
+        self.attribute_head = attribute_head
         self.postprocess = postprocess
+        self._init_output(feature_dim=feature_dim, num_regions=num_regions, fill_to_k=fill_to_k,
+                          region_boxes=region_boxes, out_dim=out_dim, image_size=transform.image_size,
+                          workload_facts=workload_facts)
+
+    def _init_output(self, *, feature_dim: int, num_regions: int, fill_to_k: bool, region_boxes: str,
+                     out_dim: Optional[int], image_size: Tuple[int, int],
+                     workload_facts: Optional[Dict[str, Any]]) -> None:
+        """What every backend shares: region selection, the projection, the recorded workload."""
         self.proj = nn.Linear(feature_dim, out_dim) if out_dim is not None else None
         self.feature_dim = feature_dim
         self.num_regions = num_regions
         self.fill_to_k = fill_to_k
         self.region_boxes = region_boxes
-        self.image_size = transform.image_size
+        self.image_size = tuple(image_size)
         self.bn_calibrated = False
         self._workload = dict(workload_facts or {})
 
     @classmethod
     def from_config(cls, cfg: RegionEmbedderConfig) -> "RegionEmbedder":
         check_config(cfg)
-        trunk_name = f"resnet{cfg.depth}"
-        anchors = AnchorGenerator(tuple(tuple(s) for s in cfg.anchor_sizes),
-                                  (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
-        if cfg.arch == "fpn":
-            backbone = resnet_fpn_backbone(backbone_name=trunk_name, weights=None, norm_layer=FrozenBatchNorm2d,
-                                           trainable_layers=5)
-            pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], cfg.pooler_resolution, cfg.pooler_sampling_ratio)
-            box_head = TwoMLPHead(backbone.out_channels * cfg.pooler_resolution ** 2, cfg.representation_size)
-            feature_dim = cfg.representation_size
-        else:
-            trunk = getattr(resnet, trunk_name)(weights=None, norm_layer=FrozenBatchNorm2d)
-            backbone = C4Backbone(trunk)
-            pooler = SingleLevelRoIAlign("res4", cfg.pooler_resolution, 1.0 / 16, cfg.pooler_sampling_ratio)
-            box_head = Res5BoxHead(trunk.layer4)
-            feature_dim = box_head.out_channels
-        rpn = ProposalStages(anchors, RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
+        if cfg.backend == "detectron2":
+            from vlpbench.embedders.detectron2_backend import build_detectron2_region_embedder
+
+            return build_detectron2_region_embedder(cfg)
+        anchor_cls = AnchorGenerator if cfg.anchor_rounding else UnroundedAnchorGenerator
+        anchors = anchor_cls(tuple(tuple(s) for s in cfg.anchor_sizes),
+                             (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
+        backbone, pooler, box_head, feature_dim = (_build_fpn if cfg.arch == "fpn" else _build_c4)(cfg)
+        rpn = ProposalStages(anchors, rpn_head(backbone.out_channels, anchors.num_anchors_per_location()[0],
+                                               cfg.rpn_conv_channels),
                              pre_nms_top_n=cfg.rpn_pre_nms_top_n, post_nms_top_n=cfg.rpn_post_nms_top_n,
                              nms_thresh=cfg.rpn_nms_thresh)
+        attributes = (AttributeHead(feature_dim, cfg.num_classes, cfg.attribute_classes)
+                      if cfg.attribute_classes else None)
         model = cls(
             ImagePreprocess(cfg.image_size, cfg.pixel_mean, cfg.pixel_std, input_scale=cfg.input_scale, bgr=cfg.bgr,
                             size_divisible=cfg.size_divisible),
             backbone, rpn, pooler, box_head, FastRCNNPredictor(feature_dim, cfg.num_classes),
             DetectionPostprocess(nms_mode=cfg.nms_mode, nms_thresh=cfg.det_nms_thresh, score_thresh=cfg.score_thresh,
-                                 detections_per_img=cfg.detections_per_img),
+                                 detections_per_img=cfg.detections_per_img, prefilter=cfg.nms_prefilter,
+                                 nms_boxes=cfg.det_nms_boxes),
             feature_dim=feature_dim, num_regions=cfg.num_regions, fill_to_k=cfg.fill_to_k,
-            region_boxes=cfg.region_boxes, out_dim=cfg.out_dim,
-            workload_facts={"arch": f"R{cfg.depth}-{cfg.arch.upper()}", "num_classes": cfg.num_classes,
-                            "rpn_pre_nms_top_n": cfg.rpn_pre_nms_top_n, "rpn_post_nms_top_n": cfg.rpn_post_nms_top_n,
-                            "nms_mode": cfg.nms_mode, "score_thresh": cfg.score_thresh, "fill_to_k": cfg.fill_to_k,
-                            "backend": cfg.backend},
+            region_boxes=cfg.region_boxes, out_dim=cfg.out_dim, attribute_head=attributes,
+            workload_facts=workload_facts(cfg),
         ).eval()
-        if cfg.weights is not None:
-            load_torchvision_weights(model, cfg.weights)
-        elif cfg.calibrate_bn:
-            gen = torch.Generator().manual_seed(cfg.calibration_seed)
-            model.calibrate(model.make_inputs(1, generator=gen, device="cpu")["pixel_values"])
+        finish_weights(model, cfg)
         return model
 
     # ---- the Benchmarkable interface -------------------------------------------------------------
@@ -235,8 +265,11 @@ class RegionEmbedder(nn.Module):
             roi_features = self.box_head(pooled)  # [N, D]
         with stage("box_predictor"):
             class_logits, box_regression = self.box_predictor(roi_features)  # [N, C], [N, 4C]
+            attr_logits = (self.attribute_head(roi_features, class_logits)  # [N, A]
+                           if self.attribute_head is not None else None)
         with stage("det.nms"):
             detections = self.postprocess(class_logits, box_regression, proposals, self.image_size)
+        detections.attr_logits = attr_logits
         facts = {"rpn_pre_nms": [int(b.shape[0]) for b in candidates.boxes],
                  "rpn_post_nms": [int(p.shape[0]) for p in proposals],
                  "det_candidates": detections.candidates,
@@ -270,28 +303,87 @@ class RegionEmbedder(nn.Module):
         return [{"boxes": b * scale if (h, w) != self.image_size else b, "scores": s, "labels": l}
                 for b, s, l in zip(det.boxes, det.scores, det.labels)]
 
+    def anchor_layout(self) -> Tuple[int, int]:
+        """(sizes, aspect ratios) of the anchors at one RPN location (the first level's)."""
+        gen = self.rpn.anchor_generator
+        return len(gen.sizes[0]), len(gen.aspect_ratios[0])
+
+    def frozen_bn_types(self) -> Tuple[type, ...]:
+        """The frozen batch-norm classes this backend builds (calibration sets their statistics)."""
+        return (FrozenBatchNorm2d,)
+
     @torch.no_grad()
     def calibrate(self, pixel_values: Tensor) -> int:
         """Set every frozen BN's statistics from one pass over ``pixel_values`` (see calibrate_frozen_bn)."""
-        n = calibrate_frozen_bn(self, pixel_values)
+        n = calibrate_frozen_bn(self, pixel_values, self.frozen_bn_types())
         self.bn_calibrated = True
         return n
 
 
-def _is_frozen_or_eval_bn(m: nn.Module) -> bool:
-    return isinstance(m, FrozenBatchNorm2d) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training)
+def _build_fpn(cfg: RegionEmbedderConfig) -> Tuple[nn.Module, nn.Module, nn.Module, int]:
+    """torchvision's ResNet-FPN, MultiScaleRoIAlign and TwoMLPHead -> (backbone, pooler, box head, width)."""
+    backbone = resnet_fpn_backbone(backbone_name=f"resnet{cfg.depth}", weights=None, norm_layer=FrozenBatchNorm2d,
+                                   trainable_layers=5)
+    prepare_trunk(backbone.body, stride_in_1x1=cfg.stride_in_1x1, res5_dilation=1, pool1=cfg.pool1)
+    pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], cfg.pooler_resolution, cfg.pooler_sampling_ratio)
+    box_head = TwoMLPHead(backbone.out_channels * cfg.pooler_resolution ** 2, cfg.representation_size)
+    return backbone, pooler, box_head, cfg.representation_size
+
+
+def _build_c4(cfg: RegionEmbedderConfig) -> Tuple[nn.Module, nn.Module, nn.Module, int]:
+    """ResNet res2-res4 backbone, single-level RoI pooling on res4, res5 head -> (backbone, pooler, head, width)."""
+    trunk = getattr(resnet, f"resnet{cfg.depth}")(weights=None, norm_layer=FrozenBatchNorm2d)
+    prepare_trunk(trunk, stride_in_1x1=cfg.stride_in_1x1, res5_dilation=cfg.res5_dilation, pool1=cfg.pool1)
+    backbone = C4Backbone(trunk)
+    if cfg.roi_pooler == "pool":
+        pooler = SingleLevelRoIPool("res4", cfg.pooler_resolution, 1.0 / 16)
+    else:
+        pooler = SingleLevelRoIAlign("res4", cfg.pooler_resolution, 1.0 / 16, cfg.pooler_sampling_ratio)
+    box_head = Res5BoxHead(trunk.layer4)
+    return backbone, pooler, box_head, box_head.out_channels
+
+
+def workload_facts(cfg: RegionEmbedderConfig) -> Dict[str, Any]:
+    """The configured workload every record carries (the measured counts come from the forward)."""
+    return {"arch": f"R{cfg.depth}-{cfg.arch.upper()}", "num_classes": cfg.num_classes,
+            "rpn_pre_nms_top_n": cfg.rpn_pre_nms_top_n, "rpn_post_nms_top_n": cfg.rpn_post_nms_top_n,
+            "nms_mode": cfg.nms_mode, "nms_prefilter": cfg.nms_prefilter, "score_thresh": cfg.score_thresh,
+            "fill_to_k": cfg.fill_to_k, "backend": cfg.backend, "roi_pooler": cfg.roi_pooler,
+            "pooler_resolution": cfg.pooler_resolution, "res5_dilation": cfg.res5_dilation,
+            "attribute_classes": cfg.attribute_classes}
+
+
+def finish_weights(model: "RegionEmbedder", cfg: RegionEmbedderConfig) -> None:
+    """Load ``cfg.weights``, or calibrate the random weights' frozen BN (never on the meta device)."""
+    if cfg.weights is not None:
+        from vlpbench.embedders.region_checkpoints import load_region_checkpoint
+
+        load_region_checkpoint(model, cfg.weights)
+    elif cfg.calibrate_bn and not _on_meta(model):
+        gen = torch.Generator().manual_seed(cfg.calibration_seed)
+        model.calibrate(model.make_inputs(1, generator=gen, device="cpu")["pixel_values"])
+
+
+def _on_meta(model: nn.Module) -> bool:
+    """Built under ``torch.device("meta")`` (``vlpbench describe``): shapes only, nothing can run."""
+    return any(p.is_meta for p in model.parameters())
+
+
+def _is_frozen_or_eval_bn(m: nn.Module, frozen_types: Tuple[type, ...]) -> bool:
+    return isinstance(m, frozen_types) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training)
 
 
 @torch.no_grad()
-def calibrate_frozen_bn(model: nn.Module, images: Any) -> int:
+def calibrate_frozen_bn(model: nn.Module, images: Any,
+                        frozen_types: Tuple[type, ...] = (FrozenBatchNorm2d,)) -> int:
     """Run ``model(images)`` once, setting each FrozenBatchNorm2d (or eval-mode BatchNorm) running mean and
     variance to the per-channel statistics of its actual input just before it normalises it.
 
     Layers are calibrated in execution order, so each sees already-calibrated inputs.  This keeps random-
-    init activations O(1) (without it a random ResNet-101 reaches ~3e5 and the RPN finds no boxes, measured here,
-    docs/reference.md section 7).  Returns the number of layers calibrated.
+    init activations O(1) (without it a random ResNet-101 reaches ~3e5 and the RPN finds no boxes, so the
+    RoI heads would time nothing).  Returns the number of layers calibrated.
     """
-    layers = [m for m in model.modules() if _is_frozen_or_eval_bn(m)]
+    layers = [m for m in model.modules() if _is_frozen_or_eval_bn(m, frozen_types)]
 
     def hook(module: nn.Module, args: Tuple[Tensor, ...]) -> None:
         x = args[0].float()

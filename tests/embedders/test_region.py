@@ -11,8 +11,7 @@ from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 import vlpbench.presets.region  # noqa: F401  (registers the presets)
 from vlpbench.embedders.rcnn_heads import Detections, select_regions
-from vlpbench.embedders.region import (RegionEmbedder, calibrate_frozen_bn, detectron2_available,
-                                       load_torchvision_weights)
+from vlpbench.embedders.region import RegionEmbedder, calibrate_frozen_bn, load_torchvision_weights
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
 from vlpbench.types import VisualTokens
@@ -218,7 +217,7 @@ def test_state_dict_round_trip_via_file(tiny_models, tmp_path):
 def test_state_dict_that_does_not_fit_names_the_keys(tiny_models, tmp_path):
     fpn_state = tiny_models["frcnn-r50-fpn"].state_dict()
     c4 = VISUAL.build("butd-r101-c4", tiny=True, calibrate_bn=False)
-    with pytest.raises(VlpbenchError, match=r"missing keys: box_head\.res5\..*unexpected keys: backbone\.body\.layer4\."):
+    with pytest.raises(VlpbenchError, match=r"missing keys: .*box_head\.res5\..*unexpected keys: backbone\.body\.layer4\."):
         load_torchvision_weights(c4, fpn_state)
     other = VISUAL.build("frcnn-r50-fpn", tiny=True, num_classes=5, calibrate_bn=False)
     with pytest.raises(VlpbenchError, match=r"shape mismatches: box_predictor\.bbox_pred\.bias \(364,\) vs \(20,\)"):
@@ -272,13 +271,6 @@ def test_c4_minimum_image_side_is_named():
 def test_bad_pixel_values_raise(tiny_models, pixels, pattern):
     with pytest.raises(VlpbenchError, match=pattern):
         tiny_models["frcnn-r50-fpn"](pixels)
-
-
-@pytest.mark.skipif(detectron2_available(), reason="detectron2 is installed here")
-def test_detectron2_backend_absent_is_a_clear_error():
-    assert detectron2_available() is False
-    with pytest.raises(VlpbenchError, match="detectron2 backend requested but not installed; pip install"):
-        VISUAL.build("butd-r101-c4", tiny=True, backend="detectron2")
 
 
 def test_presets_hold_reference_numbers():
