@@ -28,7 +28,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
     target: str                                   # registry name (or alias) of the architecture / embedder
     component: str = "arch"                       # "arch", "visual" or "text": which registry `target` is in
