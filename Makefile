@@ -17,7 +17,7 @@ ACCURACY_JOBS ?= 2
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint bench bench-transformers compare accuracy report clean
+.PHONY: help install test test-all lint format bench bench-transformers compare accuracy report clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: $(LINT_STAMP) ## ruff check, ruff format --check and mypy (settings in pyp
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m mypy
+
+format: $(LINT_STAMP) ## ruff: apply the safe fixes and reformat the tree (tools/lint-fix.sh); then make lint passes
+	PYTHON=$(BIN)/python bash tools/lint-fix.sh
 
 $(LINT_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[lint]'

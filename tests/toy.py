@@ -82,7 +82,7 @@ class ToyArch(nn.Module):
 
 def register_toys():
     if "test-toy-visual" not in VISUAL:
-        VISUAL.register("test-toy-visual", ToyVisual, ToyConfig(), description="test toy")
+        VISUAL.register("test-toy-visual", ToyVisual, ToyConfig(), description="test toy", tags=("patch",))
     if "test-toy-arch" not in ARCH:
         ARCH.register("test-toy-arch", ToyArch, ToyConfig(), description="test toy", paper={"class": "d"})
 register_toys()

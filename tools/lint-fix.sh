@@ -2,6 +2,7 @@
 # One-time tree-wide lint fix and reformat with ruff (settings in pyproject.toml), for after every open branch
 # is merged: it rewrites most files, so running it while branches are in flight makes each of them conflict.
 # Afterwards `make lint` passes; anything ruff cannot fix is printed at the end and the script exits non-zero.
+# `make format` runs it (after installing the lint extra); once the tree is formatted it is the everyday habit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff() { "${PYTHON:-.venv/bin/python}" -m ruff "$@"; }

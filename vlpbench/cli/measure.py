@@ -241,11 +241,11 @@ def compare_specs(args) -> List[Any]:
     specs = []
     for target in compare_targets(args):
         name = target if "+" in target else ARCH.resolve(target)
+        if "+" in target and args.head:
+            name = f"{target}+{HEAD.resolve(args.head)}"
         spec = base_spec(args, target=name, component="arch", workload=dict(workload),
                          overrides=dict(overrides) if "+" not in target else {},
                          taxonomy_factor=args.taxonomy_factor, weights=args.weights)
-        if "+" in target and args.head:
-            spec.target = f"{target}+{HEAD.resolve(args.head)}"
         specs.append(preflight(spec))
     return specs
 

@@ -24,7 +24,7 @@ from .stats import summarize
 from .timer import IterationSample, StageTimer
 
 
-@dataclass
+@dataclass(frozen=True)
 class Protocol:
     warmup: Optional[int] = None   # warm-up iterations; None = 3 on CPU, 10 on CUDA
     min_iters: int = 5             # timed iterations at least (each of instrumented and uninstrumented)

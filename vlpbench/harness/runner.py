@@ -34,7 +34,7 @@ def max_threads() -> int:
     return THREADS_PER_CPU * (os.cpu_count() or 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
     target: str                                   # registry name (or alias) of the architecture / embedder
     component: str = "arch"                       # "arch", "visual" or "text": which registry `target` is in
