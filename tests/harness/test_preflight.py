@@ -76,3 +76,22 @@ def test_diff_of_runs_with_nothing_in_common_fails(capsys, tmp_path, toys):
     capsys.readouterr()
     assert main(["diff", *runs, "--fail-above", "5"]) == 2  # a gate that compared nothing must not pass
     assert "no configuration is present in both runs" in capsys.readouterr().err
+
+
+def test_an_allocation_the_machine_cannot_satisfy_is_one_error(monkeypatch):
+    from vlpbench.harness import runner
+
+    def oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 120000000000 bytes.")
+
+    monkeypatch.setattr(runner, "_run_spec", oom)
+    with pytest.raises(VlpbenchError, match="'vse-inf' ran out of memory at workload .*text_len.*--text-len"):
+        runner.run_spec(RunSpec("vse-inf", workload={"text_len": 10**9}))
+
+    def bug(*a, **k):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(runner, "_run_spec", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # a real bug keeps its traceback
+        runner.run_spec(RunSpec("vse-inf"))
