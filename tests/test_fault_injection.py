@@ -87,7 +87,7 @@ def _assert_clean(run: Path, tmp: Path, keys: set) -> None:
     names = sorted(p.name for p in run.iterdir())
     assert names == sorted(["run.json", *(f"{k}.json" for k in keys)]), names
     assert {p.stem for p in RunDir(run).record_files()} == keys
-    assert all(r["key"] == Path(p).stem for r, p in zip(RunDir(run).records(), RunDir(run).record_files()))
+    assert all(r["key"] == Path(p).stem for r, p in zip(RunDir(run).records(), RunDir(run).record_files(), strict=True))
     assert not list(tmp.glob("vlpbench-*")), list(tmp.iterdir())
 
 

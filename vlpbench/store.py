@@ -198,7 +198,8 @@ class RunDir:
             if not create:
                 raise VlpbenchError(f"{str(p)!r} is not a vlpbench run directory (no {RUN_FILE})")
             if p.exists() and any(not c.name.startswith(".") for c in p.iterdir()) and not (p / RUN_FILE).exists():
-                raise VlpbenchError(f"{str(p)!r} exists and is not a vlpbench run directory; give an empty or new directory")
+                raise VlpbenchError(f"{str(p)!r} exists and is not a vlpbench run directory; accepted: an empty or new "
+                                    "directory")
             run.init(label or p.name, meta)
         run.info  # noqa: B018  (a garbage run.json is refused here, naming the file)
         return run
