@@ -454,7 +454,11 @@ def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None, run_dir: Opti
     """
     preflight(spec)
     if run_dir is not None:
-        return _run_worker(spec, str(run_dir.record_path(spec.key())), timeout_s)
+        rec = _run_worker(spec, str(run_dir.record_path(spec.key())), timeout_s)
+        from vlpbench.schema import check_key
+
+        check_key(rec, spec.key(), str(run_dir.record_path(spec.key())))  # the worker saw the same configuration
+        return rec
     with tempfile.TemporaryDirectory(prefix="vlpbench-") as tmp:
         return _run_worker(spec, os.path.join(tmp, "record.json"), timeout_s)
 
