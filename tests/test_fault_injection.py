@@ -294,3 +294,12 @@ def test_training_log_keeps_one_line_per_step_after_a_kill(tmp_path):
     log.write_text(log.read_text() + json.dumps({"step": 3, "loss": 1.0}) + "\n" + '{"step": 4, "lo')
     train(cfg, str(tmp_path), data=data)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_resume_removes_what_a_killed_measurer_left(toy_run):
+    run, specs = toy_run
+    key = specs[0].key()
+    for leftover in (f".{key}.lock", f".{key}.json.tmp-abc123", f".{key}.json.error"):
+        (run.path / leftover).write_text("")  # a measurer killed after writing its record leaves these
+    run_many(specs, run, isolated=False)
+    assert not [p.name for p in run.path.iterdir() if p.name.startswith(".")]

@@ -245,7 +245,12 @@ class RunDir:
         return True
 
     def read(self, key: str) -> ResultRecord:
-        return read_record(self.record_path(key))
+        """The record of ``key``; a lock file a killed measurer of it left behind is removed on the way."""
+        rec = read_record(self.record_path(key))
+        if (self.path / f".{key}.lock").exists():
+            with self.claim(key):  # taken only if nobody holds it; leaving the claim removes the file
+                pass
+        return rec
 
     def write(self, record: Dict[str, Any]) -> Path:
         validate_record(record)
