@@ -195,7 +195,8 @@ ACCURACY: Dict[str, Spec] = {**COMMON, "?metrics": {"*": "object"}, "?seeds": ["
 
 
 def _type_name(v: Any) -> str:
-    return "null" if v is None else {dict: "object", list: "list", str: "str", bool: "bool"}.get(type(v), type(v).__name__)
+    names = {dict: "object", list: "list", str: "str", bool: "bool"}
+    return "null" if v is None else names.get(type(v), type(v).__name__)
 
 
 def _show(v: Any) -> str:

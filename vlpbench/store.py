@@ -201,7 +201,8 @@ class RunDir:
             if not create:
                 raise VlpbenchError(f"{str(p)!r} is not a vlpbench run directory (no {RUN_FILE})")
             if p.exists() and any(not c.name.startswith(".") for c in p.iterdir()) and not (p / RUN_FILE).exists():
-                raise VlpbenchError(f"{str(p)!r} exists and is not a vlpbench run directory; give an empty or new directory")
+                raise VlpbenchError(f"{str(p)!r} exists and is not a vlpbench run directory; accepted: an empty or new "
+                                    "directory")
             run.init(label or p.name, meta)
         run.info  # noqa: B018  (a garbage run.json is refused here, naming the file)
         return run
@@ -247,7 +248,12 @@ class RunDir:
         return True
 
     def read(self, key: str) -> ResultRecord:
-        return read_record(self.record_path(key))
+        """The record of ``key``; a lock file a killed measurer of it left behind is removed on the way."""
+        rec = read_record(self.record_path(key))
+        if (self.path / f".{key}.lock").exists():
+            with self.claim(key):  # taken only if nobody holds it; leaving the claim removes the file
+                pass
+        return rec
 
     def write(self, record: Dict[str, Any]) -> Path:
         validate_record(record)

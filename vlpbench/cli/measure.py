@@ -89,7 +89,8 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_int_type("batch size", 1), default=1)
     g.add_argument("--threads", type=_int_type("thread count", 1, max_threads()), default=DEFAULT_THREADS,
                    help=f"torch intra-op threads, recorded in every result (default: {DEFAULT_THREADS})")
-    g.add_argument("--iters", type=_int_type("iteration count", 1), default=5, help="timed iterations at least (default: 5)")
+    g.add_argument("--iters", type=_int_type("iteration count", 1), default=5,
+                   help="timed iterations at least (default: 5)")
     g.add_argument("--min-time", type=_float_type("min time", 0.0), default=2.0,
                    help="seconds of timed iterations at least (default: 2)")
     g.add_argument("--max-iters", type=_int_type("max iterations", 1), default=None,

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -272,10 +273,24 @@ def run_spec(spec: RunSpec, isolated: bool = False, drive: Optional[Callable[[An
              torch.backends.cudnn.benchmark)
     try:
         return _run_spec(spec, isolated, drive)
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise VlpbenchError(f"{spec.target!r} ran out of memory at workload {spec.workload or 'default'}, batch "
+                            f"{spec.batch_size} ({str(exc).splitlines()[0][:120]}); accepted: a smaller "
+                            "--image-size, --batch-size or --text-len") from exc
     finally:
         torch.set_num_threads(saved[0])
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved[1:]
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation the machine could not satisfy (host or CUDA), never for other errors."""
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], None]]) -> Dict[str, Any]:
@@ -431,6 +446,12 @@ def _run_worker(spec: RunSpec, out: str, timeout_s: Optional[float]) -> Dict[str
     if proc.returncode == 0 and os.path.exists(out):
         with open(out) as f:
             return json.load(f)
+    if proc.returncode < 0:  # killed from outside (the kernel's OOM killer, a user): not a bug to trace back
+        name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else proc.returncode
+        raise VlpbenchError(f"the worker measuring {spec.target!r} was killed by {name}"
+                            f"{' (the out-of-memory killer sends SIGKILL)' if name == 'SIGKILL' else ''}; "
+                            "nothing was recorded for it; accepted: run again (it resumes), with a smaller workload "
+                            "if memory ran out")
     raise RuntimeError(f"measurement of {spec.target!r} failed in its subprocess (exit {proc.returncode}):\n"
                        f"{proc.stderr[-4000:]}")
 
@@ -445,7 +466,11 @@ def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None, run_dir: Opti
     """
     preflight(spec)
     if run_dir is not None:
-        return _run_worker(spec, str(run_dir.record_path(spec.key())), timeout_s)
+        rec = _run_worker(spec, str(run_dir.record_path(spec.key())), timeout_s)
+        from vlpbench.schema import check_key
+
+        check_key(rec, spec.key(), str(run_dir.record_path(spec.key())))  # the worker saw the same configuration
+        return rec
     with tempfile.TemporaryDirectory(prefix="vlpbench-") as tmp:
         return _run_worker(spec, os.path.join(tmp, "record.json"), timeout_s)
 

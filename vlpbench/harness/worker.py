@@ -1,8 +1,8 @@
 """Subprocess entry point: ``python -m vlpbench.harness.worker OUT.json`` with a RunSpec as JSON on stdin.
 
 The record is checked against the schema and written atomically to ``OUT.json``; a user mistake (or an
-allocation the machine cannot satisfy) goes, as ``{"error": message}``, to :func:`error_path` beside it,
-never to ``OUT.json`` itself, so a run directory never holds a non-record under a record's name.
+allocation the machine cannot satisfy, which :func:`run_spec` reports as one) goes, as
+``{"error": message}``, to :func:`error_path` beside it, never to ``OUT.json`` itself, so a run directory never holds a non-record under a record's name.
 
 The worker follows its parent (``VLPBENCH_PARENT_PID``): on Linux the kernel kills it when the parent
 dies (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread checks once a second.  A parent killed alone
@@ -54,31 +54,16 @@ def follow_parent() -> None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
-
-
 def main(argv: list[str]) -> int:
     from .runner import RunSpec, run_spec
 
     follow_parent()
     out = argv[1]
+    spec = RunSpec.from_dict(json.loads(sys.stdin.read()))
     try:
-        spec = RunSpec.from_dict(json.loads(sys.stdin.read()))
         record = validate_record(run_spec(spec, isolated=True))
-    except VlpbenchError as exc:
+    except VlpbenchError as exc:  # a user mistake, or an allocation the machine cannot satisfy (run_spec)
         atomic_write_json(error_path(out), {"error": str(exc)})
-        return 2
-    except (MemoryError, RuntimeError) as exc:
-        if not _out_of_memory(exc):
-            raise
-        atomic_write_json(error_path(out), {"error": f"{spec.target!r} ran out of memory at workload "
-                                                     f"{spec.workload or 'default'}, batch {spec.batch_size} "
-                                                     f"({str(exc).splitlines()[0][:120]}); accepted: a smaller "
-                                                     "--image-size, --batch-size or --text-len"})
         return 2
     atomic_write_json(out, record)
     return 0
