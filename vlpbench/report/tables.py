@@ -250,7 +250,7 @@ TAXONOMY_COLUMNS = [
     text("configuration"), Column("VE_ms", "VE ms"), Column("TE_ms", "TE ms"), Column("MI_ms", "MI ms"),
     Column("VE_share", "VE share", fmt=pct), Column("TE_share", "TE share", fmt=pct),
     Column("MI_share", "MI share", fmt=pct), text("class_measured", "class (measured)"),
-    text("class_paper", "class (paper)"), Column("agrees", fmt=yes_no), Column("factor"),
+    text("class_paper", "class (paper)"), Column("agrees", fmt=yes_no), Column("factor", fmt=lambda v: f"{v:g}"),
     text("decided_by", "decided by"), Column("margin_ratio", "margin (ratio)", fmt=lambda v: sig(v, 3)),
     Column("close_call", f"close call (< {100 * CLOSE_MARGIN:.0f}%)", fmt=yes_no),
 ]
