@@ -324,3 +324,28 @@ def test_eval_retrieval_clip_and_zero_shot(tmp_path, capsys):
     code, _, err = _run(["--task", "retrieval", "--dataset", "coco", "--root", str(tmp_path / "coco"), "--weights",
                          str(d), "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "model.safetensors' cannot be read" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- the report's latency-versus-accuracy view ------------------------------------------------------------------
+def test_report_joins_measured_accuracy_with_latency_and_quotes_the_paper(tmp_path, capsys):
+    """compare --weights + eval + report: the VQA point is measured (filled), the others are the paper's (hollow)."""
+    d, _ = _vilt(tmp_path / "ck", "ViltForQuestionAnswering", num_labels=5, id2label=dict(enumerate(ANSWERS)),
+                 label2id={a: i for i, a in enumerate(ANSWERS)})
+    _vqa_root(tmp_path / "vqa", [["yes"] * 10, ["2"] * 10, ["no"] * 10, ["cat"] * 10],
+              ["yes/no", "number", "yes/no", "other"])
+    fast = ["--iters", "3", "--min-time", "0", "--warmup", "1", "--threads", "1", "--no-flops", "--in-process"]
+    assert main(["compare", "--arch", "vilt", "--weights", str(d), "--out", str(tmp_path / "lat"), *fast]) == 0
+    code, res, err = _run(["--task", "vqa", "--dataset", "vqav2", "--root", str(tmp_path / "vqa"), "--weights",
+                           str(d), "--out", str(tmp_path / "acc")], capsys)
+    assert code == 0, err
+    assert main(["report", str(tmp_path / "lat"), str(tmp_path / "acc"), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "figures" / "accuracy_view.png").is_file()
+    with open(tmp_path / "rep" / "tables" / "accuracy-view.csv") as f:
+        rows = {(r[0], r[1]): r for r in __import__("csv").reader(f)}
+    vqa = rows[("VQAv2: VQA accuracy (%)", "vilt-b32")]
+    assert float(vqa[2]) == pytest.approx(100 * res["vqa_acc"]) and vqa[3].startswith("measured: `vlpbench eval`")
+    assert "image size 384x640 + text length 16" in vqa[6]
+    nlvr2 = rows[("NLVR2: accuracy (%)", "vilt-b32")]
+    assert nlvr2[2] == "76.13" and nlvr2[3].startswith("paper: kim2021vilt, Table 2")
+    lat = json.loads(next(p for p in (tmp_path / "lat").glob("*.json") if p.name != "run.json").read_text())
+    assert vqa[4].startswith(f"{lat['total']['median_ms']:.4g} (")

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, Union
 from vlpbench.errors import VlpbenchError
 from vlpbench.store import atomic_write_text, load_records
 
-from . import figures, tables
+from . import accuracy_view, figures, tables
 from .doc import Bullets, Document, Heading, Image, Para, Table
 from .sweep import AXES, AXIS_UNITS, curves, slope, stage_slopes
 
@@ -133,6 +133,8 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
             doc.add(Para("Accuracy records exist, but none of their architectures has a latency record in these runs."))
         cols, rows = tables.accuracy_table(pts)
         doc.add(w.table("accuracy", cols, rows, caption="accuracy joined with latency on `arch`"))
+
+    accuracy_view.add_section(doc, w, [r for r in records if r["kind"] != "latency" or id(r) not in in_curve], out)
 
     doc.add(Heading("Scaling"))
     if not cs:
