@@ -81,6 +81,7 @@ def _check_width(head: str, x: torch.Tensor, width: int, field: str, hint: str =
 
 class _Head(nn.Module):
     name = ""
+    images_per_example = 1      # NLVR2 reads two images per text (the model then runs the interaction twice)
 
     def stage_names(self) -> List[str]:
         return [self.name]
@@ -179,6 +180,7 @@ class NLVR2Head(_Head):
     via Linear(2d,2d)-LayerNorm-GELU-Linear(2d,2).  Call as ``head(out1, stage, pair=out2)``."""
 
     name = "nlvr2"
+    images_per_example = 2
 
     def __init__(self, in_dim: int, num_classes: int = 2):
         super().__init__()

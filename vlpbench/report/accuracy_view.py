@@ -143,7 +143,11 @@ def figure(pts: Sequence[Point], path: Path) -> Optional[Path]:
     panels = [pa for pa in PANELS if any(p.panel == pa for p in pts)]
     if not panels:
         return None
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     archs = sorted({p.arch for p in pts})
+    spans = [_iqr(p.latency) for p in pts]
+    lo, hi = min(q1 for _, q1, _ in spans), max(q3 for _, _, q3 in spans)
     ncol = min(3, len(panels))
     nrow = int(np.ceil(len(panels) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.6 * nrow), squeeze=False)
@@ -156,6 +160,10 @@ def figure(pts: Sequence[Point], path: Path) -> Optional[Path]:
             ax.annotate(p.arch + ("" if p.measured else " (paper)"), (med, p.accuracy), textcoords="offset points",
                         xytext=(6, 4), fontsize=7)
         ax.set_xscale("log")
+        ax.set_xlim(lo / 1.6, hi * 3.0)  # one latency range for every panel, room for the labels
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.margins(y=0.15)
         ax.set_title(panel.title, fontsize=9)
         ax.set_xlabel("latency ms, measured here (log; bar = IQR)", fontsize=8)
         ax.grid(alpha=0.3, which="both")

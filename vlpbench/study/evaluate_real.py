@@ -237,12 +237,12 @@ def _batches(items: Sequence[Any], size: int, bar) -> Any:
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------------
-def _check_labels(m: Loaded, records, qfile: str) -> float:
+def _check_labels(m: Loaded, records, afile: str) -> float:
     """Share of questions whose majority answer is in the checkpoint's label set; none at all is an error."""
     labels = {normalize_answer(a) for a in m.labels}
     inside = [normalize_answer(r.multiple_choice_answer) in labels for r in records]
     if not any(inside):
-        raise VlpbenchError(f"no answer in {qfile!r} is in the label set of {m.hf_class} (config.json id2label, e.g. "
+        raise VlpbenchError(f"no answer in {afile!r} is in the label set of {m.hf_class} (config.json id2label, e.g. "
                             f"{', '.join(repr(x) for x in m.labels[:3])}); accepted: a VQA checkpoint whose id2label "
                             "holds answer strings")
     return float(np.mean(inside))
@@ -253,8 +253,8 @@ def run_vqa(m: Loaded, spec: EvalSpec, records, partial: Partial, bar) -> Dict[s
     from vlpbench.embedders.patch import vilt_preprocess
 
     split = spec.split_name
-    qfile = os.path.join(spec.root, dataset_files("vqav2", split)[1])
-    coverage = _check_labels(m, records, qfile)
+    qfile, afile = (os.path.join(spec.root, f) for f in dataset_files("vqav2", split))
+    coverage = _check_labels(m, records, afile)
     bar.update(len(records) - len(partial.todo(records, lambda r: r.question_id)))
     for batch in _batches(partial.todo(records, lambda r: r.question_id), spec.batch_size, bar):
         imgs = [read_image(find_image(spec.root, vqa_image_candidates(split, r.image_id), repr(qfile))) for r in batch]
