@@ -63,12 +63,18 @@ class VLPModel(nn.Module):
 
     def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
         inputs = dict(self.visual.make_inputs(batch_size, generator=generator, device=device))
+        if getattr(self.head, "images_per_example", 1) == 2:  # NLVR2: [B, 2, C, H, W], two images per text
+            second = self.visual.make_inputs(batch_size, generator=generator, device=device)["pixel_values"]
+            inputs["pixel_values"] = torch.stack([inputs["pixel_values"], second], dim=1)
         inputs.update(self.text.make_inputs(batch_size, generator=generator, device=device))
         return inputs
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 stage: StageFn = null_stage, pixel_mask: Optional[torch.Tensor] = None, **kwargs: Any) -> VLPOutput:
-        """pixel_mask [B, H, W] (padded images, ViltProcessor-style) goes to the visual embedder when given."""
+        """pixel_mask [B, H, W] (padded images, ViltProcessor-style) goes to the visual embedder when given;
+        pixel_values [B, 2, C, H, W] (an image pair per text, NLVR2) run as :meth:`forward_pair`."""
+        if pixel_values.dim() == 5:
+            return self.forward_pair(pixel_values, input_ids, attention_mask, pixel_mask=pixel_mask, stage=stage)
         masks = {} if pixel_mask is None else {"pixel_mask": pixel_mask}
         visual = self.visual(pixel_values=pixel_values, stage=scoped(stage, "visual", "VE"), **masks)
         text = self.text(input_ids=input_ids, attention_mask=attention_mask, stage=scoped(stage, "text", "TE"))

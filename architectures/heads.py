@@ -87,6 +87,7 @@ def _check_in_dim(head: str, in_dim: int) -> None:
 
 class _Head(nn.Module):
     name = ""
+    images_per_example = 1      # NLVR2 reads two images per text (the model then runs the interaction twice)
 
     @classmethod
     def from_config(cls, cfg: Any, *, in_dim: int) -> _Head:
@@ -197,6 +198,7 @@ class NLVR2Head(_Head):
     via Linear(2d,2d)-LayerNorm-GELU-Linear(2d,2).  Call as ``head(out1, stage, pair=out2)``."""
 
     name = "nlvr2"
+    images_per_example = 2
 
     def __init__(self, in_dim: int, num_classes: int = 2):
         super().__init__()

@@ -397,7 +397,99 @@ def load_clip(directory: str | os.PathLike, *, text_len: Optional[int] = None,
     return model
 
 
-__all__ = ["load_vilt", "load_clip", "read_state_dict"]
+# ---------------------------------------------------------------------------------------------------------------
+TIMM_LAYER = {"attn.qkv": "blocks.{i}.attn.qkv", "attn.proj": "blocks.{i}.attn.proj", "ln1": "blocks.{i}.norm1",
+              "ln2": "blocks.{i}.norm2", "mlp.fc1": "blocks.{i}.mlp.fc1", "mlp.fc2": "blocks.{i}.mlp.fc2"}
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def _timm_source(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """A timm ViT checkpoint: a state-dict file, or a folder with model.safetensors / pytorch_model.bin and
+    optionally timm's config.json ({"architecture": ...}) -> (tensors, config)."""
+    accepted = ("a timm.create_model(...).state_dict() file (.pth / .bin / .safetensors) or a folder with "
+                f"{' / '.join(TIMM_WEIGHT_FILES)}")
+    if os.path.isfile(path):
+        return _load_weight_file(path), {}
+    if not os.path.isdir(path):
+        raise VlpbenchError(f"timm checkpoint {path!r} does not exist; accepted: {accepted}")
+    weights = next((os.path.join(path, f) for f in TIMM_WEIGHT_FILES if os.path.isfile(os.path.join(path, f))), None)
+    if weights is None:
+        raise VlpbenchError(f"no weights in {path!r}; accepted: {accepted}")
+    cfg = read_config_json(path, accepted) if os.path.isfile(os.path.join(path, "config.json")) else {}
+    return _load_weight_file(weights), cfg
+
+
+def _timm_layout(cfg: Dict[str, Any], width: int) -> Tuple[int, float]:
+    """(heads, LayerNorm eps): from timm's own model when config.json names its architecture, else ViT's
+    defaults (64-wide heads, eps 1e-6), which a state dict alone cannot tell."""
+    arch = cfg.get("architecture")
+    if not arch:
+        return max(1, width // 64), 1e-6
+    import timm
+
+    try:
+        with torch.device("meta"):
+            ref = timm.create_model(arch, pretrained=False, num_classes=0, **(cfg.get("model_args") or {}))
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise VlpbenchError(f"timm cannot build architecture {arch!r} named in config.json ({e}); accepted: a timm "
+                            "ViT name such as vit_base_patch32_384") from None
+    return ref.blocks[0].attn.num_heads, ref.blocks[0].norm1.eps
+
+
+def load_timm_vit(path: str | os.PathLike, *, image_size: Optional[Tuple[int, int]] = None,
+                  num_heads: Optional[int] = None, text: Optional[nn.Module] = None) -> VLPModel:
+    """A timm ViT checkpoint -> VLPModel(patch projection, text embedder, single-stream interaction), ViLT's
+    initialisation: the patch projection, class token, position grid and transformer layers come from the ViT
+    (timm's fused ``qkv`` maps as is); the text embedder (``text``; default BERT-base embeddings at ViLT's 40
+    positions, random) and the modality-type embeddings are not in a ViT and keep their initialisation.
+
+    ``interaction.forward_image(visual(pixel_values))`` is the ViT's ``forward_features``.  image_size:
+    default the ViT's own (square) size; others interpolate the position grid bilinearly as ViLT does.
+    """
+    path = os.fspath(path)
+    state, cfg = _timm_source(path)
+    need = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "norm.weight")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise VlpbenchError(f"{path!r} is not a timm VisionTransformer state dict (no {', '.join(missing)}); "
+                            "accepted: timm.create_model('vit_...').state_dict()")
+    width, chans, p, _ = state["patch_embed.proj.weight"].shape
+    grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+    if grid * grid + 1 != state["pos_embed"].shape[1]:
+        raise VlpbenchError(f"{path!r}: pos_embed has {state['pos_embed'].shape[1]} rows; accepted: a class-token "
+                            "row plus a square grid (timm's default class_token=True, no_embed_class=False)")
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    heads, eps = _timm_layout(cfg, width)
+    heads = num_heads or heads
+    mlp = state["blocks.0.mlp.fc1.weight"].shape[0]
+    size = tuple(image_size) if image_size is not None else (grid * p, grid * p)
+    visual = PatchEmbedder(size, p, width, in_chans=chans, pos_grid=(grid, grid), pos_interp="bilinear", conv_bias=True)
+    text = text if text is not None else BertEmbedder(30522, width, 40)
+    inter = SingleStreamInteraction(visual.output_spec(), text.output_spec(), width, depth, heads, mlp, act="gelu",
+                                    eps=eps)
+    m = _Mapper(state, path)
+    m.linear("v.proj", "patch_embed.proj")
+    m.put("v.cls_token", "cls_token")
+    m.put("v.pos_embed", "pos_embed")
+    for i in range(depth):  # timm fuses q, k, v as [q; k; v] too
+        for ours, theirs in TIMM_LAYER.items():
+            m.linear(f"i.encoder.layers.{i}.{ours}", theirs.format(i=i))
+    m.linear("i.norm", "norm")
+    m.check_all_used(("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm."))
+    m.load_into(visual, "v.")
+    own = {k[2:]: v for k, v in m.out.items() if k.startswith("i.")}
+    missing, unexpected = inter.load_state_dict(own, strict=False)
+    # only what ViLT adds to a ViT is left at its initialisation
+    left = [k for k in missing if not k.startswith(("modality.", "pooler.", "text_proj.", "visual_proj."))]
+    if left or unexpected:
+        raise VlpbenchError(f"timm checkpoint {path!r} does not fill the single-stream interaction: missing "
+                            f"{left[:5]}, unexpected {unexpected[:5]}")
+    model = VLPModel(visual, text, inter).eval()
+    model.family, model.task, model.hf_class, model.labels, model.tokenizer = "timm", None, cfg.get("architecture"), None, None
+    return model
+
+
+__all__ = ["load_vilt", "load_clip", "load_timm_vit", "read_state_dict"]
 
 
 LOADERS = {"vilt": load_vilt, "clip": load_clip}

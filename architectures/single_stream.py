@@ -113,6 +113,13 @@ class SingleStreamInteraction(nn.Module):
                 blk.mlp.fc1.weight, blk.mlp.fc1.bias, blk.mlp.fc2.weight, blk.mlp.fc2.bias, None, None)
         return self.norm(x)
 
+    def forward_image(self, visual: VisualTokens) -> torch.Tensor:
+        """The transformer over the image tokens alone (no text, no modality embedding) -> [B, N, W]: what a ViT's
+        ``forward_features`` computes.  ViLT starts these layers from ViT-B/32 (timm's vit_base_patch32_384);
+        :func:`architectures.loaders.load_timm_vit` loads such a checkpoint, and this checks the load."""
+        x = self.visual_proj(visual.features)
+        return self.run_encoder(x, None if bool(visual.mask.all()) else padding_to_attn_mask(visual.mask, x.dtype))
+
     def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage,
                 image_type: int = 1) -> InteractionOutput:
         check_tokens(visual, text, self.visual_spec, self.text_spec)

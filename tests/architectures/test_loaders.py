@@ -196,3 +196,44 @@ def test_truncated_files_name_the_file(vilt_dir, tmp_path):
     (d / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     with pytest.raises(VlpbenchError, match=r"weight file '.*model.safetensors' cannot be read.*accepted: a complete"):
         load_vilt(d)
+
+
+TIMM_TINY = dict(img_size=64, patch_size=32, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2.0)
+
+
+@pytest.mark.parametrize("layout", ["state_dict_file", "folder"])
+def test_timm_vit_matches_forward_features(tmp_path, layout):
+    """A timm ViT (ViLT's initialisation) loads into the patch projection + single-stream layers; the image-only
+    forward equals timm's forward_features at the same weights."""
+    import timm
+    from safetensors.torch import save_file
+
+    from vlpbench.architectures.loaders import load_timm_vit
+
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_base_patch32_384", pretrained=False, num_classes=0, **TIMM_TINY).eval()
+    _perturb(ref)
+    if layout == "state_dict_file":
+        path = tmp_path / "vit.pth"
+        torch.save(ref.state_dict(), path)
+        ours = load_timm_vit(path, num_heads=4)  # a bare state dict does not say its head count
+    else:
+        path = tmp_path / "vit"
+        path.mkdir()
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch32_384", "num_classes": 0,
+                                                      "model_args": TIMM_TINY}))
+        ours = load_timm_vit(path)
+    assert ours.interaction.encoder.layers[0].attn.num_heads == 4 and ours.interaction.norm.eps == 1e-6
+    px = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        theirs = ref.forward_features(px)
+        mine = ours.interaction.forward_image(ours.visual(pixel_values=px))
+    assert mine.shape == theirs.shape == (2, 5, 32)
+    assert (mine - theirs).abs().max() <= 1e-4
+    # the ViT is also a whole ViLT-shaped model: text embeddings and modality types keep their initialisation
+    out = ours(pixel_values=px, input_ids=torch.randint(0, 100, (2, 8))).interaction
+    assert out.last_hidden_state.shape == (2, 8 + 5, 32)
+    with pytest.raises(VlpbenchError, match="not a timm VisionTransformer state dict"):
+        torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
+        load_timm_vit(tmp_path / "other.pth")

@@ -200,3 +200,18 @@ def test_clip_non_square_interpolates_or_refuses(clip_dir):
         out = ours(pixel_values=px, input_ids=ids, attention_mask=am).interaction
     assert out.logits_per_image.shape == (2, 4)
     assert (out.logits_per_image - theirs.logits_per_image).abs().max() <= ATOL
+
+
+def test_nlvr2_checkpoint_gives_latency_inputs_of_image_pairs(vilt_tasks):
+    """The harness's seeded inputs for an NLVR2 checkpoint are image pairs, and the forward runs both passes."""
+    from doubles import StageRecorder
+
+    d, _ = vilt_tasks["ViltForImagesAndTextClassification"]
+    ours = load_vilt(d, image_size=(64, 96))
+    inputs = ours.make_inputs(2, generator=torch.Generator().manual_seed(0))
+    assert inputs["pixel_values"].shape == (2, 2, 3, 64, 96)
+    rec = StageRecorder()
+    with torch.no_grad():
+        out = ours(**inputs, stage=rec)
+    assert out.head["logits"].shape == (2, 2)
+    assert rec.names.count("interaction.encoder") == 2 and rec.names.count("head.nlvr2") == 1

@@ -98,18 +98,20 @@ def _karpathy(root, names):
 
 
 def test_eval_real_dataset_with_own_checkpoint(tmp_path, data, capsys):
+    EVAL_OUT = ["--out", str(tmp_path / "eval-run"), "--no-progress"]
     train(cfg(steps=1), str(tmp_path / "ck"), data=data)
     root = tmp_path / "coco"
     _karpathy(root, ["a.png", "b.png"])
-    rc = main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck")])
+    rc = main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck"), *EVAL_OUT])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["images"] == 2 and out["texts"] == 4 and 0 <= out["tr_r1"] <= 1
     os.remove(root / "val2014" / "b.png")
-    assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck")]) == 2
+    EVAL_OUT[1] = str(tmp_path / "eval-run-2")  # the first run's record is complete: the same --out would skip it
+    assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck"), *EVAL_OUT]) == 2
     assert "'val2014/b.png'" in capsys.readouterr().err
-    assert main(["eval", "--dataset", "coco", "--root", str(tmp_path), "--weights", str(tmp_path / "ck")]) == 2
+    assert main(["eval", "--dataset", "coco", "--root", str(tmp_path), "--weights", str(tmp_path / "ck"), *EVAL_OUT]) == 2
     assert "lacks dataset_coco.json" in capsys.readouterr().err
-    assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path)]) == 2
+    assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path), *EVAL_OUT]) == 2
     assert "lacks checkpoint.pt" in capsys.readouterr().err
 
 

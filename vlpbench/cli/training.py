@@ -99,18 +99,13 @@ def _train_detector(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vlpbench.study.evaluate_real import evaluate_checkpoint
-    from vlpbench.presets import load_all
+    from vlpbench.study.evaluate_real import EvalSpec, evaluate, summary
 
-    load_all()
-    if not os.path.isdir(args.root):
-        raise bad_value("--root", args.root, "an existing directory with the Karpathy JSON and the images")
-    if not os.path.isdir(args.weights):
-        raise bad_value("--weights", args.weights, "an existing transformers ViLT / CLIP folder or a "
-                                                   "`vlpbench train` run directory")
-    result = evaluate_checkpoint(args.weights, dataset=args.dataset, root=args.root, split=args.split,
-                                 limit=args.limit)
-    print(json.dumps(result, indent=1))
+    _set_threads(args)
+    spec = EvalSpec(task=args.task, dataset=args.dataset, root=args.root, weights=args.weights, split=args.split,
+                    limit=args.limit, batch_size=args.batch_size, shortlist=args.shortlist,
+                    shortlist_weights=args.shortlist_weights)
+    print(json.dumps(summary(evaluate(spec, out=args.out, progress=not args.no_progress)), indent=1))
     return 0
 
 
@@ -170,12 +165,23 @@ def register(sub) -> None:
     _add_data_sizes(p)
     p.set_defaults(func=_train_detector)
 
-    p = sub.add_parser("eval", help="retrieval R@K of a checkpoint on a local COCO / Flickr30k Karpathy split")
-    p.add_argument("--dataset", required=True, help="coco or flickr30k")
-    p.add_argument("--root", required=True, help="folder with the Karpathy JSON and the images")
-    p.add_argument("--weights", required=True, help="a transformers ViLT / CLIP folder, or a `vlpbench train` run dir")
-    p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=_int_type("--limit", 1), help="evaluate the first N images only")
+    p = sub.add_parser("eval", help="accuracy of a local checkpoint on real data (VQAv2, NLVR2, COCO / Flickr30k, "
+                                    "image folders); writes a kind: accuracy record; resumable")
+    p.add_argument("--task", default="retrieval", help="vqa, nlvr2, retrieval (default) or zero-shot")
+    p.add_argument("--dataset", required=True, help="vqav2 (vqa), nlvr2, coco / flickr30k (retrieval), "
+                                                    "imagefolder (zero-shot)")
+    p.add_argument("--root", required=True, help="folder with the dataset's official files and images")
+    p.add_argument("--weights", required=True, help="a transformers ViLT task / CLIP folder, or a `vlpbench train` "
+                                                    "run dir (retrieval)")
+    p.add_argument("--split", help="split as the files name it (default: val2014, dev, test, val; NLVR2 test-P = test1)")
+    p.add_argument("--limit", type=_int_type("--limit", 1), help="evaluate the first N examples (images for retrieval) only")
+    p.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=32, help="examples (ITM: pairs) per forward")
+    p.add_argument("--shortlist", type=_int_type("--shortlist", 1), help="ViLT retrieval: re-rank the top K per query of --shortlist-weights")
+    p.add_argument("--shortlist-weights", help="CLIP folder whose cosine makes the ViLT retrieval shortlist")
+    p.add_argument("--out", help="run directory for the record (default: a new reports/runs/<UTC time>-eval); "
+                                 "the same --out resumes an interrupted evaluation")
+    p.add_argument("--no-progress", action="store_true")
+    _add_threads(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("study", help="the accuracy study: detector, every class x seeds, latency, tables")

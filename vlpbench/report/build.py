@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 from vlpbench.errors import VlpbenchError
 from vlpbench.store import atomic_write_text, load_records
 
-from . import figures, tables
+from . import accuracy_view, figures, tables
 from .doc import Bullets, Document, Heading, Image, Para, TableBlock
 from .table import Column, Table, text, yes_no
 from .sweep import AXES, AXIS_UNITS, curves, slope, stage_slopes
@@ -142,6 +142,8 @@ def build_report(run_dirs: Sequence[PathLike], out: Optional[PathLike] = None) -
         else:
             doc.add(Para("Accuracy records exist, but none of their architectures has a latency record in these runs."))
         doc.add(w.table("accuracy", tables.accuracy_table(pts), caption="accuracy joined with latency on `arch`"))
+
+    accuracy_view.add_section(doc, w, [r for r in records if r["kind"] != "latency" or id(r) not in in_curve], out)
 
     doc.add(Heading("Scaling"))
     if not cs:

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vlpbench.errors import VlpbenchError, bad_value
 
@@ -64,6 +64,7 @@ class NLVR2Record:
     label: bool
     left_image: str
     right_image: str
+    directory: str = ""              # the train split's numbered image folder ("" for dev / test1)
 
 
 def _load_json(path: str | os.PathLike) -> Any:
@@ -190,10 +191,58 @@ def read_nlvr2(path: str | os.PathLike) -> List[NLVR2Record]:
             if not stem:
                 raise VlpbenchError(f"{str(path)!r}: {where} field 'identifier' {identifier!r} is not "
                                     "of the form split-set-pair-sentence")
+            if ("left_image" in item) != ("right_image" in item):
+                raise VlpbenchError(f"{str(path)!r}: {where} names one image ({'left_image' if 'left_image' in item else 'right_image'} "
+                                    "only); accepted: an image pair, both left_image and right_image, or neither "
+                                    "(then <identifier stem>-img0.png / -img1.png)")
             left = _field(item, "left_image", str, path, where) if "left_image" in item else f"{stem}-img0.png"
             right = _field(item, "right_image", str, path, where) if "right_image" in item else f"{stem}-img1.png"
-            records.append(NLVR2Record(identifier, sentence, label == "True", left, right))
+            folder = str(item["directory"]) if "directory" in item else ""  # train images sit in numbered folders
+            records.append(NLVR2Record(identifier, sentence, label == "True", left, right, folder))
     return records
+
+
+# Split names each real-data task accepts (the official file names carry them), and the default.
+SPLITS: Dict[str, Tuple[str, ...]] = {
+    "vqav2": ("val2014", "train2014"),
+    "nlvr2": ("dev", "test1", "train"),          # test1 is NLVR2's test-P
+    "coco": KARPATHY_SPLITS, "flickr30k": KARPATHY_SPLITS,
+}
+DEFAULT_SPLIT = {"vqav2": "val2014", "nlvr2": "dev", "coco": "test", "flickr30k": "test", "imagefolder": "val"}
+SPLIT_LABELS = {"test1": "test-P"}                 # how papers name a split
+
+
+def dataset_files(name: str, split: str) -> Tuple[str, ...]:
+    """The official file names of ``name``'s ``split`` (VQAv2 and NLVR2 name the split in the file)."""
+    if name in SPLITS and split not in SPLITS[name]:
+        raise bad_value(f"split for {name}", split, SPLITS[name])
+    if name == "vqav2":
+        return (f"v2_OpenEnded_mscoco_{split}_questions.json", f"v2_mscoco_{split}_annotations.json")
+    if name == "nlvr2":
+        return (f"{split}.json",)
+    return DATASET_FILES[name]
+
+
+def find_image(root: str | os.PathLike, candidates: Sequence[str], source: str) -> str:
+    """The first existing ``root/candidate``; else an error naming the image, the file naming it and where we looked."""
+    for rel in candidates:
+        path = os.path.join(root, rel)
+        if os.path.isfile(path):
+            return path
+    raise VlpbenchError(f"image {os.path.basename(candidates[0])!r} named in {source} is missing under {str(root)!r} "
+                        f"(looked for {', '.join(repr(c) for c in candidates)})")
+
+
+def vqa_image_candidates(split: str, image_id: int) -> Tuple[str, ...]:
+    """Where a VQAv2 (COCO) image lives: ``<split>/COCO_<split>_<id:012d>.jpg`` (or under images/)."""
+    name = f"COCO_{split}_{image_id:012d}.jpg"
+    return (os.path.join(split, name), os.path.join("images", split, name), name)
+
+
+def nlvr2_image_candidates(split: str, record: NLVR2Record, image: str) -> Tuple[str, ...]:
+    """Where an NLVR2 image lives: ``<split>/[<directory>/]<name>`` (or under images/, or at the root)."""
+    sub = os.path.join(split, record.directory) if record.directory else split
+    return (os.path.join(sub, image), os.path.join("images", sub, image), image)
 
 
 def load_dataset(name: str, root: str | os.PathLike, files: Optional[Tuple[str, ...]] = None) -> list:
