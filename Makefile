@@ -12,15 +12,21 @@ PROFILE ?= default
 ACCURACY_PROFILE ?= default
 # The study trains ACCURACY_JOBS runs at once, each a process with THREADS threads (2 x 1 fills 2 cores).
 ACCURACY_JOBS ?= 2
+# Backend of the region-feature embedders in `make bench` (torchvision, or detectron2 after install-detectron2).
+BACKEND ?= torchvision
+# detectron2 has no PyPI release.  install-detectron2 uses a prebuilt wheel from ../shared/wheels when there is
+# one, otherwise builds it from its git source (about 25 minutes on 2 cores).
+D2_WHEEL ?= $(firstword $(wildcard ../shared/wheels/detectron2-*.whl))
+D2_GIT   ?= git+https://github.com/facebookresearch/detectron2.git
 # glibc returns large activations to the OS after every forward unless told not to, which doubles
 # large-image timings on CPU (measured: docs/reference.md section 7).  Set here so it is in force when Python starts.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format bench bench-transformers compare accuracy report clean
+.PHONY: help install install-detectron2 test test-all lint format bench bench-transformers compare accuracy report clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create .venv and install vlpbench with its test extras (a no-op when nothing changed)
 
@@ -29,6 +35,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
+
+# From source: --no-build-isolation because detectron2's setup.py imports torch (absent from an isolated build
+# env); setuptools<81 still ships pkg_resources, which detectron2's model_zoo imports (vlpbench does not use it).
+install-detectron2: install ## Install detectron2 into .venv (region backend="detectron2"; shared wheel or git source)
+	@if [ -n "$(D2_WHEEL)" ]; then \
+		echo "installing $(D2_WHEEL)"; $(BIN)/python -m pip install -q "$(D2_WHEEL)"; \
+	else \
+		echo "no wheel in ../shared/wheels: building detectron2 from $(D2_GIT)"; \
+		$(BIN)/python -m pip install -q "setuptools<81" wheel ninja && \
+		MAX_JOBS=$${MAX_JOBS:-1} $(BIN)/python -m pip install -q --no-build-isolation "$(D2_GIT)"; \
+	fi
+	$(BIN)/python -c "from vlpbench.embedders.detectron2_backend import import_detectron2 as d; print('detectron2', d().__version__, 'imports')"
 
 test: install ## Run the test suite, slow tests left out (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -52,7 +70,7 @@ bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under repor
 	@mkdir -p reports/bench
 	$(BIN)/python -m pytest benchmarks/test_embedders.py -q -p no:cacheprovider \
 		--benchmark-json=reports/bench/pytest-benchmark.json --benchmark-columns=median,iqr,rounds \
-		--vlpbench-threads=$(THREADS) --vlpbench-profile=$(PROFILE)
+		--vlpbench-threads=$(THREADS) --vlpbench-profile=$(PROFILE) --vlpbench-backend=$(BACKEND)
 
 bench-transformers: install ## Our ViLT-B/32 and CLIP ViT-B/32 against transformers' models, same run (ratios)
 	$(BIN)/python -m pytest benchmarks/bench_vs_transformers.py -q -p no:cacheprovider --vlpbench-threads=$(THREADS)

@@ -16,6 +16,8 @@ def pytest_addoption(parser):
                 help="default (CPU, ~8 min on 1 thread: 7.6 min measured), full (GPU) or smoke (tiny)")
     g.addoption("--vlpbench-device", default="cpu", help="cpu or cuda")
     g.addoption("--vlpbench-out", default=str(OUT), help="where the tables and figure go")
+    g.addoption("--vlpbench-backend", default="torchvision",
+                help="backend of the region-feature embedders: torchvision or detectron2")
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +29,7 @@ def bench_options(request):
         "profile": request.config.getoption("--vlpbench-profile"),
         "device": request.config.getoption("--vlpbench-device"),
         "out": Path(request.config.getoption("--vlpbench-out")),
+        "backend": request.config.getoption("--vlpbench-backend"),
     }
 
 

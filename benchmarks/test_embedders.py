@@ -39,6 +39,19 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("preset", PROFILES[profile], ids=[n for _, n in PROFILES[profile]])
 
 
+def region_backend(component: str, name: str, backend: str):
+    """Overrides putting a region-feature embedder (registry tag "region") on ``backend``; {} for the others."""
+    from vlpbench.presets import load_all
+    from vlpbench.registry import VISUAL
+
+    if backend not in ("torchvision", "detectron2"):
+        raise pytest.UsageError(f"invalid --vlpbench-backend {backend!r}; accepted: torchvision, detectron2")
+    load_all()
+    if component != "visual" or "region" not in VISUAL.get(name).tags or backend == "torchvision":
+        return {}
+    return {"backend": backend}
+
+
 def test_embedder_latency(benchmark, preset, bench_options, bench_run, capsys):
     from vlpbench.harness.protocol import Protocol
     from vlpbench.harness.runner import RunSpec, run_spec
@@ -46,6 +59,7 @@ def test_embedder_latency(benchmark, preset, bench_options, bench_run, capsys):
     component, name = preset
     warmup, min_iters, min_time = PROTOCOLS[bench_options["profile"]]
     spec = RunSpec(target=name, component=component, device=bench_options["device"],
+                   overrides=region_backend(component, name, bench_options["backend"]),
                    threads=bench_options["threads"], tiny=bench_options["profile"] == "smoke",
                    protocol=Protocol(warmup=warmup, min_iters=min_iters, min_time_s=min_time))
     benchmark.group = component

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from vlpbench.embedders.rcnn_heads import Detections
 from vlpbench.embedders.rcnn_options import AttributeHead
 from vlpbench.embedders.region import RegionEmbedder, RegionEmbedderConfig, finish_weights, workload_facts
-from vlpbench.errors import VlpbenchError
+from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.stages import StageFn, null_stage
 
 INSTALL_HINT = "make install-detectron2 (README: 'The detectron2 backend')"
@@ -272,6 +272,9 @@ def _background_first(scores: Tensor) -> Tensor:
 def build_detectron2_region_embedder(cfg: RegionEmbedderConfig) -> Detectron2RegionEmbedder:
     """Registry builder for ``backend="detectron2"``: detectron2's model, our stages and workload."""
     import_detectron2()
+    if cfg.arch == "c4" and cfg.depth < 50:
+        raise bad_value("depth", cfg.depth, "50, 101 or 152 for arch 'c4' with backend 'detectron2' (its res5 "
+                        "RoI head is made of bottleneck blocks)")
     model = build_detectron2_model(cfg)
     feature_dim = cfg.representation_size if cfg.arch == "fpn" else model.roi_heads.res5[-1].out_channels
     attributes = AttributeHead(feature_dim, cfg.num_classes, cfg.attribute_classes) if cfg.attribute_classes else None

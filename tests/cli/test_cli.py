@@ -38,7 +38,8 @@ def test_list_and_describe(capsys):
     (["compare", "--arch", "vilt", "--format", "xml"], "invalid format 'xml'"),
     (["compare", "--arch", "vilt", "--batch-size", "-1"], "invalid batch size -1"),
     (["compare", "--arch", "vilt", "--regions", "0"], "invalid regions 0"),
-    (["compare", "--visual", "grid-r50"], "needs both --visual and --interaction"),
+    (["compare", "--interaction", "vse-gpo"], "needs both --visual and --interaction"),
+    (["compare", "--visual", "grid-r50", "--backend", "caffe"], "invalid backend 'caffe'; accepted: torchvision, detectron2"),
     (["compare", "--visual", "grid-r50", "--interaction", "fusion-9000"], "unknown interaction 'fusion-9000'"),
     (["compare"], "nothing to compare"),
 ])

@@ -143,7 +143,10 @@ def register(sub) -> None:
                                    "architecture. Short aliases (vilt, clip, ...) resolve to the paper presets; "
                                    "VISUAL+TEXT+INTERACTION[+HEAD] names an ad-hoc combination.")
     p.add_argument("--arch", type=_csv, default=[], help="comma-separated architectures, e.g. vilt,clip")
-    p.add_argument("--visual", help="with --interaction: an ad-hoc combination's visual embedder")
+    p.add_argument("--visual", help="visual embedder(s), comma-separated, measured alone; with --interaction: an "
+                                    "ad-hoc combination's visual embedder")
+    p.add_argument("--backend", help="torchvision or detectron2: the backend of every region-feature embedder "
+                                     "measured (default: each preset's, torchvision)")
     p.add_argument("--text", help="ad-hoc combination's text embedder (default: the interaction's usual one)")
     p.add_argument("--interaction", help="ad-hoc combination's interaction")
     p.add_argument("--head", help="a task head added to every architecture (itm, mlm, itc, vqa, nlvr2, retrieval)")
@@ -214,6 +217,8 @@ def compare_targets(args) -> List[str]:
     from vlpbench.registry import INTERACTION
 
     targets = list(args.arch)
+    if args.visual and not (args.interaction or args.text):
+        return targets + [f"visual:{v}" for v in _csv(args.visual)]
     if args.visual or args.interaction or args.text:
         if not (args.visual and args.interaction):
             raise VlpbenchError("an ad-hoc combination needs both --visual and --interaction (and optionally --text)")
@@ -225,11 +230,22 @@ def compare_targets(args) -> List[str]:
     return targets
 
 
+def backend_overrides(visual: str, backend: Any, *, nested: bool) -> Dict[str, Any]:
+    """Config overrides that put a region-feature visual embedder (registry tag "region") on ``backend``."""
+    from vlpbench.registry import VISUAL
+
+    if backend is None or "region" not in VISUAL.get(visual).tags:
+        return {}
+    return {"visual_overrides": {"backend": backend}} if nested else {"backend": backend}
+
+
 def compare_specs(args) -> List[Any]:
     """One checked RunSpec per compared architecture (plugins imported before any name is resolved)."""
     from vlpbench.harness.runner import preflight
-    from vlpbench.registry import ARCH, HEAD
+    from vlpbench.registry import ARCH, HEAD, VISUAL
 
+    if args.backend not in (None, "torchvision", "detectron2"):
+        raise VlpbenchError(f"invalid backend {args.backend!r}; accepted: torchvision, detectron2")
     _registries(args.plugin)
     workload: Dict[str, Any] = {}
     if args.image_size:
@@ -241,11 +257,21 @@ def compare_specs(args) -> List[Any]:
     overrides = {"head": HEAD.resolve(args.head)} if args.head else {}
     specs = []
     for target in compare_targets(args):
+        if target.startswith("visual:"):
+            name = VISUAL.resolve(target[len("visual:"):])
+            specs.append(preflight(base_spec(args, target=name, component="visual", workload=dict(workload),
+                                             overrides=backend_overrides(name, args.backend, nested=False))))
+            continue
         name = target if "+" in target else ARCH.resolve(target)
+        arch_cfg = None if "+" in target else ARCH.get(name).config
+        visual = VISUAL.resolve(target.split("+")[0]) if arch_cfg is None else arch_cfg.visual
+        spec_overrides: Dict[str, Any] = dict(overrides) if "+" not in target else {}
+        if backend_overrides(visual, args.backend, nested=False):
+            base = dict(getattr(arch_cfg, "visual_overrides", None) or {})
+            spec_overrides["visual_overrides"] = {**base, "backend": args.backend}
         if "+" in target and args.head:
             name = f"{target}+{HEAD.resolve(args.head)}"
-        spec = base_spec(args, target=name, component="arch", workload=dict(workload),
-                         overrides=dict(overrides) if "+" not in target else {},
+        spec = base_spec(args, target=name, component="arch", workload=dict(workload), overrides=spec_overrides,
                          taxonomy_factor=args.taxonomy_factor, weights=args.weights)
         specs.append(preflight(spec))
     return specs

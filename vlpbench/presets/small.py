@@ -32,10 +32,10 @@ GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channe
 REGIONS = dict(depth=18, image_size=(64, 64), anchor_sizes=((8, 12, 16),), aspect_ratios=(1.0,),
                rpn_pre_nms_top_n=64, rpn_post_nms_top_n=20, pooler_resolution=4, num_classes=4,
                score_thresh=0.3, detections_per_img=10, num_regions=6,                    # 6 regions x 512
-               # a ResNet-18 torchvision-style detector: bottom-up-attention's caffe options (stride in the 1x1,
-               # dilated res5, RoIPool, attribute head) describe the full-size network, not this small one
-               stride_in_1x1=False, res5_dilation=1, pool1="torchvision", rpn_conv_channels=None,
-               roi_pooler="align", attribute_classes=0, det_nms_boxes="regressed")
+               # the study's small C4 keeps torchvision's layout (what its recorded results were trained with),
+               # not bottom-up-attention's caffe options of the butd-r101-c4 preset
+               stride_in_1x1=False, res5_dilation=1, pool1="torchvision", rpn_conv_channels=None, roi_pooler="align",
+               attribute_classes=0, det_nms_boxes="regressed")
 # -- text embedders ---------------------------------------------------------------------------------
 BERT = dict(vocab_size=VOCAB, dim=WIDTH, max_len=TEXT_LEN, text_len=TEXT_LEN)
 CLIP_TEXT = dict(vocab_size=VOCAB, dim=WIDTH, depth=2, heads=4, mlp_dim=2 * WIDTH, context_len=TEXT_LEN,
