@@ -359,13 +359,44 @@ def test_bad_tokens_are_refused_up_front():
 
 
 def test_presets_are_registered_with_paper_facts_and_no_paper_class():
-    for name, alias, inter in [("albef-base", "albef", "cross-attention"), ("albef-base-itc", "albef-itc",
-                               "cross-attention-itc"), ("vlmo-base", "vlmo", "mome"), ("vlmo-base-dual",
-                               "vlmo-dual", "mome-dual")]:
+    for name, alias, inter, option in [("albef-base", "albef", "cross-attention", {}),
+                                       ("albef-base-itc", "albef-itc", "cross-attention", {"path": "itc"}),
+                                       ("vlmo-base", "vlmo", "mome", {}),
+                                       ("vlmo-base-dual", "vlmo-dual", "mome", {"mode": "dual"})]:
         entry = ARCH.get(alias)
         assert entry.name == name and entry.config.interaction == inter and inter in INTERACTION
+        assert entry.config.interaction_overrides == option
         assert "post-vilt" in entry.tags and "class" not in entry.paper and entry.paper["source"]
     assert ARCH.get("albef").paper["vqa_test_dev"] == 75.84 and ARCH.get("vlmo").paper["params_M"] == 175
+
+
+# the registry matrix runs the default path / mode with every embedder; these run the other one with every
+# kind of token stream (region boxes, no summary token, another width, padding)
+SPEC_KINDS = {
+    "regions": (TokenSpec(dim=24, num_tokens=6, has_boxes=True, modality="vision"),
+                TokenSpec(dim=W, num_tokens=7, has_cls=True, modality="text")),
+    "no-cls": (TokenSpec(dim=W, num_tokens=6, modality="vision"), TokenSpec(dim=20, num_tokens=7, modality="text")),
+}
+
+
+@pytest.mark.parametrize("kind", SPEC_KINDS)
+@pytest.mark.parametrize("name,option", [("cross-attention", {"path": "itc"}), ("mome", {"mode": "dual"}),
+                                         ("cross-attention", {}), ("mome", {})])
+def test_every_path_with_every_kind_of_tokens(name, option, kind):
+    vspec, tspec = SPEC_KINDS[kind]
+    torch.manual_seed(0)
+    inter = INTERACTION.build(name, tiny=True, context={"visual_spec": vspec, "text_spec": tspec}, **option).eval()
+    inputs = inter.make_inputs(2, generator=torch.Generator().manual_seed(0))
+    inputs["text"].mask[1, -2:] = False                                         # a padded text
+    rec = StageRecorder()
+    with torch.no_grad():
+        out = inter(**inputs, stage=rec)
+    assert rec.names == inter.stage_names()
+    if option:
+        assert out.logits_per_image.shape == (2, 2) and out.image_embeds.shape == (2, inter.output_dim)
+        assert rec.groups[:2] == ["VE", "TE"]
+    else:
+        assert out.pooler_output.shape == (2, inter.output_dim) and torch.isfinite(out.last_hidden_state).all()
 
 
 @pytest.mark.slow

@@ -52,26 +52,16 @@ _ALBEF_PAPER = {"model": "ALBEF-base", "image_layers": 12, "text_layers": 6, "fu
 INTERACTION.register(
     "cross-attention", build_cross_attention, CrossAttentionConfig(path="itm"),
     description="ALBEF fusion: ViT image encoder (VE), BERT text encoder (TE), BERT layers with text->image "
-                "cross-attention (MI); output the fused text and its [CLS]",
+                "cross-attention (MI); option path='itc': unimodal [CLS] projections to 256 and cosine / temperature",
     tiny=_TINY_XATTN, paper=_ALBEF_PAPER, tags=("albef", "fusion"),
-)
-INTERACTION.register(
-    "cross-attention-itc", build_cross_attention, CrossAttentionConfig(path="itc"),
-    description="ALBEF ITC path: the unimodal [CLS] embeddings projected to 256 (VE / TE), cosine / temperature (MI)",
-    tiny=_TINY_XATTN, paper=_ALBEF_PAPER, tags=("albef", "dual"),
 )
 _TINY_MOME = dict(width=32, depth=3, heads=4, mlp_dim=64, vl_layers=1, embed_dim=32)
 _VLMO_PAPER = {"model": "VLMo-base", "depth": 12, "vl_layers": 2, "params_M": 175}
 INTERACTION.register(
     "mome", build_mome, MoMEConfig(mode="fusion"),
-    description="VLMo fusion mode: shared attention over [text; image], modality experts below, VL expert in the top 2",
+    description="VLMo MoME: shared attention over [text; image], modality experts below, VL expert in the top 2; "
+                "option mode='dual': image (VE) and text (TE) each through every block with its expert, cosine (MI)",
     tiny=_TINY_MOME, paper=_VLMO_PAPER, tags=("vlmo", "fusion"),
-)
-INTERACTION.register(
-    "mome-dual", build_mome, MoMEConfig(mode="dual"),
-    description="VLMo dual-encoder mode: image through every block's vision expert (VE), text through the "
-                "language expert (TE), scaled cosine (MI)",
-    tiny=_TINY_MOME, paper=_VLMO_PAPER, tags=("vlmo", "dual"),
 )
 
 # -- architectures ------------------------------------------------------------------------------------------
@@ -104,13 +94,14 @@ _register("albef-base", ArchConfig(visual="vit-b16-patch-384", text="bert-base-e
           "ALBEF-base, fused ITM path: ViT-B/16 at 384 (VE), 6 BERT layers (TE), 6 cross-attention layers (MI), ITM head",
           _ALBEF_FACTS, aliases=("albef",), tags=("albef",))
 _register("albef-base-itc", ArchConfig(visual="vit-b16-patch-384", text="bert-base-embed",
-                                       interaction="cross-attention-itc", head="itc", text_overrides=_ALBEF_TEXT),
+                                       interaction="cross-attention", head="itc", text_overrides=_ALBEF_TEXT,
+                                       interaction_overrides={"path": "itc"}),
           "ALBEF-base, ITC path: the same model's unimodal encoders, [CLS] projections to 256, cosine / temperature",
           _ALBEF_FACTS, aliases=("albef-itc",), tags=("albef",))
 _register("vlmo-base", ArchConfig(visual="vit-b16-patch-384", text="bert-base-embed", interaction="mome", head="itm"),
           "VLMo-base, fusion mode: 12 MoME blocks over [text; image] (VL expert in the top 2), ITM head",
           _VLMO_FACTS, aliases=("vlmo",), tags=("vlmo",))
-_register("vlmo-base-dual", ArchConfig(visual="vit-b16-patch-384", text="bert-base-embed", interaction="mome-dual",
-                                       head="itc"),
+_register("vlmo-base-dual", ArchConfig(visual="vit-b16-patch-384", text="bert-base-embed", interaction="mome",
+                                       head="itc", interaction_overrides={"mode": "dual"}),
           "VLMo-base, dual-encoder mode: image and text each through the 12 blocks with their expert, ITC",
           _VLMO_FACTS, aliases=("vlmo-dual",), tags=("vlmo",))
