@@ -90,5 +90,9 @@ def test_architecture_preset(name):
     out, sample = timed_forward(model, inputs)
     assert sample.leaves == model.stage_names()
     assert {"VE", "TE", "MI"} <= set(sample.groups.values())
-    assert ARCH.get(name).paper.get("class") in ("a", "b", "c", "d")
+    entry = ARCH.get(name)
+    if "post-vilt" in entry.tags:   # placed by no paper (ALBEF, VLMo): the class is only measured
+        assert "class" not in entry.paper and entry.paper.get("source")
+    else:
+        assert entry.paper.get("class") in ("a", "b", "c", "d")
     check_closure(sample)

@@ -18,6 +18,7 @@ PRESET_MODULES = (
     "heads",
     "architectures",
     "small",
+    "post_vilt",
 )
 
 _loaded = False
