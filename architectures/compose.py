@@ -8,7 +8,7 @@ function so the harness records ``visual.*`` (VE), ``text.*`` (TE), ``interactio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -76,14 +76,6 @@ class VLPModel(nn.Module):
             head_out = self.head(out, stage=scoped(stage, "head", "head"), **kwargs)
         extras = {**visual.extras, **text.extras, **out.extras}
         return VLPOutput(out, head_out, extras)
-
-    def stage_names(self) -> List[str]:
-        names = [f"visual.{n}" for n in self.visual.stage_names()]
-        names += [f"text.{n}" for n in self.text.stage_names()]
-        names += [f"interaction.{n}" for n in self.interaction.stage_names()]
-        if self.head is not None:
-            names += [f"head.{n}" for n in self.head.stage_names()]
-        return names
 
     def workload(self) -> Dict[str, Any]:
         w = dict(self.visual.workload())

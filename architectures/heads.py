@@ -22,7 +22,7 @@ pair with the same text, and the head concatenates the two pooled outputs ([B, 2
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,9 +81,6 @@ def _check_width(head: str, x: torch.Tensor, width: int, field: str, hint: str =
 
 class _Head(nn.Module):
     name = ""
-
-    def stage_names(self) -> List[str]:
-        return [self.name]
 
     def workload(self) -> Dict[str, Any]:
         return {}

@@ -17,7 +17,7 @@ images applies :func:`processor_normalise` first, with the family's statistics i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -132,14 +132,6 @@ class PatchEmbedder(nn.Module):
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=1 + self.num_kept, has_cls=True, modality="vision")
-
-    def stage_names(self) -> List[str]:
-        names = ["patch_embed", "pos_embed"]
-        if self.sampling:
-            names.append("sample")
-        if self.norm is not None:
-            names.append("norm")
-        return names
 
     def workload(self) -> Dict[str, Any]:
         return {"image_size": list(self.image_size), "patch_grid": list(self.grid), "image_tokens": 1 + self.num_kept}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -97,9 +97,6 @@ class BertEmbedder(nn.Module):
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=True, modality="text")
 
-    def stage_names(self) -> List[str]:
-        return ["embed"]
-
     def workload(self) -> Dict[str, Any]:
         return {"text_len": self.text_len}
 
@@ -178,9 +175,6 @@ class ClipTextEmbedder(nn.Module):
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=False, modality="text", pooled=True,
                          pooled_dim=self.out_dim)
-
-    def stage_names(self) -> List[str]:
-        return ["embed", "encoder", "pool"]
 
     def workload(self) -> Dict[str, Any]:
         return {"text_len": self.text_len}

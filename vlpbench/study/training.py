@@ -144,7 +144,7 @@ def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
     loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
     task = TaskModel(model, num_answers=len(data.answers), vocab_size=data.tokenizer.vocab_size, loss=loss,
                      pixel_processor=pixel_processor(arch_cfg.visual))
-    if "region" in getattr(model.visual, "stage_names", lambda: [])() or hasattr(model.visual, "run_detector"):
+    if model.visual.output_spec().has_boxes:
         for p in model.visual.parameters():       # the detector is frozen: regions are extracted, not learned
             p.requires_grad_(False)
     return task
