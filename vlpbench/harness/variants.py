@@ -33,29 +33,45 @@ def validate_variant(variant: str, device: str) -> None:
                             + ", ".join(v for v in VARIANTS if v != "cuda-graphs"))
 
 
-def flatten_tensors(obj: Any) -> List[Any]:
-    """Every tensor in a model output (dataclasses, dicts, lists), in a fixed order."""
+def tensor_paths(obj: Any, path: Tuple[Any, ...] = ()) -> List[Tuple[Tuple[Any, ...], Any]]:
+    """(path, tensor) for every tensor in a model output (dataclasses, dicts, lists), in a fixed order."""
     import torch
 
     if torch.is_tensor(obj):
-        return [obj]
+        return [(path, obj)]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return [t for f in dataclasses.fields(obj) for t in flatten_tensors(getattr(obj, f.name))]
+        return [pt for f in dataclasses.fields(obj) for pt in tensor_paths(getattr(obj, f.name), path + (f.name,))]
     if isinstance(obj, dict):
-        return [t for k in obj for t in flatten_tensors(obj[k])]
+        return [pt for k in obj for pt in tensor_paths(obj[k], path + (k,))]
     if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in flatten_tensors(v)]
+        return [pt for i, v in enumerate(obj) for pt in tensor_paths(v, path + (i,))]
     return []
 
 
-class _Flat:
-    """``module(**inputs)`` as a function of positional tensors returning a tuple of tensors (for tracing)."""
+def flatten_tensors(obj: Any) -> List[Any]:
+    """Every tensor in a model output, in the order of :func:`tensor_paths`."""
+    return [t for _, t in tensor_paths(obj)]
 
-    def __init__(self, module: Any, keys: Sequence[str]) -> None:
-        self.module, self.keys = module, list(keys)
+
+def _at(obj: Any, path: Tuple[Any, ...]) -> Any:
+    for p in path:
+        obj = getattr(obj, p) if isinstance(p, str) and dataclasses.is_dataclass(obj) else obj[p]
+    return obj
+
+
+class _Flat:
+    """``module(**inputs)`` as a function of positional tensors returning a tuple of tensors (for tracing).
+
+    The tensors returned are those at the paths where the eager output holds tensors: under tracing a
+    Python int in ``extras`` (a shape) turns into a tensor, which must not join the outputs.
+    """
+
+    def __init__(self, module: Any, keys: Sequence[str], paths: Sequence[Tuple[Any, ...]]) -> None:
+        self.module, self.keys, self.paths = module, list(keys), list(paths)
 
     def __call__(self, *tensors: Any) -> Tuple[Any, ...]:
-        return tuple(flatten_tensors(self.module(**dict(zip(self.keys, tensors)))))
+        out = self.module(**dict(zip(self.keys, tensors)))
+        return tuple(_at(out, p) for p in self.paths)
 
 
 def _as_module(flat: _Flat):
@@ -119,7 +135,9 @@ def build_variant(variant: str, module: Any, inputs: Dict[str, Any], context: Ca
     e.g. inference mode + autocast), and the facts to record: build and first-call seconds."""
     keys = [k for k, v in inputs.items() if v is not None]
     args = tuple(inputs[k] for k in keys)
-    flat = _Flat(module, keys)
+    with context():
+        paths = [p for p, _ in tensor_paths(module(**inputs))]
+    flat = _Flat(module, keys, paths)
     t0 = time.perf_counter()
     with context():
         if variant == "jit-freeze":
