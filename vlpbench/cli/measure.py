@@ -190,7 +190,7 @@ def run_describe(args) -> int:
             with torch.device("meta"):
                 module = e.builder(e.config)
             print(f"  parameters: {sum(p.numel() for p in module.parameters()) / 1e6:.2f} M")
-            print(f"  stages (a dry run at tiny size): {', '.join(_dry_run_stages(e))}")
+            print(f"  stages: {', '.join(_dry_run_stages(e))}  (read off a dry run of the tiny variant)")
             print(f"  workload: {module.workload()}")
             if hasattr(module, "output_spec"):
                 print(f"  output: {module.output_spec()}")
