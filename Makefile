@@ -8,8 +8,12 @@ LINT_STAMP := $(VENV)/.vlpbench-lint-installed
 # Threads used by measurements (recorded in every result); see README "Protocol".
 THREADS ?= 1
 PROFILE ?= default
+# `make bench-transformers BF16=1` adds ours under CPU bf16 autocast (off by default: the slowest leg).
+BF16 ?= 0
 # Profile of `make accuracy` (default: the full study; quick: one seed, fewer steps).
 ACCURACY_PROFILE ?= default
+# `make bench-transformers BF16=1` adds ours under CPU bf16 autocast (off by default: the slowest leg).
+BF16 ?= 0
 # The study trains ACCURACY_JOBS runs at once, each a process with THREADS threads (2 x 1 fills 2 cores).
 ACCURACY_JOBS ?= 2
 # Backend of the region-feature embedders in `make bench` (torchvision, or detectron2 after install-detectron2).
@@ -72,8 +76,8 @@ bench: install ## Embedder latency tables (Markdown, CSV, PNG, JSON) under repor
 		--benchmark-json=reports/bench/pytest-benchmark.json --benchmark-columns=median,iqr,rounds \
 		--vlpbench-threads=$(THREADS) --vlpbench-profile=$(PROFILE) --vlpbench-backend=$(BACKEND)
 
-bench-transformers: install ## Our ViLT-B/32 and CLIP ViT-B/32 against transformers' models, same run (ratios)
-	$(BIN)/python -m pytest benchmarks/bench_vs_transformers.py -q -p no:cacheprovider --vlpbench-threads=$(THREADS)
+bench-transformers: install ## Our ViLT-B/32 and CLIP ViT-B/32 against transformers' models: interleaved ratios with a CI (BF16=1 adds a bf16 leg)
+	VLPBENCH_BF16=$(BF16) $(BIN)/python -m pytest benchmarks/bench_vs_transformers.py -q -p no:cacheprovider --vlpbench-threads=$(THREADS)
 
 compare: install ## Side-by-side breakdown of ViLT and CLIP (vlpbench compare --arch vilt,clip)
 	$(BIN)/vlpbench compare --arch vilt,clip --threads $(THREADS)

@@ -153,9 +153,6 @@ class CoAttentionInteraction(nn.Module):
         tmask = torch.ones(b, self.text_tokens, dtype=torch.bool, device=device)
         return {"visual": VisualTokens(v.to(device), vmask, boxes=boxes), "text": TextTokens(t.to(device), tmask)}
 
-    def stage_names(self) -> List[str]:
-        return ["text_only", "visual_embed", "co_layers", "pool"]
-
     def workload(self) -> Dict[str, Any]:
         return {"visual_tokens": self.visual_tokens + int(self.add_image_token), "text_len": self.text_tokens,
                 "co_connections": len(self.co_layers)}

@@ -8,7 +8,7 @@ function so the harness records ``visual.*`` (VE), ``text.*`` (TE), ``interactio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -99,14 +99,6 @@ class VLPModel(nn.Module):
             outs.append(self.interaction(visual, text, stage=scoped(stage, "interaction", "MI"), image_type=i + 1))
         head_out = self.head(outs[0], stage=scoped(stage, "head", "head"), pair=outs[1]) if self.head else None
         return VLPOutput(outs[0], head_out, {})
-
-    def stage_names(self) -> List[str]:
-        names = [f"visual.{n}" for n in self.visual.stage_names()]
-        names += [f"text.{n}" for n in self.text.stage_names()]
-        names += [f"interaction.{n}" for n in self.interaction.stage_names()]
-        if self.head is not None:
-            names += [f"head.{n}" for n in self.head.stage_names()]
-        return names
 
     def workload(self) -> Dict[str, Any]:
         w = dict(self.visual.workload())

@@ -47,7 +47,7 @@ from .dual_encoder import last_layer_first_token, masked_mean
 PATHS = ("itm", "itc")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CrossAttentionConfig:
     width: int = 768              # width of every encoder (ViT-B and BERT-base)
     heads: int = 12               # attention heads (self and cross)
@@ -139,14 +139,15 @@ class CrossAttentionInteraction(nn.Module):
         self.temp = nn.Parameter(torch.tensor(float(cfg.temp_init)))
         init_transformer_weights(self, init_std(w))   # ALBEF: BERT's init for the text side, ViT's trunc-normal
 
+    @property
+    def family(self) -> str:
+        """The ITC path compares unimodal embeddings (dual); the ITM path fuses them with cross-attention."""
+        return "dual" if self.path == "itc" else "fusion"
+
     @classmethod
     def from_config(cls, cfg: CrossAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
                     ) -> "CrossAttentionInteraction":
         return cls(visual_spec, text_spec, cfg)
-
-    def stage_names(self) -> List[str]:
-        last = "fusion" if self.path == "itm" else "similarity"
-        return ["image_encoder", "text_encoder", last]
 
     def workload(self) -> Dict[str, Any]:
         return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens,
@@ -224,7 +225,3 @@ class CrossAttentionInteraction(nn.Module):
             image, txt, logits = self.similarity(image, txt)
         return InteractionOutput(image_embeds=image, text_embeds=txt, logits_per_image=logits)
 
-
-def build_cross_attention(cfg: CrossAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec,
-                          **_: Any) -> CrossAttentionInteraction:
-    return CrossAttentionInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)

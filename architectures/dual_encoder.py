@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +103,6 @@ class DualEncoderInteraction(nn.Module):
                     ) -> "DualEncoderInteraction":
         return cls(visual_spec, text_spec, cfg.width, cfg.depth, cfg.heads, cfg.mlp_dim, act=cfg.act, eps=cfg.eps,
                    embed_dim=cfg.embed_dim, logit_scale_init=cfg.logit_scale_init)
-
-    def stage_names(self) -> List[str]:
-        return ["image_tower", "text_proj", "similarity"]
 
     def workload(self) -> Dict[str, Any]:
         return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens}

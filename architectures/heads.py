@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -94,9 +94,6 @@ class _Head(nn.Module):
         """The head on an interaction output of width ``in_dim``; the config's fields are its options."""
         _check_in_dim(cls.name, in_dim)
         return cls(in_dim, **dataclasses.asdict(cfg))
-
-    def stage_names(self) -> List[str]:
-        return [self.name]
 
     def workload(self) -> Dict[str, Any]:
         return {}

@@ -13,7 +13,7 @@ Linear, added to the projected feature.  Weight names follow :mod:`vlpbench.laye
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -71,9 +71,6 @@ class SingleStreamInteraction(nn.Module):
                     ) -> "SingleStreamInteraction":
         return cls(visual_spec, text_spec, cfg.width, cfg.depth, cfg.heads, cfg.mlp_dim, act=cfg.act, eps=cfg.eps,
                    modality_types=cfg.modality_types, dropout=cfg.dropout)
-
-    def stage_names(self) -> List[str]:
-        return ["fuse", "encoder", "pooler"]
 
     def workload(self) -> Dict[str, Any]:
         return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens}

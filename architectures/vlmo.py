@@ -51,7 +51,7 @@ MODES = ("fusion", "dual")
 EXPERTS = ("vision", "language", "vl")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MoMEConfig:
     width: int = 768                          # transformer width (VLMo-base)
     depth: int = 12                           # blocks
@@ -145,14 +145,14 @@ class MoMEInteraction(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
         init_transformer_weights(self, init_std(w))
 
+    @property
+    def family(self) -> str:
+        """Dual mode: image and text never meet before the cosine; fusion mode: one transformer over both."""
+        return "dual" if self.mode == "dual" else "fusion"
+
     @classmethod
     def from_config(cls, cfg: MoMEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> "MoMEInteraction":
         return cls(visual_spec, text_spec, cfg)
-
-    def stage_names(self) -> List[str]:
-        if self.mode == "dual":
-            return ["image_encoder", "text_encoder", "similarity"]
-        return ["fuse", "modality_layers", "vl_layers", "pooler"]
 
     def workload(self) -> Dict[str, Any]:
         return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens,
@@ -218,6 +218,3 @@ class MoMEInteraction(nn.Module):
             pooled = torch.tanh(self.pooler(_first_or_mean(x[:, :length], text.mask, self.text_spec.has_cls)))
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=length)
 
-
-def build_mome(cfg: MoMEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec, **_: Any) -> MoMEInteraction:
-    return MoMEInteraction.from_config(cfg, visual_spec=visual_spec, text_spec=text_spec)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -149,9 +149,6 @@ class VSEInteraction(nn.Module):
         t = torch.randn(batch_size, self.text_tokens, self.text_dim, generator=generator, device=g).to(device)
         ones = lambda x: torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # noqa: E731
         return {"visual": VisualTokens(v, ones(v)), "text": TextTokens(t, ones(t))}
-
-    def stage_names(self) -> List[str]:
-        return ["image_pool", "text_pool", "similarity"]
 
     def workload(self) -> Dict[str, Any]:
         return {"visual_tokens": self.visual_tokens, "text_len": self.text_tokens, "embed_dim": self.output_dim}

@@ -10,9 +10,11 @@
 
 Random (seeded) weights, fp32, ``torch.inference_mode``; threads from ``--vlpbench-threads`` or
 ``VLPBENCH_THREADS`` (default: the harness default),
-rounds from ``VLPBENCH_ROUNDS`` (default 15).  The last test measures ours and theirs in alternation and
-prints the median ratios ours / theirs; it asserts nothing about speed (speed varies with the machine's
-load), only that both sides ran.  ``make bench-transformers`` runs this file.
+rounds from ``VLPBENCH_ROUNDS`` (default 15).  The last test measures ours and theirs in alternation (the
+order flipping every round, ABBA) and prints the median of the per-round ratios ours / theirs with its
+bootstrap 95% CI; it asserts nothing about speed (speed varies with the machine's load), only that both
+sides ran.  ``VLPBENCH_BF16=1`` adds ours under CPU bf16 autocast as a third leg (off by default: it is
+the slowest leg).  ``make bench-transformers`` runs this file (``BF16=1`` for the bf16 leg).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from vlpbench.presets import load_all
 load_all()
 THREADS = int(os.environ.get("VLPBENCH_THREADS", DEFAULT_THREADS))
 ROUNDS = int(os.environ.get("VLPBENCH_ROUNDS", "15"))
+BF16 = os.environ.get("VLPBENCH_BF16", "0") == "1"
 MEDIANS: dict = {}
 
 
@@ -100,35 +103,59 @@ def test_clip_transformers(benchmark, clip_pair):
 
 
 def _interleaved(fns, rounds):
-    """Median ms of each callable, measured in alternation (ABAB...) so drift hits every side alike."""
+    """Per-round ms of each callable, measured in alternation so drift hits every side alike; the order
+    reverses every round (ABBA) so that no side always runs right after another."""
     import time
 
     samples = [[] for _ in fns]
     with torch.inference_mode():
         for fn in fns:  # one untimed call each
             fn()
-        for _ in range(rounds):
-            for i, fn in enumerate(fns):
+        for r in range(rounds):
+            order = list(range(len(fns))) if r % 2 == 0 else list(reversed(range(len(fns))))
+            for i in order:
                 t0 = time.perf_counter_ns()
-                fn()
+                fns[i]()
                 samples[i].append((time.perf_counter_ns() - t0) / 1e6)
-    return [sorted(x)[len(x) // 2] for x in samples], samples
+    return samples
+
+
+def ratio_with_ci(ours, theirs):
+    """Median of the per-round ratios ours / theirs and its bootstrap 95% CI (rounds are paired in time)."""
+    import numpy as np
+
+    from vlpbench.harness.stats import median_ci
+
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    lo, hi = median_ci(ratios)
+    return float(np.median(ratios)), lo, hi
 
 
 def test_ratios(capsys, vilt_pair, clip_pair):
-    """Ratios ours / transformers from interleaved rounds (the per-side pytest-benchmark medians above run in
-    blocks, one after another, and drift between blocks on a shared machine). Also ours under CPU bf16
-    autocast, a different precision, reported beside the fp32 ratio, never instead of it."""
-    lines = [f"threads={THREADS} rounds={ROUNDS} GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}"]
+    """Ratios ours / transformers from interleaved rounds, with a CI (the per-side pytest-benchmark medians
+    above run in blocks, one after another, and drift between blocks on a shared machine). With
+    VLPBENCH_BF16=1 also ours under CPU bf16 autocast, a different precision, reported beside the fp32
+    ratio, never instead of it."""
+    import numpy as np
+
+    lines = [f"threads={THREADS} rounds={ROUNDS} bf16_leg={BF16} "
+             f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')} load_avg={os.getloadavg()}"]
     for model, (ours, theirs) in (("vilt-b32", vilt_pair), ("clip-vit-b32", clip_pair)):
         def ours_bf16(ours=ours):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return ours()
 
-        (o, t, b), _ = _interleaved([ours, theirs, ours_bf16], ROUNDS)
-        assert o > 0 and t > 0
-        lines.append(f"{model}: ours {o:.1f} ms, transformers {t:.1f} ms, ratio ours/theirs {o / t:.3f} "
-                     f"(target <= 0.9); ours under bf16 autocast {b:.1f} ms ({b / t:.3f} x theirs in fp32)")
+        samples = _interleaved([ours, theirs] + ([ours_bf16] if BF16 else []), ROUNDS)
+        o, t = (float(np.median(x)) for x in samples[:2])
+        assert o > 0 and t > 0 and all(len(x) == ROUNDS for x in samples)
+        r, lo, hi = ratio_with_ci(samples[0], samples[1])
+        line = (f"{model}: ours {o:.1f} ms, transformers {t:.1f} ms, ratio ours/theirs {r:.3f} "
+                f"(95% CI {lo:.3f}-{hi:.3f}, {ROUNDS} interleaved rounds; goal <= 0.9)")
+        if BF16:
+            b = float(np.median(samples[2]))
+            rb, blo, bhi = ratio_with_ci(samples[2], samples[1])
+            line += f"; ours under bf16 autocast {b:.1f} ms ({rb:.3f} x theirs in fp32, CI {blo:.3f}-{bhi:.3f})"
+        lines.append(line)
         if f"{model}/ours" in MEDIANS:
             ratio = MEDIANS[f"{model}/ours"] / MEDIANS[f"{model}/transformers"]
             lines.append(f"  block medians (pytest-benchmark): ratio {ratio:.3f}")

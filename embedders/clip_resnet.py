@@ -16,7 +16,7 @@ The attention pool uses :class:`vlpbench.layers.Attention` in cross mode: CLIP's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from torch import nn
@@ -131,9 +131,6 @@ class ClipResNetEmbedder(nn.Module):
     def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
         s = self.image_size
         return {"pixel_values": torch.rand(batch_size, 3, s, s, generator=generator, device=generator.device).to(device)}
-
-    def stage_names(self) -> List[str]:
-        return ["stem", "backbone", "attnpool"]
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.feature_dim, num_tokens=self.grid ** 2, has_boxes=False, has_cls=False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -110,14 +110,6 @@ class GridEmbedder(nn.Module):
     def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
         x = torch.rand(batch_size, 3, *self.image_size, generator=generator, device=generator.device)
         return {"pixel_values": x.to(device)}
-
-    def stage_names(self) -> List[str]:
-        names = ["preprocess", "backbone"] + (["pool"] if self.pool > 1 else []) + ["flatten"]
-        if self.sample_tokens is not None:
-            names.append("sample")
-        if self.proj is not None:
-            names.append("project")
-        return names
 
     def output_spec(self) -> TokenSpec:
         n = self.sample_tokens or self.grid[0] * self.grid[1]

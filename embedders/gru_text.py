@@ -8,7 +8,7 @@ of ``attention_mask``; padded output positions are zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -67,9 +67,6 @@ class GRUTextEmbedder(nn.Module):
         """Full-length captions of ``text_len`` random ids (every token real)."""
         ids = torch.randint(1, self.vocab_size, (batch_size, self.text_len), generator=generator, device=generator.device)
         return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids, device=device)}
-
-    def stage_names(self) -> List[str]:
-        return ["embed", "gru"]
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.hidden, num_tokens=self.text_len, has_cls=False, modality="text", schema="text")

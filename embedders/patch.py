@@ -173,14 +173,6 @@ class PatchEmbedder(nn.Module):
         return TokenSpec(dim=self.dim, num_tokens=1 + self.num_kept, has_cls=True, modality="vision",
                          schema="patch")
 
-    def stage_names(self) -> List[str]:
-        names = ["patch_embed", "pos_embed"]
-        if self.sampling:
-            names.append("sample")
-        if self.norm is not None:
-            names.append("norm")
-        return names
-
     def workload(self) -> Dict[str, Any]:
         return {"image_size": list(self.image_size), "patch_grid": list(self.grid), "image_tokens": 1 + self.num_kept}
 

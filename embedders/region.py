@@ -224,9 +224,6 @@ class RegionEmbedder(nn.Module):
         x = torch.rand(batch_size, 3, h, w, generator=generator, device=generator.device)
         return {"pixel_values": x.to(device)}
 
-    def stage_names(self) -> List[str]:
-        return list(STAGES) + (["project"] if self.proj is not None else [])
-
     def workload(self) -> Dict[str, Any]:
         return {"image_size": list(self.image_size), "regions": self.num_regions, **self._workload,
                 "bn_calibrated": self.bn_calibrated}

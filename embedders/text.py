@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -49,8 +49,14 @@ def _check_ids(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], 
         raise bad_value("text length", input_ids.shape[1], f"1 to {max_len} tokens (the model's context)")
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
         raise bad_value("attention_mask shape", tuple(attention_mask.shape), f"{tuple(input_ids.shape)} like input_ids")
-    lo, hi = torch.aminmax(input_ids)
-    if int(lo) < 0 or int(hi) >= vocab:
+    in_vocab = ((input_ids >= 0) & (input_ids < vocab)).all()
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or input_ids.device.type != "cpu":
+        # no host read here: it would break a compiled graph (a .item()) or synchronise a GPU stream
+        # inside the timed forward; the check runs on the device and fails at the next synchronisation
+        torch._assert_async(in_vocab, f"token ids outside the vocabulary [0, {vocab})")
+        return
+    if not bool(in_vocab):
+        lo, hi = torch.aminmax(input_ids)
         raise bad_value("token id", int(lo) if int(lo) < 0 else int(hi), f"ids in [0, {vocab}) (the vocabulary)")
 
 
@@ -96,9 +102,6 @@ class BertEmbedder(nn.Module):
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=True, modality="text", schema="text")
-
-    def stage_names(self) -> List[str]:
-        return ["embed"]
 
     def workload(self) -> Dict[str, Any]:
         return {"text_len": self.text_len}
@@ -178,9 +181,6 @@ class ClipTextEmbedder(nn.Module):
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=False, modality="text", pooled=True,
                          pooled_dim=self.out_dim, schema="text")
-
-    def stage_names(self) -> List[str]:
-        return ["embed", "encoder", "pool"]
 
     def workload(self) -> Dict[str, Any]:
         return {"text_len": self.text_len}

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlpbench.architectures.compose import ArchConfig, build_architecture
+from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.registry import ARCH, VISUAL
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
@@ -79,7 +79,7 @@ def register() -> None:
                         tiny={"image_size": (64, 96), "dim": 64}, tags=("patch", "plugin"),
                         description="example plugin: average pool, then a 16x16 patch projection")
     if ARCH_NAME not in ARCH:
-        ARCH.register(ARCH_NAME, build_architecture,
+        ARCH.register(ARCH_NAME, VLPModel.from_config,
                       ArchConfig(visual=VISUAL_NAME, text="bert-base-embed", interaction="single-stream"),
                       tiny={"tiny": True}, tags=("plugin",),
                       description="example plugin: pooled-patch + BERT embeddings + ViLT single-stream")

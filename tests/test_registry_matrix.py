@@ -6,7 +6,7 @@ import torch
 from vlpbench.harness.timer import StageTimer
 from vlpbench.presets import load_all
 from vlpbench.registry import ARCH, INTERACTION, TEXT, VISUAL
-from vlpbench.stages import scoped
+from vlpbench.stages import scoped, stage_names
 
 load_all()
 
@@ -48,7 +48,7 @@ def test_embedder(kind, name):
         assert (out.boxes is not None) == spec.has_boxes
     else:
         assert out.features.shape[1] == inputs["input_ids"].shape[1]
-    assert sample.leaves == [f"{kind}.{n}" for n in m.stage_names()]
+    assert sample.leaves == [f"{kind}.{n}" for n in stage_names(m)]
     assert set(sample.groups.values()) == {"VE" if kind == "visual" else "TE"}
     check_closure(sample)
 
@@ -73,7 +73,7 @@ def test_every_embedder_with_every_interaction(visual, text, interaction):
     else:
         assert io.pooler_output.shape == (2, model.interaction.output_dim)
         assert io.last_hidden_state.shape[0] == 2
-    assert sample.leaves == model.stage_names()
+    assert sample.leaves == stage_names(model)
     groups = {n.split(".")[0]: set() for n in sample.leaves}
     for n in sample.leaves:
         groups[n.split(".")[0]].add(sample.groups[n])
@@ -88,7 +88,7 @@ def test_architecture_preset(name):
     model = ARCH.build(name, tiny=True).eval()
     inputs = model.make_inputs(1, generator=torch.Generator().manual_seed(0), device="cpu")
     out, sample = timed_forward(model, inputs)
-    assert sample.leaves == model.stage_names()
+    assert sample.leaves == stage_names(model)
     assert {"VE", "TE", "MI"} <= set(sample.groups.values())
     entry = ARCH.get(name)
     if "post-vilt" in entry.tags:   # placed by no paper (ALBEF, VLMo): the class is only measured
@@ -96,3 +96,50 @@ def test_architecture_preset(name):
     else:
         assert entry.paper.get("class") in ("a", "b", "c", "d")
     check_closure(sample)
+
+
+# The leaf stages each registered model emits at tiny size, pinned: the list is read off a dry run of the
+# forward (vlpbench.stages.stage_names), so silent drift in a forward's stage structure fails here.
+REGION = ["preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head", "box_predictor",
+          "det.nms", "select"]
+CLIP_TEXT = ["embed", "encoder", "pool"]
+PIXELBERT = ["preprocess", "backbone", "pool", "flatten"]
+SINGLE, DUAL = ["fuse", "encoder", "pooler"], ["image_tower", "text_proj", "similarity"]
+COATTN, VSE = ["text_only", "visual_embed", "co_layers", "pool"], ["image_pool", "text_pool", "similarity"]
+CLIP_PATCH, VILT_PATCH = ["patch_embed", "pos_embed", "norm"], ["patch_embed", "pos_embed"]
+
+
+def _arch(visual, text, interaction):
+    return ([f"visual.{n}" for n in visual] + [f"text.{n}" for n in text]
+            + [f"interaction.{n}" for n in interaction])
+
+
+GOLDEN_STAGES = {
+    "visual:butd-r101-c4": REGION, "visual:butd-r101-c4-600": REGION, "visual:frcnn-r50-fpn": REGION,
+    "visual:clip-rn50-visual": ["stem", "backbone", "attnpool"], "visual:clip-vit-b32-patch": CLIP_PATCH,
+    "visual:grid-r101": ["preprocess", "backbone", "flatten"], "visual:grid-r50": ["preprocess", "backbone", "flatten"],
+    "visual:pixelbert-r50-grid": PIXELBERT, "visual:vilt-b32-patch": VILT_PATCH,
+    "text:bert-base-embed": ["embed"], "text:bigru-text": ["embed", "gru"], "text:clip-text-b32": CLIP_TEXT,
+    "arch:clip-rn50": _arch(["stem", "backbone", "attnpool"], CLIP_TEXT, DUAL),
+    "arch:clip-small": _arch(CLIP_PATCH, CLIP_TEXT, DUAL), "arch:clip-vit-b32": _arch(CLIP_PATCH, CLIP_TEXT, DUAL),
+    "arch:pixelbert-r50": _arch(PIXELBERT, ["embed"], SINGLE),
+    "arch:pixelbert-small": _arch(PIXELBERT, ["embed"], SINGLE),
+    "arch:uniter-base": _arch(REGION, ["embed"], SINGLE), "arch:uniter-small": _arch(REGION, ["embed"], SINGLE),
+    "arch:vilbert-base": _arch(REGION, ["embed"], COATTN), "arch:vilbert-small": _arch(REGION, ["embed"], COATTN),
+    "arch:vilt-b32": _arch(VILT_PATCH, ["embed"], SINGLE), "arch:vilt-small": _arch(VILT_PATCH, ["embed"], SINGLE),
+    "arch:vse-inf": _arch(REGION, ["embed", "gru"], VSE), "arch:vse-small": _arch(REGION, ["embed", "gru"], VSE),
+}
+
+
+@pytest.mark.parametrize("key", list(GOLDEN_STAGES))
+def test_stage_names_from_dry_run(key):
+    kind, name = key.split(":", 1)
+    reg = {"visual": VISUAL, "text": TEXT, "arch": ARCH}[kind]
+    torch.manual_seed(0)
+    assert stage_names(reg.build(name, tiny=True).eval()) == GOLDEN_STAGES[key]
+
+
+def test_every_registered_model_has_golden_stages():
+    names = {f"visual:{n}" for n in VISUAL.names()} | {f"text:{n}" for n in TEXT.names()}
+    names |= {f"arch:{n}" for n in ARCH.names() if not n.startswith("test-")}
+    assert names == set(GOLDEN_STAGES)

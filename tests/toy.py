@@ -38,9 +38,6 @@ class ToyVisual(nn.Module):
             x = self.proj(pixel_values).flatten(2).transpose(1, 2)
         return VisualTokens(x, torch.ones(x.shape[:2], dtype=torch.bool), extras={"tokens": x.shape[1]})
 
-    def stage_names(self):
-        return ["patch"]
-
     def workload(self):
         return {"image_size": list(self.cfg.image_size)}
 
@@ -72,9 +69,6 @@ class ToyArch(nn.Module):
                 if self.cfg.attention:
                     x = torch.softmax(x @ x.transpose(1, 2) / self.cfg.dim ** 0.5, -1) @ x
         return x
-
-    def stage_names(self):
-        return ["visual.patch", "text.embed", "interaction.mix"]
 
     def workload(self):
         return {"image_size": list(self.cfg.image_size), "text_len": self.cfg.text_len}

@@ -18,8 +18,8 @@ image tower under ``VE`` and only the dot product under ``MI``).
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Optional, Protocol
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 
 GROUPS = ("VE", "TE", "MI", "head", "other")
 
@@ -51,3 +51,64 @@ def scoped(stage: StageFn, prefix: str, group: Optional[str] = None) -> StageFn:
 
     return inner
 
+
+class RecordingStage:
+    """A stage function that records what a forward enters, without timing it (a *dry run*).
+
+    ``calls`` lists (name, group) in entry order; ``leaves`` the names that never enclosed another
+    stage, first-entry order, each once (a repeated name is one stage, as the timer sums it).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list = []
+        self._parents: set = set()
+        self._stack: list = []
+
+    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager:
+        return self._enter(name, group)
+
+    @contextmanager
+    def _enter(self, name: str, group: Optional[str]) -> Iterator[None]:
+        self.calls.append((name, group or "other"))
+        if self._stack:
+            self._parents.add(self._stack[-1])
+        self._stack.append(name)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+
+    @property
+    def names(self) -> List[str]:
+        return list(dict.fromkeys(n for n, _ in self.calls))
+
+    @property
+    def leaves(self) -> List[str]:
+        return [n for n in self.names if n not in self._parents]
+
+    @property
+    def groups(self) -> Dict[str, str]:
+        return dict((n, g) for n, g in reversed(self.calls))
+
+
+def record_stages(fn: Callable[[StageFn], object]) -> RecordingStage:
+    """Run ``fn(stage)`` once with a :class:`RecordingStage` (under ``torch.no_grad``) and return the recorder."""
+    import torch
+
+    rec = RecordingStage()
+    with torch.no_grad():
+        fn(rec)
+    return rec
+
+
+def stage_names(module, batch_size: int = 1, device: str = "cpu") -> List[str]:
+    """The leaf stage names ``module`` emits, in order, from one recorded dry run on its own inputs.
+
+    The single source of a model's stage list: it is read off the forward, never kept by hand.
+    ``module`` is a benchmarkable (it has ``make_inputs``); for a part without inputs of its own
+    (an interaction, a head), call :func:`record_stages` with a closure instead.
+    """
+    import torch
+
+    inputs = module.make_inputs(batch_size, generator=torch.Generator(device=device).manual_seed(0), device=device)
+    return record_stages(lambda stage: module(**inputs, stage=stage)).leaves

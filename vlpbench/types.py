@@ -102,14 +102,14 @@ class Benchmarkable:
       the configured length), created directly on ``device``.
     * ``forward(**inputs, stage=null_stage)``: the computation, with each timed piece inside
       ``with stage("name"):`` (see :mod:`vlpbench.stages`).
-    * ``stage_names() -> list[str]``: the leaf stage names the forward emits (relative to the
-      module's scope), in order.
+    * the stage list is not kept by hand: :func:`vlpbench.stages.stage_names` reads it off one
+      recorded dry run of ``forward``.
     * ``workload() -> dict``: the configured workload (image size, text length, regions, ...).
     * embedders also have ``output_spec() -> TokenSpec`` (with its ``schema``); interactions have
       ``family`` (one of :data:`FAMILIES`) and ``output_dim``.
     """
 
-    REQUIRED = ("make_inputs", "forward", "stage_names", "workload")
+    REQUIRED = ("make_inputs", "forward", "workload")
 
 
 def check_benchmarkable(module: object) -> None:

@@ -12,6 +12,7 @@ from vlpbench.architectures.heads import retrieval_loss
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 from vlpbench.registry import HEAD
+from vlpbench.stages import stage_names
 from vlpbench.types import InteractionOutput
 
 from doubles import StageRecorder
@@ -45,7 +46,7 @@ def test_head_make_inputs_forward_and_stage(name):
     rec = StageRecorder()
     with torch.no_grad():
         out = head(**head.make_inputs(2, generator=gen()), stage=rec)
-    assert rec.names == head.stage_names() == [name]
+    assert rec.names == stage_names(head) == [name]
     assert isinstance(out, dict) and all(isinstance(v, torch.Tensor) for v in out.values())
 
 

@@ -16,6 +16,7 @@ from vlpbench.embedders.grid import grid_shape
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
+from vlpbench.stages import stage_names
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens
 
 from doubles import StageRecorder
@@ -45,7 +46,7 @@ def test_visual_tiny_matches_spec_and_stages(tiny_visual, name):
     assert out.features.shape == (2, spec.num_tokens, spec.dim)
     assert out.mask.shape == (2, spec.num_tokens) and out.mask.all()
     assert out.boxes is None and not spec.has_boxes
-    assert rec.names == m.stage_names()
+    assert rec.names == stage_names(m)
     assert torch.isfinite(out.features).all()
     if spec.pooled:
         assert out.pooled.shape == (2, spec.pooled_dim)
@@ -86,7 +87,7 @@ def test_grid_sampling_and_projection(tiny_visual):
         all_tokens = full(x).features                                         # [3, 6, 2048]
         out = sampled(x, stage=rec)
         again = sampled(x)
-    assert rec.names == ["preprocess", "backbone", "flatten", "sample", "project"] == sampled.stage_names()
+    assert rec.names == ["preprocess", "backbone", "flatten", "sample", "project"] == stage_names(sampled)
     assert out.features.shape == (3, 4, 16) == (3, sampled.output_spec().num_tokens, sampled.output_spec().dim)
     torch.testing.assert_close(out.features, again.features)                  # seeded: same positions each call
     idx = sampled._sample_index(3, 6, torch.device("cpu"))
@@ -166,7 +167,7 @@ def test_bigru_shapes_stages_and_padding(gru):
     rec = StageRecorder()
     with torch.no_grad():
         out = gru(**inputs, stage=rec)
-    assert rec.names == gru.stage_names() == ["embed", "gru"]
+    assert rec.names == stage_names(gru) == ["embed", "gru"]
     assert out.features.shape == (3, spec.num_tokens, spec.dim) and out.mask.all()
     # Row 1 keeps 5 real tokens; whatever sits in its padding must not matter.
     ids, mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()
@@ -241,7 +242,7 @@ def test_vse_shapes_stages_groups(vse_specs):
     with torch.no_grad():
         out = m(**inputs, stage=rec)
     assert rec.calls == [("image_pool", "VE"), ("text_pool", "TE"), ("similarity", None)]
-    assert rec.names == m.stage_names()
+    assert rec.names == stage_names(m)
     e = m.output_dim
     assert out.image_embeds.shape == (4, e) and out.text_embeds.shape == (4, e)
     assert out.logits_per_image.shape == (4, 4)
@@ -305,7 +306,7 @@ def test_vse_architecture_end_to_end_grid_bigru():
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=gen()), stage=rec)
     assert out.interaction.logits_per_image.shape == (2, 2)
-    assert rec.names == model.stage_names()
+    assert rec.names == stage_names(model)
 
 
 # -- ViLBERT co-attention ------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def test_coattention_with_regions(coattn_region):
     with torch.no_grad():
         out = m(v, t, stage=rec)
         moved = m(VisualTokens(v.features, v.mask, boxes=v.boxes.flip(-1).clamp(0, 1)), t)
-    assert rec.names == m.stage_names() == ["text_only", "visual_embed", "co_layers", "pool"]
+    assert rec.names == stage_names(m) == ["text_only", "visual_embed", "co_layers", "pool"]
     assert out.pooler_output.shape == (2, m.output_dim) == (2, cfg.bi_hidden)
     assert out.last_hidden_state.shape == (2, 6, cfg.text_hidden) and out.text_len == 6
     assert out.extras["visual_hidden_state"].shape == (2, 1 + 5, cfg.visual_hidden)   # whole-image token first
@@ -401,7 +402,7 @@ def test_coattention_with_grid_tokens_end_to_end():
     rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=gen()), stage=rec)
-    assert rec.names == model.stage_names()
+    assert rec.names == stage_names(model)
     n = model.visual.output_spec().num_tokens
     assert out.interaction.extras["visual_hidden_state"].shape[1] == n + 1
     assert out.interaction.pooler_output.shape == (2, model.interaction.output_dim)
@@ -459,6 +460,6 @@ def test_grid_pool_max_pools_the_c5_map_and_checks_its_size():
     fmap = a.features.transpose(1, 2).reshape(2, -1, 5, 7)  # [B, 35, C] -> [B, C, 5, 7]
     ref = F.max_pool2d(fmap, 2).flatten(2).transpose(1, 2)
     torch.testing.assert_close(b.features, ref)
-    assert "pool" in pooled.stage_names() and "pool" not in plain.stage_names()
+    assert "pool" in stage_names(pooled) and "pool" not in stage_names(plain)
     with pytest.raises(VlpbenchError, match="invalid pool 9"):
         GridEmbedder.from_config(dataclasses.replace(cfg, pool=9))

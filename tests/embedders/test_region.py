@@ -14,6 +14,7 @@ from vlpbench.embedders.rcnn_heads import Detections, select_regions
 from vlpbench.embedders.region import RegionEmbedder, calibrate_frozen_bn, load_torchvision_weights
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
+from vlpbench.stages import stage_names
 from vlpbench.types import VisualTokens
 
 from doubles import StageRecorder
@@ -50,7 +51,7 @@ def test_tiny_shapes_spec_stages_and_extras(tiny_models, name):
     spec = model.output_spec()
     k = cfg.num_regions
     assert isinstance(out, VisualTokens)
-    assert rec.names == model.stage_names() == [
+    assert rec.names == stage_names(model) == [
         "preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head", "box_predictor",
         "det.nms", "select"]
     assert spec.has_boxes and spec.num_tokens == k
@@ -77,7 +78,7 @@ def test_out_dim_adds_project_stage():
     rec = StageRecorder()
     with torch.no_grad():
         out = model(**_inputs(model), stage=rec)
-    assert rec.names == model.stage_names() and rec.names[-1] == "project"
+    assert rec.names == stage_names(model) and rec.names[-1] == "project"
     assert model.output_spec().dim == 24 and out.features.shape[-1] == 24
     assert out.extras["bn_calibrated"] is False
 

@@ -16,6 +16,8 @@ from vlpbench.embedders.region_checkpoints import anchor_permutation
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
 
+from vlpbench.stages import stage_names
+
 from doubles import StageRecorder
 
 needs_d2 = pytest.mark.skipif(not detectron2_available(),
@@ -118,7 +120,7 @@ def test_detectron2_runs_every_stage_and_pins_k():
     rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=torch.Generator().manual_seed(0), device="cpu"), stage=rec)
-    assert rec.names == model.stage_names() == [
+    assert rec.names == stage_names(model) == [
         "preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head", "box_predictor",
         "det.nms", "select"]
     assert out.mask.all() and out.features.shape == (2, 8, 128) and out.extras["regions"] == [8, 8]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -103,6 +104,21 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--in-process", action="store_true",
                    help="measure in this process (peak RSS is then sampled, not exact)")
     add_plugin_option(g)
+    g.add_argument("--target-ci", type=_float_type("--target-ci", 0.0, inclusive=False), default=None, metavar="FRAC",
+                   help="iterate until the 95%% CI of the median is within +-FRAC (0.02 = 2%%), bounded by "
+                        "--max-iters and --max-time; the record says whether it got there")
+    g.add_argument("--max-time", type=_float_type("--max-time", 0.0, inclusive=False), default=None, metavar="S",
+                   help="cap on seconds of timed iterations (default: none; 300 with --target-ci)")
+    g.add_argument("--variant", default="eager", metavar="NAME",
+                   help="eager, jit-freeze, inductor, inductor-freeze or (CUDA) cuda-graphs; each its own "
+                        "configuration, end to end only, its difference from eager recorded (default: eager)")
+    g.add_argument("--trace", default=None, metavar="DIR",
+                   help="also write one Chrome/Perfetto trace per configuration to DIR (a separate traced pass, "
+                        "never mixed into the timed samples)")
+    g.add_argument("--peak", default=None, metavar="FILE",
+                   help="`vlpbench peak` file for each stage's share of the GEMM peak (default: reports/peak.json "
+                        "when it exists)")
+    g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
 def protocol_from(args) -> Any:
@@ -113,7 +129,8 @@ def protocol_from(args) -> Any:
     if args.max_iters is not None and args.max_iters < args.iters:
         raise bad_value("--max-iters", args.max_iters, f"an integer >= --iters ({args.iters})")
     max_iters = args.max_iters if args.max_iters is not None else max(200, args.iters)
-    return Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time, max_iters=max_iters).validate()
+    return Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time, max_iters=max_iters,
+                    target_ci=args.target_ci, max_time_s=args.max_time).validate()
 
 
 def base_spec(args, **fields: Any):
@@ -123,7 +140,9 @@ def base_spec(args, **fields: Any):
     return RunSpec(device=args.device, dtype=args.dtype, amp=args.amp, tf32=args.tf32,
                    cudnn_benchmark=args.cudnn_benchmark, batch_size=args.batch_size, threads=args.threads,
                    seed=args.seed, tiny=args.tiny, protocol=protocol_from(args), count_flops=not args.no_flops,
-                   plugins=list(args.plugin), **fields)
+                   plugins=list(args.plugin), variant=args.variant,
+                   trace_dir=os.path.abspath(args.trace) if args.trace else None, progress=not args.no_progress,
+                   peak_file=args.peak, **fields)
 
 
 def register(sub) -> None:
@@ -132,6 +151,16 @@ def register(sub) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")
     add_plugin_option(p)
     p.set_defaults(func=run_list)
+
+    p = sub.add_parser("peak", help="this machine's fp32 GEMM peak (matmul and 1x1 conv) at a thread count",
+                       description="Time fp32 torch.mm (MKL/BLAS) and a 1x1 conv2d (oneDNN) at --threads and keep "
+                                   "the faster as the peak; records then give each stage's GFLOP/s and its share "
+                                   "of it. Entries are kept per CPU, device and thread count.")
+    p.add_argument("--threads", type=_int_type("thread count", 1, max_threads()), default=None,
+                   help="intra-op threads (default: the harness default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--out", default=None, metavar="FILE", help="peak file to update (default: reports/peak.json)")
+    p.set_defaults(func=run_peak)
 
     p = sub.add_parser("describe", help="stages, sizes and sources of one registered name")
     p.add_argument("name")
@@ -164,6 +193,24 @@ def register(sub) -> None:
                         "into the run directory")
     add_measure_options(p)
     p.set_defaults(func=run_compare)
+
+
+def run_peak(args) -> int:
+    from vlpbench.harness.env import DEFAULT_THREADS
+    from vlpbench.harness.peak import measure_peak, save_peak
+    from vlpbench.harness.runner import RunSpec
+
+    threads = args.threads if args.threads is not None else DEFAULT_THREADS
+    RunSpec(target="", device=args.device, threads=threads).validate()   # one clear line for a bad device / count
+    res = measure_peak(threads, args.device)
+    path = save_peak(res, args.out)
+    for k in res["kernels"]:
+        print(f"  {k['shape']:<28} {k['gflop_per_s']:8.1f} GFLOP/s")
+    print(f"peak fp32 on {res['cpu'] if args.device == 'cpu' else args.device}, {res['threads']} thread(s): "
+          f"{res['peak_gflop_per_s']:.1f} GFLOP/s from {res['peak_source']} (matmul {res['matmul_gflop_per_s']:.1f}, "
+          f"1x1 conv {res['conv1x1_gflop_per_s']:.1f}; load average {res['load_avg']})")
+    print(f"written to {path}")
+    return 0
 
 
 def run_list(args) -> int:
@@ -202,7 +249,7 @@ def run_describe(args) -> int:
             with torch.device("meta"):
                 module = e.builder(e.config)
             print(f"  parameters: {sum(p.numel() for p in module.parameters()) / 1e6:.2f} M")
-            print(f"  stages: {', '.join(module.stage_names())}")
+            print(f"  stages: {', '.join(_dry_run_stages(e))}  (read off a dry run of the tiny variant)")
             print(f"  workload: {module.workload()}")
             if kind in ("visual", "text"):
                 print(f"  output: {module.output_spec()}")
@@ -211,6 +258,16 @@ def run_describe(args) -> int:
             for k, v in e.paper.items():
                 print(f"    {k}: {v}")
     return 0
+
+
+def _dry_run_stages(entry) -> List[str]:
+    """The leaf stages ``entry``'s model emits, read off one forward of its tiny variant (same structure)."""
+    import torch
+
+    from vlpbench.stages import stage_names
+
+    torch.manual_seed(0)
+    return stage_names(entry.builder(entry.make_config(tiny=True)).eval())
 
 
 def compare_targets(args) -> List[str]:

@@ -29,7 +29,6 @@ def register(sub) -> None:
     s.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory to write (and resume); default: a new reports/runs/<stamp>-sweep")
     add_measure_options(s)
-    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=run_sweep)
 
     d = sub.add_parser("diff", help="compare two runs: medians, ratio B/A, Mann-Whitney U significance",

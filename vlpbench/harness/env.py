@@ -48,6 +48,57 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _read(path: str) -> Optional[str]:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _meminfo() -> Dict[str, Optional[float]]:
+    """RAM total and available in GiB from /proc/meminfo (None where it cannot be read)."""
+    vals: Dict[str, Optional[float]] = {"total_gib": None, "available_gib": None}
+    text = _read("/proc/meminfo") or ""
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            kib = float(rest.split()[0])
+            vals["total_gib" if key == "MemTotal" else "available_gib"] = round(kib / 2 ** 20, 3)
+    return vals
+
+
+def _cpu_frequency() -> Dict[str, Any]:
+    """Current / max CPU frequency (MHz) and the cpufreq governor where the kernel exposes them."""
+    base = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    cur, top = _read(base + "scaling_cur_freq"), _read(base + "cpuinfo_max_freq")
+    mhz = [float(line.split(":", 1)[1]) for line in (_read("/proc/cpuinfo") or "").splitlines()
+           if line.startswith("cpu MHz")]
+    return {
+        "cur_mhz": float(cur) / 1e3 if cur else (round(sum(mhz) / len(mhz), 1) if mhz else None),
+        "max_mhz": float(top) / 1e3 if top else None,
+        "governor": _read(base + "scaling_governor"),
+    }
+
+
+def machine_state() -> Dict[str, Any]:
+    """Load average (1, 5, 15 min) and RAM at one instant; taken before and after each measurement."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"load_avg": load, "ram": _meminfo()}
+
+
+def busy_flag(before: Dict[str, Any], after: Dict[str, Any], threads: int) -> Optional[bool]:
+    """``busy``: the 1-minute load average, before or after, exceeded the intra-op thread count.
+
+    The machine then ran more runnable threads than this measurement asked cores for, so other work
+    competed for them.  The "after" value includes the measurement's own threads.  None if unreadable.
+    """
+    loads = [s["load_avg"][0] for s in (before, after) if s.get("load_avg")]
+    return (max(loads) > threads) if loads else None
+
+
 def set_threads(threads: int, interop: Optional[int] = None) -> Dict[str, int]:
     """Set torch's intra-op (and, if not yet fixed, inter-op) thread counts; return what is in force."""
     import torch
@@ -94,6 +145,9 @@ def capture(device: str = "cpu", dtype: str = "float32", amp: bool = False) -> D
         "host": socket.gethostname(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "os": platform.platform(),
+        "numpy": _version("numpy"),
+        "cpu_freq": _cpu_frequency(),
     }
     if cuda:
         idx = torch.device(device).index or 0

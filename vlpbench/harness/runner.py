@@ -26,6 +26,8 @@ from .protocol import Protocol
 
 COMPONENTS = {"arch": ("arch", None, None), "visual": ("visual", "visual", "VE"), "text": ("text", "text", "TE")}
 DTYPES = ("float32", "bfloat16", "float16")
+# How a configuration is measured or reported, not what is measured: left out of its key.
+NOT_IN_KEY = ("protocol", "trace_dir", "progress", "peak_file")
 RECOMMENDED_GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 # More intra-op threads than this per CPU is no measurement anyone wants (and far more makes libgomp abort).
 THREADS_PER_CPU = 4
@@ -55,6 +57,10 @@ class RunSpec:
     taxonomy_factor: float = 3.0
     plugins: List[str] = field(default_factory=list)  # modules imported before building (they register models)
     weights: Optional[str] = None                 # a transformers save_pretrained directory (ViLT or CLIP) to load
+    variant: str = "eager"                        # eager, jit-freeze, inductor, inductor-freeze, cuda-graphs
+    trace_dir: Optional[str] = None               # write a Chrome trace of a separate traced pass here
+    progress: bool = False                        # progress lines on stderr between timed iterations
+    peak_file: Optional[str] = None               # `vlpbench peak` file (default: reports/peak.json if present)
 
     def validate(self) -> "RunSpec":
         import torch
@@ -84,6 +90,9 @@ class RunSpec:
         if not self.taxonomy_factor >= 1:
             raise VlpbenchError(f"invalid taxonomy factor {self.taxonomy_factor!r}; accepted: a number >= 1")
         self.protocol.validate()
+        from .variants import validate_variant
+
+        validate_variant(self.variant, dev)
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -98,12 +107,15 @@ class RunSpec:
     def key(self) -> str:
         """Identity of the configuration (what is measured, not the protocol's iteration counts)."""
         d = self.to_dict()
-        d.pop("protocol")
+        for how in NOT_IN_KEY:
+            d.pop(how)
         if not d["plugins"]:
             d.pop("plugins")
         for opt in ("weights", "tf32", "cudnn_benchmark"):
             if not d[opt]:
                 d.pop(opt)
+        if d["variant"] == "eager":
+            d.pop("variant")  # keys of eager configurations stay what they were before variants existed
         return config_key(d)
 
 
@@ -296,15 +308,18 @@ def out_of_memory(exc: BaseException) -> bool:
 def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], None]]) -> Dict[str, Any]:
     import torch
 
-    from vlpbench.stages import scoped
+    from vlpbench.stages import null_stage, scoped
 
     from . import env as envmod
     from .flops import count_flops
     from .memory import MemoryMonitor
+    from .peak import attach_efficiency, load_peak
+    from .progress import Progress, progress_stream
     from .protocol import Measurement
     from .taxonomy import classify
 
     spec.validate()
+    state_before = envmod.machine_state()
     threads = envmod.set_threads(spec.threads)
     if spec.device.startswith("cuda"):
         # set per measured configuration (never at import); recorded in env by capture()
@@ -322,43 +337,75 @@ def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], Non
     if not spec.amp:
         inputs = _cast_inputs(inputs, dtype)
     _, prefix, group = COMPONENTS[spec.component]
-    autocast = torch.autocast(device.type, dtype=dtype) if spec.amp else contextlib.nullcontext()
+
+    def context():
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if spec.amp:
+            stack.enter_context(torch.autocast(device.type, dtype=dtype))
+        return stack
 
     def fn(stage):
-        with torch.inference_mode(), autocast:
+        with context():
             return module(**inputs, stage=scoped(stage, prefix, group) if prefix else stage)
 
-    m = Measurement(fn, spec.device, spec.protocol)
+    timed_fn, variant = fn, {"name": spec.variant}
+    protocol = spec.protocol
+    if spec.variant != "eager":
+        from .variants import build_variant, output_difference
+
+        run, facts = build_variant(spec.variant, module, inputs, context)
+        variant.update(facts, **output_difference(fn(null_stage), run()))
+        timed_fn = lambda stage: run()  # noqa: E731  (a compiled program has no stages to time)
+        protocol = dataclasses.replace(protocol, uninstrumented=False)
+    label = entry.name if spec.variant == "eager" else f"{entry.name} [{spec.variant}]"
+    stream = progress_stream() if spec.progress else None
+    m = Measurement(timed_fn, spec.device, protocol, progress=Progress(label, stream) if stream else None)
     with MemoryMonitor(spec.device, isolated=isolated) as mem:
         m.warmup()
         m.calibrate_empty_stage()
         if drive is not None:
             drive(m)
-        while not m.done():
-            m.instrumented_iteration()
-            if spec.protocol.uninstrumented:
-                m.uninstrumented_iteration()
+        m.timed_loop()
     timing = m.result()
     memory = mem.result()
-    extras = _extras(m.last_output)
+    extras = _extras(m.last_output if spec.variant == "eager" else fn(null_stage))
     flops = count_flops(fn) if spec.count_flops else None
+    trace = None
+    if spec.trace_dir:
+        from .trace import trace_pass, trace_path
+
+        trace = trace_pass(timed_fn, spec.device, trace_path(spec.trace_dir, entry.name, spec.key()))
+    state_after = envmod.machine_state()
 
     workload = {"batch_size": spec.batch_size, **module.workload(), **{f"measured.{k}": v for k, v in extras.items()}}
+    env = {**envmod.capture(spec.device, spec.dtype, spec.amp), "threads": threads,
+           "machine": {"before": state_before, "after": state_after},
+           "busy": envmod.busy_flag(state_before, state_after, threads["intra_op"])}
     record: Dict[str, Any] = {
         "schema": SCHEMA, "kind": "latency", "key": spec.key(), "arch": entry.name,
         "component": spec.component, "visual_schema": visual_schema(module, spec.component),
         "spec": spec.to_dict(), "config": _config_dict(cfg),
-        "workload": workload, "protocol": {**spec.protocol.to_dict(), "warmup_used": spec.protocol.warmup_for(spec.device)},
+        "workload": workload, "protocol": {**protocol.to_dict(), "warmup_used": protocol.warmup_for(spec.device)},
         **timing, "params": _params(module), "flops": flops, "memory": memory,
-        "paper": dict(entry.paper), "env": {**envmod.capture(spec.device, spec.dtype, spec.amp), "threads": threads},
+        "paper": dict(entry.paper), "env": env, "variant": variant, "trace": trace,
         "status": "ok",
     }
-    if spec.component == "arch":
+    attach_efficiency(record, load_peak(spec.peak_file, spec.device, threads["intra_op"]))
+    if spec.component == "arch" and spec.variant == "eager":
         g = timing["groups"]
         med = lambda k: g[k]["median_ms"] if k in g else 0.0  # noqa: E731
         record["taxonomy"] = classify(med("VE"), med("TE"), med("MI"), spec.taxonomy_factor,
                                       paper_class=entry.paper.get("class"))
     return record
+
+
+def _progress_fd() -> Optional[int]:
+    """A duplicate of this process's stderr for a child to write progress to (None if stderr has no fd)."""
+    try:
+        return os.dup(sys.stderr.fileno())
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _image_size(cfg: Any) -> Optional[Tuple[int, int]]:
@@ -435,9 +482,17 @@ def _run_worker(spec: RunSpec, out: str, timeout_s: Optional[float]) -> Dict[str
     from .worker import error_path
 
     err = error_path(out)
-    proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],
-                          input=json.dumps(spec.to_dict()), text=True, capture_output=True, env=_worker_env(),
-                          timeout=timeout_s)
+    env = _worker_env()
+    progress_fd = _progress_fd() if spec.progress else None
+    if progress_fd is not None:
+        env["VLPBENCH_PROGRESS_FD"] = str(progress_fd)  # the child's progress lines reach our stderr
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],
+                              input=json.dumps(spec.to_dict()), text=True, capture_output=True, env=env,
+                              timeout=timeout_s, pass_fds=() if progress_fd is None else (progress_fd,))
+    finally:
+        if progress_fd is not None:
+            os.close(progress_fd)
     if os.path.exists(err):
         with open(err) as f:
             message = json.load(f)["error"]

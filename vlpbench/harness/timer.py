@@ -7,16 +7,25 @@ then reads every event.  Wall time of the iteration is recorded as well.
 
 Clocks, events and the synchronise call are injectable so that both code paths are testable on
 a machine without a GPU.
+
+Profiler ranges: while a ``torch.profiler`` session is running (checked once per iteration), or when
+the timer is built with ``ranges=True`` or ``VLPBENCH_RANGES=1`` is set (for Nsight Systems, which torch
+cannot see), each stage also opens ``torch.profiler.record_function(name)`` and, on CUDA, an NVTX range
+of the same dotted name.  Otherwise the stage pays one boolean test and nothing else, so the timed
+path is the one the empty-stage calibration measures.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
 from vlpbench.stages import GROUPS
+
+_NO_RANGE = nullcontext()
 
 
 @dataclass
@@ -55,8 +64,10 @@ class IterationSample:
 class StageTimer:
     def __init__(self, device: str = "cpu", *, clock: Callable[[], int] = time.perf_counter_ns,
                  event_factory: Optional[Callable[[], object]] = None,
-                 synchronize: Optional[Callable[[], None]] = None) -> None:
+                 synchronize: Optional[Callable[[], None]] = None, ranges: Optional[bool] = None) -> None:
         self.cuda = str(device).startswith("cuda")
+        self.ranges = ranges                 # None: only while a torch profiler runs (or VLPBENCH_RANGES=1)
+        self._ranges_now = False
         self._clock = clock
         if self.cuda:
             import torch
@@ -85,6 +96,29 @@ class StageTimer:
             return float(start.elapsed_time(end))  # CUDA events report milliseconds
         return (end - start) / 1e6
 
+    def _want_ranges(self) -> bool:
+        if self.ranges is not None:
+            return bool(self.ranges)
+        if os.environ.get("VLPBENCH_RANGES") == "1":
+            return True
+        import torch
+
+        return bool(torch.autograd.profiler._is_profiler_enabled)
+
+    @contextmanager
+    def _range(self, name: str) -> Iterator[None]:
+        """A ``record_function`` range (and an NVTX range on CUDA) named ``name``."""
+        import torch
+
+        if self.cuda:
+            torch.cuda.nvtx.range_push(name)
+        try:
+            with torch.profiler.record_function(name):
+                yield
+        finally:
+            if self.cuda:
+                torch.cuda.nvtx.range_pop()
+
     # -- iteration --------------------------------------------------------------------------
     def begin_iteration(self) -> None:
         if self._active:
@@ -92,6 +126,7 @@ class StageTimer:
         self._records = []
         self._stack = []
         self._active = True
+        self._ranges_now = self._want_ranges()
         self._wall_start = self._clock()
         self._iter_start = self._mark()
 
@@ -105,12 +140,13 @@ class StageTimer:
         rec = _Record(name, group, self._stack[-1] if self._stack else None)
         self._records.append(rec)
         self._stack.append(len(self._records) - 1)
-        rec.start = self._mark()
-        try:
-            yield
-        finally:
-            rec.end = self._mark()
-            self._stack.pop()
+        with self._range(name) if self._ranges_now else _NO_RANGE:
+            rec.start = self._mark()
+            try:
+                yield
+            finally:
+                rec.end = self._mark()
+                self._stack.pop()
 
     def end_iteration(self) -> IterationSample:
         if not self._active:

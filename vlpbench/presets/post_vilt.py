@@ -19,10 +19,10 @@ places itself in the ViLT taxonomy, so ``class`` is absent and the presets carry
 
 from __future__ import annotations
 
-from vlpbench.architectures.compose import ArchConfig, build_architecture
-from vlpbench.architectures.cross_attention import CrossAttentionConfig, build_cross_attention
-from vlpbench.architectures.vlmo import MoMEConfig, build_mome
-from vlpbench.embedders.patch import PatchEmbedConfig, build_patch_embedder
+from vlpbench.architectures.compose import ArchConfig, VLPModel
+from vlpbench.architectures.cross_attention import CrossAttentionConfig, CrossAttentionInteraction
+from vlpbench.architectures.vlmo import MoMEConfig, MoMEInteraction
+from vlpbench.embedders.patch import PatchEmbedConfig, PatchEmbedder
 from vlpbench.registry import ARCH, INTERACTION, VISUAL
 
 POST_VILT_TAG = "post-vilt"    # not placed by the ViLT paper: no paper class
@@ -30,19 +30,19 @@ _TINY_PATCH = dict(image_size=(32, 32), patch_size=16, dim=32, pos_grid=(2, 2))
 
 # -- visual embedders: the ViT-B/16 stem (Conv2d 16/16 with bias, class token, positions) -------------------
 VISUAL.register(
-    "vit-b16-patch", build_patch_embedder,
+    "vit-b16-patch", PatchEmbedder.from_config,
     PatchEmbedConfig(image_size=(224, 224), patch_size=16, dim=768, pos_grid=(14, 14), pos_interp="none",
                      conv_bias=True, max_image_len=-1),
     description="ViT-B/16 stem at 224 (ALBEF / VLMo pre-training): Conv2d 16/16 -> 768, class token, 14x14+1 positions",
-    tiny=_TINY_PATCH, paper={"image_size": 224, "patch_size": 16, "tokens": 197},
+    tiny=_TINY_PATCH, paper={"image_size": 224, "patch_size": 16, "tokens": "197"},
     tags=("patch", "vit"),
 )
 VISUAL.register(
-    "vit-b16-patch-384", build_patch_embedder,
+    "vit-b16-patch-384", PatchEmbedder.from_config,
     PatchEmbedConfig(image_size=(384, 384), patch_size=16, dim=768, pos_grid=(24, 24), pos_interp="none",
                      conv_bias=True, max_image_len=-1),
     description="ViT-B/16 stem at 384 (ALBEF / VLMo fine-tuning): positions stored interpolated to 24x24+1",
-    tiny=_TINY_PATCH, paper={"image_size": 384, "patch_size": 16, "tokens": 577},
+    tiny=_TINY_PATCH, paper={"image_size": 384, "patch_size": 16, "tokens": "577"},
     tags=("patch", "vit"),
 )
 
@@ -50,7 +50,7 @@ VISUAL.register(
 _TINY_XATTN = dict(width=32, heads=4, mlp_dim=64, image_layers=2, text_layers=1, fusion_layers=1, embed_dim=16)
 _ALBEF_PAPER = {"model": "ALBEF-base", "image_layers": 12, "text_layers": 6, "fusion_layers": 6, "embed_dim": 256}
 INTERACTION.register(
-    "cross-attention", build_cross_attention, CrossAttentionConfig(path="itm"),
+    "cross-attention", CrossAttentionInteraction.from_config, CrossAttentionConfig(path="itm"),
     description="ALBEF fusion: ViT image encoder (VE), BERT text encoder (TE), BERT layers with text->image "
                 "cross-attention (MI); option path='itc': unimodal [CLS] projections to 256 and cosine / temperature",
     tiny=_TINY_XATTN, paper=_ALBEF_PAPER, tags=("albef", "fusion"),
@@ -58,7 +58,7 @@ INTERACTION.register(
 _TINY_MOME = dict(width=32, depth=3, heads=4, mlp_dim=64, vl_layers=1, embed_dim=32)
 _VLMO_PAPER = {"model": "VLMo-base", "depth": 12, "vl_layers": 2, "params_M": 175}
 INTERACTION.register(
-    "mome", build_mome, MoMEConfig(mode="fusion"),
+    "mome", MoMEInteraction.from_config, MoMEConfig(mode="fusion"),
     description="VLMo MoME: shared attention over [text; image], modality experts below, VL expert in the top 2; "
                 "option mode='dual': image (VE) and text (TE) each through every block with its expert, cosine (MI)",
     tiny=_TINY_MOME, paper=_VLMO_PAPER, tags=("vlmo", "fusion"),
@@ -85,7 +85,7 @@ _VLMO_FACTS = {
 
 
 def _register(name, cfg: ArchConfig, description: str, paper: dict, **kwargs) -> None:
-    ARCH.register(name, build_architecture, cfg, description=description, tiny={"tiny": True}, paper=paper,
+    ARCH.register(name, VLPModel.from_config, cfg, description=description, tiny={"tiny": True}, paper=paper,
                   tags=(POST_VILT_TAG,) + kwargs.pop("tags", ()), **kwargs)
 
 
