@@ -1,6 +1,5 @@
 """Splits, Datasets, collate and statistics of the generated data."""
 
-import time
 
 import pytest
 import torch
@@ -138,7 +137,7 @@ def test_unknown_split_and_bad_config_raise():
             SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), **bad))
 
 
-def test_a_few_thousand_scenes_take_seconds():
-    start = time.perf_counter()
-    SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=2000, n_val=100, n_test=100))
-    assert time.perf_counter() - start < 15      # about 1.5 s measured on the 2-core dev machine
+def test_a_few_thousand_scenes_generate_every_split():
+    # how long this takes is measured by benchmarks/test_data_generation.py, not asserted here
+    data = SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=2000, n_val=100, n_test=100))
+    assert [len(data.split(s)) for s in ("train", "val", "test")] == [2000, 100, 100]
