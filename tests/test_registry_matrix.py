@@ -140,6 +140,6 @@ def test_stage_names_from_dry_run(key):
 
 
 def test_every_registered_model_has_golden_stages():
-    names = {f"visual:{n}" for n in VISUAL.names()} | {f"text:{n}" for n in TEXT.names()}
-    names |= {f"arch:{n}" for n in ARCH.names() if not n.startswith("test-")}
-    assert names == set(GOLDEN_STAGES)
+    names = ({f"visual:{n}" for n in VISUAL.names()} | {f"text:{n}" for n in TEXT.names()}
+             | {f"arch:{n}" for n in ARCH.names()})
+    assert {n for n in names if not n.split(":", 1)[1].startswith("test-")} == set(GOLDEN_STAGES)  # test toys aside
