@@ -35,8 +35,8 @@ def _small_arch(name: str) -> str:
     from vlpbench.registry import ARCH
 
     small = [e.name for e in ARCH.entries() if "small" in e.tags]
-    resolved = ARCH.resolve(name) if name in ARCH else None
-    if resolved is None or "small" not in ARCH.get(resolved).tags:
+    resolved = ARCH.resolve(name)  # an unknown name: the registry's "unknown architecture" line
+    if "small" not in ARCH.get(resolved).tags:
         raise bad_value("--arch", name, f"a small preset: {', '.join(small)}")
     return resolved
 
