@@ -90,7 +90,7 @@ class UnroundedAnchorGenerator(AnchorGenerator):
     """
 
     def generate_anchors(self, scales, aspect_ratios, dtype: torch.dtype = torch.float32,
-                         device: torch.device = torch.device("cpu")) -> Tensor:
+                         device: torch.device = torch.device("cpu")) -> Tensor:  # noqa: B008 (torchvision signature)
         scales = torch.as_tensor(scales, dtype=dtype, device=device)
         aspect_ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
         h_ratios = torch.sqrt(aspect_ratios)

@@ -164,7 +164,7 @@ def _caffe2_name(key: str) -> str:
                    ("cls_score", "roi_heads.box_predictor.cls_score"), ("bbox_pred", "roi_heads.box_predictor.bbox_pred"),
                    ("fc_attr", "roi_heads.attribute_predictor.attr_linear1"),
                    ("attr_score", "roi_heads.attribute_predictor.attr_linear2")):
-        key = re.sub(rf"^{re.escape(c2)}_([wb])$", lambda m: f"{d2}.{'weight' if m[1] == 'w' else 'bias'}", key)
+        key = re.sub(rf"^{re.escape(c2)}_([wb])$", lambda m, d2=d2: f"{d2}.{'weight' if m[1] == 'w' else 'bias'}", key)
     return key
 
 

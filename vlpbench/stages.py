@@ -19,7 +19,7 @@ image tower under ``VE`` and only the dot product under ``MI``).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Set, Tuple
 
 GROUPS = ("VE", "TE", "MI", "head", "other")
 
@@ -60,11 +60,11 @@ class RecordingStage:
     """
 
     def __init__(self) -> None:
-        self.calls: list = []
-        self._parents: set = set()
-        self._stack: list = []
+        self.calls: List[Tuple[str, str]] = []
+        self._parents: Set[str] = set()
+        self._stack: List[str] = []
 
-    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager:
+    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager[None]:
         return self._enter(name, group)
 
     @contextmanager
@@ -101,7 +101,7 @@ def record_stages(fn: Callable[[StageFn], object]) -> RecordingStage:
     return rec
 
 
-def stage_names(module, batch_size: int = 1, device: str = "cpu") -> List[str]:
+def stage_names(module: Any, batch_size: int = 1, device: str = "cpu") -> List[str]:
     """The leaf stage names ``module`` emits, in order, from one recorded dry run on its own inputs.
 
     The single source of a model's stage list: it is read off the forward, never kept by hand.

@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import schema
 from .errors import VlpbenchError
@@ -318,7 +318,7 @@ def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: Optional[s
         run = RunDir.open(d)
         recs = run.records()
         for r in recs:
-            r.setdefault("_run", str(run.path))  # type: ignore[typeddict-unknown-key]
+            r.setdefault("_run", str(run.path))  # type: ignore[typeddict-item]
         records.extend(recs)
     if not records:
         raise VlpbenchError(f"no results in {', '.join(str(d) for d in run_dirs)}")
@@ -357,7 +357,7 @@ def _base_cols(r: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def _stage_entries(r: Dict[str, Any]) -> List[tuple]:
+def _stage_entries(r: Dict[str, Any]) -> List[Tuple[Any, ...]]:
     """(name, group, leaf, stats, median override) for every stage, then ``unaccounted`` and ``total``."""
     un = r.get("unaccounted") or {}
     return ([(s["name"], s["group"], s["leaf"], s, None) for s in r["stages"]]
@@ -427,9 +427,9 @@ def to_samples(records: Iterable[Dict[str, Any]]) -> "pd.DataFrame":
 def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage",
                kind: Optional[str] = None) -> "pd.DataFrame":
     """:func:`to_frame` of the records in ``run_dirs`` (see it for the columns and what adds up)."""
-    return to_frame(load_records(run_dirs, kind=kind), level=level)
+    return to_frame([dict(r) for r in load_records(run_dirs, kind=kind)], level=level)
 
 
 def load_samples(run_dirs: Union[PathLike, Sequence[PathLike]]) -> "pd.DataFrame":
     """:func:`to_samples` of the latency records in ``run_dirs``: every raw sample, one row each."""
-    return to_samples(load_records(run_dirs, kind="latency"))
+    return to_samples([dict(r) for r in load_records(run_dirs, kind="latency")])

@@ -145,7 +145,7 @@ def _caffe2_names(d2_state):
                        ("roi_heads.box_predictor.bbox_pred", "bbox_pred"),
                        ("roi_heads.attribute_predictor.attr_linear1", "fc_attr"),
                        ("roi_heads.attribute_predictor.attr_linear2", "attr_score")):
-            k = re.sub(rf"^{re.escape(d2)}\.(weight|bias)$", lambda n: f"{c2}_{n[1][0]}", k)
+            k = re.sub(rf"^{re.escape(d2)}\.(weight|bias)$", lambda n, c2=c2: f"{c2}_{n[1][0]}", k)
         k = k.replace("roi_heads.attribute_predictor.cls_embed.weight", "cls_embedding_w")
         out[k] = value.numpy()
     return out

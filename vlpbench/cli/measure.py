@@ -146,6 +146,8 @@ def base_spec(args, **fields: Any):
 
 
 def register(sub) -> None:
+    from vlpbench.harness.runner import max_threads
+
     p = sub.add_parser("list", help="list what is registered")
     p.add_argument("kind", nargs="?", default="all", help="arch, visual, text, interaction, head or all")
     p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")

@@ -16,8 +16,8 @@ cuDNN's fused RNN kernel on CUDA is not counted and shows in ``not_counted``.
 
 Everything else (element-wise ops, activations, normalisation, softmax outside SDPA, pooling,
 interpolation, sorting, indexing) is not counted; the ops seen in the pass that carry no formula and
-added no FLOPs through what they decompose into are listed in ``not_counted`` with how often they ran.  The PyTorch fast path for
-``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is disabled during counting, since its
+added no FLOPs through what they decompose into are listed in ``not_counted`` with how often they ran.
+The PyTorch fast path for ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is disabled during counting, since its
 fused kernel counts 0.
 """
 

@@ -2,7 +2,8 @@
 
 The record is checked against the schema and written atomically to ``OUT.json``; a user mistake (or an
 allocation the machine cannot satisfy, which :func:`run_spec` reports as one) goes, as
-``{"error": message}``, to :func:`error_path` beside it, never to ``OUT.json`` itself, so a run directory never holds a non-record under a record's name.
+``{"error": message}``, to :func:`error_path` beside it, never to ``OUT.json`` itself, so a run directory
+never holds a non-record under a record's name.
 
 The worker follows its parent (``VLPBENCH_PARENT_PID``): on Linux the kernel kills it when the parent
 dies (``PR_SET_PDEATHSIG``); elsewhere a watchdog thread checks once a second.  A parent killed alone

@@ -3,7 +3,8 @@ co-attention.
 
 Sizes from the ViLT paper (Table 6) and the repositories named per preset (docs/reference.md sections 3-5).
 ``paper=`` values are reference facts for report columns (labelled paper values, never measured ones).
-``tiny=`` keeps every structural feature (bottlenecks, anti-aliased strides, attention pool, packed BiGRU, GPO, the ViLBERT layer schedule) at a seconds-fast size.
+``tiny=`` keeps every structural feature (bottlenecks, anti-aliased strides, attention pool, packed BiGRU, GPO,
+the ViLBERT layer schedule) at a seconds-fast size.
 """
 
 from __future__ import annotations

@@ -192,7 +192,8 @@ def read_nlvr2(path: str | os.PathLike) -> List[NLVR2Record]:
                 raise VlpbenchError(f"{str(path)!r}: {where} field 'identifier' {identifier!r} is not "
                                     "of the form split-set-pair-sentence")
             if ("left_image" in item) != ("right_image" in item):
-                raise VlpbenchError(f"{str(path)!r}: {where} names one image ({'left_image' if 'left_image' in item else 'right_image'} "
+                side = "left_image" if "left_image" in item else "right_image"
+                raise VlpbenchError(f"{str(path)!r}: {where} names one image ({side} "
                                     "only); accepted: an image pair, both left_image and right_image, or neither "
                                     "(then <identifier stem>-img0.png / -img1.png)")
             left = _field(item, "left_image", str, path, where) if "left_image" in item else f"{stem}-img0.png"
