@@ -42,17 +42,22 @@ def config_key(config: Dict[str, Any]) -> str:
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
-    The text goes to a temporary file in the same directory, is fsynced, and replaces ``path`` with
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file in the same directory, are fsynced, and replace ``path`` with
     ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

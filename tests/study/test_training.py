@@ -47,7 +47,8 @@ def test_resume_equals_uninterrupted(tmp_path, data):
         assert torch.equal(a[k], b[k]), k
     # and training moved the weights away from a different seed's
     other, _ = train(cfg(seed=1, steps=1), str(tmp_path / "other"), data=data)
-    assert not torch.equal(other.state_dict()["qa.classifier.3.weight"], a["qa.classifier.3.weight"])
+    qa_keys = [k for k in a if k.startswith("qa.")]
+    assert qa_keys and not all(torch.equal(other.state_dict()[k], a[k]) for k in qa_keys)
     log = [json.loads(l) for l in open(tmp_path / "cut" / "train_log.jsonl")]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
 

@@ -26,29 +26,65 @@ def _add_threads(p) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
-    from vlpbench.study.training import DataSpec, TrainConfig, train
+    from vlpbench.study.training import TrainConfig, train
 
     _set_threads(args)
     load_all()
     cfg = TrainConfig(arch=args.arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_frac=args.warmup_frac, align_frac=args.align_frac,
+                      loss=args.loss, augment=args.augment, objectives=_objectives(args),
                       tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
-                      data=DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test),
-                      progress=not args.no_progress)
+                      data=_data_spec(args), progress=not args.no_progress)
     _, summary = train(cfg, args.run_dir, stop_after=args.stop_after)
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(summary, indent=1))
     return 0
 
 
+def _objectives(args: argparse.Namespace):
+    """``--objective NAME=WEIGHT`` (repeatable), ``--masking``, ``--hard-negatives`` -> ObjectiveConfig."""
+    import dataclasses
+
+    from vlpbench.study.objectives import ObjectiveConfig
+
+    weights = [f.name for f in dataclasses.fields(ObjectiveConfig) if f.type in ("float", float)]
+    fields = {}
+    for item in args.objective or []:
+        name, sep, value = item.partition("=")
+        if not sep or name not in weights:
+            raise bad_value("--objective", item, f"NAME=WEIGHT with NAME one of {', '.join(weights)}")
+        try:
+            fields[name] = float(value)
+        except ValueError:
+            raise bad_value("--objective", item, "NAME=WEIGHT with a number as WEIGHT") from None
+    return ObjectiveConfig(masking=args.masking, hard_negatives=args.hard_negatives, **fields).validate()
+
+
+def _data_spec(args: argparse.Namespace):
+    """The generated data: ``--data`` names a design (vlpbench.study.runner.DATA_DESIGNS), sizes override it."""
+    import dataclasses
+
+    from vlpbench.study.runner import DATA_DESIGNS
+
+    if args.data not in DATA_DESIGNS:
+        raise bad_value("--data", args.data, DATA_DESIGNS)
+    return dataclasses.replace(DATA_DESIGNS[args.data], n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
+
+
+def _add_data(p, n_train: int = 2000) -> None:
+    p.add_argument("--data", default="default", help="data design (default: the study's; 'free': objects anywhere)")
+    p.add_argument("--n-train", type=int, default=n_train)
+    p.add_argument("--n-val", type=int, default=250)
+    p.add_argument("--n-test", type=int, default=250)
+
+
 def _train_detector(args: argparse.Namespace) -> int:
     from vlpbench.study.data import SyntheticData
     from vlpbench.study.detector import DetectorConfig, train_detector
     from vlpbench.presets import load_all
-    from vlpbench.study.training import DataSpec
-
     _set_threads(args)
     load_all()
-    data = SyntheticData(DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test).dataset_config())
+    data = SyntheticData(_data_spec(args).dataset_config())
     summary = train_detector(DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny),
                              data, args.out)
     print(json.dumps(summary, indent=1))
@@ -87,14 +123,23 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32, help="pairs per task per step per process")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (matrices only)")
+    p.add_argument("--warmup-frac", type=float, default=0.1, help="share of steps in linear warm-up, then cosine")
+    p.add_argument("--align-frac", type=float, default=0.0,
+                   help="share of steps (the first) training only the alignment objective")
+    p.add_argument("--loss", default="auto", help="dual encoders: infonce, hinge or auto (hinge for VSE)")
+    p.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
+                   help="weight of one objective (repeatable): align, itm, mlm, wpa (ViLT: 0.1), itc, qa, match; "
+                        "0 turns it off")
+    p.add_argument("--masking", default="mask", help="mask: every masked word -> [MASK]; bert: 80/10/10")
+    p.add_argument("--hard-negatives", action="store_true", help="ITM negatives mined from ITC (needs itc > 0)")
+    p.add_argument("--augment", default="none", help="none or randaugment (truth-preserving ops)")
     p.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     p.add_argument("--detector", help="detector.pt from train-detector (region architectures)")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--stop-after", type=int, help="stop after this many steps of this call (then resume)")
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--n-val", type=int, default=250)
-    p.add_argument("--n-test", type=int, default=250)
+    _add_data(p)
     p.add_argument("--no-progress", action="store_true")
     _add_threads(p)
     p.set_defaults(func=_train)
@@ -106,9 +151,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true")
     _add_threads(p)
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--n-val", type=int, default=250)
-    p.add_argument("--n-test", type=int, default=250)
+    _add_data(p)
     p.set_defaults(func=_train_detector)
 
     p = sub.add_parser("eval", help="retrieval R@K of a checkpoint on a local COCO / Flickr30k Karpathy split")

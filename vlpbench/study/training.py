@@ -24,6 +24,7 @@ nccl on CUDA); rank 0 writes the checkpoint and the log.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import time
@@ -35,13 +36,18 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate
-from vlpbench.study.schedule import lr_lambda
 from vlpbench.embedders.patch import PROCESSOR_NORMALISATION
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.study.objectives import TaskModel
-from vlpbench.registry import ARCH, VISUAL
-from vlpbench.store import atomic_write_json
+from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_TINY
+from vlpbench.registry import ARCH, INTERACTION, VISUAL
+from vlpbench.store import atomic_write_bytes, atomic_write_json
+from vlpbench.study.augment import AUGMENTS, augment_batch
+from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate
+from vlpbench.study.data.language import QUESTION_TYPES
+from vlpbench.study.data.scenes import SHAPE_NAMES, SIZE_NAMES
+from vlpbench.study.objectives import DualTaskModel, FusionTaskModel, ObjectiveConfig, TaskModel
+from vlpbench.study.relational import RelationalQA, RelationalTaskModel
+from vlpbench.study.schedule import lr_lambda
 
 CHECKPOINT = "checkpoint.pt"
 TASKS = ("retrieval", "qa", "matching")
@@ -59,10 +65,29 @@ class DataSpec:
     n_val: int = 250
     n_test: int = 250
     max_length: int = 34
+    min_objects: int = 2
+    max_objects: int = 6
+    shapes: Tuple[str, ...] = SHAPE_NAMES
+    sizes: Tuple[str, ...] = SIZE_NAMES
+    layout: str = "free"                     # "free" or "cells" (objects centred in grid x grid cells)
+    grid: int = 4
+    radius: Optional[float] = None           # one radius for every object (fraction of the canvas); None: sizes'
+    question_types: Tuple[str, ...] = QUESTION_TYPES
+    questions_per_type: int = 1
+
+    def __post_init__(self) -> None:          # JSON round trips give lists
+        for name in ("shapes", "sizes", "question_types"):
+            setattr(self, name, tuple(getattr(self, name)))
+
+    def scene_config(self) -> SceneConfig:
+        radii = {} if self.radius is None else {"small_radius": self.radius, "large_radius": self.radius}
+        return SceneConfig(canvas=self.canvas, min_objects=self.min_objects, max_objects=self.max_objects,
+                           shapes=self.shapes, sizes=self.sizes, layout=self.layout, grid=self.grid, **radii)
 
     def dataset_config(self) -> DatasetConfig:
-        return DatasetConfig(scene=SceneConfig(canvas=self.canvas), seed=self.seed, n_train=self.n_train,
-                             n_val=self.n_val, n_test=self.n_test, max_length=self.max_length)
+        return DatasetConfig(scene=self.scene_config(), seed=self.seed, n_train=self.n_train, n_val=self.n_val,
+                             n_test=self.n_test, max_length=self.max_length, question_types=self.question_types,
+                             questions_per_type=self.questions_per_type)
 
 
 @dataclass
@@ -77,6 +102,8 @@ class TrainConfig:
     align_frac: float = 0.4                 # share of steps (the first) training only the alignment objective
     grad_clip: float = 1.0
     loss: str = "auto"                      # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
+    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)   # weights and options per objective
+    augment: str = "none"                   # "none" or "randaugment" (truth-preserving ops, vlpbench.study.augment)
     tiny: bool = False                      # build the preset's tiny variant (smoke tests)
     detector: Optional[str] = None          # trained region-embedder weights (region architectures)
     data: DataSpec = field(default_factory=DataSpec)
@@ -84,7 +111,8 @@ class TrainConfig:
     progress: bool = True                   # tqdm bar
 
     def validate(self) -> "TrainConfig":
-        ARCH.resolve(self.arch)
+        if self.arch not in REFERENCE_ARCHS:
+            ARCH.resolve(self.arch)
         for name in ("steps", "batch_size", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -97,6 +125,11 @@ class TrainConfig:
             raise bad_value("align_frac", self.align_frac, "a fraction in [0, 1)")
         if self.loss not in ("auto", "infonce", "hinge"):
             raise bad_value("loss", self.loss, ("auto", "infonce", "hinge"))
+        if self.augment not in AUGMENTS:
+            raise bad_value("augment", self.augment, AUGMENTS)
+        if not self.weight_decay >= 0:
+            raise bad_value("weight_decay", self.weight_decay, "a number >= 0")
+        self.objectives.validate()
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -106,6 +139,7 @@ class TrainConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         d["data"] = DataSpec(**d.get("data", {}))
+        d["objectives"] = ObjectiveConfig(**d.get("objectives", {}))
         return cls(**d)
 
 
@@ -128,11 +162,31 @@ def init_distributed() -> Tuple[int, int, torch.device]:
 
 
 # ---- model ---------------------------------------------------------------------------------------------
-def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
-    """Registry architecture (vocabulary from the tokenizer, detector weights frozen) + family heads."""
+def family_of(interaction: str) -> str:
+    """"dual" (classes a/b: pooled embeddings + similarity) or "fusion" (c/d), from the interaction's registry tags."""
+    tags = INTERACTION.get(interaction).tags
+    found = [t for t in ("dual", "fusion") if t in tags]
+    if len(found) != 1:
+        raise VlpbenchError(f"interaction {interaction!r} declares no family among its tags {tags}; "
+                            f"accepted: exactly one of dual, fusion")
+    return found[0]
+
+
+def build_task_model(cfg: TrainConfig, data: Optional[SyntheticData] = None, *, vocab_size: Optional[int] = None,
+                     num_answers: Optional[int] = None) -> TaskModel:
+    """Registry architecture (vocabulary from the tokenizer, detector weights frozen) + family heads.
+
+    The vocabulary and answer count come from ``data`` or, without it, ``vocab_size`` / ``num_answers``.
+    """
+    if data is not None:
+        vocab_size, num_answers = data.tokenizer.vocab_size, len(data.answers)
+    if vocab_size is None or num_answers is None:
+        raise VlpbenchError("build_task_model needs the data, or vocab_size and num_answers")
+    if cfg.arch in REFERENCE_ARCHS:
+        return build_reference(cfg, vocab_size, num_answers)
     entry = ARCH.get(cfg.arch)
     arch_cfg = entry.make_config(tiny=cfg.tiny)
-    text_over = dict(arch_cfg.text_overrides, vocab_size=data.tokenizer.vocab_size)
+    text_over = dict(arch_cfg.text_overrides, vocab_size=vocab_size)
     visual_over = dict(arch_cfg.visual_overrides)
     if cfg.detector is not None:
         if not os.path.isfile(cfg.detector):
@@ -141,13 +195,33 @@ def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
     arch_cfg = dataclasses.replace(arch_cfg, text_overrides=text_over, visual_overrides=visual_over)
     torch.manual_seed(cfg.seed)
     model = entry.builder(arch_cfg)
-    loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
-    task = TaskModel(model, num_answers=len(data.answers), vocab_size=data.tokenizer.vocab_size, loss=loss,
-                     pixel_processor=pixel_processor(arch_cfg.visual))
-    if "region" in getattr(model.visual, "stage_names", lambda: [])() or hasattr(model.visual, "run_detector"):
+    processor = pixel_processor(arch_cfg.visual)
+    if family_of(arch_cfg.interaction) == "dual":
+        loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
+        task: TaskModel = DualTaskModel(model, num_answers=num_answers, objectives=cfg.objectives, loss=loss,
+                                        pixel_processor=processor)
+    else:
+        task = FusionTaskModel(model, num_answers=num_answers, vocab_size=vocab_size, objectives=cfg.objectives,
+                               pixel_processor=processor)
+    task.region = is_region(arch_cfg.visual)
+    if task.region:
         for p in model.visual.parameters():       # the detector is frozen: regions are extracted, not learned
             p.requires_grad_(False)
     return task
+
+
+def build_reference(cfg: TrainConfig, vocab_size: int, num_answers: int) -> RelationalTaskModel:
+    """A calibration reference (Santoro et al.'s RN or CNN+MLP) for the data's canvas and vocabulary."""
+    ref = dataclasses.replace(REFERENCE_ARCHS[cfg.arch], **(REFERENCE_TINY if cfg.tiny else {}))
+    ref = dataclasses.replace(ref, image_size=(cfg.data.canvas, cfg.data.canvas), vocab_size=vocab_size,
+                              num_answers=num_answers)
+    torch.manual_seed(cfg.seed)
+    return RelationalTaskModel(RelationalQA(ref))
+
+
+def is_region(visual: str) -> bool:
+    """Region embedders (a detector, frozen in the study) declare the ``region`` registry tag."""
+    return "region" in VISUAL.get(visual).tags
 
 
 def pixel_processor(visual: str) -> Optional[str]:
@@ -172,7 +246,7 @@ def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str],
 
     The regions of one detector file and data set are computed once per process and shared by every run.
     """
-    if not hasattr(task.model.visual, "run_detector"):
+    if not task.region:
         return
     task.model.visual.eval()
     key = (os.path.abspath(detector) if detector else "untrained", id(data))
@@ -263,8 +337,9 @@ def save_checkpoint(path: str, task: TaskModel, opt, sched, streams, step: int, 
     state = {"arch": cfg.arch, "config": cfg.to_dict(), "step": step, "model": task.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "streams": {k: s.state() for k, s in streams.items()}, **extra}
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -274,9 +349,28 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise VlpbenchError(f"invalid checkpoint {path!r}: cannot be read ({e})") from e
 
 
-def model_state(task: TaskModel) -> Dict[str, torch.Tensor]:
-    """Trainable state only (the region cache and frozen detector are rebuilt from the detector file)."""
-    return task.state_dict()
+def param_groups(task: TaskModel, weight_decay: float):
+    """AdamW groups: weight decay on matrices, none on biases, norms, embeddings' scalars (BERT / ViLT)."""
+    decay, no_decay = [], []
+    for name, p in task.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def objective_names(task: TaskModel) -> str:
+    """The summary's loss label, e.g. "itc+match+qa" or "mlm+itm+wpa(0.1)+match+qa"."""
+    o = task.objectives
+    if task.family == "reference":
+        return "qa"
+    if task.family == "dual":
+        return task.loss_kind      # + match + qa, as every family
+    else:
+        names = [n if getattr(o, n) == 1 else f"{n}({getattr(o, n):g})" for n in ("itc", "mlm", "itm", "wpa")
+                 if getattr(o, n) > 0]
+        names += ["bert-masking"] if o.masking == "bert" else []
+        names += ["hard-negatives"] if o.hard_negatives else []
+    return "+".join(names + [n for n in ("match", "qa") if getattr(o, n) > 0])
 
 
 # ---- the loop -------------------------------------------------------------------------------------------
@@ -299,7 +393,7 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     cache_regions(task, data, cfg.detector)
     task.to(device)
     params = [p for p in task.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(task, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, int(cfg.warmup_frac * cfg.steps)), cfg.steps))
     streams = {t: Stream(IndexedTask(data, t, "train"), cfg.batch_size, cfg.seed, rank, world) for t in TASKS}
     step, wall_before = 0, 0.0
@@ -336,6 +430,9 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
             batches = {t: {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.next().items()}
                        for t, s in streams.items()}
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
+            if cfg.augment != "none" and task.visual_cache is None:
+                for b in batches.values():
+                    b["pixel_values"] = augment_batch(b["pixel_values"], gen)
             loss, parts = net(batches["retrieval"], batches["qa"], batches["matching"], gen,
                               align_only=step < align_steps)
             opt.zero_grad(set_to_none=True)
@@ -354,11 +451,12 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     bar.close()
     wall = wall_before + time.perf_counter() - start
     pairs_seen = world * cfg.batch_size * (min(step, align_steps) + len(TASKS) * max(0, step - align_steps))
-    summary = {"steps": step, "pairs_seen": pairs_seen, "wall_s": round(wall, 2), "world_size": world,
+    qa_seen = world * cfg.batch_size * (step if task.family == "reference" else max(0, step - align_steps))
+    summary = {"steps": step, "pairs_seen": pairs_seen, "qa_seen": qa_seen, "wall_s": round(wall, 2), "world_size": world,
                "finished": step >= cfg.steps, "batch_size_per_task": cfg.batch_size, "tasks": list(TASKS),
                "optimizer": "AdamW", "lr": cfg.lr, "schedule": f"linear warm-up {cfg.warmup_frac:.0%} + cosine",
                "align_steps": align_steps,
-               "loss": task.loss_kind if task.family == "dual" else "mlm+itm+match+qa", "family": task.family}
+               "loss": objective_names(task), "family": task.family, "augment": cfg.augment}
     if rank == 0:
         atomic_write_json(os.path.join(run_dir, "train_summary.json"), summary)
         data.tokenizer.save(os.path.join(run_dir, "tokenizer.json"))
