@@ -34,7 +34,8 @@ def _train(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, warmup_frac=args.warmup_frac, align_frac=args.align_frac,
                       loss=args.loss, augment=args.augment, objectives=_objectives(args),
                       tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
-                      data=_data_spec(args), progress=not args.no_progress)
+                      data=_data_spec(args), progress=not args.no_progress, device=args.device,
+                      regions=args.regions)
     _, summary = train(cfg, args.run_dir, stop_after=args.stop_after)
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(summary, indent=1))
@@ -111,7 +112,7 @@ def _study(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile, steps=args.steps,
                           seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
                           archs=tuple(args.arch.split(",")) if args.arch else None,
-                          latency=False if args.no_latency else None)
+                          latency=False if args.no_latency else None, device=args.device, regions=args.regions)
     run_study(profile, args.out, jobs=args.jobs, threads=args.threads)
     return 0
 
@@ -126,8 +127,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (matrices only)")
     p.add_argument("--warmup-frac", type=float, default=0.1, help="share of steps in linear warm-up, then cosine")
-    p.add_argument("--align-frac", type=float, default=0.0,
-                   help="share of steps (the first) training only the alignment objective")
+    p.add_argument("--align-frac", type=float, default=0.4,
+                   help="share of steps (the first) training only the alignment objective (0: every objective "
+                        "from step 0, as the study's profiles)")
     p.add_argument("--loss", default="auto", help="dual encoders: infonce, hinge or auto (hinge for VSE)")
     p.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
                    help="weight of one objective (repeatable): align, itm, mlm, wpa (ViLT: 0.1), itc, qa, match; "
@@ -137,10 +139,13 @@ def register(sub) -> None:
     p.add_argument("--augment", default="none", help="none or randaugment (truth-preserving ops)")
     p.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     p.add_argument("--detector", help="detector.pt from train-detector (region architectures)")
+    p.add_argument("--regions", default="detected",
+                   help="region architectures: detected, or oracle (features of the ground-truth boxes, labelled)")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--stop-after", type=int, help="stop after this many steps of this call (then resume)")
     _add_data(p)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA for torchrun DDP runs when present)")
     _add_threads(p)
     p.set_defaults(func=_train)
 
@@ -163,12 +168,14 @@ def register(sub) -> None:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("study", help="the accuracy study: detector, every class x seeds, latency, tables")
-    p.add_argument("--profile", default="default", help="default, quick or smoke")
+    p.add_argument("--profile", default="default", help="default, full, quick or smoke")
     p.add_argument("--out", default="reports/accuracy")
     p.add_argument("--steps", type=int)
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--arch", help="comma-separated small presets")
     p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
+    p.add_argument("--device", help="training device: cpu, cuda or auto (default: the profile's)")
+    p.add_argument("--regions", help="region models: detected (default) or oracle (ground-truth boxes, labelled)")
     p.add_argument("--jobs", type=int, default=1,
                    help="train this many (arch, seed) runs at once, each in its own process with --threads threads")
     _add_threads(p)

@@ -100,8 +100,8 @@ REGION_ARCHS = ("vse-small", "vilbert-small", "uniter-small")
 # -- calibration references (QA models, not VLP architectures: the study's own table, not ARCH) -------
 # Santoro et al. 2017's CNN+MLP and Relation Network (vlpbench.study.relational) at the study's size: four
 # stride-2 convolutions of 24 channels (64 px -> 4 x 4 cells, one object per cell in the "cells" layout),
-# GRU question code 64; g 3 x 64 and f 64 (the paper's 4 x 256 and 256 shrunk to train on 2 cores).
-_RN = RelationalConfig(kind="rn", channels=24, conv_layers=4, question_dim=64, g_dim=64, g_layers=3, f_dim=64)
+# GRU question code 64; g 3 x 64 (the paper's 4 x 256, shrunk: g runs over 256 pairs) and f 256 as the paper.
+_RN = RelationalConfig(kind="rn", channels=24, conv_layers=4, question_dim=64, g_dim=64, g_layers=3, f_dim=256)
 REFERENCE_ARCHS = {
     "rn-small": _RN,
     "cnn-mlp-small": dataclasses.replace(_RN, kind="cnn-mlp"),

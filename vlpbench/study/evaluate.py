@@ -82,12 +82,13 @@ def eval_retrieval(task: TaskModel, data: SyntheticData, split: str = "test", ga
 
 @torch.no_grad()
 def eval_qa(task: TaskModel, data: SyntheticData, split: str = "test", batch_size: int = 256) -> Dict[str, float]:
-    logits, answers, relational = [], [], []
+    logits, answers, relational, types = [], [], [], []
     for b in _batches(IndexedTask(data, "qa", split), batch_size):
         logits.append(task.qa_logits_of(b, split))
         answers.append(b["answer"])
         relational.append(b["relational"])
-    return qa_accuracy(torch.cat(logits), torch.cat(answers), torch.cat(relational))
+        types.append(b["question_type"])
+    return qa_accuracy(torch.cat(logits), torch.cat(answers), torch.cat(relational), torch.cat(types))
 
 
 @torch.no_grad()

@@ -96,14 +96,15 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, generator
     uses it: no word is ever split between masked and unmasked pieces.
     """
     words = (input_ids >= FIRST_WORD_ID) & attention_mask.bool()
-    pick = (torch.rand(input_ids.shape, generator=generator) < mask_prob) & words
+    dev = input_ids.device                      # draws come from the CPU generator (the same on every device)
+    pick = (torch.rand(input_ids.shape, generator=generator).to(dev) < mask_prob) & words
     labels = torch.where(pick, input_ids, torch.full_like(input_ids, -100))
     if masking == "mask":
         return torch.where(pick, torch.full_like(input_ids, MASK_ID), input_ids), labels
     if vocab_size is None:
         raise bad_value("vocab_size", vocab_size, "the vocabulary size (random replacement words)")
-    u = torch.rand(input_ids.shape, generator=generator)
-    random_words = torch.randint(FIRST_WORD_ID, vocab_size, input_ids.shape, generator=generator)
+    u = torch.rand(input_ids.shape, generator=generator).to(dev)
+    random_words = torch.randint(FIRST_WORD_ID, vocab_size, input_ids.shape, generator=generator).to(dev)
     out = torch.where(pick & (u < 0.8), torch.full_like(input_ids, MASK_ID), input_ids)
     out = torch.where(pick & (u >= 0.8) & (u < 0.9), random_words, out)
     return out, labels
@@ -264,14 +265,16 @@ class FusionTaskModel(TaskModel):
                        generator: torch.Generator) -> torch.Tensor:
         """[B] which caption each image is paired with as its ITM negative: the next one (roll), or one
         drawn with probability softmax(similarity) among captions of other images (ALBEF's hard negatives)."""
-        n = len(index)
+        n, dev = len(index), index.device
         if similarity is None:
-            return torch.arange(n).roll(1)
-        weights = F.softmax(similarity.detach().float(), dim=1).masked_fill(index[:, None] == index[None, :], 0.0)
-        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, (index[:, None] != index[None, :]).float())
+            return torch.arange(n, device=dev).roll(1)
+        index = index.cpu()                                # drawn with the CPU generator
+        other = index[:, None] != index[None, :]
+        weights = F.softmax(similarity.detach().float().cpu(), dim=1) * other
+        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, other.float())
         if not bool((weights.sum(1) > 0).all()):
-            return torch.arange(n).roll(1)                 # every caption of one image: no other to draw
-        return torch.multinomial(weights + 1e-12 * (weights > 0), 1, generator=generator)[:, 0]
+            return torch.arange(n, device=dev).roll(1)     # every caption of one image: no other to draw
+        return torch.multinomial(weights + 1e-12 * other, 1, generator=generator)[:, 0].to(dev)
 
     def alignment(self, retrieval, generator, align_only):
         o = self.objectives

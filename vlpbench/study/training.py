@@ -29,7 +29,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -48,11 +48,12 @@ from vlpbench.study.data.scenes import SHAPE_NAMES, SIZE_NAMES
 from vlpbench.study.objectives import DualTaskModel, FusionTaskModel, ObjectiveConfig, TaskModel
 from vlpbench.study.relational import RelationalQA, RelationalTaskModel
 from vlpbench.study.schedule import lr_lambda
+from vlpbench.types import VisualTokens
 
 CHECKPOINT = "checkpoint.pt"
 TASKS = ("retrieval", "qa", "matching")
 # fields that may change between an interrupted run and its resumption (they do not change the result)
-RESUMABLE_FIELDS = ("checkpoint_every", "progress")
+RESUMABLE_FIELDS = ("checkpoint_every", "progress", "device")
 
 
 @dataclass
@@ -109,6 +110,8 @@ class TrainConfig:
     data: DataSpec = field(default_factory=DataSpec)
     checkpoint_every: int = 100             # steps between checkpoints
     progress: bool = True                   # tqdm bar
+    device: str = "auto"                    # "cpu", "cuda" or "auto" (CUDA for torchrun DDP runs when present)
+    regions: str = "detected"               # region architectures: "detected" or "oracle" (ground-truth boxes)
 
     def validate(self) -> "TrainConfig":
         if self.arch not in REFERENCE_ARCHS:
@@ -125,6 +128,10 @@ class TrainConfig:
             raise bad_value("align_frac", self.align_frac, "a fraction in [0, 1)")
         if self.loss not in ("auto", "infonce", "hinge"):
             raise bad_value("loss", self.loss, ("auto", "infonce", "hinge"))
+        if self.device not in DEVICES:
+            raise bad_value("device", self.device, DEVICES)
+        if self.regions not in REGION_SOURCES:
+            raise bad_value("regions", self.regions, REGION_SOURCES)
         if self.augment not in AUGMENTS:
             raise bad_value("augment", self.augment, AUGMENTS)
         if not self.weight_decay >= 0:
@@ -153,9 +160,17 @@ def dist_env() -> Tuple[int, int, int]:
         raise VlpbenchError(f"invalid RANK / WORLD_SIZE / LOCAL_RANK in the environment ({e}); accepted: integers") from e
 
 
-def init_distributed() -> Tuple[int, int, torch.device]:
+DEVICES = ("auto", "cpu", "cuda")
+REGION_SOURCES = ("detected", "oracle")
+
+
+def init_distributed(want: str = "auto") -> Tuple[int, int, torch.device]:
+    """(rank, world, device): ``want`` "cuda" needs a GPU; "auto" takes one for DDP runs only (as before)."""
     rank, world, local = dist_env()
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() and world > 1 else torch.device("cpu")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise bad_value("device", want, "cpu or auto on this machine (no CUDA device is available)")
+    use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available() and world > 1)
+    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
@@ -241,23 +256,59 @@ _REGION_CACHE: Dict[Tuple[str, int], Dict[str, Dict[str, torch.Tensor]]] = {}
 
 
 @torch.no_grad()
-def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str], batch_size: int = 64) -> None:
+def oracle_regions(embedder, pixel_values: torch.Tensor, boxes: List[torch.Tensor]) -> VisualTokens:
+    """The region embedder's features of given boxes (the ground-truth-box oracle): the same backbone, RoI
+    Align and box head as its detector path, the scene's object boxes in place of its detections.
+
+    pixel_values [B, 3, H, W] in [0, 1] at the embedder's image size; boxes B x [n_i, 4] pixels ->
+    VisualTokens(features [B, K, D], mask [B, K] True for the n_i objects, boxes [B, K, 4] in [0, 1]).
+    """
+    k, (h, w) = embedder.num_regions, embedder.image_size
+    if max(len(b) for b in boxes) > k:
+        raise bad_value("objects per scene", max(len(b) for b in boxes), f"at most the {k} regions of the embedder")
+    maps = embedder.backbone(embedder.transform(pixel_values))
+    rows = embedder.box_head(embedder.roi_pooler(maps, boxes, [embedder.image_size] * len(boxes)))   # [N, D]
+    if embedder.proj is not None:
+        rows = embedder.proj(rows)
+    features = rows.new_zeros(len(boxes), k, rows.shape[-1])
+    mask = torch.zeros(len(boxes), k, dtype=torch.bool)
+    norm_boxes = rows.new_zeros(len(boxes), k, 4)
+    start = 0
+    for i, b in enumerate(boxes):
+        features[i, :len(b)], mask[i, :len(b)] = rows[start:start + len(b)], True
+        norm_boxes[i, :len(b)] = b / b.new_tensor([w, h, w, h])
+        start += len(b)
+    return VisualTokens(features=features, mask=mask, boxes=norm_boxes)
+
+
+def _region_batch(task: TaskModel, split, lo: int, hi: int, oracle: bool) -> VisualTokens:
+    pixels = split.images[lo:hi].float() / 255.0
+    if not oracle:
+        return task.model.visual(pixel_values=pixels)
+    boxes = [torch.tensor([o.box for o in scene.objects], dtype=torch.float32) for scene in split.scenes[lo:hi]]
+    return oracle_regions(task.model.visual, pixels, boxes)
+
+
+@torch.no_grad()
+def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str], batch_size: int = 64,
+                  oracle: bool = False) -> None:
     """Run the frozen region embedder once over every split; the model then reads regions by image index.
 
+    ``oracle``: regions of the ground-truth object boxes instead of the detections (a labelled variant).
     The regions of one detector file and data set are computed once per process and shared by every run.
     """
     if not task.region:
         return
     task.model.visual.eval()
-    key = (os.path.abspath(detector) if detector else "untrained", id(data))
+    key = (os.path.abspath(detector) if detector else "untrained", id(data), oracle)
     if key in _REGION_CACHE:
         task.visual_cache = _REGION_CACHE[key]
         return
     cache = {}
     for split in ("train", "val", "test"):
-        images = data.split(split).images
-        outs = [task.model.visual(pixel_values=images[s:s + batch_size].float() / 255.0)
-                for s in range(0, len(images), batch_size)]
+        sp = data.split(split)
+        outs = [_region_batch(task, sp, s, min(len(sp), s + batch_size), oracle)
+                for s in range(0, len(sp), batch_size)]
         cache[split] = {"features": torch.cat([o.features for o in outs]), "mask": torch.cat([o.mask for o in outs]),
                         "boxes": torch.cat([o.boxes for o in outs])}
     if detector:
@@ -360,9 +411,9 @@ def param_groups(task: TaskModel, weight_decay: float):
 
 def objective_names(task: TaskModel) -> str:
     """The summary's loss label, e.g. "itc+match+qa" or "mlm+itm+wpa(0.1)+match+qa"."""
-    o = task.objectives
     if task.family == "reference":
         return "qa"
+    o = task.objectives
     if task.family == "dual":
         return task.loss_kind      # + match + qa, as every family
     else:
@@ -381,7 +432,7 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     ``stop_after``: stop after this many steps of this call (checkpointing first), as an interruption would.
     """
     cfg.validate()
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(cfg.device)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, CHECKPOINT)
     ckpt = None
@@ -390,8 +441,10 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
         check_resume(ckpt, cfg, path)
     data = data or SyntheticData(cfg.data.dataset_config())
     task = build_task_model(cfg, data)
-    cache_regions(task, data, cfg.detector)
+    cache_regions(task, data, cfg.detector, oracle=cfg.regions == "oracle")
     task.to(device)
+    if task.visual_cache is not None:
+        task.visual_cache = {s: {k: v.to(device) for k, v in c.items()} for s, c in task.visual_cache.items()}
     params = [p for p in task.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(param_groups(task, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, int(cfg.warmup_frac * cfg.steps)), cfg.steps))
@@ -460,5 +513,8 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     if rank == 0:
         atomic_write_json(os.path.join(run_dir, "train_summary.json"), summary)
         data.tokenizer.save(os.path.join(run_dir, "tokenizer.json"))
+    task.to("cpu")                        # evaluation reads the CPU data set
+    if task.visual_cache is not None:
+        task.visual_cache = {s: {k: v.cpu() for k, v in c.items()} for s, c in task.visual_cache.items()}
     task.eval()
     return task, summary
