@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
 
-from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.errors import bad_value
 from vlpbench.harness import env as envmod
 from vlpbench.harness.env import DEFAULT_THREADS
 from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCHS, SMALL_ARCHS

@@ -12,7 +12,13 @@ decay) in two phases, the same for every family:
 2. joint: every objective of the family (+ MLM for fusion models) and the task heads (QA, matching),
    each on its own ``batch_size`` pairs.
 
-Every architecture sees the same number of image-text pairs (``pairs_seen`` in the summary).
+The study's profiles set ``align_frac=0`` (every objective from step 0): with 40% alignment-only steps QA
+saw under one epoch of the questions.  The calibration references (``rn-small``, ``cnn-mlp-small``,
+:mod:`vlpbench.study.relational`) train QA only, on the same QA batches.  Every architecture sees the
+same number of image-text pairs (``pairs_seen``) and QA questions (``qa_seen``); ``objectives``
+(:class:`~vlpbench.study.objectives.ObjectiveConfig`) sets each objective's weight and the seed papers'
+options, ``augment`` the truth-preserving RandAugment, ``regions`` the ground-truth-box oracle, ``device``
+CPU or CUDA.
 
 Batches are drawn by :class:`~torch.utils.data.DistributedSampler` (one per task, seeded, epoch =
 pass number) and indexed directly, so the data position is part of the checkpoint: a run stopped after
@@ -207,6 +213,8 @@ def build_task_model(cfg: TrainConfig, data: Optional[SyntheticData] = None, *, 
         if not os.path.isfile(cfg.detector):
             raise bad_value("detector weights", cfg.detector, "an existing detector.pt from `vlpbench train-detector`")
         visual_over["weights"] = cfg.detector
+    if is_region(arch_cfg.visual):
+        visual_over["num_classes"] = 1 + len(cfg.data.shapes)      # background + shapes, as the detector trains
     arch_cfg = dataclasses.replace(arch_cfg, text_overrides=text_over, visual_overrides=visual_over)
     torch.manual_seed(cfg.seed)
     model = entry.builder(arch_cfg)

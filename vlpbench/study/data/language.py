@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vlpbench.study.data.scenes import SIZE_NAMES, Scene, SceneConfig, SceneObject
+from vlpbench.study.data.scenes import Scene, SceneConfig, SceneObject
 
 NUMBER_WORDS: Tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 NON_RELATIONAL_TYPES: Tuple[str, ...] = (
