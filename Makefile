@@ -10,10 +10,10 @@ THREADS ?= 1
 PROFILE ?= default
 # `make bench-transformers BF16=1` adds ours under CPU bf16 autocast (off by default: the slowest leg).
 BF16 ?= 0
-# Profile of `make accuracy` (default: the full study; quick: one seed, fewer steps).
+# Profile of `make accuracy` (default: 3 seeds, sized for 60 min on 2 cores; full: a larger budget for a GPU
+# with ACCURACY_DEVICE=cuda; quick: one seed, fewer steps).
 ACCURACY_PROFILE ?= default
-# `make bench-transformers BF16=1` adds ours under CPU bf16 autocast (off by default: the slowest leg).
-BF16 ?= 0
+ACCURACY_DEVICE ?= auto
 # The study trains ACCURACY_JOBS runs at once, each a process with THREADS threads (2 x 1 fills 2 cores).
 ACCURACY_JOBS ?= 2
 # Backend of the region-feature embedders in `make bench` (torchvision, or detectron2 after install-detectron2).
@@ -86,9 +86,9 @@ report: install ## Build a report (Markdown, HTML, figures) from every run under
 	@ls -d reports/runs/*/ >/dev/null 2>&1 || { echo "no runs under reports/runs: run make bench or vlpbench compare first"; exit 2; }
 	$(BIN)/vlpbench report $$(ls -d reports/runs/*/) --out reports/report/latest
 
-accuracy: install ## Accuracy study under reports/accuracy/: detector, every class x 3 seeds, latency, tables
+accuracy: install ## Accuracy study under reports/accuracy/: detector, RN / CNN+MLP calibration, every class x 3 seeds, tables
 	$(BIN)/python -m vlpbench study --profile $(ACCURACY_PROFILE) --out reports/accuracy \
-		--jobs $(ACCURACY_JOBS) --threads $(THREADS)
+		--jobs $(ACCURACY_JOBS) --threads $(THREADS) --device $(ACCURACY_DEVICE)
 
 clean: ## Remove build artefacts (keeps .venv and reports)
 	rm -rf build dist *.egg-info .pytest_cache

@@ -58,9 +58,14 @@ def _file_mode() -> int:
 
 
 def atomic_write_text(path: PathLike, text: str, exclusive: bool = False) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
+    """Write ``text`` (UTF-8) to ``path`` atomically: see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)
 
-    The text goes to a temporary file in the same directory, is fsynced, and replaces ``path`` with
+
+def atomic_write_bytes(path: PathLike, data: bytes, exclusive: bool = False) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file in the same directory, are fsynced, and replace ``path`` with
     ``os.replace``; on any failure the temporary file is removed and ``path`` is untouched.  The file
     gets the usual mode (0666 less the umask).  ``exclusive``: never replace an existing ``path``
     (the new file is linked in only where none exists; :class:`FileExistsError` otherwise).
@@ -70,8 +75,8 @@ def atomic_write_text(path: PathLike, text: str, exclusive: bool = False) -> Pat
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         if exclusive:

@@ -47,12 +47,17 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     recs = RunDir.open(tmp_path / "records").records()
     acc = [r for r in recs if r["kind"] == "accuracy"]
     lat = [r for r in recs if r["kind"] == "latency"]
-    assert sorted(r["arch"] for r in acc) == sorted(profile.archs)
+    assert sorted(r["arch"] for r in acc) == sorted(profile.archs + profile.references)
     assert set(profile.archs) <= {r["arch"] for r in lat}          # joinable on arch
     for r in acc:
         validate_record(r)
+        assert r["train"]["qa_seen"] == profile.steps * profile.batch_size       # QA from step 0 for every model
+        if r["class"] == "ref":                                   # the calibration reference: a QA model
+            assert r["full_size"] is None and {"qa.non_relational", "qa.relational"} <= set(r["metrics"])
+            assert not any(k.startswith(("retrieval.", "matching.")) for k in r["metrics"])
+            continue
         assert r["full_size"] == ARCH.get(r["arch"]).paper["full_size"]
-        align = int(0.4 * profile.steps)   # TrainConfig.align_frac: alignment-only steps see one batch, not three
+        align = int(profile.align_frac * profile.steps)   # alignment-only steps see one batch, not three
         assert r["train"]["pairs_seen"] == (align + 3 * (profile.steps - align)) * profile.batch_size
         assert r["train"]["jobs"] == 2 and r["train"]["threads_per_job"] == 1
         for k in TABLE_METRICS:
@@ -62,10 +67,14 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     det = next(r["detector"] for r in acc if r["detector"])
     assert det["weights"].endswith("detector.pt") and 0 <= det["recall"]["regions_recall@0.5"] <= 1
     rows = list(csv.reader(open(out["tables"]["csv"])))
-    assert rows[0][0] == "arch" and len(rows) == 2 + len(profile.archs)     # + the baseline row
+    assert rows[0][0] == "arch" and len(rows) == 2 + len(profile.archs) + len(profile.references)  # + baseline
+    assert rows[0][3 + len(TABLE_METRICS)].startswith("passed") and {r[3 + len(TABLE_METRICS)] for r in rows[1:-1]} <= {"yes", "no"}
     md = open(out["tables"]["md"]).read()
     assert "900 (paper)" in md and "uniter-small" in md
-    assert "| baseline (no image) |" in md and "## Shallow (a, b) against deep (c, d) interaction" in md
+    assert "| baseline (no image) |" in md
+    # a few steps pass no bar: nothing is compared, every VLP model is listed as not trained
+    assert "## Shallow (a, b) against deep (c, d)" not in md
+    assert all(f"{a} (not trained at this budget)" in md for a in profile.archs)
     assert rows[-1][0] == "baseline (no image)" and rows[-1][3] == f"{100 / profile.gallery_images:.1f}"
     assert all(out["latency"][a] > 0 for a in profile.archs)
     assert all(out["full_latency"][a] > 0 for a in profile.archs)          # tiny full-size presets in the smoke
@@ -99,13 +108,30 @@ def test_findings_compare_best_shallow_with_best_deep():
     assert "one seed: no spread, no verdict" in row and row.endswith("| neither |")
 
 
+def test_comparison_only_among_models_that_passed_over_three_seeds():
+    from vlpbench.study.runner import calibration, comparable
+
+    def rec(arch, klass, nonrel, rel):
+        return {"arch": arch, "class": klass, "metrics": {"qa.non_relational": summarize(nonrel),
+                                                          "qa.relational": summarize(rel)}}
+
+    recs = [rec("clip-small", "b", [0.95, 0.94, 0.96], [0.5] * 3), rec("vilt-small", "d", [0.5, 0.6, 0.55], [0.4] * 3),
+            rec("uniter-small", "c", [0.95, 0.97], [0.6, 0.6]), rec("rn-small", "ref", [0.95] * 3, [0.9] * 3),
+            rec("cnn-mlp-small", "ref", [0.93] * 3, [0.7] * 3)]
+    keep, left = comparable(recs)
+    assert [r["arch"] for r in keep] == ["clip-small"]
+    assert left == [("vilt-small", "not trained at this budget"), ("uniter-small", "fewer than 3 seeds")]
+    text = "\n".join(calibration(recs))
+    assert "+20.0 points" in text and "**yes**" in text
+    recs[4] = rec("cnn-mlp-small", "ref", [0.85] * 3, [0.5] * 3)              # below the bar: not calibrated
+    assert "**no**" in "\n".join(calibration(recs))
+
+
 def test_parallel_jobs_report_the_first_failure_clearly(tmp_path):
     from vlpbench.study.data import SyntheticData
     from vlpbench.study.runner import run_all
-    from vlpbench.study.training import DataSpec
-
     profile = get_profile("smoke", batch_size=10_000)       # more pairs per batch than the split holds
-    spec = DataSpec(n_train=profile.n_train, n_val=profile.n_val, n_test=profile.n_test)
+    spec = profile.data_spec()
     data = SyntheticData(spec.dataset_config())
     with pytest.raises(VlpbenchError, match="invalid batch_size 10000"):
         run_all([("clip-small", 0), ("vilt-small", 0)], profile, data, dict(spec.__dict__), str(tmp_path), None,

@@ -34,7 +34,11 @@ def _small_arch(name: str) -> str:
     """``name`` resolved, if it is a small preset (registry tag ``small``), else one error listing them."""
     from vlpbench.registry import ARCH
 
-    small = [e.name for e in ARCH.entries() if "small" in e.tags]
+    from vlpbench.presets.small import REFERENCE_ARCHS
+
+    if name in REFERENCE_ARCHS:  # the study's relational references (Santoro et al.), trained beside the classes
+        return name
+    small = [e.name for e in ARCH.entries() if "small" in e.tags] + list(REFERENCE_ARCHS)
     resolved = ARCH.resolve(name)  # an unknown name: the registry's "unknown architecture" line
     if "small" not in ARCH.get(resolved).tags:
         raise bad_value("--arch", name, f"a small preset: {', '.join(small)}")
@@ -52,15 +56,9 @@ def _check_file(path: str, what: str, accepted: str) -> None:
         raise bad_value(what, path, accepted)
 
 
-def _add_data_sizes(p) -> None:
-    p.add_argument("--n-train", type=_int_type("--n-train", 1), default=2000)
-    p.add_argument("--n-val", type=_int_type("--n-val", 1), default=250)
-    p.add_argument("--n-test", type=_int_type("--n-test", 1), default=250)
-
-
 def _train(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
-    from vlpbench.study.training import DataSpec, TrainConfig, train
+    from vlpbench.study.training import TrainConfig, train
 
     load_all()
     arch = _small_arch(args.arch)
@@ -69,21 +67,58 @@ def _train(args: argparse.Namespace) -> int:
         _check_file(args.detector, "--detector", "a detector.pt file written by `vlpbench train-detector`")
     _set_threads(args)
     cfg = TrainConfig(arch=arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_frac=args.warmup_frac, align_frac=args.align_frac,
+                      loss=args.loss, augment=args.augment, objectives=_objectives(args),
                       tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
-                      data=DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test),
-                      progress=not args.no_progress)
+                      data=_data_spec(args), progress=not args.no_progress, device=args.device,
+                      regions=args.regions)
     _, summary = train(cfg, args.run_dir, stop_after=args.stop_after)
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(summary, indent=1))
     return 0
 
 
+def _objectives(args: argparse.Namespace):
+    """``--objective NAME=WEIGHT`` (repeatable), ``--masking``, ``--hard-negatives`` -> ObjectiveConfig."""
+    import dataclasses
+
+    from vlpbench.study.objectives import ObjectiveConfig
+
+    weights = [f.name for f in dataclasses.fields(ObjectiveConfig) if f.type in ("float", float)]
+    fields = {}
+    for item in args.objective or []:
+        name, sep, value = item.partition("=")
+        if not sep or name not in weights:
+            raise bad_value("--objective", item, f"NAME=WEIGHT with NAME one of {', '.join(weights)}")
+        try:
+            fields[name] = float(value)
+        except ValueError:
+            raise bad_value("--objective", item, "NAME=WEIGHT with a number as WEIGHT") from None
+    return ObjectiveConfig(masking=args.masking, hard_negatives=args.hard_negatives, **fields).validate()
+
+
+def _data_spec(args: argparse.Namespace):
+    """The generated data: ``--data`` names a design (vlpbench.study.runner.DATA_DESIGNS), sizes override it."""
+    import dataclasses
+
+    from vlpbench.study.runner import DATA_DESIGNS
+
+    if args.data not in DATA_DESIGNS:
+        raise bad_value("--data", args.data, DATA_DESIGNS)
+    return dataclasses.replace(DATA_DESIGNS[args.data], n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
+
+
+def _add_data(p, n_train: int = 2000) -> None:
+    p.add_argument("--data", default="default", help="data design (default: the study's; 'free': objects anywhere)")
+    p.add_argument("--n-train", type=_int_type("--n-train", 1), default=n_train)
+    p.add_argument("--n-val", type=_int_type("--n-val", 1), default=250)
+    p.add_argument("--n-test", type=_int_type("--n-test", 1), default=250)
+
+
 def _train_detector(args: argparse.Namespace) -> int:
     from vlpbench.study.data import SyntheticData
     from vlpbench.study.detector import DetectorConfig, train_detector
     from vlpbench.presets import load_all
-    from vlpbench.study.training import DataSpec
-
     load_all()
     from vlpbench.presets.small import REGION_ARCHS
 
@@ -91,7 +126,7 @@ def _train_detector(args: argparse.Namespace) -> int:
         raise bad_value("--arch", args.arch, f"a small region preset: {', '.join(REGION_ARCHS)}")
     _check_out(args.out, "--out")
     _set_threads(args)
-    data = SyntheticData(DataSpec(n_train=args.n_train, n_val=args.n_val, n_test=args.n_test).dataset_config())
+    data = SyntheticData(_data_spec(args).dataset_config())
     summary = train_detector(DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny),
                              data, args.out)
     print(json.dumps(summary, indent=1))
@@ -117,8 +152,9 @@ def _study(args: argparse.Namespace) -> int:
     archs = tuple(_small_arch(a.strip()) for a in args.arch.split(",")) if args.arch else None
     _check_out(args.out, "--out")
     _set_threads(args)
-    profile = get_profile(args.profile, steps=args.steps, seeds=_seeds(args.seeds) if args.seeds else None, archs=archs,
-                          latency=False if args.no_latency else None)
+    profile = get_profile(args.profile, steps=args.steps, seeds=_seeds(args.seeds) if args.seeds else None,
+                          archs=archs, latency=False if args.no_latency else None, device=args.device,
+                          regions=args.regions)
     run_study(profile, args.out, jobs=args.jobs, threads=args.threads)
     return 0
 
@@ -142,16 +178,29 @@ def register(sub) -> None:
     p.add_argument("--run-dir", required=True, help="checkpoint, log and summary go here; an existing checkpoint resumes")
     p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
     p.add_argument("--steps", type=_int_type("--steps", 1), default=300)
-    p.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=32,
-                   help="pairs per task per step per process")
-    p.add_argument("--lr", type=_float_type("--lr", 0.0, inclusive=False), default=1e-3)
+    p.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=32, help="pairs per task per step per process")
+    p.add_argument("--lr", type=_float_type("--lr", 0.0, inclusive=False), default=1e-3, help="AdamW peak learning rate")
+    p.add_argument("--weight-decay", type=_float_type("--weight-decay", 0.0), default=0.01, help="AdamW weight decay (matrices only)")
+    p.add_argument("--warmup-frac", type=_float_type("--warmup-frac", 0.0), default=0.1, help="share of steps in linear warm-up, then cosine")
+    p.add_argument("--align-frac", type=_float_type("--align-frac", 0.0), default=0.4,
+                   help="share of steps (the first) training only the alignment objective (0: every objective "
+                        "from step 0, as the study's profiles)")
+    p.add_argument("--loss", default="auto", help="dual encoders: infonce, hinge or auto (hinge for VSE)")
+    p.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
+                   help="weight of one objective (repeatable): align, itm, mlm, wpa (ViLT: 0.1), itc, qa, match; "
+                        "0 turns it off")
+    p.add_argument("--masking", default="mask", help="mask: every masked word -> [MASK]; bert: 80/10/10")
+    p.add_argument("--hard-negatives", action="store_true", help="ITM negatives mined from ITC (needs itc > 0)")
+    p.add_argument("--augment", default="none", help="none or randaugment (truth-preserving ops)")
     p.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     p.add_argument("--detector", help="detector.pt from train-detector (region architectures)")
+    p.add_argument("--regions", default="detected",
+                   help="region architectures: detected, or oracle (features of the ground-truth boxes, labelled)")
     p.add_argument("--checkpoint-every", type=_int_type("--checkpoint-every", 1), default=100)
-    p.add_argument("--stop-after", type=_int_type("--stop-after", 1),
-                   help="stop after this many steps of this call (then resume)")
-    _add_data_sizes(p)
+    p.add_argument("--stop-after", type=_int_type("--stop-after", 1), help="stop after this many steps of this call (then resume)")
+    _add_data(p)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA for torchrun DDP runs when present)")
     _add_threads(p)
     p.set_defaults(func=_train)
 
@@ -162,7 +211,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
     p.add_argument("--tiny", action="store_true")
     _add_threads(p)
-    _add_data_sizes(p)
+    _add_data(p)
     p.set_defaults(func=_train_detector)
 
     p = sub.add_parser("eval", help="accuracy of a local checkpoint on real data (VQAv2, NLVR2, COCO / Flickr30k, "
@@ -185,12 +234,14 @@ def register(sub) -> None:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("study", help="the accuracy study: detector, every class x seeds, latency, tables")
-    p.add_argument("--profile", default="default", help="default, quick or smoke")
+    p.add_argument("--profile", default="default", help="default, full, quick or smoke")
     p.add_argument("--out", default="reports/accuracy")
     p.add_argument("--steps", type=_int_type("--steps", 1))
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--arch", help="comma-separated small presets")
     p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
+    p.add_argument("--device", help="training device: cpu, cuda or auto (default: the profile's)")
+    p.add_argument("--regions", help="region models: detected (default) or oracle (ground-truth boxes, labelled)")
     p.add_argument("--jobs", type=_int_type("--jobs", 1), default=1,
                    help="train this many (arch, seed) runs at once, each in its own process with --threads threads")
     _add_threads(p)

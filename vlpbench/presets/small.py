@@ -15,8 +15,11 @@ further (width 32, one layer) for the smoke profile of the tests.
 
 from __future__ import annotations
 
+import dataclasses
+
 from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.registry import ARCH
+from vlpbench.study.relational import RelationalConfig
 
 TEXT_LEN = 34          # 5 words per object x 6 objects + 4 (DatasetConfig.longest_text)
 VOCAB = 64             # the generator's vocabulary (63 words with specials) rounded up
@@ -97,3 +100,15 @@ _small("vilt-small", "vilt-b32", "d",
 
 SMALL_ARCHS = ("vse-small", "clip-small", "vilbert-small", "uniter-small", "pixelbert-small", "vilt-small")
 REGION_ARCHS = ("vse-small", "vilbert-small", "uniter-small")
+
+# -- calibration references (QA models, not VLP architectures: the study's own table, not ARCH) -------
+# Santoro et al. 2017's CNN+MLP and Relation Network (vlpbench.study.relational) at the study's size: four
+# stride-2 convolutions of 24 channels (64 px -> 4 x 4 cells, one object per cell in the "cells" layout),
+# GRU question code 64; g 3 x 64 (the paper's 4 x 256, shrunk: g runs over 256 pairs) and f 256 as the paper.
+_RN = RelationalConfig(kind="rn", channels=24, conv_layers=4, question_dim=64, g_dim=64, g_layers=3, f_dim=256)
+REFERENCE_ARCHS = {
+    "rn-small": _RN,
+    "cnn-mlp-small": dataclasses.replace(_RN, kind="cnn-mlp"),
+}
+REFERENCE_TINY = dict(channels=8, question_dim=16, embed_dim=8, g_dim=16, f_dim=16)
+REFERENCE_PAPER = {"class": "ref", "source": "Santoro et al. 2017 (arXiv 1706.01427), section 5.3"}

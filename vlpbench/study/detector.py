@@ -49,10 +49,13 @@ def region_overrides(arch: str, tiny: bool = False):
     return cfg.visual, dict(cfg.visual_overrides)
 
 
-def build_detector(arch: str, tiny: bool = False, weights: Optional[str] = None):
+def build_detector(arch: str, tiny: bool = False, weights: Optional[str] = None, num_classes: Optional[int] = None):
+    """``num_classes``: background + the data's shapes (the detector is trained to tell shapes apart)."""
     visual, overrides = region_overrides(arch, tiny)
     if weights is not None:
         overrides["weights"] = weights
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
     return VISUAL.build(visual, **overrides)
 
 
@@ -64,9 +67,9 @@ def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progr
     """Train, evaluate and save; returns {"weights": path, "recall": {...}, ...} (also in detector.json)."""
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    emb = build_detector(cfg.arch, cfg.tiny)
-    num_classes = emb.box_predictor.cls_score.out_features
     det_train = data.detection("train", label_by="shape")
+    emb = build_detector(cfg.arch, cfg.tiny, num_classes=det_train.num_classes)
+    num_classes = emb.box_predictor.cls_score.out_features
     if det_train.num_classes != num_classes:
         raise VlpbenchError(f"region embedder of {cfg.arch!r} has {num_classes} classes but the data has "
                             f"{det_train.num_classes} (background + shapes); accepted: num_classes={det_train.num_classes}")

@@ -82,13 +82,13 @@ def eval_retrieval(task: TaskModel, data: SyntheticData, split: str = "test", ga
 
 @torch.no_grad()
 def eval_qa(task: TaskModel, data: SyntheticData, split: str = "test", batch_size: int = 256) -> Dict[str, float]:
-    logits, answers, relational = [], [], []
+    logits, answers, relational, types = [], [], [], []
     for b in _batches(IndexedTask(data, "qa", split), batch_size):
-        out = task.interact(task.visual(b, split), b["input_ids"], b["attention_mask"])
-        logits.append(task.qa_logits(out))
+        logits.append(task.qa_logits_of(b, split))
         answers.append(b["answer"])
         relational.append(b["relational"])
-    return qa_accuracy(torch.cat(logits), torch.cat(answers), torch.cat(relational))
+        types.append(b["question_type"])
+    return qa_accuracy(torch.cat(logits), torch.cat(answers), torch.cat(relational), torch.cat(types))
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def _match_scores(task: TaskModel, data: SyntheticData, split: str, batch_size: 
         out = task.interact(task.visual(b, split), b["input_ids"], b["attention_mask"])
         scores.append(task.match_logits(out))
         if task.family == "dual":
-            cos.append((F.normalize(out.image_embeds, dim=-1) * F.normalize(out.text_embeds, dim=-1)).sum(-1))
+            cos.append(task.cosine(out))
         labels.append(b["label"])
         kinds.append(b["negative_kind"])
     return (torch.cat(scores), torch.cat(cos) if cos else None, torch.cat(labels), torch.cat(kinds))
@@ -131,6 +131,9 @@ def evaluate_all(task: TaskModel, data: SyntheticData, split: str = "test", gall
     """-> {"retrieval.tr_r1": .., "qa.relational": .., "matching.binding": .., ...} plus "_notes"."""
     task.eval()
     metrics: Dict[str, Any] = {}
+    if task.family == "reference":            # QA models only (the calibration references)
+        qa = {f"qa.{k}": float(v) for k, v in eval_qa(task, data, split).items() if isinstance(v, (int, float))}
+        return qa | {"_notes": {"retrieval": "not applicable (QA model)", "matching": {"rule": "not applicable"}}}
     for k, v in eval_retrieval(task, data, split, gallery_images, captions).items():
         metrics[f"retrieval.{k}"] = v
     for k, v in eval_qa(task, data, split).items():

@@ -12,7 +12,13 @@ decay) in two phases, the same for every family:
 2. joint: every objective of the family (+ MLM for fusion models) and the task heads (QA, matching),
    each on its own ``batch_size`` pairs.
 
-Every architecture sees the same number of image-text pairs (``pairs_seen`` in the summary).
+The study's profiles set ``align_frac=0`` (every objective from step 0): with 40% alignment-only steps QA
+saw under one epoch of the questions.  The calibration references (``rn-small``, ``cnn-mlp-small``,
+:mod:`vlpbench.study.relational`) train QA only, on the same QA batches.  Every architecture sees the
+same number of image-text pairs (``pairs_seen``) and QA questions (``qa_seen``); ``objectives``
+(:class:`~vlpbench.study.objectives.ObjectiveConfig`) sets each objective's weight and the seed papers'
+options, ``augment`` the truth-preserving RandAugment, ``regions`` the ground-truth-box oracle, ``device``
+CPU or CUDA.
 
 Batches are drawn by :class:`~torch.utils.data.DistributedSampler` (one per task, seeded, epoch =
 pass number) and indexed directly, so the data position is part of the checkpoint: a run stopped after
@@ -24,29 +30,36 @@ nccl on CUDA); rank 0 writes the checkpoint and the log.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate
-from vlpbench.study.schedule import lr_lambda
 from vlpbench.embedders.patch import PROCESSOR_NORMALISATION
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.study.objectives import TaskModel
-from vlpbench.registry import ARCH, VISUAL
-from vlpbench.store import atomic_write_json, atomic_write_text
+from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_TINY
+from vlpbench.registry import ARCH, INTERACTION, VISUAL
+from vlpbench.store import atomic_write_bytes, atomic_write_json, atomic_write_text
+from vlpbench.study.augment import AUGMENTS, augment_batch
+from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate
+from vlpbench.study.data.language import QUESTION_TYPES
+from vlpbench.study.data.scenes import SHAPE_NAMES, SIZE_NAMES
+from vlpbench.study.objectives import DualTaskModel, FusionTaskModel, ObjectiveConfig, TaskModel
+from vlpbench.study.relational import RelationalQA, RelationalTaskModel
+from vlpbench.study.schedule import lr_lambda
+from vlpbench.types import VisualTokens
 
 CHECKPOINT = "checkpoint.pt"
 TASKS = ("retrieval", "qa", "matching")
 # fields that may change between an interrupted run and its resumption (they do not change the result)
-RESUMABLE_FIELDS = ("checkpoint_every", "progress")
+RESUMABLE_FIELDS = ("checkpoint_every", "progress", "device")
 
 
 @dataclass
@@ -59,10 +72,29 @@ class DataSpec:
     n_val: int = 250
     n_test: int = 250
     max_length: int = 34
+    min_objects: int = 2
+    max_objects: int = 6
+    shapes: Tuple[str, ...] = SHAPE_NAMES
+    sizes: Tuple[str, ...] = SIZE_NAMES
+    layout: str = "free"                     # "free" or "cells" (objects centred in grid x grid cells)
+    grid: int = 4
+    radius: Optional[float] = None           # one radius for every object (fraction of the canvas); None: sizes'
+    question_types: Tuple[str, ...] = QUESTION_TYPES
+    questions_per_type: int = 1
+
+    def __post_init__(self) -> None:          # JSON round trips give lists
+        for name in ("shapes", "sizes", "question_types"):
+            setattr(self, name, tuple(getattr(self, name)))
+
+    def scene_config(self) -> SceneConfig:
+        radii = {} if self.radius is None else {"small_radius": self.radius, "large_radius": self.radius}
+        return SceneConfig(canvas=self.canvas, min_objects=self.min_objects, max_objects=self.max_objects,
+                           shapes=self.shapes, sizes=self.sizes, layout=self.layout, grid=self.grid, **radii)
 
     def dataset_config(self) -> DatasetConfig:
-        return DatasetConfig(scene=SceneConfig(canvas=self.canvas), seed=self.seed, n_train=self.n_train,
-                             n_val=self.n_val, n_test=self.n_test, max_length=self.max_length)
+        return DatasetConfig(scene=self.scene_config(), seed=self.seed, n_train=self.n_train, n_val=self.n_val,
+                             n_test=self.n_test, max_length=self.max_length, question_types=self.question_types,
+                             questions_per_type=self.questions_per_type)
 
 
 @dataclass
@@ -77,14 +109,19 @@ class TrainConfig:
     align_frac: float = 0.4                 # share of steps (the first) training only the alignment objective
     grad_clip: float = 1.0
     loss: str = "auto"                      # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
+    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)   # weights and options per objective
+    augment: str = "none"                   # "none" or "randaugment" (truth-preserving ops, vlpbench.study.augment)
     tiny: bool = False                      # build the preset's tiny variant (smoke tests)
     detector: Optional[str] = None          # trained region-embedder weights (region architectures)
     data: DataSpec = field(default_factory=DataSpec)
     checkpoint_every: int = 100             # steps between checkpoints
     progress: bool = True                   # tqdm bar
+    device: str = "auto"                    # "cpu", "cuda" or "auto" (CUDA for torchrun DDP runs when present)
+    regions: str = "detected"               # region architectures: "detected" or "oracle" (ground-truth boxes)
 
     def validate(self) -> "TrainConfig":
-        ARCH.resolve(self.arch)
+        if self.arch not in REFERENCE_ARCHS:
+            ARCH.resolve(self.arch)
         for name in ("steps", "batch_size", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -97,6 +134,15 @@ class TrainConfig:
             raise bad_value("align_frac", self.align_frac, "a fraction in [0, 1)")
         if self.loss not in ("auto", "infonce", "hinge"):
             raise bad_value("loss", self.loss, ("auto", "infonce", "hinge"))
+        if self.device not in DEVICES:
+            raise bad_value("device", self.device, DEVICES)
+        if self.regions not in REGION_SOURCES:
+            raise bad_value("regions", self.regions, REGION_SOURCES)
+        if self.augment not in AUGMENTS:
+            raise bad_value("augment", self.augment, AUGMENTS)
+        if not self.weight_decay >= 0:
+            raise bad_value("weight_decay", self.weight_decay, "a number >= 0")
+        self.objectives.validate()
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -106,6 +152,7 @@ class TrainConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         d["data"] = DataSpec(**d.get("data", {}))
+        d["objectives"] = ObjectiveConfig(**d.get("objectives", {}))
         return cls(**d)
 
 
@@ -119,35 +166,85 @@ def dist_env() -> Tuple[int, int, int]:
         raise VlpbenchError(f"invalid RANK / WORLD_SIZE / LOCAL_RANK in the environment ({e}); accepted: integers") from e
 
 
-def init_distributed() -> Tuple[int, int, torch.device]:
+DEVICES = ("auto", "cpu", "cuda")
+REGION_SOURCES = ("detected", "oracle")
+
+
+def init_distributed(want: str = "auto") -> Tuple[int, int, torch.device]:
+    """(rank, world, device): ``want`` "cuda" needs a GPU; "auto" takes one for DDP runs only (as before)."""
     rank, world, local = dist_env()
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() and world > 1 else torch.device("cpu")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise bad_value("device", want, "cpu or auto on this machine (no CUDA device is available)")
+    use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available() and world > 1)
+    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
 
 # ---- model ---------------------------------------------------------------------------------------------
-def build_task_model(cfg: TrainConfig, data: SyntheticData) -> TaskModel:
-    """Registry architecture (vocabulary from the tokenizer, detector weights frozen) + family heads."""
+def family_of(interaction: str) -> str:
+    """"dual" (classes a/b: pooled embeddings + similarity) or "fusion" (c/d), from the interaction's registry tags."""
+    tags = INTERACTION.get(interaction).tags
+    found = [t for t in ("dual", "fusion") if t in tags]
+    if len(found) != 1:
+        raise VlpbenchError(f"interaction {interaction!r} declares no family among its tags {tags}; "
+                            f"accepted: exactly one of dual, fusion")
+    return found[0]
+
+
+def build_task_model(cfg: TrainConfig, data: Optional[SyntheticData] = None, *, vocab_size: Optional[int] = None,
+                     num_answers: Optional[int] = None) -> TaskModel:
+    """Registry architecture (vocabulary from the tokenizer, detector weights frozen) + family heads.
+
+    The vocabulary and answer count come from ``data`` or, without it, ``vocab_size`` / ``num_answers``.
+    """
+    if data is not None:
+        vocab_size, num_answers = data.tokenizer.vocab_size, len(data.answers)
+    if vocab_size is None or num_answers is None:
+        raise VlpbenchError("build_task_model needs the data, or vocab_size and num_answers")
+    if cfg.arch in REFERENCE_ARCHS:
+        return build_reference(cfg, vocab_size, num_answers)
     entry = ARCH.get(cfg.arch)
     arch_cfg = entry.make_config(tiny=cfg.tiny)
-    text_over = dict(arch_cfg.text_overrides, vocab_size=data.tokenizer.vocab_size)
+    text_over = dict(arch_cfg.text_overrides, vocab_size=vocab_size)
     visual_over = dict(arch_cfg.visual_overrides)
     if cfg.detector is not None:
         if not os.path.isfile(cfg.detector):
             raise bad_value("detector weights", cfg.detector, "an existing detector.pt from `vlpbench train-detector`")
         visual_over["weights"] = cfg.detector
+    if is_region(arch_cfg.visual):
+        visual_over["num_classes"] = 1 + len(cfg.data.shapes)      # background + shapes, as the detector trains
     arch_cfg = dataclasses.replace(arch_cfg, text_overrides=text_over, visual_overrides=visual_over)
     torch.manual_seed(cfg.seed)
     model = entry.builder(arch_cfg)
-    loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
-    task = TaskModel(model, num_answers=len(data.answers), vocab_size=data.tokenizer.vocab_size, loss=loss,
-                     pixel_processor=pixel_processor(arch_cfg.visual))
-    if model.visual.output_spec().schema == "region":
+    processor = pixel_processor(arch_cfg.visual)
+    if family_of(arch_cfg.interaction) == "dual":
+        loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
+        task: TaskModel = DualTaskModel(model, num_answers=num_answers, objectives=cfg.objectives, loss=loss,
+                                        pixel_processor=processor)
+    else:
+        task = FusionTaskModel(model, num_answers=num_answers, vocab_size=vocab_size, objectives=cfg.objectives,
+                               pixel_processor=processor)
+    task.region = is_region(arch_cfg.visual)
+    if task.region:
         for p in model.visual.parameters():       # the detector is frozen: regions are extracted, not learned
             p.requires_grad_(False)
     return task
+
+
+def build_reference(cfg: TrainConfig, vocab_size: int, num_answers: int) -> RelationalTaskModel:
+    """A calibration reference (Santoro et al.'s RN or CNN+MLP) for the data's canvas and vocabulary."""
+    ref = dataclasses.replace(REFERENCE_ARCHS[cfg.arch], **(REFERENCE_TINY if cfg.tiny else {}))
+    ref = dataclasses.replace(ref, image_size=(cfg.data.canvas, cfg.data.canvas), vocab_size=vocab_size,
+                              num_answers=num_answers)
+    torch.manual_seed(cfg.seed)
+    return RelationalTaskModel(RelationalQA(ref))
+
+
+def is_region(visual: str) -> bool:
+    """Region embedders (a detector, frozen in the study) declare the ``region`` registry tag."""
+    return "region" in VISUAL.get(visual).tags
 
 
 def pixel_processor(visual: str) -> Optional[str]:
@@ -167,23 +264,59 @@ _REGION_CACHE: Dict[Tuple[str, int], Dict[str, Dict[str, torch.Tensor]]] = {}
 
 
 @torch.no_grad()
-def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str], batch_size: int = 64) -> None:
+def oracle_regions(embedder, pixel_values: torch.Tensor, boxes: List[torch.Tensor]) -> VisualTokens:
+    """The region embedder's features of given boxes (the ground-truth-box oracle): the same backbone, RoI
+    Align and box head as its detector path, the scene's object boxes in place of its detections.
+
+    pixel_values [B, 3, H, W] in [0, 1] at the embedder's image size; boxes B x [n_i, 4] pixels ->
+    VisualTokens(features [B, K, D], mask [B, K] True for the n_i objects, boxes [B, K, 4] in [0, 1]).
+    """
+    k, (h, w) = embedder.num_regions, embedder.image_size
+    if max(len(b) for b in boxes) > k:
+        raise bad_value("objects per scene", max(len(b) for b in boxes), f"at most the {k} regions of the embedder")
+    maps = embedder.backbone(embedder.transform(pixel_values))
+    rows = embedder.box_head(embedder.roi_pooler(maps, boxes, [embedder.image_size] * len(boxes)))   # [N, D]
+    if embedder.proj is not None:
+        rows = embedder.proj(rows)
+    features = rows.new_zeros(len(boxes), k, rows.shape[-1])
+    mask = torch.zeros(len(boxes), k, dtype=torch.bool)
+    norm_boxes = rows.new_zeros(len(boxes), k, 4)
+    start = 0
+    for i, b in enumerate(boxes):
+        features[i, :len(b)], mask[i, :len(b)] = rows[start:start + len(b)], True
+        norm_boxes[i, :len(b)] = b / b.new_tensor([w, h, w, h])
+        start += len(b)
+    return VisualTokens(features=features, mask=mask, boxes=norm_boxes)
+
+
+def _region_batch(task: TaskModel, split, lo: int, hi: int, oracle: bool) -> VisualTokens:
+    pixels = split.images[lo:hi].float() / 255.0
+    if not oracle:
+        return task.model.visual(pixel_values=pixels)
+    boxes = [torch.tensor([o.box for o in scene.objects], dtype=torch.float32) for scene in split.scenes[lo:hi]]
+    return oracle_regions(task.model.visual, pixels, boxes)
+
+
+@torch.no_grad()
+def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str], batch_size: int = 64,
+                  oracle: bool = False) -> None:
     """Run the frozen region embedder once over every split; the model then reads regions by image index.
 
+    ``oracle``: regions of the ground-truth object boxes instead of the detections (a labelled variant).
     The regions of one detector file and data set are computed once per process and shared by every run.
     """
-    if task.model.visual.output_spec().schema != "region":
+    if not task.region:
         return
     task.model.visual.eval()
-    key = (os.path.abspath(detector) if detector else "untrained", id(data))
+    key = (os.path.abspath(detector) if detector else "untrained", id(data), oracle)
     if key in _REGION_CACHE:
         task.visual_cache = _REGION_CACHE[key]
         return
     cache = {}
     for split in ("train", "val", "test"):
-        images = data.split(split).images
-        outs = [task.model.visual(pixel_values=images[s:s + batch_size].float() / 255.0)
-                for s in range(0, len(images), batch_size)]
+        sp = data.split(split)
+        outs = [_region_batch(task, sp, s, min(len(sp), s + batch_size), oracle)
+                for s in range(0, len(sp), batch_size)]
         cache[split] = {"features": torch.cat([o.features for o in outs]), "mask": torch.cat([o.mask for o in outs]),
                         "boxes": torch.cat([o.boxes for o in outs])}
     if detector:
@@ -263,8 +396,9 @@ def save_checkpoint(path: str, task: TaskModel, opt, sched, streams, step: int, 
     state = {"arch": cfg.arch, "config": cfg.to_dict(), "step": step, "model": task.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "streams": {k: s.state() for k, s in streams.items()}, **extra}
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -274,9 +408,28 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise VlpbenchError(f"invalid checkpoint {path!r}: cannot be read ({e})") from e
 
 
-def model_state(task: TaskModel) -> Dict[str, torch.Tensor]:
-    """Trainable state only (the region cache and frozen detector are rebuilt from the detector file)."""
-    return task.state_dict()
+def param_groups(task: TaskModel, weight_decay: float):
+    """AdamW groups: weight decay on matrices, none on biases, norms, embeddings' scalars (BERT / ViLT)."""
+    decay, no_decay = [], []
+    for name, p in task.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def objective_names(task: TaskModel) -> str:
+    """The summary's loss label, e.g. "itc+match+qa" or "mlm+itm+wpa(0.1)+match+qa"."""
+    if task.family == "reference":
+        return "qa"
+    o = task.objectives
+    if task.family == "dual":
+        return task.loss_kind      # + match + qa, as every family
+    else:
+        names = [n if getattr(o, n) == 1 else f"{n}({getattr(o, n):g})" for n in ("itc", "mlm", "itm", "wpa")
+                 if getattr(o, n) > 0]
+        names += ["bert-masking"] if o.masking == "bert" else []
+        names += ["hard-negatives"] if o.hard_negatives else []
+    return "+".join(names + [n for n in ("match", "qa") if getattr(o, n) > 0])
 
 
 def truncate_log(log_path: str, step: int) -> None:
@@ -306,7 +459,7 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     ``stop_after``: stop after this many steps of this call (checkpointing first), as an interruption would.
     """
     cfg.validate()
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(cfg.device)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, CHECKPOINT)
     ckpt = None
@@ -315,10 +468,12 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
         check_resume(ckpt, cfg, path)
     data = data or SyntheticData(cfg.data.dataset_config())
     task = build_task_model(cfg, data)
-    cache_regions(task, data, cfg.detector)
+    cache_regions(task, data, cfg.detector, oracle=cfg.regions == "oracle")
     task.to(device)
+    if task.visual_cache is not None:
+        task.visual_cache = {s: {k: v.to(device) for k, v in c.items()} for s, c in task.visual_cache.items()}
     params = [p for p in task.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(task, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, int(cfg.warmup_frac * cfg.steps)), cfg.steps))
     streams = {t: Stream(IndexedTask(data, t, "train"), cfg.batch_size, cfg.seed, rank, world) for t in TASKS}
     step, wall_before = 0, 0.0
@@ -357,6 +512,9 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
             batches = {t: {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.next().items()}
                        for t, s in streams.items()}
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
+            if cfg.augment != "none" and task.visual_cache is None:
+                for b in batches.values():
+                    b["pixel_values"] = augment_batch(b["pixel_values"], gen)
             loss, parts = net(batches["retrieval"], batches["qa"], batches["matching"], gen,
                               align_only=step < align_steps)
             opt.zero_grad(set_to_none=True)
@@ -375,13 +533,17 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     bar.close()
     wall = wall_before + time.perf_counter() - start
     pairs_seen = world * cfg.batch_size * (min(step, align_steps) + len(TASKS) * max(0, step - align_steps))
-    summary = {"steps": step, "pairs_seen": pairs_seen, "wall_s": round(wall, 2), "world_size": world,
+    qa_seen = world * cfg.batch_size * (step if task.family == "reference" else max(0, step - align_steps))
+    summary = {"steps": step, "pairs_seen": pairs_seen, "qa_seen": qa_seen, "wall_s": round(wall, 2), "world_size": world,
                "finished": step >= cfg.steps, "batch_size_per_task": cfg.batch_size, "tasks": list(TASKS),
                "optimizer": "AdamW", "lr": cfg.lr, "schedule": f"linear warm-up {cfg.warmup_frac:.0%} + cosine",
                "align_steps": align_steps,
-               "loss": task.loss_kind if task.family == "dual" else "mlm+itm+match+qa", "family": task.family}
+               "loss": objective_names(task), "family": task.family, "augment": cfg.augment}
     if rank == 0:
         atomic_write_json(os.path.join(run_dir, "train_summary.json"), summary)
         data.tokenizer.save(os.path.join(run_dir, "tokenizer.json"))
+    task.to("cpu")                        # evaluation reads the CPU data set
+    if task.visual_cache is not None:
+        task.visual_cache = {s: {k: v.cpu() for k, v in c.items()} for s, c in task.visual_cache.items()}
     task.eval()
     return task, summary

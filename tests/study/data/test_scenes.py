@@ -100,3 +100,21 @@ def test_capacity_bound_is_exact_for_a_full_grid():
 def test_numpy_seed_tuple_and_int_agree():
     assert generate_scene(CONFIG, 5).objects == generate_scene(CONFIG, (5,)).objects
     assert np.array_equal(generate_scene(CONFIG, 5).render_array(), generate_scene(CONFIG, (5,)).render_array())
+
+
+def test_cells_layout_centres_every_object_in_its_own_cell_with_the_configured_sizes():
+    config = SceneConfig(canvas=64, min_objects=6, max_objects=6, shapes=("circle", "square"), sizes=("large",),
+                         layout="cells", grid=4, small_radius=0.09, large_radius=0.09)
+    for seed in range(30):
+        scene = generate_scene(config, seed)
+        check_scene(scene, config)
+        cells = {(int(o.cx // 16), int(o.cy // 16)) for o in scene.objects}
+        assert len(cells) == 6                                               # one object per cell
+        assert all(o.cx % 16 == 8 and o.cy % 16 == 8 for o in scene.objects)  # centred in it
+        assert {o.size for o in scene.objects} == {"large"} and {o.shape for o in scene.objects} <= {"circle", "square"}
+    with pytest.raises(VlpbenchError, match="invalid grid 2"):
+        SceneConfig(canvas=64, layout="cells", grid=2).validate()            # 4 cells < 6 objects
+    with pytest.raises(VlpbenchError, match="invalid layout 'spiral'"):
+        SceneConfig(layout="spiral").validate()
+    with pytest.raises(VlpbenchError, match="invalid sizes"):
+        SceneConfig(sizes=("huge",)).validate()

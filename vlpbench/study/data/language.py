@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vlpbench.study.data.scenes import SIZE_NAMES, Scene, SceneConfig, SceneObject
+from vlpbench.study.data.scenes import Scene, SceneConfig, SceneObject
 
 NUMBER_WORDS: Tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 NON_RELATIONAL_TYPES: Tuple[str, ...] = (
@@ -48,7 +48,7 @@ def plural(shape: str) -> str:
 
 def vocabulary(config: SceneConfig) -> List[str]:
     """Every word the generator can emit for ``config``, sorted: the tokenizer's vocabulary."""
-    words = set(_TEMPLATE_WORDS) | set(_PUNCTUATION) | set(SIZE_NAMES) | set(config.colours)
+    words = set(_TEMPLATE_WORDS) | set(_PUNCTUATION) | set(config.sizes) | set(config.colours)
     words |= set(config.shapes) | {plural(s) for s in config.shapes}
     words |= set(NUMBER_WORDS[: config.max_objects + 1]) | set(answer_vocabulary(config))
     return sorted(words)
@@ -56,7 +56,7 @@ def vocabulary(config: SceneConfig) -> List[str]:
 
 def answer_vocabulary(config: SceneConfig) -> List[str]:
     """The closed set of single-word answers, in a fixed order (the QA head's classes)."""
-    return (["yes", "no", "left", "right", "top", "bottom"] + list(SIZE_NAMES) + list(config.shapes)
+    return (["yes", "no", "left", "right", "top", "bottom"] + list(config.sizes) + list(config.shapes)
             + list(config.colours) + list(NUMBER_WORDS[: config.max_objects + 1]))
 
 

@@ -33,6 +33,7 @@ PALETTE: Dict[str, Tuple[int, int, int]] = {
 SHAPE_NAMES: Tuple[str, ...] = ("circle", "square", "triangle")
 SIZE_NAMES: Tuple[str, ...] = ("small", "large")
 BACKGROUND = (255, 255, 255)
+LAYOUTS: Tuple[str, ...] = ("free", "cells")
 MIN_CANVAS = 32
 MAX_CANVAS = 1024
 
@@ -46,6 +47,9 @@ class SceneConfig:
     max_objects: int = 6                                # most objects per scene (<= number of colours)
     colours: Tuple[str, ...] = ("red", "blue", "green", "orange", "yellow", "gray")  # names from PALETTE
     shapes: Tuple[str, ...] = SHAPE_NAMES               # names from SHAPE_NAMES
+    sizes: Tuple[str, ...] = SIZE_NAMES                 # names from SIZE_NAMES (one size: no size words to learn)
+    layout: str = "free"                                # "free": anywhere; "cells": centred in cells of a grid
+    grid: int = 4                                       # cells per side for layout "cells"
     small_radius: float = 0.06                          # half-side of a small object / canvas
     large_radius: float = 0.10                          # half-side of a large object / canvas
     gap: float = 0.03                                   # least free space between two boxes / canvas
@@ -83,6 +87,15 @@ class SceneConfig:
         if self.max_objects > len(self.colours):
             raise bad_value("max_objects", self.max_objects,
                             f"at most the number of colours ({len(self.colours)}); colours are unique per scene")
+        if len(self.sizes) == 0 or any(z not in SIZE_NAMES for z in self.sizes) \
+                or len(set(self.sizes)) != len(self.sizes):
+            raise bad_value("sizes", self.sizes, f"distinct names from {', '.join(SIZE_NAMES)}")
+        if self.layout not in LAYOUTS:
+            raise bad_value("layout", self.layout, LAYOUTS)
+        if self.layout == "cells" and (not isinstance(self.grid, int) or self.grid * self.grid < self.max_objects
+                                       or self.radius_px("large") * 2 > self.canvas / self.grid):
+            raise bad_value("grid", self.grid, f"an integer whose grid x grid cells of {self.canvas}px / grid hold "
+                                               f"max_objects ({self.max_objects}) large objects")
         if not 0 < self.small_radius <= self.large_radius:
             raise bad_value("small_radius", self.small_radius, f"0 < small_radius <= large_radius ({self.large_radius})")
         if not self.large_radius < 0.5:
@@ -92,7 +105,7 @@ class SceneConfig:
         if self.radius_px("small") < 2:
             least = math.ceil(2 / self.small_radius)
             raise bad_value("canvas", self.canvas, f">= {least} pixels so a small object is at least 4 pixels wide")
-        if self.max_objects > self.grid_cells():
+        if self.layout == "free" and self.max_objects > self.grid_cells():
             raise bad_value("max_objects", self.max_objects,
                             f"at most {self.grid_cells()} objects on a {self.canvas}px canvas with these sizes")
         if not isinstance(self.max_tries, int) or self.max_tries < 1:
@@ -188,6 +201,14 @@ def _grid_positions(config: SceneConfig, radii: List[float], rng: np.random.Gene
     return positions
 
 
+def _cell_centres(config: SceneConfig, n: int, rng: np.random.Generator) -> List[Tuple[float, float]]:
+    """Layout "cells": the centres of ``n`` distinct cells of a ``grid`` x ``grid`` partition of the canvas, so each
+    object fills one cell of a feature map or patch grid of that size (the CNN's 4 x 4 cells at 64 px)."""
+    cell = config.canvas / config.grid
+    return [((col + 0.5) * cell, (row + 0.5) * cell)
+            for row, col in (divmod(int(k), config.grid) for k in rng.permutation(config.grid ** 2)[:n])]
+
+
 def generate_scene(config: SceneConfig, seed: int | Tuple[int, ...]) -> Scene:
     """Draw one scene from ``seed`` (an int or a tuple of ints); the same seed gives the same scene."""
     config.validate()
@@ -196,8 +217,12 @@ def generate_scene(config: SceneConfig, seed: int | Tuple[int, ...]) -> Scene:
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
     colours = [config.colours[i] for i in rng.permutation(len(config.colours))[:n]]
     shapes = [config.shapes[int(i)] for i in rng.integers(0, len(config.shapes), size=n)]
-    sizes = [SIZE_NAMES[int(i)] for i in rng.integers(0, len(SIZE_NAMES), size=n)]
+    sizes = [config.sizes[int(i)] for i in rng.integers(0, len(config.sizes), size=n)]
     radii = [config.radius_px(s) for s in sizes]
+    if config.layout == "cells":
+        return Scene(seed=entropy, canvas=config.canvas, objects=[
+            SceneObject(c, s, z, x, y, r, config.canvas)
+            for c, s, z, r, (x, y) in zip(colours, shapes, sizes, radii, _cell_centres(config, n, rng))])
     gap = config.gap * config.canvas
 
     placed: List[Tuple[float, float, float]] = []
