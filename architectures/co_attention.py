@@ -31,7 +31,7 @@ visual stream [B, 1+N, visual_hidden] is in ``extras["visual_hidden_state"]`` wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,29 +44,38 @@ from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualToken
 
 @dataclass(frozen=True)
 class CoAttentionConfig:
-    text_hidden: int = 768                    # text-stream width (BERT-base)
-    text_layers: int = 12                     # text-stream layers
-    text_heads: int = 12                      # text self-attention heads
-    text_mlp: int = 3072                      # text feed-forward width
-    visual_hidden: int = 1024                 # visual-stream width (v_hidden_size)
-    visual_layers: int = 6                    # visual-stream layers
-    visual_heads: int = 8                     # visual self-attention heads
-    visual_mlp: int = 1024                    # visual feed-forward width (v_intermediate_size)
-    bi_hidden: int = 1024                     # co-attention width (bi_hidden_size), also the pooled width
-    bi_heads: int = 8                         # co-attention heads
-    visual_co_ids: Tuple[int, ...] = (0, 1, 2, 3, 4, 5)    # visual layer each connection precedes
-    text_co_ids: Tuple[int, ...] = (6, 7, 8, 9, 10, 11)    # text layer each connection precedes
-    max_text_len: int = 512                   # longest accepted text (BERT position table)
-    eps: float = 1e-12                        # LayerNorm epsilon (BERT)
-    act: str = "gelu"                         # feed-forward activation
-    default_visual_tokens: int = 36           # regions for make_inputs when the visual spec leaves the count open
+    text_hidden: int = 768  # text-stream width (BERT-base)
+    text_layers: int = 12  # text-stream layers
+    text_heads: int = 12  # text self-attention heads
+    text_mlp: int = 3072  # text feed-forward width
+    visual_hidden: int = 1024  # visual-stream width (v_hidden_size)
+    visual_layers: int = 6  # visual-stream layers
+    visual_heads: int = 8  # visual self-attention heads
+    visual_mlp: int = 1024  # visual feed-forward width (v_intermediate_size)
+    bi_hidden: int = 1024  # co-attention width (bi_hidden_size), also the pooled width
+    bi_heads: int = 8  # co-attention heads
+    visual_co_ids: tuple[int, ...] = (0, 1, 2, 3, 4, 5)  # visual layer each connection precedes
+    text_co_ids: tuple[int, ...] = (6, 7, 8, 9, 10, 11)  # text layer each connection precedes
+    max_text_len: int = 512  # longest accepted text (BERT position table)
+    eps: float = 1e-12  # LayerNorm epsilon (BERT)
+    act: str = "gelu"  # feed-forward activation
+    default_visual_tokens: int = 36  # regions for make_inputs when the visual spec leaves the count open
 
 
 class CoAttentionLayer(nn.Module):
     """One ViLBERT connection: (v [B, N, Dv], t [B, L, Dt]) -> (v', t'), same shapes."""
 
-    def __init__(self, v_dim: int, t_dim: int, bi_dim: int, bi_heads: int, v_mlp: int, t_mlp: int,
-                 eps: float = 1e-12, act: str = "gelu"):
+    def __init__(
+        self,
+        v_dim: int,
+        t_dim: int,
+        bi_dim: int,
+        bi_heads: int,
+        v_mlp: int,
+        t_mlp: int,
+        eps: float = 1e-12,
+        act: str = "gelu",
+    ):
         super().__init__()
         # v_attn: query1 -> q, [key2; value2] -> kv, dense1 -> proj;  t_attn: query2, [key1; value1], dense2.
         self.v_attn = Attention(v_dim, bi_heads, kv_dim=t_dim, inner_dim=bi_dim, out_dim=v_dim)
@@ -75,17 +84,18 @@ class CoAttentionLayer(nn.Module):
         self.v_mlp, self.t_mlp = Mlp(v_dim, v_mlp, act=act), Mlp(t_dim, t_mlp, act=act)
         self.v_ln2, self.t_ln2 = nn.LayerNorm(v_dim, eps=eps), nn.LayerNorm(t_dim, eps=eps)
 
-    def forward(self, v: torch.Tensor, t: torch.Tensor, v_bias: Optional[torch.Tensor],
-                t_bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        v_ctx = self.v_attn(v, context=t, attn_mask=t_bias)   # visual queries over text keys/values
-        t_ctx = self.t_attn(t, context=v, attn_mask=v_bias)   # text queries over visual keys/values
+    def forward(
+        self, v: torch.Tensor, t: torch.Tensor, v_bias: torch.Tensor | None, t_bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        v_ctx = self.v_attn(v, context=t, attn_mask=t_bias)  # visual queries over text keys/values
+        t_ctx = self.t_attn(t, context=v, attn_mask=v_bias)  # text queries over visual keys/values
         v, t = self.v_ln1(v + v_ctx), self.t_ln1(t + t_ctx)
         return self.v_ln2(v + self.v_mlp(v)), self.t_ln2(t + self.t_mlp(t))
 
 
-def _schedule(v_ids: Tuple[int, ...], t_ids: Tuple[int, ...], n_v: int, n_t: int) -> List[Tuple[str, int]]:
+def _schedule(v_ids: tuple[int, ...], t_ids: tuple[int, ...], n_v: int, n_t: int) -> list[tuple[str, int]]:
     """The co_layers steps after the text-only prefix: ("v", i) visual layer, ("t", i) text layer, ("c", k)."""
-    steps: List[Tuple[str, int]] = []
+    steps: list[tuple[str, int]] = []
     v_start, t_start = 0, t_ids[0]
     for k, (vi, ti) in enumerate(zip(v_ids, t_ids)):
         steps += [("v", j) for j in range(v_start, vi)] + [("t", j) for j in range(t_start, ti)] + [("c", k)]
@@ -117,16 +127,28 @@ class CoAttentionInteraction(nn.Module):
         self.output_dim = cfg.bi_hidden
         self.text_in = nn.Linear(text_spec.dim, cfg.text_hidden) if text_spec.dim != cfg.text_hidden else nn.Identity()
         bert = dict(norm_first=False, eps=cfg.eps, act=cfg.act)
-        self.text_layers = nn.ModuleList(Block(cfg.text_hidden, cfg.text_heads, cfg.text_mlp, **bert)
-                                         for _ in range(cfg.text_layers))
+        self.text_layers = nn.ModuleList(
+            Block(cfg.text_hidden, cfg.text_heads, cfg.text_mlp, **bert) for _ in range(cfg.text_layers)
+        )
         self.v_proj = nn.Linear(visual_spec.dim, cfg.visual_hidden)
         self.v_loc = nn.Linear(5, cfg.visual_hidden) if self.has_boxes else None
         self.v_norm = nn.LayerNorm(cfg.visual_hidden, eps=cfg.eps)
-        self.visual_layers = nn.ModuleList(Block(cfg.visual_hidden, cfg.visual_heads, cfg.visual_mlp, **bert)
-                                           for _ in range(cfg.visual_layers))
+        self.visual_layers = nn.ModuleList(
+            Block(cfg.visual_hidden, cfg.visual_heads, cfg.visual_mlp, **bert) for _ in range(cfg.visual_layers)
+        )
         self.co_layers = nn.ModuleList(
-            CoAttentionLayer(cfg.visual_hidden, cfg.text_hidden, cfg.bi_hidden, cfg.bi_heads, cfg.visual_mlp,
-                             cfg.text_mlp, cfg.eps, cfg.act) for _ in v_ids)
+            CoAttentionLayer(
+                cfg.visual_hidden,
+                cfg.text_hidden,
+                cfg.bi_hidden,
+                cfg.bi_heads,
+                cfg.visual_mlp,
+                cfg.text_mlp,
+                cfg.eps,
+                cfg.act,
+            )
+            for _ in v_ids
+        )
         self.t_pool = nn.Linear(cfg.text_hidden, cfg.bi_hidden)
         self.v_pool = nn.Linear(cfg.visual_hidden, cfg.bi_hidden)
         self.text_prefix = t_ids[0]
@@ -135,11 +157,15 @@ class CoAttentionInteraction(nn.Module):
         init_transformer_weights(self, init_std(min(cfg.text_hidden, cfg.visual_hidden, cfg.bi_hidden)))
 
     @classmethod
-    def from_config(cls, cfg: CoAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> "CoAttentionInteraction":
+    def from_config(
+        cls, cfg: CoAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
+    ) -> CoAttentionInteraction:
         return cls(visual_spec, text_spec, cfg)
 
     # -- Benchmarkable -------------------------------------------------------------------------
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         """Random features of the declared widths (and valid random boxes for region specs), every token real."""
         g, b, n = generator.device, batch_size, self.visual_tokens
         v = torch.randn(b, n, self.visual_dim, generator=generator, device=g)
@@ -153,9 +179,12 @@ class CoAttentionInteraction(nn.Module):
         tmask = torch.ones(b, self.text_tokens, dtype=torch.bool, device=device)
         return {"visual": VisualTokens(v.to(device), vmask, boxes=boxes), "text": TextTokens(t.to(device), tmask)}
 
-    def workload(self) -> Dict[str, Any]:
-        return {"visual_tokens": self.visual_tokens + int(self.add_image_token), "text_len": self.text_tokens,
-                "co_connections": len(self.co_layers)}
+    def workload(self) -> dict[str, Any]:
+        return {
+            "visual_tokens": self.visual_tokens + int(self.add_image_token),
+            "text_len": self.text_tokens,
+            "co_connections": len(self.co_layers),
+        }
 
     # -- forward -------------------------------------------------------------------------------
     def _check(self, visual: VisualTokens, text: TextTokens) -> None:
@@ -165,21 +194,23 @@ class CoAttentionInteraction(nn.Module):
         if tf.dim() != 3 or tf.shape[-1] != self.text_dim:
             raise bad_value("text features shape", tuple(tf.shape), f"[B, L, {self.text_dim}] (the text spec)")
         if vf.shape[0] != tf.shape[0]:
-            raise VlpbenchError(f"invalid batch sizes: {vf.shape[0]} images vs {tf.shape[0]} texts; "
-                                "accepted: equal batch sizes (one text per image)")
+            raise VlpbenchError(
+                f"invalid batch sizes: {vf.shape[0]} images vs {tf.shape[0]} texts; "
+                "accepted: equal batch sizes (one text per image)"
+            )
         if tf.shape[1] > self.cfg.max_text_len:
             raise bad_value("text length", tf.shape[1], f"at most {self.cfg.max_text_len} tokens")
         if self.has_boxes and (visual.boxes is None or visual.boxes.shape != (*vf.shape[:2], 4)):
             got = None if visual.boxes is None else tuple(visual.boxes.shape)
             raise bad_value("visual boxes", got, "[B, N, 4] normalised boxes (the visual spec has boxes)")
 
-    def embed_visual(self, visual: VisualTokens) -> Tuple[torch.Tensor, torch.Tensor]:
+    def embed_visual(self, visual: VisualTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """-> visual-stream input [B, N(+1), visual_hidden] and its mask [B, N(+1)]."""
         feats, mask, boxes = visual.features, visual.mask.bool(), visual.boxes
         if self.add_image_token:
             m = mask[..., None].to(feats.dtype)
             image = (feats * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1, Dv]
-            feats = torch.cat([image, feats], dim=1)                                               # [B, 1+N, Dv]
+            feats = torch.cat([image, feats], dim=1)  # [B, 1+N, Dv]
             mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
             if self.has_boxes:
                 full = boxes.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(boxes.shape[0], 1, 4)
@@ -187,7 +218,7 @@ class CoAttentionInteraction(nn.Module):
         x = self.v_proj(feats)
         if self.has_boxes:
             area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-            loc = torch.cat([boxes, area[..., None]], dim=-1)       # [B, N, 4] -> [B, N, 5]
+            loc = torch.cat([boxes, area[..., None]], dim=-1)  # [B, N, 4] -> [B, N, 5]
             x = x + self.v_loc(loc.to(x.dtype))
         return self.v_norm(x), mask
 
@@ -210,8 +241,10 @@ class CoAttentionInteraction(nn.Module):
                 else:
                     t = self.text_layers[i](t, attn_mask=t_bias)
         with stage("pool"):
-            pooled = torch.relu(self.t_pool(t[:, 0])) * torch.relu(self.v_pool(v[:, 0]))   # [B, bi_hidden]
-        return InteractionOutput(last_hidden_state=t, pooler_output=pooled, text_len=t.shape[1],
-                                 extras={"visual_hidden_state": v, "visual_mask": v_mask})
-
-
+            pooled = torch.relu(self.t_pool(t[:, 0])) * torch.relu(self.v_pool(v[:, 0]))  # [B, bi_hidden]
+        return InteractionOutput(
+            last_hidden_state=t,
+            pooler_output=pooled,
+            text_len=t.shape[1],
+            extras={"visual_hidden_state": v, "visual_mask": v_mask},
+        )

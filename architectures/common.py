@@ -3,7 +3,7 @@ and UNITER's box-location feature."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -19,9 +19,16 @@ def box_features(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([boxes, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
 
 
-def make_interaction_inputs(visual_spec: TokenSpec, text_spec: TokenSpec, batch_size: int, *,
-                            generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+def make_interaction_inputs(
+    visual_spec: TokenSpec,
+    text_spec: TokenSpec,
+    batch_size: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
     """Seeded embedder outputs matching the specs: {"visual": VisualTokens, "text": TextTokens}."""
+
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator, device=generator.device).to(device)
 
@@ -32,16 +39,23 @@ def make_interaction_inputs(visual_spec: TokenSpec, text_spec: TokenSpec, batch_
         xy = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
         wh = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
         boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
-    visual = VisualTokens(rand(batch_size, n, visual_spec.dim), torch.ones(batch_size, n, dtype=torch.bool, device=device),
-                          boxes=boxes, pooled=rand(batch_size, visual_spec.pooled_dim or visual_spec.dim)
-                          if visual_spec.pooled else None)
-    text = TextTokens(rand(batch_size, length, text_spec.dim), torch.ones(batch_size, length, dtype=torch.bool, device=device),
-                      pooled=rand(batch_size, text_spec.pooled_dim or text_spec.dim) if text_spec.pooled else None)
+    visual = VisualTokens(
+        rand(batch_size, n, visual_spec.dim),
+        torch.ones(batch_size, n, dtype=torch.bool, device=device),
+        boxes=boxes,
+        pooled=rand(batch_size, visual_spec.pooled_dim or visual_spec.dim) if visual_spec.pooled else None,
+    )
+    text = TextTokens(
+        rand(batch_size, length, text_spec.dim),
+        torch.ones(batch_size, length, dtype=torch.bool, device=device),
+        pooled=rand(batch_size, text_spec.pooled_dim or text_spec.dim) if text_spec.pooled else None,
+    )
     return {"visual": visual, "text": text}
 
 
-def check_tokens(visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec, text_spec: TokenSpec,
-                 same_batch: bool = True) -> None:
+def check_tokens(
+    visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec, text_spec: TokenSpec, same_batch: bool = True
+) -> None:
     """Up-front checks that the tokens match the specs the interaction was built against (``same_batch``: one
     text per image; dual encoders score N images against M texts and pass False)."""
     if visual.features.shape[-1] != visual_spec.dim:
@@ -51,5 +65,6 @@ def check_tokens(visual: VisualTokens, text: TextTokens, visual_spec: TokenSpec,
     if same_batch and visual.features.shape[0] != text.features.shape[0]:
         raise bad_value("batch sizes (visual, text)", (visual.features.shape[0], text.features.shape[0]), "equal sizes")
     if visual_spec.has_boxes and visual.boxes is None:
-        raise VlpbenchError("visual tokens carry no boxes but the visual spec has_boxes=True; accepted: "
-                            "VisualTokens.boxes [B, N, 4]")
+        raise VlpbenchError(
+            "visual tokens carry no boxes but the visual spec has_boxes=True; accepted: VisualTokens.boxes [B, N, 4]"
+        )

@@ -8,7 +8,7 @@ function so the harness records ``visual.*`` (VE), ``text.*`` (TE), ``interactio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,26 +20,26 @@ from vlpbench.types import InteractionOutput
 
 @dataclass(frozen=True)
 class ArchConfig:
-    visual: str                      # VISUAL registry name
-    text: str                        # TEXT registry name
-    interaction: str                 # INTERACTION registry name
-    head: Optional[str] = None       # HEAD registry name, or None for the bare interaction output
-    visual_overrides: Dict[str, Any] = field(default_factory=dict)       # config overrides per component
-    text_overrides: Dict[str, Any] = field(default_factory=dict)
-    interaction_overrides: Dict[str, Any] = field(default_factory=dict)
-    head_overrides: Dict[str, Any] = field(default_factory=dict)
-    tiny: bool = False               # build every component at its tiny (test) size
+    visual: str  # VISUAL registry name
+    text: str  # TEXT registry name
+    interaction: str  # INTERACTION registry name
+    head: str | None = None  # HEAD registry name, or None for the bare interaction output
+    visual_overrides: dict[str, Any] = field(default_factory=dict)  # config overrides per component
+    text_overrides: dict[str, Any] = field(default_factory=dict)
+    interaction_overrides: dict[str, Any] = field(default_factory=dict)
+    head_overrides: dict[str, Any] = field(default_factory=dict)
+    tiny: bool = False  # build every component at its tiny (test) size
 
 
 @dataclass
 class VLPOutput:
     interaction: InteractionOutput
-    head: Optional[Dict[str, torch.Tensor]] = None
-    extras: Dict[str, Any] = field(default_factory=dict)  # workload facts from every part (e.g. regions kept)
+    head: dict[str, torch.Tensor] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # workload facts from every part (e.g. regions kept)
 
 
 class VLPModel(nn.Module):
-    def __init__(self, visual: nn.Module, text: nn.Module, interaction: nn.Module, head: Optional[nn.Module] = None):
+    def __init__(self, visual: nn.Module, text: nn.Module, interaction: nn.Module, head: nn.Module | None = None):
         super().__init__()
         self.visual = visual
         self.text = text
@@ -47,21 +47,23 @@ class VLPModel(nn.Module):
         self.head = head
 
     @classmethod
-    def from_config(cls, cfg: ArchConfig) -> "VLPModel":
+    def from_config(cls, cfg: ArchConfig) -> VLPModel:
         visual = VISUAL.build(cfg.visual, tiny=cfg.tiny, **cfg.visual_overrides)
         text = TEXT.build(cfg.text, tiny=cfg.tiny, **cfg.text_overrides)
         interaction = INTERACTION.build(
-            cfg.interaction, tiny=cfg.tiny,
+            cfg.interaction,
+            tiny=cfg.tiny,
             context={"visual_spec": visual.output_spec(), "text_spec": text.output_spec()},
             **cfg.interaction_overrides,
         )
         head = None
         if cfg.head is not None:
-            head = HEAD.build(cfg.head, tiny=cfg.tiny, context={"in_dim": interaction.output_dim},
-                              **cfg.head_overrides)
+            head = HEAD.build(cfg.head, tiny=cfg.tiny, context={"in_dim": interaction.output_dim}, **cfg.head_overrides)
         return cls(visual, text, interaction, head)
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         inputs = dict(self.visual.make_inputs(batch_size, generator=generator, device=device))
         if getattr(self.head, "images_per_example", 1) == 2:  # NLVR2: [B, 2, C, H, W], two images per text
             second = self.visual.make_inputs(batch_size, generator=generator, device=device)["pixel_values"]
@@ -69,8 +71,15 @@ class VLPModel(nn.Module):
         inputs.update(self.text.make_inputs(batch_size, generator=generator, device=device))
         return inputs
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                stage: StageFn = null_stage, pixel_mask: Optional[torch.Tensor] = None, **kwargs: Any) -> VLPOutput:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        stage: StageFn = null_stage,
+        pixel_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> VLPOutput:
         """pixel_mask [B, H, W] (padded images, ViltProcessor-style) goes to the visual embedder when given;
         pixel_values [B, 2, C, H, W] (an image pair per text, NLVR2) run as :meth:`forward_pair`."""
         if pixel_values.dim() == 5:
@@ -85,9 +94,14 @@ class VLPModel(nn.Module):
         extras = {**visual.extras, **text.extras, **out.extras}
         return VLPOutput(out, head_out, extras)
 
-    def forward_pair(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                     attention_mask: Optional[torch.Tensor] = None, pixel_mask: Optional[torch.Tensor] = None,
-                     stage: StageFn = null_stage) -> VLPOutput:
+    def forward_pair(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        stage: StageFn = null_stage,
+    ) -> VLPOutput:
         """NLVR2: pixel_values [B, 2, C, H, W] (pixel_mask [B, 2, H, W]) and one text -> the interaction once per
         image, image i with modality type i + 1 (transformers' ``ViltForImagesAndTextClassification``), then the
         head on both pooled outputs: ``head(out_1, pair=out_2)``."""
@@ -100,8 +114,7 @@ class VLPModel(nn.Module):
         head_out = self.head(outs[0], stage=scoped(stage, "head", "head"), pair=outs[1]) if self.head else None
         return VLPOutput(outs[0], head_out, {})
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         w = dict(self.visual.workload())
         w.update(self.text.workload())
         return w
-

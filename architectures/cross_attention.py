@@ -30,7 +30,7 @@ fusion layers (its own encoder is then the unimodal encoder).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,18 +49,18 @@ PATHS = ("itm", "itc")
 
 @dataclass(frozen=True)
 class CrossAttentionConfig:
-    width: int = 768              # width of every encoder (ViT-B and BERT-base)
-    heads: int = 12               # attention heads (self and cross)
-    mlp_dim: int = 3072           # MLP hidden width
-    image_layers: int = 12        # pre-norm ViT layers over the visual tokens (VE); 0 = the embedder's tokens
-    image_eps: float = 1e-6       # LayerNorm eps of the ViT layers and final norm (ALBEF models/vit.py)
-    text_layers: int = 6          # post-norm BERT layers over the text alone (TE); ALBEF: layers 0-5
-    fusion_layers: int = 6        # BERT layers with cross-attention to the image (MI); ALBEF: layers 6-11
-    eps: float = 1e-12            # BERT LayerNorm eps
-    act: str = "gelu"             # MLP activation
-    embed_dim: int = 256          # ITC projection width
-    temp_init: float = 0.07       # ITC temperature at initialisation (learnable; logits = sim / temp)
-    path: str = "itm"             # "itm": fused path; "itc": unimodal [CLS] projections and similarity
+    width: int = 768  # width of every encoder (ViT-B and BERT-base)
+    heads: int = 12  # attention heads (self and cross)
+    mlp_dim: int = 3072  # MLP hidden width
+    image_layers: int = 12  # pre-norm ViT layers over the visual tokens (VE); 0 = the embedder's tokens
+    image_eps: float = 1e-6  # LayerNorm eps of the ViT layers and final norm (ALBEF models/vit.py)
+    text_layers: int = 6  # post-norm BERT layers over the text alone (TE); ALBEF: layers 0-5
+    fusion_layers: int = 6  # BERT layers with cross-attention to the image (MI); ALBEF: layers 6-11
+    eps: float = 1e-12  # BERT LayerNorm eps
+    act: str = "gelu"  # MLP activation
+    embed_dim: int = 256  # ITC projection width
+    temp_init: float = 0.07  # ITC temperature at initialisation (learnable; logits = sim / temp)
+    path: str = "itm"  # "itm": fused path; "itc": unimodal [CLS] projections and similarity
 
 
 class CrossAttentionBlock(nn.Module):
@@ -72,8 +72,16 @@ class CrossAttentionBlock(nn.Module):
     x [B, L, W], context [B, N, Wc] -> [B, L, W].
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, context_dim: Optional[int] = None,
-                 eps: float = 1e-12, act: str = "gelu"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        context_dim: int | None = None,
+        eps: float = 1e-12,
+        act: str = "gelu",
+    ):
         super().__init__()
         self.attn = Attention(dim, num_heads)
         self.ln1 = nn.LayerNorm(dim, eps=eps)
@@ -82,8 +90,13 @@ class CrossAttentionBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, act=act)
         self.ln2 = nn.LayerNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
-                context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self.ln1(x + self.attn(x, attn_mask=attn_mask))
         x = self.ln_cross(x + self.cross(x, context=context, attn_mask=context_mask))  # text queries, image keys
         return self.ln2(x + self.mlp(x))
@@ -94,7 +107,7 @@ def _first_or_mean(x: torch.Tensor, mask: torch.Tensor, has_cls: bool) -> torch.
     return x[:, 0] if has_cls else masked_mean(x, mask)
 
 
-def _bias(mask: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:
+def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """All-real sequences skip the mask, so SDPA takes its unmasked kernel."""
     return None if bool(mask.all()) else padding_to_attn_mask(mask, dtype)
 
@@ -127,17 +140,24 @@ class CrossAttentionInteraction(nn.Module):
         self.box_proj = nn.Linear(7, w) if visual_spec.has_boxes else None
         self.text_in = nn.Linear(text_spec.dim, w) if text_spec.dim != w else nn.Identity()
         block = dict(act=cfg.act)
-        self.image_encoder = (Encoder(w, cfg.image_layers, cfg.heads, cfg.mlp_dim, norm_first=True, eps=cfg.image_eps,
-                                      **block) if cfg.image_layers else None)
+        self.image_encoder = (
+            Encoder(w, cfg.image_layers, cfg.heads, cfg.mlp_dim, norm_first=True, eps=cfg.image_eps, **block)
+            if cfg.image_layers
+            else None
+        )
         self.image_norm = nn.LayerNorm(w, eps=cfg.image_eps) if cfg.image_layers else None
-        self.text_encoder = (Encoder(w, cfg.text_layers, cfg.heads, cfg.mlp_dim, norm_first=False, eps=cfg.eps, **block)
-                             if cfg.text_layers else None)
-        self.fusion = nn.ModuleList(CrossAttentionBlock(w, cfg.heads, cfg.mlp_dim, eps=cfg.eps, **block)
-                                    for _ in range(cfg.fusion_layers))
+        self.text_encoder = (
+            Encoder(w, cfg.text_layers, cfg.heads, cfg.mlp_dim, norm_first=False, eps=cfg.eps, **block)
+            if cfg.text_layers
+            else None
+        )
+        self.fusion = nn.ModuleList(
+            CrossAttentionBlock(w, cfg.heads, cfg.mlp_dim, eps=cfg.eps, **block) for _ in range(cfg.fusion_layers)
+        )
         self.vision_proj = nn.Linear(w, cfg.embed_dim)
         self.text_proj = nn.Linear(w, cfg.embed_dim)
         self.temp = nn.Parameter(torch.tensor(float(cfg.temp_init)))
-        init_transformer_weights(self, init_std(w))   # ALBEF: BERT's init for the text side, ViT's trunc-normal
+        init_transformer_weights(self, init_std(w))  # ALBEF: BERT's init for the text side, ViT's trunc-normal
 
     @property
     def family(self) -> str:
@@ -145,16 +165,21 @@ class CrossAttentionInteraction(nn.Module):
         return "dual" if self.path == "itc" else "fusion"
 
     @classmethod
-    def from_config(cls, cfg: CrossAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
-                    ) -> "CrossAttentionInteraction":
+    def from_config(
+        cls, cfg: CrossAttentionConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
+    ) -> CrossAttentionInteraction:
         return cls(visual_spec, text_spec, cfg)
 
-    def workload(self) -> Dict[str, Any]:
-        return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens,
-                "path": self.path}
+    def workload(self) -> dict[str, Any]:
+        return {
+            "visual_tokens": self.visual_spec.num_tokens,
+            "text_tokens": self.text_spec.num_tokens,
+            "path": self.path,
+        }
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         return make_interaction_inputs(self.visual_spec, self.text_spec, batch_size, generator=generator, device=device)
 
     # -- the three encoders ------------------------------------------------------------------------------------
@@ -182,14 +207,15 @@ class CrossAttentionInteraction(nn.Module):
             v = blk(v, attn_mask=bias)
         return self.image_norm(last_layer_first_token(self.image_encoder.layers[-1], v, bias))
 
-    def encode_text(self, text: TextTokens) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def encode_text(self, text: TextTokens) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> [B, L, W] after the BERT layers, and the text's additive mask (None when all tokens are real)."""
         t = self.text_in(text.features)
         bias = _bias(text.mask, t.dtype)
         return (t if self.text_encoder is None else self.text_encoder(t, attn_mask=bias)), bias
 
-    def fuse(self, t: torch.Tensor, t_bias: Optional[torch.Tensor], v: torch.Tensor,
-             v_bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def fuse(
+        self, t: torch.Tensor, t_bias: torch.Tensor | None, v: torch.Tensor, v_bias: torch.Tensor | None
+    ) -> torch.Tensor:
         """text [B, L, W], image [B, N, W] -> fused text [B, L, W]."""
         for layer in self.fusion:
             t = layer(t, v, attn_mask=t_bias, context_mask=v_bias)
@@ -224,4 +250,3 @@ class CrossAttentionInteraction(nn.Module):
         with stage("similarity"):
             image, txt, logits = self.similarity(image, txt)
         return InteractionOutput(image_embeds=image, text_embeds=txt, logits_per_image=logits)
-

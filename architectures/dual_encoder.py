@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +28,13 @@ from .common import check_tokens, make_interaction_inputs
 
 @dataclass(frozen=True)
 class DualEncoderConfig:
-    width: int = 768                          # image tower width (ViT-B/32)
-    depth: int = 12                           # image tower layers
-    heads: int = 12                           # image tower heads
-    mlp_dim: int = 3072                       # image tower MLP width
-    act: str = "quick_gelu"                   # OpenAI CLIP's activation
-    eps: float = 1e-5                         # LayerNorm eps
-    embed_dim: int = 512                      # joint embedding width
+    width: int = 768  # image tower width (ViT-B/32)
+    depth: int = 12  # image tower layers
+    heads: int = 12  # image tower heads
+    mlp_dim: int = 3072  # image tower MLP width
+    act: str = "quick_gelu"  # OpenAI CLIP's activation
+    eps: float = 1e-5  # LayerNorm eps
+    embed_dim: int = 512  # joint embedding width
     logit_scale_init: float = math.log(1 / 0.07)  # learned temperature, stored as a log
 
 
@@ -70,9 +70,20 @@ class DualEncoderInteraction(nn.Module):
 
     family = "dual"  # image and text towers pooled to embeddings, compared by cosine (taxonomy class b)
 
-    def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, width: int = 768, depth: int = 12,
-                 heads: int = 12, mlp_dim: int = 3072, *, act: str = "quick_gelu", eps: float = 1e-5,
-                 embed_dim: int = 512, logit_scale_init: float = math.log(1 / 0.07)):
+    def __init__(
+        self,
+        visual_spec: TokenSpec,
+        text_spec: TokenSpec,
+        width: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        mlp_dim: int = 3072,
+        *,
+        act: str = "quick_gelu",
+        eps: float = 1e-5,
+        embed_dim: int = 512,
+        logit_scale_init: float = math.log(1 / 0.07),
+    ):
         super().__init__()
         if width % heads:
             raise bad_value("width", width, f"a multiple of heads={heads}")
@@ -81,41 +92,57 @@ class DualEncoderInteraction(nn.Module):
         if visual_spec.pooled:
             pooled_dim = visual_spec.pooled_dim or visual_spec.dim
             self.visual_in = self.tower = self.ln_post = None
-            self.visual_projection = (nn.Linear(pooled_dim, embed_dim, bias=False) if pooled_dim != embed_dim
-                                      else nn.Identity())
+            self.visual_projection = (
+                nn.Linear(pooled_dim, embed_dim, bias=False) if pooled_dim != embed_dim else nn.Identity()
+            )
         else:
             self.visual_in = nn.Linear(visual_spec.dim, width) if visual_spec.dim != width else nn.Identity()
             self.tower = Encoder(width, depth, heads, mlp_dim, norm_first=True, act=act, eps=eps)
             self.ln_post = nn.LayerNorm(width, eps=eps)
             self.visual_projection = nn.Linear(width, embed_dim, bias=False)
         text_in = (text_spec.pooled_dim or text_spec.dim) if text_spec.pooled else text_spec.dim
-        self.text_projection = nn.Linear(text_in, embed_dim, bias=False) if text_in != embed_dim or not text_spec.pooled \
-            else nn.Identity()
+        self.text_projection = (
+            nn.Linear(text_in, embed_dim, bias=False) if text_in != embed_dim or not text_spec.pooled else nn.Identity()
+        )
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         init_transformer_weights(self, init_std(width))
         # OpenAI CLIP: projections N(0, in_width ** -0.5), so a unit-scale token maps to a unit-scale embedding
         for proj in (self.visual_projection, self.text_projection):
             if isinstance(proj, nn.Linear):
-                nn.init.normal_(proj.weight, std=proj.in_features ** -0.5)
+                nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
 
     @classmethod
-    def from_config(cls, cfg: DualEncoderConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
-                    ) -> "DualEncoderInteraction":
-        return cls(visual_spec, text_spec, cfg.width, cfg.depth, cfg.heads, cfg.mlp_dim, act=cfg.act, eps=cfg.eps,
-                   embed_dim=cfg.embed_dim, logit_scale_init=cfg.logit_scale_init)
+    def from_config(
+        cls, cfg: DualEncoderConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
+    ) -> DualEncoderInteraction:
+        return cls(
+            visual_spec,
+            text_spec,
+            cfg.width,
+            cfg.depth,
+            cfg.heads,
+            cfg.mlp_dim,
+            act=cfg.act,
+            eps=cfg.eps,
+            embed_dim=cfg.embed_dim,
+            logit_scale_init=cfg.logit_scale_init,
+        )
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens}
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         return make_interaction_inputs(self.visual_spec, self.text_spec, batch_size, generator=generator, device=device)
 
     def encode_image(self, visual: VisualTokens) -> torch.Tensor:
         """-> [B, E] (not normalised)."""
         if self.tower is None:
             if visual.pooled is None:
-                raise bad_value("VisualTokens.pooled", None, "a pooled [B, D] vector (the visual spec says pooled=True)")
+                raise bad_value(
+                    "VisualTokens.pooled", None, "a pooled [B, D] vector (the visual spec says pooled=True)"
+                )
             return self.visual_projection(visual.pooled)
         x = self.visual_in(visual.features)
         attn_mask = None if bool(visual.mask.all()) else padding_to_attn_mask(visual.mask, x.dtype)
@@ -149,5 +176,3 @@ class DualEncoderInteraction(nn.Module):
         with stage("similarity"):
             image, txt, logits = self.similarity(image, txt)
         return InteractionOutput(image_embeds=image, text_embeds=txt, logits_per_image=logits)
-
-

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +36,14 @@ from vlpbench.types import InteractionOutput
 
 @dataclass(frozen=True)
 class ITMConfig:
-    num_classes: int = 2            # match / no match
+    num_classes: int = 2  # match / no match
 
 
 @dataclass(frozen=True)
 class MLMConfig:
-    vocab_size: int = 30522         # decoder rows (bert-base-uncased)
-    hidden_dim: Optional[int] = None  # width of the text tokens; None = in_dim (set 768 for ViLBERT's text stream)
-    eps: float = 1e-12              # LayerNorm epsilon of the transform
+    vocab_size: int = 30522  # decoder rows (bert-base-uncased)
+    hidden_dim: int | None = None  # width of the text tokens; None = in_dim (set 768 for ViLBERT's text stream)
+    eps: float = 1e-12  # LayerNorm epsilon of the transform
 
 
 @dataclass(frozen=True)
@@ -53,26 +53,31 @@ class ITCConfig:
 
 @dataclass(frozen=True)
 class VQAConfig:
-    num_answers: int = 3129         # VQAv2 answer vocabulary
+    num_answers: int = 3129  # VQAv2 answer vocabulary
 
 
 @dataclass(frozen=True)
 class NLVR2Config:
-    num_classes: int = 2            # true / false
+    num_classes: int = 2  # true / false
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    num_negatives: int = 15         # negatives per positive in the ranking loss (ViLT: 15 texts)
+    num_negatives: int = 15  # negatives per positive in the ranking loss (ViLT: 15 texts)
 
 
 def _need(head: str, out: InteractionOutput, *fields: str) -> None:
     missing = [f for f in fields if getattr(out, f) is None]
     if missing:
-        raise VlpbenchError(f"invalid input for head {head!r}: the interaction output has no {', '.join(missing)}; "
-                            f"accepted: an output with {', '.join(fields)}"
-                            + (" (a fusion model such as ViLT or ViLBERT)" if "logits_per_image" not in fields else
-                               " (a dual encoder such as CLIP or VSE)"))
+        raise VlpbenchError(
+            f"invalid input for head {head!r}: the interaction output has no {', '.join(missing)}; "
+            f"accepted: an output with {', '.join(fields)}"
+            + (
+                " (a fusion model such as ViLT or ViLBERT)"
+                if "logits_per_image" not in fields
+                else " (a dual encoder such as CLIP or VSE)"
+            )
+        )
 
 
 def _check_width(head: str, x: torch.Tensor, width: int, field: str, hint: str = "the head's in_dim") -> None:
@@ -87,7 +92,7 @@ def _check_in_dim(head: str, in_dim: int) -> None:
 
 class _Head(nn.Module):
     name = ""
-    images_per_example = 1      # NLVR2 reads two images per text (the model then runs the interaction twice)
+    images_per_example = 1  # NLVR2 reads two images per text (the model then runs the interaction twice)
 
     @classmethod
     def from_config(cls, cfg: Any, *, in_dim: int) -> _Head:
@@ -95,10 +100,12 @@ class _Head(nn.Module):
         _check_in_dim(cls.name, in_dim)
         return cls(in_dim, **dataclasses.asdict(cfg))
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {}
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         """A fusion-model output with random pooled [B, in_dim] features."""
         pooled = torch.randn(batch_size, self.in_dim, generator=generator, device=generator.device).to(device)
         return {"out": InteractionOutput(pooler_output=pooled)}
@@ -114,7 +121,7 @@ class ITMHead(_Head):
         self.in_dim = in_dim
         self.fc = nn.Linear(in_dim, num_classes)
 
-    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> Dict[str, torch.Tensor]:
+    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> dict[str, torch.Tensor]:
         _need(self.name, out, "pooler_output")
         _check_width(self.name, out.pooler_output, self.in_dim, "pooler_output")
         with stage(self.name):
@@ -140,16 +147,23 @@ class MLMHead(_Head):
         _check_in_dim(cls.name, in_dim)
         return cls(cfg.hidden_dim or in_dim, vocab_size=cfg.vocab_size, eps=cfg.eps)
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         h = torch.randn(batch_size, 40, self.in_dim, generator=generator, device=generator.device).to(device)
         return {"out": InteractionOutput(last_hidden_state=h, text_len=40)}
 
-    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> Dict[str, torch.Tensor]:
+    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> dict[str, torch.Tensor]:
         _need(self.name, out, "last_hidden_state", "text_len")
-        _check_width(self.name, out.last_hidden_state, self.in_dim, "last_hidden_state",
-                     "the head's width; set the head option hidden_dim to the text-stream width, e.g. 768 for ViLBERT")
+        _check_width(
+            self.name,
+            out.last_hidden_state,
+            self.in_dim,
+            "last_hidden_state",
+            "the head's width; set the head option hidden_dim to the text-stream width, e.g. 768 for ViLBERT",
+        )
         with stage(self.name):
-            text = out.last_hidden_state[:, : out.text_len]          # [B, T, h] -> [B, L, h]
+            text = out.last_hidden_state[:, : out.text_len]  # [B, T, h] -> [B, L, h]
             return {"logits": self.decoder(self.norm(F.gelu(self.dense(text))))}
 
 
@@ -162,11 +176,13 @@ class ITCHead(_Head):
         super().__init__()
         self.in_dim = in_dim
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         logits = torch.randn(batch_size, batch_size, generator=generator, device=generator.device).to(device)
         return {"out": InteractionOutput(logits_per_image=logits)}
 
-    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> Dict[str, torch.Tensor]:
+    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> dict[str, torch.Tensor]:
         _need(self.name, out, "logits_per_image")
         with stage(self.name):
             return {"logits_per_image": out.logits_per_image, "logits_per_text": out.logits_per_image.t()}
@@ -180,10 +196,11 @@ class VQAHead(_Head):
     def __init__(self, in_dim: int, num_answers: int = 3129):
         super().__init__()
         self.in_dim = in_dim
-        self.classifier = nn.Sequential(nn.Linear(in_dim, 2 * in_dim), nn.LayerNorm(2 * in_dim), nn.GELU(),
-                                        nn.Linear(2 * in_dim, num_answers))
+        self.classifier = nn.Sequential(
+            nn.Linear(in_dim, 2 * in_dim), nn.LayerNorm(2 * in_dim), nn.GELU(), nn.Linear(2 * in_dim, num_answers)
+        )
 
-    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> Dict[str, torch.Tensor]:
+    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> dict[str, torch.Tensor]:
         _need(self.name, out, "pooler_output")
         _check_width(self.name, out.pooler_output, self.in_dim, "pooler_output")
         with stage(self.name):
@@ -203,24 +220,32 @@ class NLVR2Head(_Head):
         d2 = 2 * in_dim
         self.classifier = nn.Sequential(nn.Linear(d2, d2), nn.LayerNorm(d2), nn.GELU(), nn.Linear(d2, num_classes))
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         first = super().make_inputs(batch_size, generator=generator, device=device)["out"]
         second = super().make_inputs(batch_size, generator=generator, device=device)["out"]
         return {"out": first, "pair": second}
 
-    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, pair: Optional[InteractionOutput] = None,
-                **kwargs: Any) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, out: InteractionOutput, stage: StageFn = null_stage, pair: InteractionOutput | None = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
         if not isinstance(pair, InteractionOutput):
-            raise VlpbenchError(f"invalid input for head 'nlvr2': pair={type(pair).__name__}; accepted: "
-                                "pair=InteractionOutput of the second image (head(out1, stage, pair=out2))")
+            raise VlpbenchError(
+                f"invalid input for head 'nlvr2': pair={type(pair).__name__}; accepted: "
+                "pair=InteractionOutput of the second image (head(out1, stage, pair=out2))"
+            )
         _need(self.name, out, "pooler_output")
         _need(self.name, pair, "pooler_output")
         _check_width(self.name, out.pooler_output, self.in_dim, "pooler_output")
         if pair.pooler_output.shape != out.pooler_output.shape:
-            raise bad_value("input for head 'nlvr2': pair pooler_output shape", tuple(pair.pooler_output.shape),
-                            f"{tuple(out.pooler_output.shape)} like the first image's")
+            raise bad_value(
+                "input for head 'nlvr2': pair pooler_output shape",
+                tuple(pair.pooler_output.shape),
+                f"{tuple(out.pooler_output.shape)} like the first image's",
+            )
         with stage(self.name):
-            both = torch.cat([out.pooler_output, pair.pooler_output], dim=-1)   # 2 x [B, d] -> [B, 2d]
+            both = torch.cat([out.pooler_output, pair.pooler_output], dim=-1)  # 2 x [B, d] -> [B, 2d]
             return {"logits": self.classifier(both)}
 
 
@@ -237,7 +262,7 @@ class RetrievalHead(_Head):
         self.num_negatives = num_negatives
         self.rank_output = nn.Linear(in_dim, 1)
 
-    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> Dict[str, torch.Tensor]:
+    def forward(self, out: InteractionOutput, stage: StageFn = null_stage, **kwargs: Any) -> dict[str, torch.Tensor]:
         _need(self.name, out, "pooler_output")
         _check_width(self.name, out.pooler_output, self.in_dim, "pooler_output")
         with stage(self.name):
@@ -254,8 +279,11 @@ def retrieval_loss(scores: torch.Tensor, num_negatives: int = 15) -> torch.Tenso
     """
     group = 1 + num_negatives
     if scores.dim() != 1 or scores.numel() == 0 or scores.numel() % group:
-        raise bad_value("retrieval scores shape", tuple(scores.shape), f"[P * {group}] (1 positive + {num_negatives} negatives per group)")
-    logits = scores.view(-1, group)                      # [P*(1+N)] -> [P, 1+N]
+        raise bad_value(
+            "retrieval scores shape",
+            tuple(scores.shape),
+            f"[P * {group}] (1 positive + {num_negatives} negatives per group)",
+        )
+    logits = scores.view(-1, group)  # [P*(1+N)] -> [P, 1+N]
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=scores.device)
     return F.cross_entropy(logits, target)
-

@@ -13,7 +13,7 @@ Linear, added to the projected feature.  Weight names follow :mod:`vlpbench.laye
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,18 +26,16 @@ from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualToken
 from .common import box_features, check_tokens, make_interaction_inputs
 
 
-
-
 @dataclass(frozen=True)
 class SingleStreamConfig:
-    width: int = 768            # transformer width (ViT-B/32)
-    depth: int = 12             # layers
-    heads: int = 12             # attention heads
-    mlp_dim: int = 3072         # MLP hidden width
-    act: str = "gelu"           # MLP activation
-    eps: float = 1e-12          # LayerNorm eps (ViLT keeps BERT's 1e-12)
-    modality_types: int = 2     # modality-type embedding rows (0 text, 1 image; NLVR2 adds 2)
-    dropout: float = 0.0        # hidden / attention dropout (training only)
+    width: int = 768  # transformer width (ViT-B/32)
+    depth: int = 12  # layers
+    heads: int = 12  # attention heads
+    mlp_dim: int = 3072  # MLP hidden width
+    act: str = "gelu"  # MLP activation
+    eps: float = 1e-12  # LayerNorm eps (ViLT keeps BERT's 1e-12)
+    modality_types: int = 2  # modality-type embedding rows (0 text, 1 image; NLVR2 adds 2)
+    dropout: float = 0.0  # hidden / attention dropout (training only)
 
 
 class SingleStreamInteraction(nn.Module):
@@ -46,9 +44,20 @@ class SingleStreamInteraction(nn.Module):
 
     family = "fusion"  # text and visual tokens mixed in one transformer (taxonomy classes c, d)
 
-    def __init__(self, visual_spec: TokenSpec, text_spec: TokenSpec, width: int = 768, depth: int = 12,
-                 heads: int = 12, mlp_dim: int = 3072, *, act: str = "gelu", eps: float = 1e-12,
-                 modality_types: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        visual_spec: TokenSpec,
+        text_spec: TokenSpec,
+        width: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        mlp_dim: int = 3072,
+        *,
+        act: str = "gelu",
+        eps: float = 1e-12,
+        modality_types: int = 2,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if width % heads:
             raise bad_value("width", width, f"a multiple of heads={heads}")
@@ -58,8 +67,9 @@ class SingleStreamInteraction(nn.Module):
         self.visual_proj = nn.Linear(visual_spec.dim, width) if visual_spec.dim != width else nn.Identity()
         self.box_proj = nn.Linear(7, width) if visual_spec.has_boxes else None
         self.modality = nn.Embedding(modality_types, width)
-        self.encoder = Encoder(width, depth, heads, mlp_dim, norm_first=True, act=act, eps=eps, drop=dropout,
-                               attn_drop=dropout)
+        self.encoder = Encoder(
+            width, depth, heads, mlp_dim, norm_first=True, act=act, eps=eps, drop=dropout, attn_drop=dropout
+        )
         self.norm = nn.LayerNorm(width, eps=eps)
         self.pooler = nn.Linear(width, width)
         self.act = act
@@ -67,16 +77,28 @@ class SingleStreamInteraction(nn.Module):
         init_transformer_weights(self, init_std(width))
 
     @classmethod
-    def from_config(cls, cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
-                    ) -> "SingleStreamInteraction":
-        return cls(visual_spec, text_spec, cfg.width, cfg.depth, cfg.heads, cfg.mlp_dim, act=cfg.act, eps=cfg.eps,
-                   modality_types=cfg.modality_types, dropout=cfg.dropout)
+    def from_config(
+        cls, cfg: SingleStreamConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec
+    ) -> SingleStreamInteraction:
+        return cls(
+            visual_spec,
+            text_spec,
+            cfg.width,
+            cfg.depth,
+            cfg.heads,
+            cfg.mlp_dim,
+            act=cfg.act,
+            eps=cfg.eps,
+            modality_types=cfg.modality_types,
+            dropout=cfg.dropout,
+        )
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens}
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         return make_interaction_inputs(self.visual_spec, self.text_spec, batch_size, generator=generator, device=device)
 
     def fuse(self, visual: VisualTokens, text: TextTokens, image_type: int = 1):
@@ -91,23 +113,47 @@ class SingleStreamInteraction(nn.Module):
         # all-real sequences skip the mask so SDPA can take its unmasked kernel
         return x, None if bool(mask.all()) else padding_to_attn_mask(mask, x.dtype)
 
-    def use_fast_path(self, attn_mask: Optional[torch.Tensor]) -> bool:
+    def use_fast_path(self, attn_mask: torch.Tensor | None) -> bool:
         """Inference without padding runs each layer as one fused native op (``torch._transformer_encoder_layer_fwd``,
         the kernel behind ``nn.TransformerEncoderLayer``'s fast path: fused qkv, SDPA, bias+GELU, LayerNorm).
         It is skipped when gradients are on, with a padding mask, for non-GELU activations, and when
         ``torch.backends.mha.set_fastpath_enabled(False)`` (FLOP counters see 0 FLOPs inside it)."""
-        return (attn_mask is None and not self.training and not torch.is_grad_enabled() and self.act == "gelu"
-                and torch.backends.mha.get_fastpath_enabled() and hasattr(torch, "_transformer_encoder_layer_fwd"))
+        return (
+            attn_mask is None
+            and not self.training
+            and not torch.is_grad_enabled()
+            and self.act == "gelu"
+            and torch.backends.mha.get_fastpath_enabled()
+            and hasattr(torch, "_transformer_encoder_layer_fwd")
+        )
 
-    def run_encoder(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def run_encoder(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """x [B, T, W] -> [B, T, W] through the layers and the final LayerNorm."""
         if not self.use_fast_path(attn_mask):
             return self.norm(self.encoder(x, attn_mask=attn_mask))
         for blk in self.encoder.layers:  # pre-norm Blocks: x + attn(ln1(x)); x + mlp(ln2(x))
             x = torch._transformer_encoder_layer_fwd(
-                x, self.output_dim, blk.attn.num_heads, blk.attn.qkv.weight, blk.attn.qkv.bias, blk.attn.proj.weight,
-                blk.attn.proj.bias, True, True, blk.ln1.eps, blk.ln1.weight, blk.ln1.bias, blk.ln2.weight, blk.ln2.bias,
-                blk.mlp.fc1.weight, blk.mlp.fc1.bias, blk.mlp.fc2.weight, blk.mlp.fc2.bias, None, None)
+                x,
+                self.output_dim,
+                blk.attn.num_heads,
+                blk.attn.qkv.weight,
+                blk.attn.qkv.bias,
+                blk.attn.proj.weight,
+                blk.attn.proj.bias,
+                True,
+                True,
+                blk.ln1.eps,
+                blk.ln1.weight,
+                blk.ln1.bias,
+                blk.ln2.weight,
+                blk.ln2.bias,
+                blk.mlp.fc1.weight,
+                blk.mlp.fc1.bias,
+                blk.mlp.fc2.weight,
+                blk.mlp.fc2.bias,
+                None,
+                None,
+            )
         return self.norm(x)
 
     def forward_image(self, visual: VisualTokens) -> torch.Tensor:
@@ -117,8 +163,9 @@ class SingleStreamInteraction(nn.Module):
         x = self.visual_proj(visual.features)
         return self.run_encoder(x, None if bool(visual.mask.all()) else padding_to_attn_mask(visual.mask, x.dtype))
 
-    def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage,
-                image_type: int = 1) -> InteractionOutput:
+    def forward(
+        self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage, image_type: int = 1
+    ) -> InteractionOutput:
         check_tokens(visual, text, self.visual_spec, self.text_spec)
         if not 0 < image_type < self.modality.num_embeddings:
             raise bad_value("image_type", image_type, f"1 to {self.modality.num_embeddings - 1}")
@@ -129,5 +176,3 @@ class SingleStreamInteraction(nn.Module):
         with stage("pooler"):
             pooled = torch.tanh(self.pooler(x[:, 0]))
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=text.features.shape[1])
-
-

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,18 +53,18 @@ EXPERTS = ("vision", "language", "vl")
 
 @dataclass(frozen=True)
 class MoMEConfig:
-    width: int = 768                          # transformer width (VLMo-base)
-    depth: int = 12                           # blocks
-    heads: int = 12                           # shared attention heads
-    mlp_dim: int = 3072                       # hidden width of every expert
-    vl_layers: int = 2                        # top blocks that hold the VL expert (VLMo-base: 2; large: 3 of 24)
-    eps: float = 1e-6                         # LayerNorm eps (BEiT)
-    act: str = "gelu"                         # expert activation
-    layer_scale: float = 0.1                  # layer-scale init of each residual branch; 0 = no layer scale
-    modality_types: int = 2                   # modality-type embedding rows (0 text, 1 image)
-    embed_dim: int = 768                      # ITC projection width (VLMo: the hidden size)
+    width: int = 768  # transformer width (VLMo-base)
+    depth: int = 12  # blocks
+    heads: int = 12  # shared attention heads
+    mlp_dim: int = 3072  # hidden width of every expert
+    vl_layers: int = 2  # top blocks that hold the VL expert (VLMo-base: 2; large: 3 of 24)
+    eps: float = 1e-6  # LayerNorm eps (BEiT)
+    act: str = "gelu"  # expert activation
+    layer_scale: float = 0.1  # layer-scale init of each residual branch; 0 = no layer scale
+    modality_types: int = 2  # modality-type embedding rows (0 text, 1 image)
+    embed_dim: int = 768  # ITC projection width (VLMo: the hidden size)
     logit_scale_init: float = math.log(1 / 0.07)  # learnable ITC scale, stored as a log
-    mode: str = "fusion"                      # "fusion" (concatenated sequence) or "dual" (two encoders)
+    mode: str = "fusion"  # "fusion" (concatenated sequence) or "dual" (two encoders)
 
 
 class MoMEBlock(nn.Module):
@@ -76,8 +76,17 @@ class MoMEBlock(nn.Module):
     positions (the text) to the language expert and the rest to the vision expert.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, vl_expert: bool, eps: float = 1e-6,
-                 act: str = "gelu", layer_scale: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        vl_expert: bool,
+        eps: float = 1e-6,
+        act: str = "gelu",
+        layer_scale: float = 0.1,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
@@ -91,8 +100,13 @@ class MoMEBlock(nn.Module):
         y = self.experts[expert](self.norms[expert](x))
         return x + (y if self.gamma2 is None else self.gamma2 * y)
 
-    def forward(self, x: torch.Tensor, expert: Optional[str] = None, attn_mask: Optional[torch.Tensor] = None,
-                split: Optional[int] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        expert: str | None = None,
+        attn_mask: torch.Tensor | None = None,
+        split: int | None = None,
+    ) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]."""
         y = self.attn(self.norm1(x), attn_mask=attn_mask)
         x = x + (y if self.gamma1 is None else self.gamma1 * y)
@@ -107,7 +121,7 @@ def _first_or_mean(x: torch.Tensor, mask: torch.Tensor, has_cls: bool) -> torch.
     return x[:, 0] if has_cls else masked_mean(x, mask)
 
 
-def _bias(mask: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:
+def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """All-real sequences skip the mask, so SDPA takes its unmasked kernel."""
     return None if bool(mask.all()) else padding_to_attn_mask(mask, dtype)
 
@@ -136,8 +150,17 @@ class MoMEInteraction(nn.Module):
         self.modality = nn.Embedding(cfg.modality_types, w)
         self.first_vl = cfg.depth - cfg.vl_layers
         self.blocks = nn.ModuleList(
-            MoMEBlock(w, cfg.heads, cfg.mlp_dim, vl_expert=i >= self.first_vl, eps=cfg.eps, act=cfg.act,
-                      layer_scale=cfg.layer_scale) for i in range(cfg.depth))
+            MoMEBlock(
+                w,
+                cfg.heads,
+                cfg.mlp_dim,
+                vl_expert=i >= self.first_vl,
+                eps=cfg.eps,
+                act=cfg.act,
+                layer_scale=cfg.layer_scale,
+            )
+            for i in range(cfg.depth)
+        )
         self.norm = nn.LayerNorm(w, eps=cfg.eps)
         self.pooler = nn.Linear(w, w)
         self.itc_image_proj = nn.Linear(w, cfg.embed_dim, bias=False)
@@ -151,15 +174,19 @@ class MoMEInteraction(nn.Module):
         return "dual" if self.mode == "dual" else "fusion"
 
     @classmethod
-    def from_config(cls, cfg: MoMEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> "MoMEInteraction":
+    def from_config(cls, cfg: MoMEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> MoMEInteraction:
         return cls(visual_spec, text_spec, cfg)
 
-    def workload(self) -> Dict[str, Any]:
-        return {"visual_tokens": self.visual_spec.num_tokens, "text_tokens": self.text_spec.num_tokens,
-                "mode": self.mode}
+    def workload(self) -> dict[str, Any]:
+        return {
+            "visual_tokens": self.visual_spec.num_tokens,
+            "text_tokens": self.text_spec.num_tokens,
+            "mode": self.mode,
+        }
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         return make_interaction_inputs(self.visual_spec, self.text_spec, batch_size, generator=generator, device=device)
 
     # -- pieces ------------------------------------------------------------------------------------------------
@@ -193,8 +220,9 @@ class MoMEInteraction(nn.Module):
 
     def _dual(self, visual: VisualTokens, text: TextTokens, stage: StageFn) -> InteractionOutput:
         with stage("image_encoder", "VE"):
-            image = self.itc_image_proj(self.encode(self.embed_image(visual), visual.mask, "vision",
-                                                    self.visual_spec.has_cls))
+            image = self.itc_image_proj(
+                self.encode(self.embed_image(visual), visual.mask, "vision", self.visual_spec.has_cls)
+            )
         with stage("text_encoder", "TE"):
             txt = self.itc_text_proj(self.encode(self.embed_text(text), text.mask, "language", self.text_spec.has_cls))
         with stage("similarity"):
@@ -211,10 +239,9 @@ class MoMEInteraction(nn.Module):
             for blk in self.blocks[: self.first_vl]:
                 x = blk(x, attn_mask=bias, split=length)
         with stage("vl_layers"):
-            for blk in self.blocks[self.first_vl:]:
+            for blk in self.blocks[self.first_vl :]:
                 x = blk(x, "vl", attn_mask=bias)
         with stage("pooler"):
             x = self.norm(x)
             pooled = torch.tanh(self.pooler(_first_or_mean(x[:, :length], text.mask, self.text_spec.has_cls)))
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=length)
-

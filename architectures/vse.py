@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +33,13 @@ VISUAL_PROJ = ("linear", "mlp")
 
 @dataclass(frozen=True)
 class VSEConfig:
-    embed_dim: int = 1024          # joint embedding width
-    visual_proj: str = "linear"    # "linear" (precomputed features) or "mlp" (Linear + residual MLP, VSE-inf backbone mode)
-    gpo_pe_dim: int = 32           # width of the rank positional encoding fed to the GPO BiGRU
-    gpo_hidden: int = 32           # GPO BiGRU hidden size per direction
-    temperature: float = 0.1       # softmax temperature of the GPO weights
+    embed_dim: int = 1024  # joint embedding width
+    visual_proj: str = (
+        "linear"  # "linear" (precomputed features) or "mlp" (Linear + residual MLP, VSE-inf backbone mode)
+    )
+    gpo_pe_dim: int = 32  # width of the rank positional encoding fed to the GPO BiGRU
+    gpo_hidden: int = 32  # GPO BiGRU hidden size per direction
+    temperature: float = 0.1  # softmax temperature of the GPO weights
     default_visual_tokens: int = 36  # tokens for make_inputs when the visual spec leaves the count open
 
 
@@ -66,23 +68,23 @@ class GPO(nn.Module):
     def pool_weights(self, lengths: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
         """lengths [B] (CPU int64, >= 1) -> softmax weights over ranks [B, n], zero at ranks >= length."""
         b = lengths.shape[0]
-        pe = positional_encoding_1d(self.pe_dim, n, device).expand(b, n, self.pe_dim)   # [B, n, P]
+        pe = positional_encoding_1d(self.pe_dim, n, device).expand(b, n, self.pe_dim)  # [B, n, P]
         packed = pack_padded_sequence(pe, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=n)             # [B, n, 2*Hg]
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=n)  # [B, n, 2*Hg]
         half = out.shape[-1] // 2
-        out = (out[..., :half] + out[..., half:]) / 2                                   # [B, n, Hg]
-        scores = self.linear(out).squeeze(-1) / self.temperature                        # [B, n]
+        out = (out[..., :half] + out[..., half:]) / 2  # [B, n, Hg]
+        scores = self.linear(out).squeeze(-1) / self.temperature  # [B, n]
         valid = torch.arange(n, device=device)[None, :] < lengths.to(device)[:, None]
         return torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=1)
 
-    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = mask.bool()
         lengths = mask.sum(dim=1).cpu()
         if int(lengths.min()) < 1:
             raise bad_value("token mask", "a row with no real token", "at least one real token per sample")
         b, n, d = features.shape
-        weights = self.pool_weights(lengths, n, features.device)                        # [B, n]
+        weights = self.pool_weights(lengths, n, features.device)  # [B, n]
         # Sort each dimension over the real tokens only: padding goes to -inf, i.e. to the end.
         neg = torch.finfo(features.dtype).min
         ranked = features.masked_fill(~mask[..., None], neg).sort(dim=1, descending=True).values  # [B, n, D]
@@ -101,16 +103,21 @@ class VisualProjection(nn.Module):
         self.fc = nn.Linear(in_dim, embed_dim)
         self.mlp = None
         if mode == "mlp":
-            self.mlp = nn.ModuleList([nn.Linear(in_dim, embed_dim // 2), nn.BatchNorm1d(embed_dim // 2),
-                                      nn.Linear(embed_dim // 2, embed_dim)])
+            self.mlp = nn.ModuleList(
+                [
+                    nn.Linear(in_dim, embed_dim // 2),
+                    nn.BatchNorm1d(embed_dim // 2),
+                    nn.Linear(embed_dim // 2, embed_dim),
+                ]
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.fc(x)
         if self.mlp is not None:
             b, n, d = x.shape
             lin1, bn, lin2 = self.mlp
-            h = F.relu(bn(lin1(x.reshape(b * n, d))))             # [B, N, Din] -> [B*N, E/2]
-            out = out + lin2(h).reshape(b, n, -1)                  # [B*N, E] -> [B, N, E]
+            h = F.relu(bn(lin1(x.reshape(b * n, d))))  # [B, N, Din] -> [B*N, E/2]
+            out = out + lin2(h).reshape(b, n, -1)  # [B*N, E] -> [B, N, E]
         return out
 
 
@@ -120,9 +127,19 @@ class VSEInteraction(nn.Module):
 
     family = "dual"  # pooled embeddings compared by cosine similarity (taxonomy class a)
 
-    def __init__(self, visual_dim: int, text_dim: int, *, embed_dim: int = 1024, visual_proj: str = "linear",
-                 gpo_pe_dim: int = 32, gpo_hidden: int = 32, temperature: float = 0.1,
-                 visual_tokens: int = 36, text_tokens: int = 40):
+    def __init__(
+        self,
+        visual_dim: int,
+        text_dim: int,
+        *,
+        embed_dim: int = 1024,
+        visual_proj: str = "linear",
+        gpo_pe_dim: int = 32,
+        gpo_hidden: int = 32,
+        temperature: float = 0.1,
+        visual_tokens: int = 36,
+        text_tokens: int = 40,
+    ):
         super().__init__()
         if embed_dim < 2:
             raise bad_value("embed_dim", embed_dim, "an integer >= 2")
@@ -135,14 +152,23 @@ class VSEInteraction(nn.Module):
         self.text_gpo = GPO(gpo_pe_dim, gpo_hidden, temperature)
 
     @classmethod
-    def from_config(cls, cfg: VSEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> "VSEInteraction":
-        return cls(visual_spec.dim, text_spec.dim, embed_dim=cfg.embed_dim, visual_proj=cfg.visual_proj,
-                   gpo_pe_dim=cfg.gpo_pe_dim, gpo_hidden=cfg.gpo_hidden, temperature=cfg.temperature,
-                   visual_tokens=visual_spec.num_tokens or cfg.default_visual_tokens,
-                   text_tokens=text_spec.num_tokens or 40)
+    def from_config(cls, cfg: VSEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> VSEInteraction:
+        return cls(
+            visual_spec.dim,
+            text_spec.dim,
+            embed_dim=cfg.embed_dim,
+            visual_proj=cfg.visual_proj,
+            gpo_pe_dim=cfg.gpo_pe_dim,
+            gpo_hidden=cfg.gpo_hidden,
+            temperature=cfg.temperature,
+            visual_tokens=visual_spec.num_tokens or cfg.default_visual_tokens,
+            text_tokens=text_spec.num_tokens or 40,
+        )
 
     # -- Benchmarkable -------------------------------------------------------------------------
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, Any]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, Any]:
         """Random token features of the declared widths, every token real."""
         g = generator.device
         v = torch.randn(batch_size, self.visual_tokens, self.visual_dim, generator=generator, device=g).to(device)
@@ -150,16 +176,16 @@ class VSEInteraction(nn.Module):
         ones = lambda x: torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # noqa: E731
         return {"visual": VisualTokens(v, ones(v)), "text": TextTokens(t, ones(t))}
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"visual_tokens": self.visual_tokens, "text_len": self.text_tokens, "embed_dim": self.output_dim}
 
     # -- forward -------------------------------------------------------------------------------
-    def pool_image(self, visual: VisualTokens) -> Tuple[torch.Tensor, torch.Tensor]:
+    def pool_image(self, visual: VisualTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """-> L2-normalised image embeddings [B, E] and GPO weights [B, N]."""
         pooled, weights = self.image_gpo(self.image_proj(visual.features), visual.mask)
         return F.normalize(pooled, dim=-1), weights
 
-    def pool_text(self, text: TextTokens) -> Tuple[torch.Tensor, torch.Tensor]:
+    def pool_text(self, text: TextTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """-> L2-normalised text embeddings [B, E] and GPO weights [B, L]."""
         pooled, weights = self.text_gpo(self.text_proj(text.features), text.mask)
         return F.normalize(pooled, dim=-1), weights
@@ -177,7 +203,7 @@ class VSEInteraction(nn.Module):
         with stage("text_pool", "TE"):
             text_embeds, _ = self.pool_text(text)
         with stage("similarity"):
-            logits = image_embeds @ text_embeds.t()                     # [B_img, E] x [E, B_txt] -> [B_img, B_txt]
+            logits = image_embeds @ text_embeds.t()  # [B_img, E] x [E, B_txt] -> [B_img, B_txt]
         return InteractionOutput(image_embeds=image_embeds, text_embeds=text_embeds, logits_per_image=logits)
 
 
@@ -193,10 +219,8 @@ def hinge_triplet_loss(logits_per_image: torch.Tensor, margin: float = 0.2, hard
     s = logits_per_image
     pos = s.diagonal()
     eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
-    cost_text = (margin + s - pos[:, None]).clamp(min=0).masked_fill(eye, 0)   # row i: image i vs texts j
+    cost_text = (margin + s - pos[:, None]).clamp(min=0).masked_fill(eye, 0)  # row i: image i vs texts j
     cost_image = (margin + s - pos[None, :]).clamp(min=0).masked_fill(eye, 0)  # column i: text i vs images j
     if hardest:
         return cost_text.max(dim=1).values.sum() + cost_image.max(dim=0).values.sum()
     return cost_text.sum() + cost_image.sum()
-
-

@@ -64,8 +64,11 @@ def main():
                     out = m(x, stage=clock)
                     clock.ms["total"] = (time.perf_counter() - t) * 1e3
                     runs[label].append(clock.ms)
-                    print(f"{name} {label} round {r}: {clock.ms['total']:.0f} ms "
-                          f"(proposals {out.extras['rpn_post_nms']}, kept {out.extras['det_kept']})", flush=True)
+                    print(
+                        f"{name} {label} round {r}: {clock.ms['total']:.0f} ms "
+                        f"(proposals {out.extras['rpn_post_nms']}, kept {out.extras['det_kept']})",
+                        flush=True,
+                    )
         print(f"\n{name} at {tv.image_size}, 1 thread, {args.rounds} interleaved rounds, medians in ms")
         print(f"{'stage':<14}{'torchvision':>12}{'detectron2':>12}{'ratio':>8}")
         for stage in list(runs["torchvision"][0]):

@@ -55,8 +55,12 @@ def vilt_pair():
     inputs = ours.make_inputs(1, generator=torch.Generator().manual_seed(0))
     h, w = inputs["pixel_values"].shape[-2:]
     assert (h, w) == (384, 640) and inputs["input_ids"].shape == (1, 40)
-    their_inputs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"].long(),
-                        pixel_values=inputs["pixel_values"], pixel_mask=torch.ones(1, h, w, dtype=torch.long))
+    their_inputs = dict(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"].long(),
+        pixel_values=inputs["pixel_values"],
+        pixel_mask=torch.ones(1, h, w, dtype=torch.long),
+    )
     return (lambda: ours(**inputs)), (lambda: theirs(**their_inputs))
 
 
@@ -69,8 +73,11 @@ def clip_pair():
     theirs = CLIPModel(CLIPConfig()).eval()  # ViT-B/32 defaults, SDPA attention
     inputs = ours.make_inputs(1, generator=torch.Generator().manual_seed(0))
     assert inputs["pixel_values"].shape[-2:] == (224, 224) and inputs["input_ids"].shape == (1, 77)
-    their_inputs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"].long(),
-                        pixel_values=inputs["pixel_values"])
+    their_inputs = dict(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"].long(),
+        pixel_values=inputs["pixel_values"],
+    )
     return (lambda: ours(**inputs)), (lambda: theirs(**their_inputs))
 
 
@@ -138,9 +145,12 @@ def test_ratios(capsys, vilt_pair, clip_pair):
     ratio, never instead of it."""
     import numpy as np
 
-    lines = [f"threads={THREADS} rounds={ROUNDS} bf16_leg={BF16} "
-             f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')} load_avg={os.getloadavg()}"]
+    lines = [
+        f"threads={THREADS} rounds={ROUNDS} bf16_leg={BF16} "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')} load_avg={os.getloadavg()}"
+    ]
     for model, (ours, theirs) in (("vilt-b32", vilt_pair), ("clip-vit-b32", clip_pair)):
+
         def ours_bf16(ours=ours):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return ours()
@@ -149,8 +159,10 @@ def test_ratios(capsys, vilt_pair, clip_pair):
         o, t = (float(np.median(x)) for x in samples[:2])
         assert o > 0 and t > 0 and all(len(x) == ROUNDS for x in samples)
         r, lo, hi = ratio_with_ci(samples[0], samples[1])
-        line = (f"{model}: ours {o:.1f} ms, transformers {t:.1f} ms, ratio ours/theirs {r:.3f} "
-                f"(95% CI {lo:.3f}-{hi:.3f}, {ROUNDS} interleaved rounds; goal <= 0.9)")
+        line = (
+            f"{model}: ours {o:.1f} ms, transformers {t:.1f} ms, ratio ours/theirs {r:.3f} "
+            f"(95% CI {lo:.3f}-{hi:.3f}, {ROUNDS} interleaved rounds; goal <= 0.9)"
+        )
         if BF16:
             b = float(np.median(samples[2]))
             rb, blo, bhi = ratio_with_ci(samples[2], samples[1])

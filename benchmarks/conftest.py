@@ -12,12 +12,18 @@ OUT = Path("reports") / "bench"
 def pytest_addoption(parser):
     g = parser.getgroup("vlpbench")
     g.addoption("--vlpbench-threads", type=int, default=None, help="torch intra-op threads (default: harness default)")
-    g.addoption("--vlpbench-profile", default="default",
-                help="default (CPU, ~8 min on 1 thread: 7.6 min measured), full (GPU) or smoke (tiny)")
+    g.addoption(
+        "--vlpbench-profile",
+        default="default",
+        help="default (CPU, ~8 min on 1 thread: 7.6 min measured), full (GPU) or smoke (tiny)",
+    )
     g.addoption("--vlpbench-device", default="cpu", help="cpu or cuda")
     g.addoption("--vlpbench-out", default=str(OUT), help="where the tables and figure go")
-    g.addoption("--vlpbench-backend", default="torchvision",
-                help="backend of the region-feature embedders: torchvision or detectron2")
+    g.addoption(
+        "--vlpbench-backend",
+        default="torchvision",
+        help="backend of the region-feature embedders: torchvision or detectron2",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +43,9 @@ def bench_options(request):
 def bench_run(request, bench_options):
     from vlpbench.store import RunDir
 
-    run = RunDir.create(f"bench-{bench_options['profile']}", root=Path("reports") / "runs",
-                        meta={"profile": bench_options["profile"]})
+    run = RunDir.create(
+        f"bench-{bench_options['profile']}", root=Path("reports") / "runs", meta={"profile": bench_options["profile"]}
+    )
     request.config._vlpbench_run = run
     request.config._vlpbench_out = bench_options["out"]
     return run

@@ -17,16 +17,24 @@ import pytest
 # (component, preset) per profile.  `default` took 7.6 minutes on 1 thread of the 2-core dev machine (README).
 PROFILES = {
     "default": [
-        ("visual", "butd-r101-c4"), ("visual", "frcnn-r50-fpn"),
-        ("visual", "pixelbert-r50-grid"), ("visual", "grid-r50"), ("visual", "clip-rn50-visual"),
-        ("visual", "vilt-b32-patch"), ("visual", "clip-vit-b32-patch"),
-        ("text", "bert-base-embed"), ("text", "clip-text-b32"), ("text", "bigru-text"),
+        ("visual", "butd-r101-c4"),
+        ("visual", "frcnn-r50-fpn"),
+        ("visual", "pixelbert-r50-grid"),
+        ("visual", "grid-r50"),
+        ("visual", "clip-rn50-visual"),
+        ("visual", "vilt-b32-patch"),
+        ("visual", "clip-vit-b32-patch"),
+        ("text", "bert-base-embed"),
+        ("text", "clip-text-b32"),
+        ("text", "bigru-text"),
     ],
 }
 PROFILES["full"] = PROFILES["default"] + [("visual", "butd-r101-c4-600"), ("visual", "grid-r101")]
 PROFILES["smoke"] = PROFILES["default"]
 PROTOCOLS = {  # warm-up, min iterations, min seconds
-    "default": (3, 5, 2.0), "full": (10, 20, 5.0), "smoke": (1, 2, 0.0),
+    "default": (3, 5, 2.0),
+    "full": (10, 20, 5.0),
+    "smoke": (1, 2, 0.0),
 }
 
 
@@ -58,29 +66,48 @@ def test_embedder_latency(benchmark, preset, bench_options, bench_run, capsys):
 
     component, name = preset
     warmup, min_iters, min_time = PROTOCOLS[bench_options["profile"]]
-    spec = RunSpec(target=name, component=component, device=bench_options["device"],
-                   overrides=region_backend(component, name, bench_options["backend"]),
-                   threads=bench_options["threads"], tiny=bench_options["profile"] == "smoke",
-                   protocol=Protocol(warmup=warmup, min_iters=min_iters, min_time_s=min_time))
+    spec = RunSpec(
+        target=name,
+        component=component,
+        device=bench_options["device"],
+        overrides=region_backend(component, name, bench_options["backend"]),
+        threads=bench_options["threads"],
+        tiny=bench_options["profile"] == "smoke",
+        protocol=Protocol(warmup=warmup, min_iters=min_iters, min_time_s=min_time),
+    )
     benchmark.group = component
     benchmark.name = name
     with capsys.disabled():  # a progress line before the (possibly minutes-long) measurement starts
-        print(f"\n[vlpbench] measuring {component} embedder {name} ({spec.threads} thread(s), "
-              f"profile {bench_options['profile']})", flush=True)
+        print(
+            f"\n[vlpbench] measuring {component} embedder {name} ({spec.threads} thread(s), "
+            f"profile {bench_options['profile']})",
+            flush=True,
+        )
 
     def drive(m):
         per_iter_s = max(m.warmup_ms[-1] / 1e3, 1e-6) if m.warmup_ms else 1.0
         rounds = min(m.protocol.max_iters, max(m.protocol.min_iters, math.ceil(m.protocol.min_time_s / per_iter_s)))
         # setup (untimed by pytest-benchmark) runs an instrumented iteration before each timed plain one
-        benchmark.pedantic(m.uninstrumented_iteration, setup=lambda: (m.instrumented_iteration(), None)[1],
-                           rounds=rounds, iterations=1, warmup_rounds=0)
+        benchmark.pedantic(
+            m.uninstrumented_iteration,
+            setup=lambda: (m.instrumented_iteration(), None)[1],
+            rounds=rounds,
+            iterations=1,
+            warmup_rounds=0,
+        )
 
     record = run_spec(spec, drive=drive)
     bench_run.write(record)
-    benchmark.extra_info.update({"vlpbench_key": record["key"], "threads": record["env"]["threads"]["intra_op"],
-                                 "params": record["params"]["total"], "flops": record["flops"]["total"],
-                                 "workload": record["workload"],
-                                 "median_ms_stage_markers": record["total"]["median_ms"],
-                                 "median_ms_no_markers": (record.get("uninstrumented") or {}).get("median_ms"),
-                                 "timed_by_pytest_benchmark": "the forward without stage markers"})
+    benchmark.extra_info.update(
+        {
+            "vlpbench_key": record["key"],
+            "threads": record["env"]["threads"]["intra_op"],
+            "params": record["params"]["total"],
+            "flops": record["flops"]["total"],
+            "workload": record["workload"],
+            "median_ms_stage_markers": record["total"]["median_ms"],
+            "median_ms_no_markers": (record.get("uninstrumented") or {}).get("median_ms"),
+            "timed_by_pytest_benchmark": "the forward without stage markers",
+        }
+    )
     assert record["total"]["n"] >= min_iters

@@ -16,7 +16,7 @@ The attention pool uses :class:`vlpbench.layers.Attention` in cross mode: CLIP's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,14 +27,13 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
 
-
 @dataclass(frozen=True)
 class ClipResNetConfig:
-    layers: Tuple[int, int, int, int] = (3, 4, 6, 3)   # bottleneck blocks per stage (RN50)
-    width: int = 64                                     # stem width; C5 width is 32 * width
-    heads: int = 32                                     # attention-pool heads (CLIP: 32 * width // 64)
-    output_dim: int = 1024                              # embedding width from the attention pool
-    image_size: int = 224                               # square input side in pixels (multiple of 32)
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)  # bottleneck blocks per stage (RN50)
+    width: int = 64  # stem width; C5 width is 32 * width
+    heads: int = 32  # attention-pool heads (CLIP: 32 * width // 64)
+    output_dim: int = 1024  # embedding width from the attention pool
+    image_size: int = 224  # square input side in pixels (multiple of 32)
 
 
 class CLIPBottleneck(nn.Module):
@@ -55,8 +54,9 @@ class CLIPBottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride > 1 or inplanes != out:
-            self.downsample = nn.Sequential(nn.AvgPool2d(stride), nn.Conv2d(inplanes, out, 1, bias=False),
-                                            nn.BatchNorm2d(out))
+            self.downsample = nn.Sequential(
+                nn.AvgPool2d(stride), nn.Conv2d(inplanes, out, 1, bias=False), nn.BatchNorm2d(out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -71,13 +71,13 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, num_positions: int, embed_dim: int, num_heads: int, output_dim: int):
         super().__init__()
-        self.positional_embedding = nn.Parameter(torch.randn(num_positions + 1, embed_dim) / embed_dim ** 0.5)
+        self.positional_embedding = nn.Parameter(torch.randn(num_positions + 1, embed_dim) / embed_dim**0.5)
         self.attn = Attention(embed_dim, num_heads, kv_dim=embed_dim, out_dim=output_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [B, N, C] -> [B, 1+N, C]
         x = x + self.positional_embedding.to(x.dtype)
-        return self.attn(x[:, :1], context=x)[:, 0]                       # [B, 1, out] -> [B, out]
+        return self.attn(x[:, :1], context=x)[:, 0]  # [B, 1, out] -> [B, out]
 
 
 class ClipResNetEmbedder(nn.Module):
@@ -88,8 +88,15 @@ class ClipResNetEmbedder(nn.Module):
     pooled width (1024).
     """
 
-    def __init__(self, *, layers: Tuple[int, int, int, int] = (3, 4, 6, 3), width: int = 64, heads: int = 32,
-                 output_dim: int = 1024, image_size: int = 224):
+    def __init__(
+        self,
+        *,
+        layers: tuple[int, int, int, int] = (3, 4, 6, 3),
+        width: int = 64,
+        heads: int = 32,
+        output_dim: int = 1024,
+        image_size: int = 224,
+    ):
         super().__init__()
         if image_size < 32 or image_size % 32:
             raise bad_value("image_size", image_size, "a multiple of 32 (CLIP's attention pool has a fixed grid)")
@@ -110,35 +117,56 @@ class ClipResNetEmbedder(nn.Module):
         inplanes = width
         stages = []
         for i, blocks in enumerate(layers):
-            planes, stride = width * 2 ** i, 1 if i == 0 else 2
+            planes, stride = width * 2**i, 1 if i == 0 else 2
             mods = [CLIPBottleneck(inplanes, planes, stride)]
             inplanes = planes * CLIPBottleneck.expansion
             mods += [CLIPBottleneck(inplanes, planes) for _ in range(1, blocks)]
             stages.append(nn.Sequential(*mods))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.attnpool = AttentionPool2d(self.grid ** 2, self.feature_dim, heads, output_dim)
+        self.attnpool = AttentionPool2d(self.grid**2, self.feature_dim, heads, output_dim)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: ClipResNetConfig) -> "ClipResNetEmbedder":
+    def from_config(cls, cfg: ClipResNetConfig) -> ClipResNetEmbedder:
         if len(cfg.layers) != 4 or min(cfg.layers) < 1:
             raise bad_value("layers", cfg.layers, "four positive block counts")
-        return cls(layers=tuple(cfg.layers), width=cfg.width, heads=cfg.heads, output_dim=cfg.output_dim,
-                   image_size=cfg.image_size)
+        return cls(
+            layers=tuple(cfg.layers),
+            width=cfg.width,
+            heads=cfg.heads,
+            output_dim=cfg.output_dim,
+            image_size=cfg.image_size,
+        )
 
     # -- Benchmarkable -------------------------------------------------------------------------
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         s = self.image_size
-        return {"pixel_values": torch.rand(batch_size, 3, s, s, generator=generator, device=generator.device).to(device)}
+        return {
+            "pixel_values": torch.rand(batch_size, 3, s, s, generator=generator, device=generator.device).to(device)
+        }
 
     def output_spec(self) -> TokenSpec:
-        return TokenSpec(dim=self.feature_dim, num_tokens=self.grid ** 2, has_boxes=False, has_cls=False,
-                         modality="vision", pooled=True, pooled_dim=self.pooled_dim, schema="grid")
+        return TokenSpec(
+            dim=self.feature_dim,
+            num_tokens=self.grid**2,
+            has_boxes=False,
+            has_cls=False,
+            modality="vision",
+            pooled=True,
+            pooled_dim=self.pooled_dim,
+            schema="grid",
+        )
 
-    def workload(self) -> Dict[str, Any]:
-        return {"image_size": [self.image_size, self.image_size], "grid": [self.grid, self.grid],
-                "visual_tokens": self.grid ** 2, "pooled_dim": self.pooled_dim}
+    def workload(self) -> dict[str, Any]:
+        return {
+            "image_size": [self.image_size, self.image_size],
+            "grid": [self.grid, self.grid],
+            "visual_tokens": self.grid**2,
+            "pooled_dim": self.pooled_dim,
+        }
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, stage: StageFn = null_stage) -> VisualTokens:
@@ -151,10 +179,9 @@ class ClipResNetEmbedder(nn.Module):
             x = self.relu(self.bn2(self.conv2(x)))
             x = self.avgpool(self.relu(self.bn3(self.conv3(x))))
         with stage("backbone"):
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))    # [B, C, g, g]
-            tokens = x.flatten(2).transpose(1, 2)                        # [B, C, g, g] -> [B, g*g, C]
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # [B, C, g, g]
+            tokens = x.flatten(2).transpose(1, 2)  # [B, C, g, g] -> [B, g*g, C]
         with stage("attnpool"):
-            pooled = self.attnpool(tokens)                               # [B, output_dim]
+            pooled = self.attnpool(tokens)  # [B, output_dim]
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return VisualTokens(features=tokens, mask=mask, pooled=pooled)
-

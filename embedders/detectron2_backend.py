@@ -26,7 +26,7 @@ backend's workload records ``nms_mode`` "batched" whatever the config asks for.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,13 +49,17 @@ def import_detectron2() -> Any:
         importlib.import_module("detectron2.config")
     except ModuleNotFoundError as e:
         if e.name is not None and e.name.split(".")[0] == "detectron2":
-            raise VlpbenchError(f"backend 'detectron2' requested but detectron2 is not installed; {INSTALL_HINT}, "
-                                "or use backend 'torchvision'") from e
-        raise VlpbenchError(f"detectron2 is installed but broken: it needs {e.name!r}, which is missing; "
-                            f"reinstall with {INSTALL_HINT}") from e
+            raise VlpbenchError(
+                f"backend 'detectron2' requested but detectron2 is not installed; {INSTALL_HINT}, "
+                "or use backend 'torchvision'"
+            ) from e
+        raise VlpbenchError(
+            f"detectron2 is installed but broken: it needs {e.name!r}, which is missing; reinstall with {INSTALL_HINT}"
+        ) from e
     except Exception as e:  # a wheel built for another torch fails with ImportError / OSError / RuntimeError
-        raise VlpbenchError(f"detectron2 is installed but broken ({type(e).__name__}: {e}); "
-                            f"reinstall with {INSTALL_HINT}") from e
+        raise VlpbenchError(
+            f"detectron2 is installed but broken ({type(e).__name__}: {e}); reinstall with {INSTALL_HINT}"
+        ) from e
     return d2
 
 
@@ -113,10 +117,18 @@ def _dilated_res5(d2cfg: Any, dilation: int) -> nn.Module:
 
     r = d2cfg.MODEL.RESNETS
     out_channels = r.RES2_OUT_CHANNELS * 8
-    blocks = ResNet.make_stage(BottleneckBlock, 3, stride_per_block=[1, 1, 1], in_channels=out_channels // 2,
-                               bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * 8, out_channels=out_channels,
-                               num_groups=r.NUM_GROUPS, norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1,
-                               dilation=dilation)
+    blocks = ResNet.make_stage(
+        BottleneckBlock,
+        3,
+        stride_per_block=[1, 1, 1],
+        in_channels=out_channels // 2,
+        bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * 8,
+        out_channels=out_channels,
+        num_groups=r.NUM_GROUPS,
+        norm=r.NORM,
+        stride_in_1x1=r.STRIDE_IN_1X1,
+        dilation=dilation,
+    )
     return nn.Sequential(*blocks)
 
 
@@ -151,10 +163,23 @@ def build_detectron2_model(cfg: RegionEmbedderConfig) -> nn.Module:
 class Detectron2RegionEmbedder(RegionEmbedder):
     """The region embedder's interface and stages over detectron2's GeneralizedRCNN (see the module doc)."""
 
-    def __init__(self, model: nn.Module, *, arch: str, image_size: Tuple[int, int], input_scale: float, bgr: bool,
-                 feature_dim: int, num_regions: int, fill_to_k: bool, region_boxes: str, out_dim: Optional[int],
-                 attribute_head: Optional[AttributeHead], anchors: Tuple[int, int],
-                 workload_facts: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        arch: str,
+        image_size: tuple[int, int],
+        input_scale: float,
+        bgr: bool,
+        feature_dim: int,
+        num_regions: int,
+        fill_to_k: bool,
+        region_boxes: str,
+        out_dim: int | None,
+        attribute_head: AttributeHead | None,
+        anchors: tuple[int, int],
+        workload_facts: dict[str, Any] | None = None,
+    ):
         nn.Module.__init__(self)
         self.model = model
         self.attribute_head = attribute_head
@@ -162,19 +187,25 @@ class Detectron2RegionEmbedder(RegionEmbedder):
         self.input_scale = float(input_scale)
         self.bgr = bool(bgr)
         self._anchors = anchors
-        self._init_output(feature_dim=feature_dim, num_regions=num_regions, fill_to_k=fill_to_k,
-                          region_boxes=region_boxes, out_dim=out_dim, image_size=image_size,
-                          workload_facts=workload_facts)
+        self._init_output(
+            feature_dim=feature_dim,
+            num_regions=num_regions,
+            fill_to_k=fill_to_k,
+            region_boxes=region_boxes,
+            out_dim=out_dim,
+            image_size=image_size,
+            workload_facts=workload_facts,
+        )
 
-    def anchor_layout(self) -> Tuple[int, int]:
+    def anchor_layout(self) -> tuple[int, int]:
         return self._anchors
 
-    def frozen_bn_types(self) -> Tuple[type, ...]:
+    def frozen_bn_types(self) -> tuple[type, ...]:
         from detectron2.layers import FrozenBatchNorm2d
 
         return (FrozenBatchNorm2d,)
 
-    def load_torchvision_backend_state(self, state: Dict[str, Tensor]) -> None:
+    def load_torchvision_backend_state(self, state: dict[str, Tensor]) -> None:
         """Load the torchvision backend's state dict (same config) into detectron2's model, strictly."""
         from vlpbench.embedders.region_checkpoints import to_detectron2_names
 
@@ -182,7 +213,7 @@ class Detectron2RegionEmbedder(RegionEmbedder):
         ours = "roi_heads.attribute_predictor."  # our module on top of detectron2's model, loaded below
         self.model.load_state_dict({k: v for k, v in d2_state.items() if not k.startswith(ours)}, strict=True)
         for sub in ("attribute_head", "proj"):
-            part = {k[len(sub) + 1:]: v for k, v in state.items() if k.startswith(sub + ".")}
+            part = {k[len(sub) + 1 :]: v for k, v in state.items() if k.startswith(sub + ".")}
             if part:
                 getattr(self, sub).load_state_dict(part)
         self.bn_calibrated = False
@@ -197,13 +228,15 @@ class Detectron2RegionEmbedder(RegionEmbedder):
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         return self.model.preprocess_image([{"image": img} for img in x])
 
-    def _rpn_decode(self, rpn: nn.Module, feats: List[Tensor], logits: List[Tensor], deltas: List[Tensor]):
+    def _rpn_decode(self, rpn: nn.Module, feats: list[Tensor], logits: list[Tensor], deltas: list[Tensor]):
         anchors = rpn.anchor_generator(feats)
         logits = [s.permute(0, 2, 3, 1).flatten(1) for s in logits]  # (B, A, Hi, Wi) -> (B, Hi*Wi*A)
         box_dim = rpn.anchor_generator.box_dim
         # (B, A*4, Hi, Wi) -> (B, Hi*Wi*A, 4)
-        deltas = [x.view(x.shape[0], -1, box_dim, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-                  for x in deltas]
+        deltas = [
+            x.view(x.shape[0], -1, box_dim, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
+            for x in deltas
+        ]
         return rpn._decode_proposals(anchors, deltas), logits
 
     def run_detector(self, pixel_values: Tensor, stage: StageFn = null_stage):
@@ -222,8 +255,16 @@ class Detectron2RegionEmbedder(RegionEmbedder):
         with stage("rpn.decode"):
             pred, logits = self._rpn_decode(rpn, feats, logits, deltas)
         with stage("rpn.nms"):
-            props = find_top_rpn_proposals(pred, logits, images.image_sizes, rpn.nms_thresh, rpn.pre_nms_topk[False],
-                                           rpn.post_nms_topk[False], rpn.min_box_size, False)
+            props = find_top_rpn_proposals(
+                pred,
+                logits,
+                images.image_sizes,
+                rpn.nms_thresh,
+                rpn.pre_nms_topk[False],
+                rpn.post_nms_topk[False],
+                rpn.min_box_size,
+                False,
+            )
         boxes = [p.proposal_boxes for p in props]
         with stage("roi_align"):
             pooler = roi.pooler if self.arch == "c4" else roi.box_pooler
@@ -232,16 +273,21 @@ class Detectron2RegionEmbedder(RegionEmbedder):
             roi_features = roi.res5(pooled).mean(dim=(2, 3)) if self.arch == "c4" else roi.box_head(pooled)
         with stage("box_predictor"):
             predictions = roi.box_predictor(roi_features)  # [N, K+1] (background last), [N, 4K]
-            attr_logits = (self.attribute_head(roi_features, _background_first(predictions[0]))
-                           if self.attribute_head is not None else None)
+            attr_logits = (
+                self.attribute_head(roi_features, _background_first(predictions[0]))
+                if self.attribute_head is not None
+                else None
+            )
         with stage("det.nms"):
             instances, kept = roi.box_predictor.inference(predictions, props)
         detections = self._detections(roi.box_predictor, predictions, props, instances, kept)
         detections.attr_logits = attr_logits
-        facts = {"rpn_pre_nms": [sum(min(rpn.pre_nms_topk[False], lv.shape[1]) for lv in logits)] * len(props),
-                 "rpn_post_nms": [len(p) for p in props],
-                 "det_candidates": detections.candidates,
-                 "det_kept": [len(i) for i in instances]}
+        facts = {
+            "rpn_pre_nms": [sum(min(rpn.pre_nms_topk[False], lv.shape[1]) for lv in logits)] * len(props),
+            "rpn_post_nms": [len(p) for p in props],
+            "det_candidates": detections.candidates,
+            "det_kept": [len(i) for i in instances],
+        }
         return roi_features, [b.tensor for b in boxes], detections, facts
 
     def _detections(self, predictor: nn.Module, predictions, props, instances, kept) -> Detections:
@@ -251,17 +297,28 @@ class Detectron2RegionEmbedder(RegionEmbedder):
         n = fg_boxes.shape[0]
         fg_boxes = fg_boxes.view(n, -1, 4)
         h, w = self.image_size
-        fg_boxes = torch.stack([fg_boxes[..., 0].clamp(0, w), fg_boxes[..., 1].clamp(0, h),
-                                fg_boxes[..., 2].clamp(0, w), fg_boxes[..., 3].clamp(0, h)], dim=-1)
+        fg_boxes = torch.stack(
+            [
+                fg_boxes[..., 0].clamp(0, w),
+                fg_boxes[..., 1].clamp(0, h),
+                fg_boxes[..., 2].clamp(0, w),
+                fg_boxes[..., 3].clamp(0, h),
+            ],
+            dim=-1,
+        )
         proposals = torch.cat([p.proposal_boxes.tensor for p in props])
         pred_boxes = torch.cat([proposals[:, None], fg_boxes], dim=1)  # [N, C, 4]; column 0 is never read
         starts = torch.tensor([0] + [len(p) for p in props]).cumsum(0)[:-1].tolist()
         thresh = predictor.test_score_thresh
         return Detections(
-            boxes=[i.pred_boxes.tensor for i in instances], scores=[i.scores for i in instances],
-            labels=[i.pred_classes + 1 for i in instances], rois=[k + s for k, s in zip(kept, starts)],
+            boxes=[i.pred_boxes.tensor for i in instances],
+            scores=[i.scores for i in instances],
+            labels=[i.pred_classes + 1 for i in instances],
+            rois=[k + s for k, s in zip(kept, starts)],
             candidates=[int((sc[:, 1:] > thresh).sum()) for sc in scores.split([len(p) for p in props])],
-            pred_boxes=pred_boxes, class_scores=scores)
+            pred_boxes=pred_boxes,
+            class_scores=scores,
+        )
 
 
 def _background_first(scores: Tensor) -> Tensor:
@@ -273,19 +330,34 @@ def build_detectron2_region_embedder(cfg: RegionEmbedderConfig) -> Detectron2Reg
     """Registry builder for ``backend="detectron2"``: detectron2's model, our stages and workload."""
     import_detectron2()
     if cfg.arch == "c4" and cfg.depth < 50:
-        raise bad_value("depth", cfg.depth, "50, 101 or 152 for arch 'c4' with backend 'detectron2' (its res5 "
-                        "RoI head is made of bottleneck blocks)")
+        raise bad_value(
+            "depth",
+            cfg.depth,
+            "50, 101 or 152 for arch 'c4' with backend 'detectron2' (its res5 RoI head is made of bottleneck blocks)",
+        )
     model = build_detectron2_model(cfg)
     feature_dim = cfg.representation_size if cfg.arch == "fpn" else model.roi_heads.res5[-1].out_channels
     attributes = AttributeHead(feature_dim, cfg.num_classes, cfg.attribute_classes) if cfg.attribute_classes else None
     facts = {**workload_facts(cfg), "nms_mode": "batched", "nms_prefilter": True}
     emb = Detectron2RegionEmbedder(
-        model, arch=cfg.arch, image_size=tuple(cfg.image_size), input_scale=cfg.input_scale, bgr=cfg.bgr,
-        feature_dim=feature_dim, num_regions=cfg.num_regions, fill_to_k=cfg.fill_to_k,
-        region_boxes=cfg.region_boxes, out_dim=cfg.out_dim, attribute_head=attributes,
-        anchors=(len(cfg.anchor_sizes[0]), len(cfg.aspect_ratios)), workload_facts=facts).eval()
+        model,
+        arch=cfg.arch,
+        image_size=tuple(cfg.image_size),
+        input_scale=cfg.input_scale,
+        bgr=cfg.bgr,
+        feature_dim=feature_dim,
+        num_regions=cfg.num_regions,
+        fill_to_k=cfg.fill_to_k,
+        region_boxes=cfg.region_boxes,
+        out_dim=cfg.out_dim,
+        attribute_head=attributes,
+        anchors=(len(cfg.anchor_sizes[0]), len(cfg.aspect_ratios)),
+        workload_facts=facts,
+    ).eval()
     if cfg.weights is not None:
-        raise VlpbenchError("weights with backend 'detectron2' are not supported; load them into the torchvision "
-                            "backend (weights=...), or use detectron2's DetectionCheckpointer on emb.model")
+        raise VlpbenchError(
+            "weights with backend 'detectron2' are not supported; load them into the torchvision "
+            "backend (weights=...), or use detectron2's DetectionCheckpointer on emb.model"
+        )
     finish_weights(emb, cfg)
     return emb

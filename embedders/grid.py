@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,18 +31,18 @@ MIN_SIDE = 32
 
 @dataclass(frozen=True)
 class GridConfig:
-    depth: int = 50                                  # ResNet depth: 50, 101 or 152
-    image_size: Tuple[int, int] = (800, 1333)        # input [H, W] in pixels
-    channels_last: bool = False                      # run the trunk in NHWC memory format (faster on CPU)
-    pool: int = 1                                    # max-pool the C5 map with this kernel and stride (1 = none)
-    sample_tokens: Optional[int] = None              # Pixel-BERT: keep this many random grid positions; None = all
-    sample_seed: int = 0                             # seed of the position sampling (same positions every call)
-    out_dim: Optional[int] = None                    # Linear projection of the 2048-d tokens; None = no projection
-    blocks: Optional[Tuple[int, int, int, int]] = None  # blocks per stage; None = the standard ones for `depth`
-    width_per_group: int = 64                        # bottleneck width per 64 planes (64 = standard; tests shrink it)
+    depth: int = 50  # ResNet depth: 50, 101 or 152
+    image_size: tuple[int, int] = (800, 1333)  # input [H, W] in pixels
+    channels_last: bool = False  # run the trunk in NHWC memory format (faster on CPU)
+    pool: int = 1  # max-pool the C5 map with this kernel and stride (1 = none)
+    sample_tokens: int | None = None  # Pixel-BERT: keep this many random grid positions; None = all
+    sample_seed: int = 0  # seed of the position sampling (same positions every call)
+    out_dim: int | None = None  # Linear projection of the 2048-d tokens; None = no projection
+    blocks: tuple[int, int, int, int] | None = None  # blocks per stage; None = the standard ones for `depth`
+    width_per_group: int = 64  # bottleneck width per 64 planes (64 = standard; tests shrink it)
 
 
-def grid_shape(image_size: Tuple[int, int]) -> Tuple[int, int]:
+def grid_shape(image_size: tuple[int, int]) -> tuple[int, int]:
     """[H, W] pixels -> [h, w] of the stride-32 C5 map, as the conv arithmetic gives (five halvings, each a ceil)."""
     h, w = image_size
     for _ in range(5):
@@ -50,7 +50,7 @@ def grid_shape(image_size: Tuple[int, int]) -> Tuple[int, int]:
     return h, w
 
 
-def _resnet_trunk(blocks: Tuple[int, int, int, int], width_per_group: int) -> nn.Sequential:
+def _resnet_trunk(blocks: tuple[int, int, int, int], width_per_group: int) -> nn.Sequential:
     """torchvision ResNet (Bottleneck) without avgpool/fc: [B, 3, H, W] -> [B, 2048, H/32, W/32]."""
     net = ResNet(Bottleneck, list(blocks), width_per_group=width_per_group)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -64,9 +64,19 @@ class GridEmbedder(nn.Module):
     N = h*w (or ``sample_tokens``), D = 2048 (or ``out_dim``).
     """
 
-    def __init__(self, trunk: nn.Module, *, image_size: Tuple[int, int], feature_dim: int = 2048,
-                 channels_last: bool = False, pool: int = 1, sample_tokens: Optional[int] = None,
-                 sample_seed: int = 0, out_dim: Optional[int] = None, depth: Optional[int] = None):
+    def __init__(
+        self,
+        trunk: nn.Module,
+        *,
+        image_size: tuple[int, int],
+        feature_dim: int = 2048,
+        channels_last: bool = False,
+        pool: int = 1,
+        sample_tokens: int | None = None,
+        sample_seed: int = 0,
+        out_dim: int | None = None,
+        depth: int | None = None,
+    ):
         super().__init__()
         h, w = (int(s) for s in image_size)
         if h < MIN_SIDE or w < MIN_SIDE:
@@ -79,7 +89,9 @@ class GridEmbedder(nn.Module):
         self.grid = (c5[0] // pool, c5[1] // pool)  # tokens after the optional max-pool
         n = self.grid[0] * self.grid[1]
         if sample_tokens is not None and not 0 < sample_tokens <= n:
-            raise bad_value("sample_tokens", sample_tokens, f"1..{n} (the {self.grid[0]}x{self.grid[1]} grid at {h}x{w})")
+            raise bad_value(
+                "sample_tokens", sample_tokens, f"1..{n} (the {self.grid[0]}x{self.grid[1]} grid at {h}x{w})"
+            )
         if out_dim is not None and out_dim <= 0:
             raise bad_value("out_dim", out_dim, "a positive width or None")
         self.trunk = trunk
@@ -95,19 +107,28 @@ class GridEmbedder(nn.Module):
             self.trunk.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_config(cls, cfg: GridConfig) -> "GridEmbedder":
+    def from_config(cls, cfg: GridConfig) -> GridEmbedder:
         if cfg.blocks is None and cfg.depth not in RESNET_BLOCKS:
             raise bad_value("depth", cfg.depth, sorted(RESNET_BLOCKS))
         blocks = tuple(cfg.blocks) if cfg.blocks is not None else RESNET_BLOCKS[cfg.depth]
         if len(blocks) != 4 or min(blocks) < 1:
             raise bad_value("blocks", blocks, "four positive block counts")
         trunk = _resnet_trunk(blocks, cfg.width_per_group)
-        return cls(trunk, image_size=cfg.image_size, channels_last=cfg.channels_last, pool=cfg.pool,
-                   sample_tokens=cfg.sample_tokens,
-                   sample_seed=cfg.sample_seed, out_dim=cfg.out_dim, depth=cfg.depth)
+        return cls(
+            trunk,
+            image_size=cfg.image_size,
+            channels_last=cfg.channels_last,
+            pool=cfg.pool,
+            sample_tokens=cfg.sample_tokens,
+            sample_seed=cfg.sample_seed,
+            out_dim=cfg.out_dim,
+            depth=cfg.depth,
+        )
 
     # -- Benchmarkable -------------------------------------------------------------------------
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         x = torch.rand(batch_size, 3, *self.image_size, generator=generator, device=generator.device)
         return {"pixel_values": x.to(device)}
 
@@ -116,11 +137,16 @@ class GridEmbedder(nn.Module):
         dim = self.proj.out_features if self.proj is not None else self.feature_dim
         return TokenSpec(dim=dim, num_tokens=n, has_boxes=False, has_cls=False, modality="vision", schema="grid")
 
-    def workload(self) -> Dict[str, Any]:
-        return {"image_size": list(self.image_size), "grid": list(self.grid), "pool": self.pool,
-                "backbone": f"resnet{self.depth}",
-                "visual_tokens": self.output_spec().num_tokens, "sample_tokens": self.sample_tokens,
-                "channels_last": self.channels_last}
+    def workload(self) -> dict[str, Any]:
+        return {
+            "image_size": list(self.image_size),
+            "grid": list(self.grid),
+            "pool": self.pool,
+            "backbone": f"resnet{self.depth}",
+            "visual_tokens": self.output_spec().num_tokens,
+            "sample_tokens": self.sample_tokens,
+            "channels_last": self.channels_last,
+        }
 
     # -- forward -------------------------------------------------------------------------------
     def _sample_index(self, batch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -139,10 +165,10 @@ class GridEmbedder(nn.Module):
         with stage("backbone"):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            fmap = self.trunk(x)                                   # [B, C, h, w]
+            fmap = self.trunk(x)  # [B, C, h, w]
         if self.pool > 1:
             with stage("pool"):
-                fmap = F.max_pool2d(fmap, self.pool)               # [B, C, h, w] -> [B, C, h/p, w/p]
+                fmap = F.max_pool2d(fmap, self.pool)  # [B, C, h, w] -> [B, C, h/p, w/p]
         with stage("flatten"):
             b, c, h, w = fmap.shape
             tokens = fmap.permute(0, 2, 3, 1).reshape(b, h * w, c)  # [B, C, h, w] -> [B, h*w, C]
@@ -155,4 +181,3 @@ class GridEmbedder(nn.Module):
                 tokens = self.proj(tokens)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return VisualTokens(features=tokens, mask=mask, extras={"grid": [h, w]})
-

@@ -8,7 +8,7 @@ of ``attention_mask``; padded output positions are zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,11 +21,11 @@ from vlpbench.types import TextTokens, TokenSpec
 
 @dataclass(frozen=True)
 class GRUTextConfig:
-    vocab_size: int = 30522     # word-embedding rows (bert-base-uncased size unless set)
-    embed_dim: int = 300        # word-embedding width
-    hidden: int = 1024          # GRU hidden size per direction = output width
-    num_layers: int = 1         # stacked GRU layers
-    text_len: int = 40          # tokens per caption made by make_inputs
+    vocab_size: int = 30522  # word-embedding rows (bert-base-uncased size unless set)
+    embed_dim: int = 300  # word-embedding width
+    hidden: int = 1024  # GRU hidden size per direction = output width
+    num_layers: int = 1  # stacked GRU layers
+    text_len: int = 40  # tokens per caption made by make_inputs
 
 
 def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -44,11 +44,23 @@ def lengths_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 class GRUTextEmbedder(nn.Module):
     """input_ids [B, L], attention_mask [B, L] -> TextTokens(features [B, L, hidden], mask [B, L])."""
 
-    def __init__(self, *, vocab_size: int = 30522, embed_dim: int = 300, hidden: int = 1024, num_layers: int = 1,
-                 text_len: int = 40):
+    def __init__(
+        self,
+        *,
+        vocab_size: int = 30522,
+        embed_dim: int = 300,
+        hidden: int = 1024,
+        num_layers: int = 1,
+        text_len: int = 40,
+    ):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden", hidden),
-                            ("num_layers", num_layers), ("text_len", text_len)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("embed_dim", embed_dim),
+            ("hidden", hidden),
+            ("num_layers", num_layers),
+            ("text_len", text_len),
+        ):
             if value < 1:
                 raise bad_value(name, value, "a positive integer")
         self.vocab_size = vocab_size
@@ -58,41 +70,52 @@ class GRUTextEmbedder(nn.Module):
         self.gru = nn.GRU(embed_dim, hidden, num_layers, batch_first=True, bidirectional=True)
 
     @classmethod
-    def from_config(cls, cfg: GRUTextConfig) -> "GRUTextEmbedder":
-        return cls(vocab_size=cfg.vocab_size, embed_dim=cfg.embed_dim, hidden=cfg.hidden, num_layers=cfg.num_layers,
-                   text_len=cfg.text_len)
+    def from_config(cls, cfg: GRUTextConfig) -> GRUTextEmbedder:
+        return cls(
+            vocab_size=cfg.vocab_size,
+            embed_dim=cfg.embed_dim,
+            hidden=cfg.hidden,
+            num_layers=cfg.num_layers,
+            text_len=cfg.text_len,
+        )
 
     # -- Benchmarkable -------------------------------------------------------------------------
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu") -> Dict[str, torch.Tensor]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """Full-length captions of ``text_len`` random ids (every token real)."""
-        ids = torch.randint(1, self.vocab_size, (batch_size, self.text_len), generator=generator, device=generator.device)
+        ids = torch.randint(
+            1, self.vocab_size, (batch_size, self.text_len), generator=generator, device=generator.device
+        )
         return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids, device=device)}
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.hidden, num_tokens=self.text_len, has_cls=False, modality="text", schema="text")
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"text_len": self.text_len}
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                stage: StageFn = null_stage) -> TextTokens:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, stage: StageFn = null_stage
+    ) -> TextTokens:
         if input_ids.dim() != 2:
             raise bad_value("input_ids shape", tuple(input_ids.shape), "[B, L]")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
-            raise bad_value("attention_mask shape", tuple(attention_mask.shape), f"{tuple(input_ids.shape)} like input_ids")
+            raise bad_value(
+                "attention_mask shape", tuple(attention_mask.shape), f"{tuple(input_ids.shape)} like input_ids"
+            )
         if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.vocab_size:
             raise bad_value("token id range", [int(input_ids.min()), int(input_ids.max())], f"0..{self.vocab_size - 1}")
         lengths = lengths_from_mask(attention_mask)
         b, length = input_ids.shape
         with stage("embed"):
-            x = self.embed(input_ids)                                             # [B, L, E]
+            x = self.embed(input_ids)  # [B, L, E]
         with stage("gru"):
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             out, _ = self.gru(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=length)  # [B, L, 2*H]
-            out = (out[..., : self.hidden] + out[..., self.hidden:]) / 2          # [B, L, 2*H] -> [B, L, H]
+            out = (out[..., : self.hidden] + out[..., self.hidden :]) / 2  # [B, L, 2*H] -> [B, L, H]
         return TextTokens(features=out, mask=attention_mask.bool())
-

@@ -22,8 +22,9 @@ images applies :func:`processor_normalise` first, with the family's statistics i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +41,9 @@ POS_INTERP = ("bilinear", "bicubic", "none")
 POS_ALIGN = {"bilinear": True, "bicubic": False}
 
 # (image_mean, image_std) of each family's image processor, applied to [0, 1] pixels
-PROCESSOR_NORMALISATION: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
-    "vilt": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),                    # ViltImageProcessor (dandelin/ViLT: same)
-    "clip": (CLIP_MEAN, CLIP_STD),                                   # CLIPImageProcessor
+PROCESSOR_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "vilt": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # ViltImageProcessor (dandelin/ViLT: same)
+    "clip": (CLIP_MEAN, CLIP_STD),  # CLIPImageProcessor
 }
 
 
@@ -56,21 +57,22 @@ def processor_normalise(pixel_values: torch.Tensor, family: str) -> torch.Tensor
 
 @dataclass(frozen=True)
 class PatchEmbedConfig:
-    image_size: Tuple[int, int] = (384, 640)  # input (H, W) in pixels; multiples of patch_size
-    patch_size: int = 32                      # P: Conv2d kernel and stride
-    dim: int = 768                            # D: token width
-    in_chans: int = 3                         # input channels
-    pos_grid: Tuple[int, int] = (12, 12)      # grid the position embeddings are stored at (pre-training size / P)
-    pos_interp: str = "bilinear"              # "bilinear" (ViLT), "bicubic" (CLIP interpolate_pos_encoding) or "none"
-    conv_bias: bool = True                    # ViLT's projection has a bias, CLIP's does not
-    pre_norm: bool = False                    # CLIP's ln_pre after the position embeddings
-    norm_eps: float = 1e-5                    # eps of ln_pre
-    max_image_len: int = -1                   # keep this many random patches (ViLT pre-training: 200); -1 = all
-    sample_seed: int = 0                      # seed of the patch-sampling generator (reproducible sampling)
+    image_size: tuple[int, int] = (384, 640)  # input (H, W) in pixels; multiples of patch_size
+    patch_size: int = 32  # P: Conv2d kernel and stride
+    dim: int = 768  # D: token width
+    in_chans: int = 3  # input channels
+    pos_grid: tuple[int, int] = (12, 12)  # grid the position embeddings are stored at (pre-training size / P)
+    pos_interp: str = "bilinear"  # "bilinear" (ViLT), "bicubic" (CLIP interpolate_pos_encoding) or "none"
+    conv_bias: bool = True  # ViLT's projection has a bias, CLIP's does not
+    pre_norm: bool = False  # CLIP's ln_pre after the position embeddings
+    norm_eps: float = 1e-5  # eps of ln_pre
+    max_image_len: int = -1  # keep this many random patches (ViLT pre-training: 200); -1 = all
+    sample_seed: int = 0  # seed of the patch-sampling generator (reproducible sampling)
 
 
-def vilt_resize_shape(height: int, width: int, shorter: int = 384, longer: int = int(1333 / 800 * 384),
-                      patch_size: int = 32) -> Tuple[int, int]:
+def vilt_resize_shape(
+    height: int, width: int, shorter: int = 384, longer: int = int(1333 / 800 * 384), patch_size: int = 32
+) -> tuple[int, int]:
     """ViLT's test-time resize, as transformers' ``ViltImageProcessor`` computes it (and dandelin/ViLT's
     ``MinMaxResize``): shorter edge -> ``shorter``, longer edge capped at ``longer`` (639), both rounded to the
     nearest pixel and then down to a multiple of ``patch_size``.  (h, w) -> (H, W): a 5:8 image gives (384, 608),
@@ -88,8 +90,9 @@ def vilt_resize_shape(height: int, width: int, shorter: int = 384, longer: int =
     return max(patch_size, h // patch_size * patch_size), max(patch_size, w // patch_size * patch_size)
 
 
-def vilt_preprocess(images: Sequence[torch.Tensor], shorter: int = 384, patch_size: int = 32
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+def vilt_preprocess(
+    images: Sequence[torch.Tensor], shorter: int = 384, patch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``ViltProcessor``'s image side: uint8 images [3, h_i, w_i] -> resized with bicubic (antialiased)
     interpolation to :func:`vilt_resize_shape`, scaled to [0, 1], normalised with ViLT's mean / std, zero-padded
     at the bottom and right to the largest height and width in the batch.  -> pixel_values [B, 3, H, W] (ready
@@ -118,17 +121,31 @@ def vilt_preprocess(images: Sequence[torch.Tensor], shorter: int = 384, patch_si
 class PatchEmbedder(nn.Module):
     """pixel_values [B, C, H, W] in [0, 1] -> VisualTokens(features [B, 1 + N, D], mask [B, 1 + N])."""
 
-    def __init__(self, image_size: Tuple[int, int] = (384, 640), patch_size: int = 32, dim: int = 768, *,
-                 in_chans: int = 3, pos_grid: Optional[Tuple[int, int]] = None, pos_interp: str = "bilinear",
-                 conv_bias: bool = True, pre_norm: bool = False, norm_eps: float = 1e-5, max_image_len: int = -1,
-                 sample_seed: int = 0):
+    def __init__(
+        self,
+        image_size: tuple[int, int] = (384, 640),
+        patch_size: int = 32,
+        dim: int = 768,
+        *,
+        in_chans: int = 3,
+        pos_grid: tuple[int, int] | None = None,
+        pos_interp: str = "bilinear",
+        conv_bias: bool = True,
+        pre_norm: bool = False,
+        norm_eps: float = 1e-5,
+        max_image_len: int = -1,
+        sample_seed: int = 0,
+    ):
         super().__init__()
         image_size = tuple(int(s) for s in image_size)
         if patch_size <= 0:
             raise bad_value("patch_size", patch_size, "a positive integer")
         if len(image_size) != 2 or any(s < patch_size or s % patch_size for s in image_size):
-            raise bad_value("image_size", image_size,
-                            f"(H, W), each a positive multiple of patch_size {patch_size} (at least one patch)")
+            raise bad_value(
+                "image_size",
+                image_size,
+                f"(H, W), each a positive multiple of patch_size {patch_size} (at least one patch)",
+            )
         if pos_interp not in POS_INTERP:
             raise bad_value("pos_interp", pos_interp, POS_INTERP)
         self.image_size = image_size
@@ -138,9 +155,12 @@ class PatchEmbedder(nn.Module):
         self.grid = (image_size[0] // patch_size, image_size[1] // patch_size)
         self.pos_grid = tuple(pos_grid) if pos_grid is not None else self.grid
         if pos_interp == "none" and self.pos_grid != self.grid:
-            raise bad_value("image_size", image_size,
-                            f"{self.pos_grid[0] * patch_size}x{self.pos_grid[1] * patch_size} when pos_interp='none' "
-                            f"(position grid {self.pos_grid}); use pos_interp='bilinear' for other sizes")
+            raise bad_value(
+                "image_size",
+                image_size,
+                f"{self.pos_grid[0] * patch_size}x{self.pos_grid[1] * patch_size} when pos_interp='none' "
+                f"(position grid {self.pos_grid}); use pos_interp='bilinear' for other sizes",
+            )
         num_patches = self.grid[0] * self.grid[1]
         if max_image_len == 0 or max_image_len < -1:
             raise bad_value("max_image_len", max_image_len, "-1 (all patches) or a positive integer")
@@ -156,13 +176,23 @@ class PatchEmbedder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if pre_norm else None
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self._generator: Optional[torch.Generator] = None
+        self._generator: torch.Generator | None = None
 
     @classmethod
-    def from_config(cls, cfg: PatchEmbedConfig) -> "PatchEmbedder":
-        return cls(cfg.image_size, cfg.patch_size, cfg.dim, in_chans=cfg.in_chans, pos_grid=cfg.pos_grid,
-                   pos_interp=cfg.pos_interp, conv_bias=cfg.conv_bias, pre_norm=cfg.pre_norm, norm_eps=cfg.norm_eps,
-                   max_image_len=cfg.max_image_len, sample_seed=cfg.sample_seed)
+    def from_config(cls, cfg: PatchEmbedConfig) -> PatchEmbedder:
+        return cls(
+            cfg.image_size,
+            cfg.patch_size,
+            cfg.dim,
+            in_chans=cfg.in_chans,
+            pos_grid=cfg.pos_grid,
+            pos_interp=cfg.pos_interp,
+            conv_bias=cfg.conv_bias,
+            pre_norm=cfg.pre_norm,
+            norm_eps=cfg.norm_eps,
+            max_image_len=cfg.max_image_len,
+            sample_seed=cfg.sample_seed,
+        )
 
     # -- Benchmarkable -------------------------------------------------------------------------------------
     @property
@@ -170,31 +200,34 @@ class PatchEmbedder(nn.Module):
         return self.num_kept < self.grid[0] * self.grid[1]
 
     def output_spec(self) -> TokenSpec:
-        return TokenSpec(dim=self.dim, num_tokens=1 + self.num_kept, has_cls=True, modality="vision",
-                         schema="patch")
+        return TokenSpec(dim=self.dim, num_tokens=1 + self.num_kept, has_cls=True, modality="vision", schema="patch")
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"image_size": list(self.image_size), "patch_grid": list(self.grid), "image_tokens": 1 + self.num_kept}
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, torch.Tensor]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         h, w = self.image_size
-        return {"pixel_values": torch.rand(batch_size, self.in_chans, h, w, generator=generator,
-                                           device=generator.device).to(device)}
+        return {
+            "pixel_values": torch.rand(
+                batch_size, self.in_chans, h, w, generator=generator, device=generator.device
+            ).to(device)
+        }
 
     def reset_sampler(self) -> None:
         """Restart the patch-sampling sequence from ``sample_seed``."""
         self._generator = torch.Generator().manual_seed(self.sample_seed)
 
     # -- pieces --------------------------------------------------------------------------------------------
-    def position_embedding(self, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    def position_embedding(self, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """The position embeddings at ``grid`` (default: the configured input grid): [1, 1 + Gh*Gw, D]."""
         grid = self.grid if grid is None else tuple(grid)
         if grid == self.pos_grid:
             return self.pos_embed
         return torch.cat([self.pos_embed[:, :1], self._grid_pos(grid).flatten(2).transpose(1, 2)], dim=1)
 
-    def _grid_pos(self, grid: Tuple[int, int]) -> torch.Tensor:
+    def _grid_pos(self, grid: tuple[int, int]) -> torch.Tensor:
         """The stored grid position embeddings resized to ``grid``: [1, D, Gh, Gw]."""
         gh, gw = self.pos_grid
         grid_pos = self.pos_embed[:, 1:].transpose(1, 2).reshape(1, self.dim, gh, gw)  # [1, G, D] -> [1, D, gh, gw]
@@ -202,7 +235,7 @@ class PatchEmbedder(nn.Module):
             return grid_pos
         return F.interpolate(grid_pos, size=tuple(grid), mode=self.pos_interp, align_corners=POS_ALIGN[self.pos_interp])
 
-    def padded_position_embedding(self, pixel_mask: torch.Tensor, grid: Tuple[int, int]):
+    def padded_position_embedding(self, pixel_mask: torch.Tensor, grid: tuple[int, int]):
         """Per-image position embeddings of a padded batch, as transformers' ``ViltEmbeddings.visual_embed``:
         pixel_mask [B, H, W] -> (pos [B, 1 + Gh*Gw, D], patch mask [B, Gh*Gw] bool).
 
@@ -212,8 +245,12 @@ class PatchEmbedder(nn.Module):
         patch = F.interpolate(pixel_mask[:, None].float(), size=grid)[:, 0]  # [B, H, W] -> [B, Gh, Gw], nearest
         rows, cols = patch[:, :, 0].sum(1).long(), patch[:, 0, :].sum(1).long()  # [B] valid rows / columns
         if bool((rows == 0).any() or (cols == 0).any()):
-            raise bad_value("pixel_mask", "an image with no valid patch", "at least one real patch per image "
-                            f"(a {self.patch_size}x{self.patch_size} block of ones at the top left)")
+            raise bad_value(
+                "pixel_mask",
+                "an image with no valid patch",
+                "at least one real patch per image "
+                f"(a {self.patch_size}x{self.patch_size} block of ones at the top left)",
+            )
         pos = self.pos_embed.new_zeros(pixel_mask.shape[0], self.dim, *grid)  # [B, D, Gh, Gw]
         for h, w in {(int(h), int(w)) for h, w in zip(rows, cols)}:
             same = (rows == h) & (cols == w)
@@ -228,7 +265,7 @@ class PatchEmbedder(nn.Module):
         scores = torch.rand(batch_size, self.grid[0] * self.grid[1], generator=self._generator)
         return scores.argsort(dim=1)[:, : self.num_kept].sort(dim=1).values.to(device)
 
-    def input_grid(self, pixel_values: torch.Tensor) -> Tuple[int, int]:
+    def input_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
         """The patch grid of ``pixel_values``; any multiple of the patch size when position embeddings are
         interpolated, else only the configured image size (an error otherwise)."""
         if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4 or pixel_values.shape[1] != self.in_chans:
@@ -241,23 +278,36 @@ class PatchEmbedder(nn.Module):
         if (h, w) == self.image_size:
             return self.grid
         if self.pos_interp == "none":
-            raise bad_value("pixel_values size", (h, w), f"{self.image_size[0]}x{self.image_size[1]}: this embedder "
-                            "stores its position embeddings at that size and does not interpolate them (build it "
-                            "with pos_interp='bicubic', e.g. load_clip(dir, image_size=(H, W)), for other sizes)")
+            raise bad_value(
+                "pixel_values size",
+                (h, w),
+                f"{self.image_size[0]}x{self.image_size[1]}: this embedder "
+                "stores its position embeddings at that size and does not interpolate them (build it "
+                "with pos_interp='bicubic', e.g. load_clip(dir, image_size=(H, W)), for other sizes)",
+            )
         if self.sampling or h % p or w % p or h < p or w < p:
-            raise bad_value("pixel_values size", (h, w), f"H and W multiples of the patch size {p}"
-                            + (f", or exactly {self.image_size} with patch sampling" if self.sampling else ""))
+            raise bad_value(
+                "pixel_values size",
+                (h, w),
+                f"H and W multiples of the patch size {p}"
+                + (f", or exactly {self.image_size} with patch sampling" if self.sampling else ""),
+            )
         return h // p, w // p
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: Optional[torch.Tensor] = None,
-                stage: StageFn = null_stage) -> VisualTokens:
+    def forward(
+        self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None, stage: StageFn = null_stage
+    ) -> VisualTokens:
         """pixel_values [B, C, H, W], pixel_mask [B, H, W] (1 = real pixel; None = all real) ->
         VisualTokens(features [B, 1 + K, D], mask [B, 1 + K]: False at patches that are all padding)."""
         grid = self.input_grid(pixel_values)
         b = pixel_values.shape[0]
         if pixel_mask is not None and (tuple(pixel_mask.shape) != (b, *pixel_values.shape[2:]) or self.sampling):
-            raise bad_value("pixel_mask shape", tuple(pixel_mask.shape), f"[B, H, W] = {(b, *pixel_values.shape[2:])}"
-                            + (" and max_image_len=-1 (no patch sampling)" if self.sampling else ""))
+            raise bad_value(
+                "pixel_mask shape",
+                tuple(pixel_mask.shape),
+                f"[B, H, W] = {(b, *pixel_values.shape[2:])}"
+                + (" and max_image_len=-1 (no patch sampling)" if self.sampling else ""),
+            )
         with stage("patch_embed"):
             x = self.proj(pixel_values.to(self.proj.weight.dtype))
             x = x.flatten(2).transpose(1, 2)  # [B, D, Gh, Gw] -> [B, Gh*Gw, D]
@@ -270,7 +320,7 @@ class PatchEmbedder(nn.Module):
             else:
                 pos, patches = self.padded_position_embedding(pixel_mask, grid)
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos  # [B, 1 + Gh*Gw, D]
-        extras: Dict[str, Any] = {"image_tokens": x.shape[1] if not self.sampling else 1 + self.num_kept}
+        extras: dict[str, Any] = {"image_tokens": x.shape[1] if not self.sampling else 1 + self.num_kept}
         if self.sampling:
             with stage("sample"):
                 idx = self.sample_index(b, x.device)  # [B, K]

@@ -12,8 +12,8 @@ background (index 0), D feature width.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +36,16 @@ class ImagePreprocess(nn.Module):
     ``input_scale`` and ``bgr`` express caffe-style inputs (0-255, BGR) as in bottom-up-attention.
     """
 
-    def __init__(self, image_size: Tuple[int, int], pixel_mean: Sequence[float], pixel_std: Sequence[float], *,
-                 input_scale: float = 1.0, bgr: bool = False, size_divisible: int = 32):
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        *,
+        input_scale: float = 1.0,
+        bgr: bool = False,
+        size_divisible: int = 32,
+    ):
         super().__init__()
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.input_scale = float(input_scale)
@@ -75,7 +83,7 @@ class C4Backbone(nn.Module):
         last = trunk.layer3[-1]
         self.out_channels = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
 
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
         return {"res4": self.body(x)}
 
 
@@ -99,8 +107,9 @@ class Res5BoxHead(nn.Module):
 class SingleLevelRoIAlign(nn.Module):
     """RoIAlign on one named feature map with a fixed scale (C4 models); same call as MultiScaleRoIAlign."""
 
-    def __init__(self, featmap_name: str, output_size: int, spatial_scale: float, sampling_ratio: int = 0,
-                 aligned: bool = True):
+    def __init__(
+        self, featmap_name: str, output_size: int, spatial_scale: float, sampling_ratio: int = 0, aligned: bool = True
+    ):
         super().__init__()
         self.featmap_name = featmap_name
         self.output_size = output_size
@@ -108,19 +117,20 @@ class SingleLevelRoIAlign(nn.Module):
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
 
-    def forward(self, features: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         """features[name]: [B, C, h, w]; boxes: B x [R_i, 4] -> [N, C, S, S]."""
-        return roi_align(features[self.featmap_name], boxes, self.output_size, self.spatial_scale,
-                         self.sampling_ratio, self.aligned)
+        return roi_align(
+            features[self.featmap_name], boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
 
 
 @dataclass
 class Proposals:
     """Per-image proposal lists (torchvision keeps these as lists too)."""
 
-    boxes: List[Tensor]    # B x [R_i, 4] absolute x1y1x2y2 in the preprocessed image
-    scores: List[Tensor]   # B x [R_i] objectness probability
-    levels: List[Tensor]   # B x [R_i] feature level each came from (RPN NMS runs per level)
+    boxes: list[Tensor]  # B x [R_i, 4] absolute x1y1x2y2 in the preprocessed image
+    scores: list[Tensor]  # B x [R_i] objectness probability
+    levels: list[Tensor]  # B x [R_i] feature level each came from (RPN NMS runs per level)
 
 
 class ProposalStages(nn.Module):
@@ -130,8 +140,17 @@ class ProposalStages(nn.Module):
     Mirrors ``torchvision.models.detection.rpn.RegionProposalNetwork`` at test time.
     """
 
-    def __init__(self, anchor_generator: nn.Module, head: nn.Module, *, pre_nms_top_n: int, post_nms_top_n: int,
-                 nms_thresh: float, score_thresh: float = 0.0, min_size: float = 1e-3):
+    def __init__(
+        self,
+        anchor_generator: nn.Module,
+        head: nn.Module,
+        *,
+        pre_nms_top_n: int,
+        post_nms_top_n: int,
+        nms_thresh: float,
+        score_thresh: float = 0.0,
+        min_size: float = 1e-3,
+    ):
         super().__init__()
         self.anchor_generator = anchor_generator
         self.head = head
@@ -142,12 +161,18 @@ class ProposalStages(nn.Module):
         self.score_thresh = score_thresh
         self.min_size = min_size
 
-    def forward_head(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+    def forward_head(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """L x [B, C, h_l, w_l] -> objectness L x [B, A, h_l, w_l], deltas L x [B, 4A, h_l, w_l]."""
         return self.head(features)
 
-    def decode(self, images: Tensor, image_size: Tuple[int, int], features: List[Tensor],
-               objectness: List[Tensor], deltas: List[Tensor]) -> Proposals:
+    def decode(
+        self,
+        images: Tensor,
+        image_size: tuple[int, int],
+        features: list[Tensor],
+        objectness: list[Tensor],
+        deltas: list[Tensor],
+    ) -> Proposals:
         """Anchors + deltas -> per-image candidate boxes entering NMS (``images``: the padded batch)."""
         num_images = images.shape[0]
         anchors = self.anchor_generator(ImageList(images, [image_size] * num_images), features)
@@ -155,8 +180,9 @@ class ProposalStages(nn.Module):
         obj, reg = concat_box_prediction_layers(objectness, deltas)  # [B*M, 1], [B*M, 4]
         boxes = self.box_coder.decode(reg.detach(), anchors).view(num_images, -1, 4)  # [B, M, 4]
         obj = obj.reshape(num_images, -1)  # [B, M]
-        levels = torch.cat([torch.full((n,), i, dtype=torch.int64, device=obj.device)
-                            for i, n in enumerate(num_anchors_per_level)])
+        levels = torch.cat(
+            [torch.full((n,), i, dtype=torch.int64, device=obj.device) for i, n in enumerate(num_anchors_per_level)]
+        )
 
         # top-k per level before NMS, as torchvision's _get_top_n_idx
         top_idx, offset = [], 0
@@ -195,17 +221,17 @@ class ProposalStages(nn.Module):
 class Detections:
     """Detection-stage output.  Per-image lists of kept detections plus the dense per-RoI predictions."""
 
-    boxes: List[Tensor]        # B x [k_i, 4] class-specific boxes, absolute
-    scores: List[Tensor]       # B x [k_i] softmax score of the detected class
-    labels: List[Tensor]       # B x [k_i] class index (1..C-1)
-    rois: List[Tensor]         # B x [k_i] index of the RoI (row of the concatenated proposals) it came from
-    candidates: List[int]      # per image: class-box pairs that entered NMS
-    pred_boxes: Tensor         # [N, C, 4] decoded, clipped class-specific boxes for every RoI
-    class_scores: Tensor       # [N, C] softmax over classes for every RoI
-    attr_logits: Optional[Tensor] = None  # [N, A] attribute logits for every RoI (attribute head only)
+    boxes: list[Tensor]  # B x [k_i, 4] class-specific boxes, absolute
+    scores: list[Tensor]  # B x [k_i] softmax score of the detected class
+    labels: list[Tensor]  # B x [k_i] class index (1..C-1)
+    rois: list[Tensor]  # B x [k_i] index of the RoI (row of the concatenated proposals) it came from
+    candidates: list[int]  # per image: class-box pairs that entered NMS
+    pred_boxes: Tensor  # [N, C, 4] decoded, clipped class-specific boxes for every RoI
+    class_scores: Tensor  # [N, C] softmax over classes for every RoI
+    attr_logits: Tensor | None = None  # [N, A] attribute logits for every RoI (attribute head only)
 
 
-def _cap_per_image(img: Tensor, scores: Tensor, cap: int, num_images: int) -> Tuple[Tensor, Tensor]:
+def _cap_per_image(img: Tensor, scores: Tensor, cap: int, num_images: int) -> tuple[Tensor, Tensor]:
     """Indices of the ``cap`` best-scoring entries of each image, grouped by image, score-descending.
 
     img, scores: [M] -> (keep [M'], per-image counts [B]).  Stable, so an order already sorted by
@@ -242,9 +268,17 @@ class DetectionPostprocess(nn.Module):
     All modes keep at most ``detections_per_img`` per image.
     """
 
-    def __init__(self, *, nms_mode: str, nms_thresh: float, score_thresh: float, detections_per_img: int,
-                 bbox_reg_weights: Tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
-                 prefilter: bool = False, nms_boxes: str = "regressed"):
+    def __init__(
+        self,
+        *,
+        nms_mode: str,
+        nms_thresh: float,
+        score_thresh: float,
+        detections_per_img: int,
+        bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+        prefilter: bool = False,
+        nms_boxes: str = "regressed",
+    ):
         super().__init__()
         if nms_mode not in NMS_MODES:
             raise bad_value("nms_mode", nms_mode, NMS_MODES)
@@ -258,10 +292,11 @@ class DetectionPostprocess(nn.Module):
         self.detections_per_img = detections_per_img
         self.box_coder = det_utils.BoxCoder(bbox_reg_weights)
 
-    def forward(self, class_logits: Tensor, box_regression: Tensor, proposals: List[Tensor],
-                image_size: Tuple[int, int]) -> Detections:
+    def forward(
+        self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor], image_size: tuple[int, int]
+    ) -> Detections:
         """class_logits [N, C], box_regression [N, C*4], proposals B x [R_i, 4] -> Detections."""
-        num_images, num_classes = len(proposals), class_logits.shape[-1]
+        num_images, _num_classes = len(proposals), class_logits.shape[-1]
         device = class_logits.device
         pred_boxes = self.box_coder.decode(box_regression, proposals)  # [N, C, 4]
         pred_boxes = box_ops.clip_boxes_to_image(pred_boxes, image_size)
@@ -280,13 +315,24 @@ class DetectionPostprocess(nn.Module):
         rois, labels, det_scores = rois[keep], labels[keep], det_scores[keep]
         split = per_image.tolist()
         return Detections(
-            boxes=list(pred_boxes[rois, labels].split(split)), scores=list(det_scores.split(split)),
-            labels=list(labels.split(split)), rois=list(rois.split(split)), candidates=cand,
-            pred_boxes=pred_boxes, class_scores=scores,
+            boxes=list(pred_boxes[rois, labels].split(split)),
+            scores=list(det_scores.split(split)),
+            labels=list(labels.split(split)),
+            rois=list(rois.split(split)),
+            candidates=cand,
+            pred_boxes=pred_boxes,
+            class_scores=scores,
         )
 
-    def _per_class(self, pred_boxes: Tensor, scores: Tensor, roi_img: Tensor, num_images: int,
-                   image_size: Tuple[int, int], nms_boxes: Optional[Tensor]):
+    def _per_class(
+        self,
+        pred_boxes: Tensor,
+        scores: Tensor,
+        roi_img: Tensor,
+        num_images: int,
+        image_size: tuple[int, int],
+        nms_boxes: Tensor | None,
+    ):
         """nms_boxes [N, 4]: one box per RoI for every class (the proposals), or None: each class's own box."""
         offsets = (roi_img * (max(image_size) + 1)).to(pred_boxes.dtype)[:, None]  # [N, 1], images never overlap
         rois, labels = [], []
@@ -334,14 +380,22 @@ class DetectionPostprocess(nn.Module):
 
 @dataclass
 class Regions:
-    features: Tensor        # [B, K, D]
-    mask: Tensor            # [B, K] bool, True = a real region
-    boxes: Tensor           # [B, K, 4] normalised x1y1x2y2
-    detected: List[int]     # per image: RoIs with a surviving detection (before filling to K)
+    features: Tensor  # [B, K, D]
+    mask: Tensor  # [B, K] bool, True = a real region
+    boxes: Tensor  # [B, K, 4] normalised x1y1x2y2
+    detected: list[int]  # per image: RoIs with a surviving detection (before filling to K)
 
 
-def select_regions(features: Tensor, proposals: List[Tensor], det: Detections, *, k: int, fill_to_k: bool,
-                   region_boxes: str, image_size: Tuple[int, int]) -> Regions:
+def select_regions(
+    features: Tensor,
+    proposals: list[Tensor],
+    det: Detections,
+    *,
+    k: int,
+    fill_to_k: bool,
+    region_boxes: str,
+    image_size: tuple[int, int],
+) -> Regions:
     """Top-K RoIs per image: first those with a surviving detection (by their best detection score),
     then, if ``fill_to_k``, the rest by their best foreground score (bottom-up-attention's MIN_BOXES fill).
 
@@ -383,6 +437,7 @@ def select_regions(features: Tensor, proposals: List[Tensor], det: Detections, *
     boxes = boxes / boxes.new_tensor([w, h, w, h])
     feats = feats * mask[..., None]
     boxes = boxes * mask[..., None]
-    detected_per_image = torch.zeros(num_images, dtype=torch.long, device=device).index_add_(
-        0, img, detected.long()).tolist()
+    detected_per_image = (
+        torch.zeros(num_images, dtype=torch.long, device=device).index_add_(0, img, detected.long()).tolist()
+    )
     return Regions(feats, mask, boxes, detected_per_image)

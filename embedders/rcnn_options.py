@@ -18,8 +18,6 @@ five places, each expressed here on top of torchvision's modules:
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -31,7 +29,7 @@ POOL1_STYLES = ("torchvision", "caffe")
 ROI_POOLERS = ("align", "pool")
 
 
-def _three_by_three(block: nn.Module) -> List[nn.Conv2d]:
+def _three_by_three(block: nn.Module) -> list[nn.Conv2d]:
     return [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
 
 
@@ -67,7 +65,7 @@ def prepare_trunk(trunk: nn.Module, *, stride_in_1x1: bool, res5_dilation: int, 
     return trunk
 
 
-def rpn_head(in_channels: int, num_anchors: int, conv_channels: Optional[int]) -> RPNHead:
+def rpn_head(in_channels: int, num_anchors: int, conv_channels: int | None) -> RPNHead:
     """torchvision's RPNHead (same parameter names), its 3x3 conv ``conv_channels`` wide (None: in_channels)."""
     head = RPNHead(in_channels, num_anchors)
     width = conv_channels or in_channels
@@ -89,8 +87,13 @@ class UnroundedAnchorGenerator(AnchorGenerator):
     each to a whole pixel (a 32-px anchor of ratio 0.5 is 45.25 px wide in detectron2, 46 in torchvision).
     """
 
-    def generate_anchors(self, scales, aspect_ratios, dtype: torch.dtype = torch.float32,
-                         device: torch.device = torch.device("cpu")) -> Tensor:  # noqa: B008 (torchvision signature)
+    def generate_anchors(
+        self,
+        scales,
+        aspect_ratios,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device = torch.device("cpu"),  # noqa: B008 (torchvision's signature)
+    ) -> Tensor:
         scales = torch.as_tensor(scales, dtype=dtype, device=device)
         aspect_ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
         h_ratios = torch.sqrt(aspect_ratios)
@@ -109,7 +112,7 @@ class SingleLevelRoIPool(nn.Module):
         self.output_size = output_size
         self.spatial_scale = spatial_scale
 
-    def forward(self, features: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         """features[name]: [B, C, h, w]; boxes: B x [R_i, 4] -> [N, C, S, S]."""
         return roi_pool(features[self.featmap_name], boxes, self.output_size, self.spatial_scale)
 
@@ -122,8 +125,9 @@ class AttributeHead(nn.Module):
     features [N, D], class_logits [N, C] -> attribute logits [N, A].
     """
 
-    def __init__(self, in_dim: int, num_classes: int, num_attributes: int, *, embed_dim: int = 256,
-                 hidden_dim: int = 512):
+    def __init__(
+        self, in_dim: int, num_classes: int, num_attributes: int, *, embed_dim: int = 256, hidden_dim: int = 512
+    ):
         super().__init__()
         self.cls_embed = nn.Embedding(num_classes, embed_dim)
         self.fc = nn.Linear(in_dim + embed_dim, hidden_dim)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +33,26 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
-from vlpbench.embedders.rcnn_heads import (NMS_BOXES, NMS_MODES, C4Backbone, DetectionPostprocess, Detections,
-                                           ImagePreprocess, ProposalStages, Res5BoxHead, SingleLevelRoIAlign,
-                                           select_regions)
-from vlpbench.embedders.rcnn_options import (POOL1_STYLES, ROI_POOLERS, AttributeHead, SingleLevelRoIPool,
-                                             UnroundedAnchorGenerator, prepare_trunk, rpn_head)
+from vlpbench.embedders.rcnn_heads import (
+    NMS_BOXES,
+    NMS_MODES,
+    C4Backbone,
+    DetectionPostprocess,
+    ImagePreprocess,
+    ProposalStages,
+    Res5BoxHead,
+    SingleLevelRoIAlign,
+    select_regions,
+)
+from vlpbench.embedders.rcnn_options import (
+    POOL1_STYLES,
+    ROI_POOLERS,
+    AttributeHead,
+    SingleLevelRoIPool,
+    UnroundedAnchorGenerator,
+    prepare_trunk,
+    rpn_head,
+)
 from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.layers import IMAGENET_MEAN, IMAGENET_STD
 from vlpbench.stages import StageFn, null_stage
@@ -46,50 +62,60 @@ ARCHS = ("c4", "fpn")
 DEPTHS = (18, 34, 50, 101, 152)
 REGION_BOXES = ("proposal", "detection")
 BACKENDS = ("torchvision", "detectron2")
-STAGES = ("preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head",
-          "box_predictor", "det.nms", "select")
+STAGES = (
+    "preprocess",
+    "backbone",
+    "rpn.head",
+    "rpn.decode",
+    "rpn.nms",
+    "roi_align",
+    "roi_head",
+    "box_predictor",
+    "det.nms",
+    "select",
+)
 
 
 @dataclass(frozen=True)
 class RegionEmbedderConfig:
-    arch: str = "fpn"                                    # "c4" (res5 RoI head) or "fpn" (TwoMLPHead)
-    depth: int = 50                                      # ResNet depth of the trunk
-    image_size: Tuple[int, int] = (800, 1333)            # [H, W] the detector runs at
-    pixel_mean: Tuple[float, ...] = IMAGENET_MEAN        # subtracted after input_scale / bgr
-    pixel_std: Tuple[float, ...] = IMAGENET_STD          # divided after the mean
-    input_scale: float = 1.0                             # 255 for caffe-style 0-255 inputs
-    bgr: bool = False                                    # flip RGB -> BGR (caffe models)
-    size_divisible: int = 32                             # pad H, W up to a multiple (0/1: no padding)
-    anchor_sizes: Tuple[Tuple[int, ...], ...] = ((32,), (64,), (128,), (256,), (512,))  # per RPN level
-    aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)   # per anchor size
-    rpn_pre_nms_top_n: int = 1000                        # candidates kept per level before RPN NMS
-    rpn_post_nms_top_n: int = 1000                       # proposals kept per image after RPN NMS
-    rpn_nms_thresh: float = 0.7                          # IoU of RPN NMS
-    pooler_resolution: int = 7                           # RoIAlign output side
-    pooler_sampling_ratio: int = 2                       # RoIAlign samples per bin (0 = adaptive)
-    representation_size: int = 1024                      # TwoMLPHead width (fpn only)
-    num_classes: int = 91                                # including background
-    nms_mode: str = "batched"                            # "per-class", "batched" or "class-agnostic"
-    det_nms_thresh: float = 0.5                          # IoU of detection NMS
-    score_thresh: float = 0.05                           # a detection must score above this
-    detections_per_img: int = 100                        # cap on kept detections per image
-    num_regions: int = 36                                # K regions emitted per image
-    fill_to_k: bool = True                               # pin K real regions (fill after detections)
-    region_boxes: str = "detection"                      # box of a region: "proposal" or "detection"
-    out_dim: Optional[int] = None                        # Linear projection width; None keeps the RoI width
-    calibrate_bn: bool = True                            # calibrate FrozenBN stats when weights are random
-    calibration_seed: int = 0                            # seed of the calibration image
-    weights: Optional[str] = None                        # checkpoint: torchvision names, or detectron2's (.pth/.pkl)
-    backend: str = "torchvision"                         # "torchvision" or "detectron2" (detectron2_backend.py)
-    stride_in_1x1: bool = False                          # stage stride in the 1x1 conv (caffe, d2 STRIDE_IN_1X1)
-    res5_dilation: int = 1                               # c4: 2 = res5 at stride 1, 3x3s dilated 2 (14x14 head)
-    pool1: str = "torchvision"                           # "torchvision" (pad 1) or "caffe" (ceil mode, no pad)
-    rpn_conv_channels: Optional[int] = None              # RPN 3x3 conv width; None = the feature width
-    roi_pooler: str = "align"                            # c4: "align" (RoIAlign) or "pool" (RoIPool, caffe)
-    anchor_rounding: bool = True                         # round base anchors to whole pixels (torchvision; d2 not)
-    attribute_classes: int = 0                           # >0: attribute head with this many outputs (BUTD: 401)
-    nms_prefilter: bool = False                          # per-class: only RoIs above score_thresh enter each NMS
-    det_nms_boxes: str = "regressed"                     # per-class NMS on "regressed" boxes or the "proposal"s
+    arch: str = "fpn"  # "c4" (res5 RoI head) or "fpn" (TwoMLPHead)
+    depth: int = 50  # ResNet depth of the trunk
+    image_size: tuple[int, int] = (800, 1333)  # [H, W] the detector runs at
+    pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # subtracted after input_scale / bgr
+    pixel_std: tuple[float, ...] = IMAGENET_STD  # divided after the mean
+    input_scale: float = 1.0  # 255 for caffe-style 0-255 inputs
+    bgr: bool = False  # flip RGB -> BGR (caffe models)
+    size_divisible: int = 32  # pad H, W up to a multiple (0/1: no padding)
+    anchor_sizes: tuple[tuple[int, ...], ...] = ((32,), (64,), (128,), (256,), (512,))  # per RPN level
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # per anchor size
+    rpn_pre_nms_top_n: int = 1000  # candidates kept per level before RPN NMS
+    rpn_post_nms_top_n: int = 1000  # proposals kept per image after RPN NMS
+    rpn_nms_thresh: float = 0.7  # IoU of RPN NMS
+    pooler_resolution: int = 7  # RoIAlign output side
+    pooler_sampling_ratio: int = 2  # RoIAlign samples per bin (0 = adaptive)
+    representation_size: int = 1024  # TwoMLPHead width (fpn only)
+    num_classes: int = 91  # including background
+    nms_mode: str = "batched"  # "per-class", "batched" or "class-agnostic"
+    det_nms_thresh: float = 0.5  # IoU of detection NMS
+    score_thresh: float = 0.05  # a detection must score above this
+    detections_per_img: int = 100  # cap on kept detections per image
+    num_regions: int = 36  # K regions emitted per image
+    fill_to_k: bool = True  # pin K real regions (fill after detections)
+    region_boxes: str = "detection"  # box of a region: "proposal" or "detection"
+    out_dim: int | None = None  # Linear projection width; None keeps the RoI width
+    calibrate_bn: bool = True  # calibrate FrozenBN stats when weights are random
+    calibration_seed: int = 0  # seed of the calibration image
+    weights: str | None = None  # checkpoint: torchvision names, or detectron2's (.pth/.pkl)
+    backend: str = "torchvision"  # "torchvision" or "detectron2" (detectron2_backend.py)
+    stride_in_1x1: bool = False  # stage stride in the 1x1 conv (caffe, d2 STRIDE_IN_1X1)
+    res5_dilation: int = 1  # c4: 2 = res5 at stride 1, 3x3s dilated 2 (14x14 head)
+    pool1: str = "torchvision"  # "torchvision" (pad 1) or "caffe" (ceil mode, no pad)
+    rpn_conv_channels: int | None = None  # RPN 3x3 conv width; None = the feature width
+    roi_pooler: str = "align"  # c4: "align" (RoIAlign) or "pool" (RoIPool, caffe)
+    anchor_rounding: bool = True  # round base anchors to whole pixels (torchvision; d2 not)
+    attribute_classes: int = 0  # >0: attribute head with this many outputs (BUTD: 401)
+    nms_prefilter: bool = False  # per-class: only RoIs above score_thresh enter each NMS
+    det_nms_boxes: str = "regressed"  # per-class NMS on "regressed" boxes or the "proposal"s
 
 
 def detectron2_available() -> bool:
@@ -115,8 +141,11 @@ def check_config(cfg: RegionEmbedderConfig) -> None:
     if cfg.region_boxes not in REGION_BOXES:
         raise bad_value("region_boxes", cfg.region_boxes, REGION_BOXES)
     if len(cfg.image_size) != 2 or min(cfg.image_size) < min_image_side(cfg):
-        raise bad_value("image_size", tuple(cfg.image_size),
-                        f"[H, W] with both sides >= {min_image_side(cfg)} for arch {cfg.arch!r}")
+        raise bad_value(
+            "image_size",
+            tuple(cfg.image_size),
+            f"[H, W] with both sides >= {min_image_side(cfg)} for arch {cfg.arch!r}",
+        )
     if not 1 <= cfg.num_regions <= cfg.rpn_post_nms_top_n:
         raise bad_value("num_regions", cfg.num_regions, f"1..rpn_post_nms_top_n ({cfg.rpn_post_nms_top_n})")
     if cfg.num_classes < 2:
@@ -142,8 +171,11 @@ def check_network_options(cfg: RegionEmbedderConfig) -> None:
     if cfg.res5_dilation != 1 and cfg.arch != "c4":
         raise bad_value("res5_dilation", cfg.res5_dilation, "1 for arch 'fpn' (the FPN needs res5 at stride 32)")
     if cfg.stride_in_1x1 and cfg.depth < 50:
-        raise bad_value("stride_in_1x1", cfg.stride_in_1x1, f"False for depth {cfg.depth} (no 1x1 conv in a "
-                        "BasicBlock; bottleneck trunks are depth 50, 101, 152)")
+        raise bad_value(
+            "stride_in_1x1",
+            cfg.stride_in_1x1,
+            f"False for depth {cfg.depth} (no 1x1 conv in a BasicBlock; bottleneck trunks are depth 50, 101, 152)",
+        )
     if cfg.rpn_conv_channels is not None and cfg.rpn_conv_channels < 1:
         raise bad_value("rpn_conv_channels", cfg.rpn_conv_channels, "a positive int or None")
     if cfg.attribute_classes < 0:
@@ -155,11 +187,24 @@ def check_network_options(cfg: RegionEmbedderConfig) -> None:
 class RegionEmbedder(nn.Module):
     """Faster R-CNN region features: pixel_values [B, 3, H, W] -> VisualTokens [B, K, D] with boxes."""
 
-    def __init__(self, transform: ImagePreprocess, backbone: nn.Module, rpn: ProposalStages, roi_pooler: nn.Module,
-                 box_head: nn.Module, box_predictor: nn.Module, postprocess: DetectionPostprocess, *,
-                 feature_dim: int, num_regions: int, fill_to_k: bool = True, region_boxes: str = "detection",
-                 out_dim: Optional[int] = None, attribute_head: Optional[AttributeHead] = None,
-                 workload_facts: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        transform: ImagePreprocess,
+        backbone: nn.Module,
+        rpn: ProposalStages,
+        roi_pooler: nn.Module,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        postprocess: DetectionPostprocess,
+        *,
+        feature_dim: int,
+        num_regions: int,
+        fill_to_k: bool = True,
+        region_boxes: str = "detection",
+        out_dim: int | None = None,
+        attribute_head: AttributeHead | None = None,
+        workload_facts: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.transform = transform
         self.backbone = backbone
@@ -169,13 +214,27 @@ class RegionEmbedder(nn.Module):
         self.box_predictor = box_predictor
         self.attribute_head = attribute_head
         self.postprocess = postprocess
-        self._init_output(feature_dim=feature_dim, num_regions=num_regions, fill_to_k=fill_to_k,
-                          region_boxes=region_boxes, out_dim=out_dim, image_size=transform.image_size,
-                          workload_facts=workload_facts)
+        self._init_output(
+            feature_dim=feature_dim,
+            num_regions=num_regions,
+            fill_to_k=fill_to_k,
+            region_boxes=region_boxes,
+            out_dim=out_dim,
+            image_size=transform.image_size,
+            workload_facts=workload_facts,
+        )
 
-    def _init_output(self, *, feature_dim: int, num_regions: int, fill_to_k: bool, region_boxes: str,
-                     out_dim: Optional[int], image_size: Tuple[int, int],
-                     workload_facts: Optional[Dict[str, Any]]) -> None:
+    def _init_output(
+        self,
+        *,
+        feature_dim: int,
+        num_regions: int,
+        fill_to_k: bool,
+        region_boxes: str,
+        out_dim: int | None,
+        image_size: tuple[int, int],
+        workload_facts: dict[str, Any] | None,
+    ) -> None:
         """What every backend shares: region selection, the projection, the recorded workload."""
         self.proj = nn.Linear(feature_dim, out_dim) if out_dim is not None else None
         self.feature_dim = feature_dim
@@ -187,31 +246,55 @@ class RegionEmbedder(nn.Module):
         self._workload = dict(workload_facts or {})
 
     @classmethod
-    def from_config(cls, cfg: RegionEmbedderConfig) -> "RegionEmbedder":
+    def from_config(cls, cfg: RegionEmbedderConfig) -> RegionEmbedder:
         check_config(cfg)
         if cfg.backend == "detectron2":
             from vlpbench.embedders.detectron2_backend import build_detectron2_region_embedder
 
             return build_detectron2_region_embedder(cfg)
         anchor_cls = AnchorGenerator if cfg.anchor_rounding else UnroundedAnchorGenerator
-        anchors = anchor_cls(tuple(tuple(s) for s in cfg.anchor_sizes),
-                             (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
+        anchors = anchor_cls(
+            tuple(tuple(s) for s in cfg.anchor_sizes), (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes)
+        )
         backbone, pooler, box_head, feature_dim = (_build_fpn if cfg.arch == "fpn" else _build_c4)(cfg)
-        rpn = ProposalStages(anchors, rpn_head(backbone.out_channels, anchors.num_anchors_per_location()[0],
-                                               cfg.rpn_conv_channels),
-                             pre_nms_top_n=cfg.rpn_pre_nms_top_n, post_nms_top_n=cfg.rpn_post_nms_top_n,
-                             nms_thresh=cfg.rpn_nms_thresh)
-        attributes = (AttributeHead(feature_dim, cfg.num_classes, cfg.attribute_classes)
-                      if cfg.attribute_classes else None)
+        rpn = ProposalStages(
+            anchors,
+            rpn_head(backbone.out_channels, anchors.num_anchors_per_location()[0], cfg.rpn_conv_channels),
+            pre_nms_top_n=cfg.rpn_pre_nms_top_n,
+            post_nms_top_n=cfg.rpn_post_nms_top_n,
+            nms_thresh=cfg.rpn_nms_thresh,
+        )
+        attributes = (
+            AttributeHead(feature_dim, cfg.num_classes, cfg.attribute_classes) if cfg.attribute_classes else None
+        )
         model = cls(
-            ImagePreprocess(cfg.image_size, cfg.pixel_mean, cfg.pixel_std, input_scale=cfg.input_scale, bgr=cfg.bgr,
-                            size_divisible=cfg.size_divisible),
-            backbone, rpn, pooler, box_head, FastRCNNPredictor(feature_dim, cfg.num_classes),
-            DetectionPostprocess(nms_mode=cfg.nms_mode, nms_thresh=cfg.det_nms_thresh, score_thresh=cfg.score_thresh,
-                                 detections_per_img=cfg.detections_per_img, prefilter=cfg.nms_prefilter,
-                                 nms_boxes=cfg.det_nms_boxes),
-            feature_dim=feature_dim, num_regions=cfg.num_regions, fill_to_k=cfg.fill_to_k,
-            region_boxes=cfg.region_boxes, out_dim=cfg.out_dim, attribute_head=attributes,
+            ImagePreprocess(
+                cfg.image_size,
+                cfg.pixel_mean,
+                cfg.pixel_std,
+                input_scale=cfg.input_scale,
+                bgr=cfg.bgr,
+                size_divisible=cfg.size_divisible,
+            ),
+            backbone,
+            rpn,
+            pooler,
+            box_head,
+            FastRCNNPredictor(feature_dim, cfg.num_classes),
+            DetectionPostprocess(
+                nms_mode=cfg.nms_mode,
+                nms_thresh=cfg.det_nms_thresh,
+                score_thresh=cfg.score_thresh,
+                detections_per_img=cfg.detections_per_img,
+                prefilter=cfg.nms_prefilter,
+                nms_boxes=cfg.det_nms_boxes,
+            ),
+            feature_dim=feature_dim,
+            num_regions=cfg.num_regions,
+            fill_to_k=cfg.fill_to_k,
+            region_boxes=cfg.region_boxes,
+            out_dim=cfg.out_dim,
+            attribute_head=attributes,
             workload_facts=workload_facts(cfg),
         ).eval()
         finish_weights(model, cfg)
@@ -224,9 +307,13 @@ class RegionEmbedder(nn.Module):
         x = torch.rand(batch_size, 3, h, w, generator=generator, device=generator.device)
         return {"pixel_values": x.to(device)}
 
-    def workload(self) -> Dict[str, Any]:
-        return {"image_size": list(self.image_size), "regions": self.num_regions, **self._workload,
-                "bn_calibrated": self.bn_calibrated}
+    def workload(self) -> dict[str, Any]:
+        return {
+            "image_size": list(self.image_size),
+            "regions": self.num_regions,
+            **self._workload,
+            "bn_calibrated": self.bn_calibrated,
+        }
 
     def output_spec(self) -> TokenSpec:
         dim = self.proj.out_features if self.proj is not None else self.feature_dim
@@ -262,34 +349,46 @@ class RegionEmbedder(nn.Module):
             roi_features = self.box_head(pooled)  # [N, D]
         with stage("box_predictor"):
             class_logits, box_regression = self.box_predictor(roi_features)  # [N, C], [N, 4C]
-            attr_logits = (self.attribute_head(roi_features, class_logits)  # [N, A]
-                           if self.attribute_head is not None else None)
+            attr_logits = (
+                self.attribute_head(roi_features, class_logits)  # [N, A]
+                if self.attribute_head is not None
+                else None
+            )
         with stage("det.nms"):
             detections = self.postprocess(class_logits, box_regression, proposals, self.image_size)
         detections.attr_logits = attr_logits
-        facts = {"rpn_pre_nms": [int(b.shape[0]) for b in candidates.boxes],
-                 "rpn_post_nms": [int(p.shape[0]) for p in proposals],
-                 "det_candidates": detections.candidates,
-                 "det_kept": [int(s.shape[0]) for s in detections.scores]}
+        facts = {
+            "rpn_pre_nms": [int(b.shape[0]) for b in candidates.boxes],
+            "rpn_post_nms": [int(p.shape[0]) for p in proposals],
+            "det_candidates": detections.candidates,
+            "det_kept": [int(s.shape[0]) for s in detections.scores],
+        }
         return roi_features, proposals, detections, facts
 
     def forward(self, pixel_values: Tensor, stage: StageFn = null_stage) -> VisualTokens:
         """pixel_values [B, 3, H, W] in [0, 1] -> VisualTokens(features [B, K, D], mask [B, K], boxes [B, K, 4])."""
         roi_features, proposals, detections, facts = self.run_detector(pixel_values, stage)
         with stage("select"):
-            regions = select_regions(roi_features, proposals, detections, k=self.num_regions,
-                                     fill_to_k=self.fill_to_k, region_boxes=self.region_boxes,
-                                     image_size=self.image_size)
+            regions = select_regions(
+                roi_features,
+                proposals,
+                detections,
+                k=self.num_regions,
+                fill_to_k=self.fill_to_k,
+                region_boxes=self.region_boxes,
+                image_size=self.image_size,
+            )
         features = regions.features
         if self.proj is not None:
             with stage("project"):
                 features = self.proj(features)  # [B, K, D] -> [B, K, out_dim]
-        facts.update(regions_detected=regions.detected, regions=regions.mask.sum(1).tolist(),
-                     bn_calibrated=self.bn_calibrated)
+        facts.update(
+            regions_detected=regions.detected, regions=regions.mask.sum(1).tolist(), bn_calibrated=self.bn_calibrated
+        )
         return VisualTokens(features=features, mask=regions.mask, boxes=regions.boxes, extras=facts)
 
     @torch.no_grad()
-    def detect(self, pixel_values: Tensor) -> List[Dict[str, Tensor]]:
+    def detect(self, pixel_values: Tensor) -> list[dict[str, Tensor]]:
         """torchvision-style detections per image (boxes in input-pixel coordinates, scores, labels); no filling.
 
         With nms_mode="batched" this is torchvision's FasterRCNN eval output for the same weights.
@@ -297,15 +396,17 @@ class RegionEmbedder(nn.Module):
         _, _, det, _ = self.run_detector(pixel_values)
         h, w = pixel_values.shape[-2:]
         scale = torch.tensor([w / self.image_size[1], h / self.image_size[0]] * 2, device=pixel_values.device)
-        return [{"boxes": b * scale if (h, w) != self.image_size else b, "scores": s, "labels": l}
-                for b, s, l in zip(det.boxes, det.scores, det.labels)]
+        return [
+            {"boxes": b * scale if (h, w) != self.image_size else b, "scores": s, "labels": l}
+            for b, s, l in zip(det.boxes, det.scores, det.labels)
+        ]
 
-    def anchor_layout(self) -> Tuple[int, int]:
+    def anchor_layout(self) -> tuple[int, int]:
         """(sizes, aspect ratios) of the anchors at one RPN location (the first level's)."""
         gen = self.rpn.anchor_generator
         return len(gen.sizes[0]), len(gen.aspect_ratios[0])
 
-    def frozen_bn_types(self) -> Tuple[type, ...]:
+    def frozen_bn_types(self) -> tuple[type, ...]:
         """The frozen batch-norm classes this backend builds (calibration sets their statistics)."""
         return (FrozenBatchNorm2d,)
 
@@ -317,17 +418,18 @@ class RegionEmbedder(nn.Module):
         return n
 
 
-def _build_fpn(cfg: RegionEmbedderConfig) -> Tuple[nn.Module, nn.Module, nn.Module, int]:
+def _build_fpn(cfg: RegionEmbedderConfig) -> tuple[nn.Module, nn.Module, nn.Module, int]:
     """torchvision's ResNet-FPN, MultiScaleRoIAlign and TwoMLPHead -> (backbone, pooler, box head, width)."""
-    backbone = resnet_fpn_backbone(backbone_name=f"resnet{cfg.depth}", weights=None, norm_layer=FrozenBatchNorm2d,
-                                   trainable_layers=5)
+    backbone = resnet_fpn_backbone(
+        backbone_name=f"resnet{cfg.depth}", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=5
+    )
     prepare_trunk(backbone.body, stride_in_1x1=cfg.stride_in_1x1, res5_dilation=1, pool1=cfg.pool1)
     pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], cfg.pooler_resolution, cfg.pooler_sampling_ratio)
-    box_head = TwoMLPHead(backbone.out_channels * cfg.pooler_resolution ** 2, cfg.representation_size)
+    box_head = TwoMLPHead(backbone.out_channels * cfg.pooler_resolution**2, cfg.representation_size)
     return backbone, pooler, box_head, cfg.representation_size
 
 
-def _build_c4(cfg: RegionEmbedderConfig) -> Tuple[nn.Module, nn.Module, nn.Module, int]:
+def _build_c4(cfg: RegionEmbedderConfig) -> tuple[nn.Module, nn.Module, nn.Module, int]:
     """ResNet res2-res4 backbone, single-level RoI pooling on res4, res5 head -> (backbone, pooler, head, width)."""
     trunk = getattr(resnet, f"resnet{cfg.depth}")(weights=None, norm_layer=FrozenBatchNorm2d)
     prepare_trunk(trunk, stride_in_1x1=cfg.stride_in_1x1, res5_dilation=cfg.res5_dilation, pool1=cfg.pool1)
@@ -340,17 +442,26 @@ def _build_c4(cfg: RegionEmbedderConfig) -> Tuple[nn.Module, nn.Module, nn.Modul
     return backbone, pooler, box_head, box_head.out_channels
 
 
-def workload_facts(cfg: RegionEmbedderConfig) -> Dict[str, Any]:
+def workload_facts(cfg: RegionEmbedderConfig) -> dict[str, Any]:
     """The configured workload every record carries (the measured counts come from the forward)."""
-    return {"arch": f"R{cfg.depth}-{cfg.arch.upper()}", "num_classes": cfg.num_classes,
-            "rpn_pre_nms_top_n": cfg.rpn_pre_nms_top_n, "rpn_post_nms_top_n": cfg.rpn_post_nms_top_n,
-            "nms_mode": cfg.nms_mode, "nms_prefilter": cfg.nms_prefilter, "score_thresh": cfg.score_thresh,
-            "fill_to_k": cfg.fill_to_k, "backend": cfg.backend, "roi_pooler": cfg.roi_pooler,
-            "pooler_resolution": cfg.pooler_resolution, "res5_dilation": cfg.res5_dilation,
-            "attribute_classes": cfg.attribute_classes}
+    return {
+        "arch": f"R{cfg.depth}-{cfg.arch.upper()}",
+        "num_classes": cfg.num_classes,
+        "rpn_pre_nms_top_n": cfg.rpn_pre_nms_top_n,
+        "rpn_post_nms_top_n": cfg.rpn_post_nms_top_n,
+        "nms_mode": cfg.nms_mode,
+        "nms_prefilter": cfg.nms_prefilter,
+        "score_thresh": cfg.score_thresh,
+        "fill_to_k": cfg.fill_to_k,
+        "backend": cfg.backend,
+        "roi_pooler": cfg.roi_pooler,
+        "pooler_resolution": cfg.pooler_resolution,
+        "res5_dilation": cfg.res5_dilation,
+        "attribute_classes": cfg.attribute_classes,
+    }
 
 
-def finish_weights(model: "RegionEmbedder", cfg: RegionEmbedderConfig) -> None:
+def finish_weights(model: RegionEmbedder, cfg: RegionEmbedderConfig) -> None:
     """Load ``cfg.weights``, or calibrate the random weights' frozen BN (never on the meta device)."""
     if cfg.weights is not None:
         from vlpbench.embedders.region_checkpoints import load_region_checkpoint
@@ -366,13 +477,12 @@ def _on_meta(model: nn.Module) -> bool:
     return any(p.is_meta for p in model.parameters())
 
 
-def _is_frozen_or_eval_bn(m: nn.Module, frozen_types: Tuple[type, ...]) -> bool:
+def _is_frozen_or_eval_bn(m: nn.Module, frozen_types: tuple[type, ...]) -> bool:
     return isinstance(m, frozen_types) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training)
 
 
 @torch.no_grad()
-def calibrate_frozen_bn(model: nn.Module, images: Any,
-                        frozen_types: Tuple[type, ...] = (FrozenBatchNorm2d,)) -> int:
+def calibrate_frozen_bn(model: nn.Module, images: Any, frozen_types: tuple[type, ...] = (FrozenBatchNorm2d,)) -> int:
     """Run ``model(images)`` once, setting each FrozenBatchNorm2d (or eval-mode BatchNorm) running mean and
     variance to the per-channel statistics of its actual input just before it normalises it.
 
@@ -382,7 +492,7 @@ def calibrate_frozen_bn(model: nn.Module, images: Any,
     """
     layers = [m for m in model.modules() if _is_frozen_or_eval_bn(m, frozen_types)]
 
-    def hook(module: nn.Module, args: Tuple[Tensor, ...]) -> None:
+    def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
         x = args[0].float()
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
@@ -406,7 +516,7 @@ TORCHVISION_KEY_MAP = (
 )
 
 
-def map_torchvision_keys(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+def map_torchvision_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """torchvision FasterRCNN state dict -> RegionEmbedder names.
 
     Drops BatchNorm's ``num_batches_tracked`` (torchvision builds untrained detectors with nn.BatchNorm2d;
@@ -419,7 +529,7 @@ def map_torchvision_keys(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
             continue
         for src, dst in TORCHVISION_KEY_MAP:
             if key.startswith(src):
-                key = dst + key[len(src):]
+                key = dst + key[len(src) :]
                 break
         out[key] = value
     return out
@@ -445,13 +555,25 @@ def load_torchvision_weights(model: RegionEmbedder, source: Union[str, os.PathLi
     own = model.state_dict()
     missing = sorted(set(own) - set(mapped))
     unexpected = sorted(set(mapped) - set(own))
-    shapes = sorted(f"{k} {tuple(mapped[k].shape)} vs {tuple(own[k].shape)}"
-                    for k in set(own) & set(mapped) if tuple(mapped[k].shape) != tuple(own[k].shape))
+    shapes = sorted(
+        f"{k} {tuple(mapped[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(mapped)
+        if tuple(mapped[k].shape) != tuple(own[k].shape)
+    )
     if missing or unexpected or shapes:
-        def short(items: List[str]) -> str:
+
+        def short(items: list[str]) -> str:
             return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
-        parts = [f"{label}: {short(items)}" for label, items in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
+
+        parts = [
+            f"{label}: {short(items)}"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", shapes),
+            )
+            if items
+        ]
         raise VlpbenchError("state dict does not fit this region embedder; " + "; ".join(parts))
     model.load_state_dict(mapped)
     model.bn_calibrated = False

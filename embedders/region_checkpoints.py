@@ -30,7 +30,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -44,10 +45,16 @@ BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
 # ---- reading files -------------------------------------------------------------------------------------
 
 _SAFE_GLOBALS = {
-    ("collections", "OrderedDict"), ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("collections", "OrderedDict"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
 }
 
 
@@ -60,7 +67,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and dicts are accepted")
 
 
-def read_pkl(path: str) -> Dict[str, Any]:
+def read_pkl(path: str) -> dict[str, Any]:
     """A detectron2 / Detectron ``.pkl`` -> its dict, through the restricted unpickler (latin1, as detectron2)."""
     with open(path, "rb") as f:
         try:
@@ -72,7 +79,7 @@ def read_pkl(path: str) -> Dict[str, Any]:
     return dict(data)
 
 
-def read_checkpoint(source: Source) -> Dict[str, Tensor]:
+def read_checkpoint(source: Source) -> dict[str, Tensor]:
     """A mapping or a ``.pth`` / ``.pt`` / ``.pkl`` file -> flat {name: tensor} (a ``model`` key is unwrapped)."""
     if isinstance(source, Mapping):
         data: Mapping[str, Any] = source
@@ -109,10 +116,12 @@ def _read_torch(path: str) -> Mapping[str, Any]:
 
 # ---- naming ----------------------------------------------------------------------------------------------
 
+
 def layout_of(state: Mapping[str, Tensor]) -> str:
-    """"torchvision", "detectron2" or "caffe2", from the key names (never from what loaded them)."""
-    if any(k.startswith(("proposal_generator.", "roi_heads.res5.", "backbone.stem.", "backbone.bottom_up."))
-           for k in state):
+    """ "torchvision", "detectron2" or "caffe2", from the key names (never from what loaded them)."""
+    if any(
+        k.startswith(("proposal_generator.", "roi_heads.res5.", "backbone.stem.", "backbone.bottom_up.")) for k in state
+    ):
         return "detectron2"
     if any(k in state for k in ("conv1_w", "res_conv1_bn_s")) or any(k.startswith("res2_") for k in state):
         return "caffe2"
@@ -126,7 +135,7 @@ def _d2_block(name: str) -> str:
     return name
 
 
-_D2_RULES: List[Tuple[str, Callable[[re.Match], str]]] = [
+_D2_RULES: list[tuple[str, Callable[[re.Match], str]]] = [
     (r"backbone\.(?:bottom_up\.)?stem\.conv1\.norm\.(.+)", lambda m: f"backbone.body.bn1.{m[1]}"),
     (r"backbone\.(?:bottom_up\.)?stem\.conv1\.weight", lambda m: "backbone.body.conv1.weight"),
     (r"backbone\.(?:bottom_up\.)?res([2-5])\.(.+)", lambda m: f"backbone.body.layer{int(m[1]) - 1}.{_d2_block(m[2])}"),
@@ -147,23 +156,33 @@ _D2_RULES: List[Tuple[str, Callable[[re.Match], str]]] = [
 
 def _caffe2_name(key: str) -> str:
     """caffe2 / Detectron names -> detectron2's (what detectron2's convert_c2_detectron_names does)."""
-    key = {"conv1_w": "backbone.stem.conv1.weight", "rpn_conv/3x3_w": "proposal_generator.rpn_head.conv.weight",
-           "rpn_conv/3x3_b": "proposal_generator.rpn_head.conv.bias",
-           "cls_embedding_w": "roi_heads.attribute_predictor.cls_embed.weight"}.get(key, key)
-    key = re.sub(r"^res_conv1_bn_([sb])$", lambda m: f"backbone.stem.conv1.norm.{'weight' if m[1] == 's' else 'bias'}",
-                 key)
+    key = {
+        "conv1_w": "backbone.stem.conv1.weight",
+        "rpn_conv/3x3_w": "proposal_generator.rpn_head.conv.weight",
+        "rpn_conv/3x3_b": "proposal_generator.rpn_head.conv.bias",
+        "cls_embedding_w": "roi_heads.attribute_predictor.cls_embed.weight",
+    }.get(key, key)
+    key = re.sub(
+        r"^res_conv1_bn_([sb])$", lambda m: f"backbone.stem.conv1.norm.{'weight' if m[1] == 's' else 'bias'}", key
+    )
     key = re.sub(r"^res5_(\d+)_(.+)$", r"roi_heads.res5.\1.\2", key)
     key = re.sub(r"^res([2-4])_(\d+)_(.+)$", r"backbone.res\1.\2.\3", key)
     key = re.sub(r"branch1_bn_([sb])$", lambda m: f"shortcut.norm.{'weight' if m[1] == 's' else 'bias'}", key)
     key = re.sub(r"branch1_w$", "shortcut.weight", key)
-    key = re.sub(r"branch2([abc])_bn_([sb])$",
-                 lambda m: f"conv{'abc'.index(m[1]) + 1}.norm.{'weight' if m[2] == 's' else 'bias'}", key)
+    key = re.sub(
+        r"branch2([abc])_bn_([sb])$",
+        lambda m: f"conv{'abc'.index(m[1]) + 1}.norm.{'weight' if m[2] == 's' else 'bias'}",
+        key,
+    )
     key = re.sub(r"branch2([abc])_w$", lambda m: f"conv{'abc'.index(m[1]) + 1}.weight", key)
-    for c2, d2 in (("rpn_cls_logits", "proposal_generator.rpn_head.objectness_logits"),
-                   ("rpn_bbox_pred", "proposal_generator.rpn_head.anchor_deltas"),
-                   ("cls_score", "roi_heads.box_predictor.cls_score"), ("bbox_pred", "roi_heads.box_predictor.bbox_pred"),
-                   ("fc_attr", "roi_heads.attribute_predictor.attr_linear1"),
-                   ("attr_score", "roi_heads.attribute_predictor.attr_linear2")):
+    for c2, d2 in (
+        ("rpn_cls_logits", "proposal_generator.rpn_head.objectness_logits"),
+        ("rpn_bbox_pred", "proposal_generator.rpn_head.anchor_deltas"),
+        ("cls_score", "roi_heads.box_predictor.cls_score"),
+        ("bbox_pred", "roi_heads.box_predictor.bbox_pred"),
+        ("fc_attr", "roi_heads.attribute_predictor.attr_linear1"),
+        ("attr_score", "roi_heads.attribute_predictor.attr_linear2"),
+    ):
         key = re.sub(rf"^{re.escape(c2)}_([wb])$", lambda m, d2=d2: f"{d2}.{'weight' if m[1] == 'w' else 'bias'}", key)
     return key
 
@@ -178,6 +197,7 @@ def _rename(key: str) -> str:
 
 # ---- values -------------------------------------------------------------------------------------------------
 
+
 def anchor_permutation(num_sizes: int, num_ratios: int) -> Tensor:
     """Index p with torchvision_anchor[i] = detectron2_anchor[p[i]] for one location.
 
@@ -187,7 +207,7 @@ def anchor_permutation(num_sizes: int, num_ratios: int) -> Tensor:
     return (s * num_ratios + r).reshape(-1)
 
 
-def _fix_values(out: Dict[str, Tensor], own: Mapping[str, Tensor], anchors: Tuple[int, int]) -> None:
+def _fix_values(out: dict[str, Tensor], own: Mapping[str, Tensor], anchors: tuple[int, int]) -> None:
     """Class order, background box, two-way RPN objectness, anchor order: d2/caffe values -> ours, in place."""
     cls_w, box_w = "box_predictor.cls_score.weight", "box_predictor.bbox_pred.weight"
     if box_w in out and cls_w in out and box_w in own and out[box_w].shape[0] == own[box_w].shape[0] - 4:
@@ -210,7 +230,7 @@ def _fix_values(out: Dict[str, Tensor], own: Mapping[str, Tensor], anchors: Tupl
             out[f"rpn.head.bbox_pred.{name}"] = deltas.view(num_anchors, 4, *deltas.shape[1:])[perm].flatten(0, 1)
 
 
-def _fill_bn_stats(out: Dict[str, Tensor]) -> None:
+def _fill_bn_stats(out: dict[str, Tensor]) -> None:
     """Affine-only BN (caffe2 files fold the statistics into scale and bias): mean 0, variance 1."""
     for key in [k for k in out if k.endswith(".weight") and re.search(r"\.(bn\d|downsample\.1)\.weight$", k)]:
         base = key[: -len("weight")]
@@ -218,8 +238,9 @@ def _fill_bn_stats(out: Dict[str, Tensor]) -> None:
         out.setdefault(base + "running_var", torch.ones_like(out[key]))
 
 
-def to_torchvision_names(state: Mapping[str, Tensor], own: Mapping[str, Tensor],
-                         anchors: Tuple[int, int]) -> Dict[str, Tensor]:
+def to_torchvision_names(
+    state: Mapping[str, Tensor], own: Mapping[str, Tensor], anchors: tuple[int, int]
+) -> dict[str, Tensor]:
     """A detectron2 / caffe2-layout state -> the region embedder's names and value layout.
 
     ``own``: the target model's state dict (for the background-box row count); ``anchors``: (sizes, ratios)
@@ -228,7 +249,7 @@ def to_torchvision_names(state: Mapping[str, Tensor], own: Mapping[str, Tensor],
     layout = layout_of(state)
     if layout == "torchvision":
         return dict(state)
-    out: Dict[str, Tensor] = {}
+    out: dict[str, Tensor] = {}
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
             continue
@@ -239,7 +260,7 @@ def to_torchvision_names(state: Mapping[str, Tensor], own: Mapping[str, Tensor],
     return out
 
 
-def to_detectron2_names(own: Mapping[str, Tensor], *, arch: str, anchors: Tuple[int, int]) -> Dict[str, Tensor]:
+def to_detectron2_names(own: Mapping[str, Tensor], *, arch: str, anchors: tuple[int, int]) -> dict[str, Tensor]:
     """The region embedder's state dict -> detectron2's GeneralizedRCNN names and layout (the inverse)."""
     inverse = {}
     for d2_key in _detectron2_keys(own, arch):
@@ -260,7 +281,7 @@ def to_detectron2_names(own: Mapping[str, Tensor], *, arch: str, anchors: Tuple[
     return out
 
 
-def _detectron2_keys(own: Mapping[str, Tensor], arch: str) -> List[str]:
+def _detectron2_keys(own: Mapping[str, Tensor], arch: str) -> list[str]:
     """Every detectron2 name that maps onto one of ``own``'s keys (found by renaming candidates forward)."""
     prefix = "backbone.bottom_up." if arch == "fpn" else "backbone."
     keys = []

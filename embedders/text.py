@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,18 +30,22 @@ def load_tokenizer(directory: str | os.PathLike) -> Any:
     """A transformers tokenizer from a local checkpoint directory (never the network)."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise VlpbenchError(f"tokenizer directory {directory!r} does not exist; accepted: a local directory "
-                            "with tokenizer files (tokenizer.json / vocab.txt / vocab.json + merges.txt)")
+        raise VlpbenchError(
+            f"tokenizer directory {directory!r} does not exist; accepted: a local directory "
+            "with tokenizer files (tokenizer.json / vocab.txt / vocab.json + merges.txt)"
+        )
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise VlpbenchError(f"no usable tokenizer in {directory!r} ({err.__class__.__name__}: {err}); accepted: a "
-                            "directory written by a transformers tokenizer's save_pretrained") from err
+        raise VlpbenchError(
+            f"no usable tokenizer in {directory!r} ({err.__class__.__name__}: {err}); accepted: a "
+            "directory written by a transformers tokenizer's save_pretrained"
+        ) from err
 
 
-def _check_ids(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], max_len: int, vocab: int) -> None:
+def _check_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_len: int, vocab: int) -> None:
     if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
         got = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
         raise bad_value("input_ids", got, "an integer tensor [B, L]")
@@ -60,29 +64,40 @@ def _check_ids(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], 
         raise bad_value("token id", int(lo) if int(lo) < 0 else int(hi), f"ids in [0, {vocab}) (the vocabulary)")
 
 
-def _random_ids(batch_size: int, length: int, low: int, high: int, generator: torch.Generator,
-                device: torch.device | str) -> torch.Tensor:
+def _random_ids(
+    batch_size: int, length: int, low: int, high: int, generator: torch.Generator, device: torch.device | str
+) -> torch.Tensor:
     return torch.randint(low, high, (batch_size, length), generator=generator, device=generator.device).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BertEmbedConfig:
-    vocab_size: int = 30522      # bert-base-uncased word pieces
-    dim: int = 768               # hidden width
-    max_len: int = 40            # position embeddings (ViLT 40, BERT 512)
-    text_len: int = 40           # tokens in latency inputs (make_inputs)
-    type_vocab_size: int = 2     # BERT segment ids
-    pad_token_id: int = 0        # padding row of the word table
-    eps: float = 1e-12           # LayerNorm eps
-    dropout: float = 0.0         # embedding dropout (training only)
+    vocab_size: int = 30522  # bert-base-uncased word pieces
+    dim: int = 768  # hidden width
+    max_len: int = 40  # position embeddings (ViLT 40, BERT 512)
+    text_len: int = 40  # tokens in latency inputs (make_inputs)
+    type_vocab_size: int = 2  # BERT segment ids
+    pad_token_id: int = 0  # padding row of the word table
+    eps: float = 1e-12  # LayerNorm eps
+    dropout: float = 0.0  # embedding dropout (training only)
 
 
 class BertEmbedder(nn.Module):
     """input_ids [B, L], attention_mask [B, L] -> TextTokens(features [B, L, D], mask [B, L])."""
 
-    def __init__(self, vocab_size: int = 30522, dim: int = 768, max_len: int = 40, *, text_len: Optional[int] = None,
-                 type_vocab_size: int = 2, pad_token_id: int = 0, eps: float = 1e-12, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        dim: int = 768,
+        max_len: int = 40,
+        *,
+        text_len: int | None = None,
+        type_vocab_size: int = 2,
+        pad_token_id: int = 0,
+        eps: float = 1e-12,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         text_len = max_len if text_len is None else text_len
         if not 0 < text_len <= max_len:
@@ -96,24 +111,41 @@ class BertEmbedder(nn.Module):
         self.register_buffer("position_ids", torch.arange(max_len)[None], persistent=False)  # [1, max_len]
 
     @classmethod
-    def from_config(cls, cfg: BertEmbedConfig) -> "BertEmbedder":
-        return cls(cfg.vocab_size, cfg.dim, cfg.max_len, text_len=cfg.text_len, type_vocab_size=cfg.type_vocab_size,
-                   pad_token_id=cfg.pad_token_id, eps=cfg.eps, dropout=cfg.dropout)
+    def from_config(cls, cfg: BertEmbedConfig) -> BertEmbedder:
+        return cls(
+            cfg.vocab_size,
+            cfg.dim,
+            cfg.max_len,
+            text_len=cfg.text_len,
+            type_vocab_size=cfg.type_vocab_size,
+            pad_token_id=cfg.pad_token_id,
+            eps=cfg.eps,
+            dropout=cfg.dropout,
+        )
 
     def output_spec(self) -> TokenSpec:
         return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=True, modality="text", schema="text")
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"text_len": self.text_len}
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, torch.Tensor]:
-        ids = _random_ids(batch_size, self.text_len, 1000, self.vocab_size, generator, device) \
-            if self.vocab_size > 1000 else _random_ids(batch_size, self.text_len, 1, self.vocab_size, generator, device)
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        ids = (
+            _random_ids(batch_size, self.text_len, 1000, self.vocab_size, generator, device)
+            if self.vocab_size > 1000
+            else _random_ids(batch_size, self.text_len, 1, self.vocab_size, generator, device)
+        )
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                token_type_ids: Optional[torch.Tensor] = None, stage: StageFn = null_stage) -> TextTokens:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        stage: StageFn = null_stage,
+    ) -> TextTokens:
         """input_ids [B, L] -> TextTokens(features [B, L, D], mask [B, L] bool)."""
         _check_ids(input_ids, attention_mask, self.max_len, self.vocab_size)
         length = input_ids.shape[1]
@@ -131,26 +163,39 @@ class BertEmbedder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipTextConfig:
-    vocab_size: int = 49408           # CLIP BPE vocabulary
-    dim: int = 512                    # transformer width
-    depth: int = 12                   # layers
-    heads: int = 8                    # attention heads
-    mlp_dim: int = 2048               # MLP hidden width
-    act: str = "quick_gelu"           # activation (OpenAI CLIP: QuickGELU)
-    context_len: int = 77             # position embeddings / maximum text length
-    text_len: int = 77                # tokens in latency inputs (make_inputs)
-    eps: float = 1e-5                 # LayerNorm eps
-    proj_dim: Optional[int] = 512     # text_projection output width; None = no projection
-    eot_token_id: int = 49407         # end-of-text id (the highest id in CLIP's vocabulary)
-    pool: str = "argmax"              # "argmax" of input_ids (OpenAI CLIP) or first "eot" id (transformers >= 4.31)
+    vocab_size: int = 49408  # CLIP BPE vocabulary
+    dim: int = 512  # transformer width
+    depth: int = 12  # layers
+    heads: int = 8  # attention heads
+    mlp_dim: int = 2048  # MLP hidden width
+    act: str = "quick_gelu"  # activation (OpenAI CLIP: QuickGELU)
+    context_len: int = 77  # position embeddings / maximum text length
+    text_len: int = 77  # tokens in latency inputs (make_inputs)
+    eps: float = 1e-5  # LayerNorm eps
+    proj_dim: int | None = 512  # text_projection output width; None = no projection
+    eot_token_id: int = 49407  # end-of-text id (the highest id in CLIP's vocabulary)
+    pool: str = "argmax"  # "argmax" of input_ids (OpenAI CLIP) or first "eot" id (transformers >= 4.31)
 
 
 class ClipTextEmbedder(nn.Module):
     """input_ids [B, L] -> TextTokens(features [B, L, D] after ln_final, mask, pooled [B, E] projected)."""
 
-    def __init__(self, vocab_size: int = 49408, dim: int = 512, depth: int = 12, heads: int = 8, mlp_dim: int = 2048, *,
-                 act: str = "quick_gelu", context_len: int = 77, text_len: Optional[int] = None, eps: float = 1e-5,
-                 proj_dim: Optional[int] = 512, eot_token_id: int = 49407, pool: str = "argmax"):
+    def __init__(
+        self,
+        vocab_size: int = 49408,
+        dim: int = 512,
+        depth: int = 12,
+        heads: int = 8,
+        mlp_dim: int = 2048,
+        *,
+        act: str = "quick_gelu",
+        context_len: int = 77,
+        text_len: int | None = None,
+        eps: float = 1e-5,
+        proj_dim: int | None = 512,
+        eot_token_id: int = 49407,
+        pool: str = "argmax",
+    ):
         super().__init__()
         text_len = context_len if text_len is None else text_len
         if not 0 < text_len <= context_len:
@@ -169,31 +214,51 @@ class ClipTextEmbedder(nn.Module):
         self.out_dim = proj_dim if proj_dim is not None else dim
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
-        if self.text_projection is not None:   # OpenAI CLIP: N(0, width ** -0.5)
-            nn.init.normal_(self.text_projection.weight, std=dim ** -0.5)
+        if self.text_projection is not None:  # OpenAI CLIP: N(0, width ** -0.5)
+            nn.init.normal_(self.text_projection.weight, std=dim**-0.5)
 
     @classmethod
-    def from_config(cls, cfg: ClipTextConfig) -> "ClipTextEmbedder":
-        return cls(cfg.vocab_size, cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, act=cfg.act, context_len=cfg.context_len,
-                   text_len=cfg.text_len, eps=cfg.eps, proj_dim=cfg.proj_dim, eot_token_id=cfg.eot_token_id,
-                   pool=cfg.pool)
+    def from_config(cls, cfg: ClipTextConfig) -> ClipTextEmbedder:
+        return cls(
+            cfg.vocab_size,
+            cfg.dim,
+            cfg.depth,
+            cfg.heads,
+            cfg.mlp_dim,
+            act=cfg.act,
+            context_len=cfg.context_len,
+            text_len=cfg.text_len,
+            eps=cfg.eps,
+            proj_dim=cfg.proj_dim,
+            eot_token_id=cfg.eot_token_id,
+            pool=cfg.pool,
+        )
 
     def output_spec(self) -> TokenSpec:
-        return TokenSpec(dim=self.dim, num_tokens=self.text_len, has_cls=False, modality="text", pooled=True,
-                         pooled_dim=self.out_dim, schema="text")
+        return TokenSpec(
+            dim=self.dim,
+            num_tokens=self.text_len,
+            has_cls=False,
+            modality="text",
+            pooled=True,
+            pooled_dim=self.out_dim,
+            schema="text",
+        )
 
-    def workload(self) -> Dict[str, Any]:
+    def workload(self) -> dict[str, Any]:
         return {"text_len": self.text_len}
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
-                    ) -> Dict[str, torch.Tensor]:
+    def make_inputs(
+        self, batch_size: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """Seeded ids below the EOT id, with EOT at the last position (so argmax pooling reads the last token)."""
         ids = _random_ids(batch_size, self.text_len, 1, max(2, self.eot_token_id), generator, device)
         ids[:, -1] = self.eot_token_id
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids, dtype=torch.bool)}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                stage: StageFn = null_stage) -> TextTokens:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, stage: StageFn = null_stage
+    ) -> TextTokens:
         """input_ids [B, L] -> TextTokens(features [B, L, D], mask [B, L], pooled [B, E]).
 
         Like OpenAI CLIP, attention is causal only: the padding after the end-of-text token cannot reach the

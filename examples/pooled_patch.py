@@ -13,7 +13,6 @@ imports it before anything is built (in the measuring subprocess too).  See docs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +29,14 @@ ARCH_NAME = "pooled-vilt"
 
 @dataclass(frozen=True)
 class PooledPatchConfig:
-    image_size: Tuple[int, int] = (384, 640)  # input H, W
-    pool: int = 2                             # average-pooling factor applied first
-    patch: int = 16                           # patch size on the pooled image (32 px of the input at pool 2)
-    dim: int = 768                            # token width D
+    image_size: tuple[int, int] = (384, 640)  # input H, W
+    pool: int = 2  # average-pooling factor applied first
+    patch: int = 16  # patch size on the pooled image (32 px of the input at pool 2)
+    dim: int = 768  # token width D
 
 
 class PooledPatchEmbedder(nn.Module):
-    def __init__(self, image_size: Tuple[int, int], pool: int, patch: int, dim: int) -> None:
+    def __init__(self, image_size: tuple[int, int], pool: int, patch: int, dim: int) -> None:
         super().__init__()
         self.image_size, self.pool, self.patch, self.dim = tuple(image_size), pool, patch, dim
         self.proj = nn.Conv2d(3, dim, patch, patch)
@@ -45,26 +44,26 @@ class PooledPatchEmbedder(nn.Module):
         nn.init.trunc_normal_(self.cls, std=0.02)
 
     @classmethod
-    def from_config(cls, cfg: PooledPatchConfig) -> "PooledPatchEmbedder":
+    def from_config(cls, cfg: PooledPatchConfig) -> PooledPatchEmbedder:
         return cls(cfg.image_size, cfg.pool, cfg.patch, cfg.dim)
 
-    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device="cpu") -> Dict[str, torch.Tensor]:
+    def make_inputs(self, batch_size: int, *, generator: torch.Generator, device="cpu") -> dict[str, torch.Tensor]:
         h, w = self.image_size
         return {"pixel_values": torch.rand(batch_size, 3, h, w, generator=generator, device=device)}
 
     def forward(self, pixel_values: torch.Tensor, stage: StageFn = null_stage) -> VisualTokens:
         with stage("pool"):
-            x = F.avg_pool2d(pixel_values, self.pool)                # [B, 3, H/pool, W/pool]
+            x = F.avg_pool2d(pixel_values, self.pool)  # [B, 3, H/pool, W/pool]
         with stage("patch_embed"):
-            x = self.proj(x).flatten(2).transpose(1, 2)              # [B, D, h, w] -> [B, h*w, D]
+            x = self.proj(x).flatten(2).transpose(1, 2)  # [B, D, h, w] -> [B, h*w, D]
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1)  # [B, 1 + h*w, D]
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         return VisualTokens(x, mask, extras={"tokens": x.shape[1]})
 
-    def stage_names(self) -> List[str]:
+    def stage_names(self) -> list[str]:
         return ["pool", "patch_embed"]
 
-    def workload(self) -> Dict[str, object]:
+    def workload(self) -> dict[str, object]:
         return {"image_size": list(self.image_size)}
 
     def output_spec(self) -> TokenSpec:
@@ -75,14 +74,23 @@ class PooledPatchEmbedder(nn.Module):
 def register() -> None:
     """Register both names (idempotent, so importing the module twice is harmless)."""
     if VISUAL_NAME not in VISUAL:
-        VISUAL.register(VISUAL_NAME, PooledPatchEmbedder.from_config, PooledPatchConfig(),
-                        tiny={"image_size": (64, 96), "dim": 64}, tags=("patch", "plugin"),
-                        description="example plugin: average pool, then a 16x16 patch projection")
+        VISUAL.register(
+            VISUAL_NAME,
+            PooledPatchEmbedder.from_config,
+            PooledPatchConfig(),
+            tiny={"image_size": (64, 96), "dim": 64},
+            tags=("patch", "plugin"),
+            description="example plugin: average pool, then a 16x16 patch projection",
+        )
     if ARCH_NAME not in ARCH:
-        ARCH.register(ARCH_NAME, VLPModel.from_config,
-                      ArchConfig(visual=VISUAL_NAME, text="bert-base-embed", interaction="single-stream"),
-                      tiny={"tiny": True}, tags=("plugin",),
-                      description="example plugin: pooled-patch + BERT embeddings + ViLT single-stream")
+        ARCH.register(
+            ARCH_NAME,
+            VLPModel.from_config,
+            ArchConfig(visual=VISUAL_NAME, text="bert-base-embed", interaction="single-stream"),
+            tiny={"tiny": True},
+            tags=("plugin",),
+            description="example plugin: pooled-patch + BERT embeddings + ViLT single-stream",
+        )
 
 
 register()

@@ -13,10 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_smoke_profile_writes_every_output(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_embedders.py"), "-q", "-p", "no:cacheprovider",
-         f"--rootdir={ROOT}", "--vlpbench-profile=smoke", "--vlpbench-threads=1", f"--vlpbench-out={out}",
-         f"--benchmark-json={out / 'pytest-benchmark.json'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "benchmarks" / "test_embedders.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--rootdir={ROOT}",
+            "--vlpbench-profile=smoke",
+            "--vlpbench-threads=1",
+            f"--vlpbench-out={out}",
+            f"--benchmark-json={out / 'pytest-benchmark.json'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("embedders.md", "embedders.csv", "embedders.png", "pytest-benchmark.json"):
@@ -25,8 +39,14 @@ def test_bench_smoke_profile_writes_every_output(tmp_path):
     names = {b["name"] for b in pb["benchmarks"]}
     assert {"butd-r101-c4", "pixelbert-r50-grid", "vilt-b32-patch", "bert-base-embed"} <= names
     md = (out / "embedders.md").read_text()
-    for stage in ("visual.rpn.nms", "visual.roi_align", "visual.roi_head", "visual.det.nms", "visual.backbone",
-                  "visual.patch_embed"):
+    for stage in (
+        "visual.rpn.nms",
+        "visual.roi_align",
+        "visual.roi_head",
+        "visual.det.nms",
+        "visual.backbone",
+        "visual.patch_embed",
+    ):
         assert f"| {stage} |" in md, stage
     # the x-patch column is computed in this run: the patch row is exactly 1; the CSV is tidy (numbers only)
     import csv

@@ -37,9 +37,28 @@ def test_plugin_example_measures_through_the_cli(tmp_path, monkeypatch, capsys):
     page = (ROOT / "docs" / "plugins.md").read_text()
     assert "--plugin pooled_patch --arch pooled-vilt" in page
     out = tmp_path / "run"
-    code = cli.main(["compare", "--plugin", "pooled_patch", "--arch", "pooled-vilt", "--tiny", "--in-process",
-                     "--iters", "2", "--min-time", "0", "--warmup", "1", "--no-flops", "--out", str(out),
-                     "--format", "json"])
+    code = cli.main(
+        [
+            "compare",
+            "--plugin",
+            "pooled_patch",
+            "--arch",
+            "pooled-vilt",
+            "--tiny",
+            "--in-process",
+            "--iters",
+            "2",
+            "--min-time",
+            "0",
+            "--warmup",
+            "1",
+            "--no-flops",
+            "--out",
+            str(out),
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     (rec,) = json.loads(capsys.readouterr().out)
     assert rec["arch"] == "pooled-vilt" and rec["spec"]["plugins"] == ["pooled_patch"]

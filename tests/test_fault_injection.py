@@ -34,8 +34,23 @@ from vlpbench.store import RunDir
 TESTS = Path(__file__).resolve().parent
 FAST = Protocol(warmup=0, min_iters=2, min_time_s=0.0, max_iters=2)
 # a toy sweep whose points take about a second each in their own worker process
-SWEEP = ["sweep", "--arch", "test-toy-arch", "--plugin", "toy", "--axis", "text_len=4,8,12,16",
-         "--iters", "3", "--min-time", "0.3", "--warmup", "0", "--no-flops", "--no-progress"]
+SWEEP = [
+    "sweep",
+    "--arch",
+    "test-toy-arch",
+    "--plugin",
+    "toy",
+    "--axis",
+    "text_len=4,8,12,16",
+    "--iters",
+    "3",
+    "--min-time",
+    "0.3",
+    "--warmup",
+    "0",
+    "--no-flops",
+    "--no-progress",
+]
 
 
 def _env(tmp: Path) -> dict:
@@ -44,8 +59,9 @@ def _env(tmp: Path) -> dict:
 
 
 def _vlpbench(*argv: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vlpbench", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlpbench", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _children(pid: int) -> list[int]:
@@ -78,8 +94,13 @@ def _wait_for(cond, timeout: float = 120.0) -> bool:
 def _expected_keys() -> set:
     import toy  # noqa: F401  (registers the toy architecture)
 
-    base = RunSpec("", threads=1, protocol=Protocol(warmup=0, min_iters=3, min_time_s=0.3, max_iters=200),
-                   count_flops=False, plugins=["toy"])
+    base = RunSpec(
+        "",
+        threads=1,
+        protocol=Protocol(warmup=0, min_iters=3, min_time_s=0.3, max_iters=200),
+        count_flops=False,
+        plugins=["toy"],
+    )
     return {s.key() for s in sweep_specs([("test-toy-arch", "arch")], [("text_len", [4, 8, 12, 16])], base)}
 
 
@@ -128,8 +149,23 @@ def test_killed_sweep_resumes_to_the_uninterrupted_keys(tmp_path, moment):
 def test_killed_parent_takes_its_worker_and_leaves_nothing(tmp_path):
     run, tmp = tmp_path / "run", tmp_path / "tmp"
     env = _env(tmp)
-    proc = _vlpbench("compare", "--arch", "test-toy-arch", "--plugin", "toy", "--iters", "100000", "--max-iters",
-                     "100000", "--min-time", "600", "--no-flops", "--out", str(run), env=env)
+    proc = _vlpbench(
+        "compare",
+        "--arch",
+        "test-toy-arch",
+        "--plugin",
+        "toy",
+        "--iters",
+        "100000",
+        "--max-iters",
+        "100000",
+        "--min-time",
+        "600",
+        "--no-flops",
+        "--out",
+        str(run),
+        env=env,
+    )
     try:
         _wait_for(lambda: _children(proc.pid) or proc.poll() is not None, timeout=600)
         workers = _children(proc.pid)
@@ -163,10 +199,13 @@ def _other_key(p: Path, rec: dict, other: dict) -> None:
     p.write_text(json.dumps(other))
 
 
-CORRUPTIONS = {"truncated": (_truncate, "corrupt result file"), "binary": (_binary, "not UTF-8"),
-               "wrong types": (_wrong_types, "stages is 'x' (str); accepted: a JSON list"),
-               "wrong stat type": (_wrong_stat, "total.n is 'five' (str); accepted: an integer"),
-               "another key's file": (_other_key, "holds the record of key")}
+CORRUPTIONS = {
+    "truncated": (_truncate, "corrupt result file"),
+    "binary": (_binary, "not UTF-8"),
+    "wrong types": (_wrong_types, "stages is 'x' (str); accepted: a JSON list"),
+    "wrong stat type": (_wrong_stat, "total.n is 'five' (str); accepted: an integer"),
+    "another key's file": (_other_key, "holds the record of key"),
+}
 
 
 @pytest.fixture
@@ -216,8 +255,12 @@ OPEN_RACE = textwrap.dedent("""
 
 def test_concurrent_creation_of_one_new_run_directory_always_succeeds(tmp_path):
     env = _env(tmp_path / "tmp")
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN_RACE, str(tmp_path), "300"], env=env,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_RACE, str(tmp_path), "300"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
     for i in range(300):
@@ -241,8 +284,16 @@ SHARED = textwrap.dedent("""
 
 def test_two_processes_into_one_run_measure_each_configuration_once(tmp_path):
     env = _env(tmp_path / "tmp")
-    procs = [subprocess.Popen([sys.executable, "-c", SHARED, str(tmp_path / "run")], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHARED, str(tmp_path / "run")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
@@ -285,8 +336,9 @@ def test_training_log_keeps_one_line_per_step_after_a_kill(tmp_path):
 
     load_all()
     spec = DataSpec(n_train=24, n_val=8, n_test=8)
-    cfg = TrainConfig(arch="vilt-small", tiny=True, steps=4, batch_size=4, data=spec, progress=False,
-                      checkpoint_every=2)
+    cfg = TrainConfig(
+        arch="vilt-small", tiny=True, steps=4, batch_size=4, data=spec, progress=False, checkpoint_every=2
+    )
     data = SyntheticData(spec.dataset_config())
     train(cfg, str(tmp_path), data=data, stop_after=2)
     log = tmp_path / "train_log.jsonl"

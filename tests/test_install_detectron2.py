@@ -12,8 +12,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def _dry_run(*variables):
-    out = subprocess.run(["make", "-n", "-W", "setup.cfg", "install-detectron2", *variables], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["make", "-n", "-W", "setup.cfg", "install-detectron2", *variables], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -10,15 +10,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_contains_subpackages_under_vlpbench(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     wheel = next(tmp_path.glob("vlpbench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("vlpbench/embedders/__init__.py", "vlpbench/embedders/region.py", "vlpbench/embedders/patch.py",
-                   "vlpbench/architectures/__init__.py", "vlpbench/architectures/compose.py",
-                   "vlpbench/harness/timer.py", "vlpbench/presets/__init__.py", "vlpbench/cli/__init__.py"):
+    for module in (
+        "vlpbench/embedders/__init__.py",
+        "vlpbench/embedders/region.py",
+        "vlpbench/embedders/patch.py",
+        "vlpbench/architectures/__init__.py",
+        "vlpbench/architectures/compose.py",
+        "vlpbench/harness/timer.py",
+        "vlpbench/presets/__init__.py",
+        "vlpbench/cli/__init__.py",
+    ):
         assert module in names, module
     assert not any(n.startswith(("embedders/", "architectures/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -34,9 +53,11 @@ def test_import_names_resolve_to_repository_folders():
 
 
 def test_importing_vlpbench_changes_no_global_state():
-    code = ("import torch; t = torch.get_num_threads(); b = torch.backends.cudnn.benchmark; "
-            "import vlpbench, vlpbench.presets, vlpbench.harness.runner, vlpbench.cli; "
-            "vlpbench.presets.load_all(); "
-            "assert torch.get_num_threads() == t and torch.backends.cudnn.benchmark == b; print('ok')")
+    code = (
+        "import torch; t = torch.get_num_threads(); b = torch.backends.cudnn.benchmark; "
+        "import vlpbench, vlpbench.presets, vlpbench.harness.runner, vlpbench.cli; "
+        "vlpbench.presets.load_all(); "
+        "assert torch.get_num_threads() == t and torch.backends.cudnn.benchmark == b; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -32,7 +32,9 @@ def _build(cfg, *, in_dim):
 def test_every_builder_refuses_unknown_context_the_same_way(kind, name):
     reg = REGISTRIES[kind]
     accepted = re.escape(", ".join(CONTEXT[kind]) or "(none)")
-    with pytest.raises(VlpbenchError, match=rf"invalid build context bogus for {reg.kind} '{name}'; accepted: {accepted}$"):
+    with pytest.raises(
+        VlpbenchError, match=rf"invalid build context bogus for {reg.kind} '{name}'; accepted: {accepted}$"
+    ):
         reg.build(name, tiny=True, context={**CONTEXT[kind], "bogus": 1})
 
 

@@ -54,8 +54,12 @@ def test_embedder(kind, name):
 
 
 COMBOS = [(v, TEXT_FOR.get(i, "bert-base-embed"), i) for v in VISUAL.names() for i in INTERACTION.names()]
-COMBOS += [("vilt-b32-patch", t, i) for t in TEXT.names() for i in INTERACTION.names()
-           if t != TEXT_FOR.get(i, "bert-base-embed")]
+COMBOS += [
+    ("vilt-b32-patch", t, i)
+    for t in TEXT.names()
+    for i in INTERACTION.names()
+    if t != TEXT_FOR.get(i, "bert-base-embed")
+]
 
 
 @pytest.mark.parametrize("visual,text,interaction", COMBOS, ids=["+".join(c) for c in COMBOS])
@@ -91,7 +95,7 @@ def test_architecture_preset(name):
     assert sample.leaves == stage_names(model)
     assert {"VE", "TE", "MI"} <= set(sample.groups.values())
     entry = ARCH.get(name)
-    if "post-vilt" in entry.tags:   # placed by no paper (ALBEF, VLMo): the class is only measured
+    if "post-vilt" in entry.tags:  # placed by no paper (ALBEF, VLMo): the class is only measured
         assert "class" not in entry.paper and entry.paper.get("source")
     else:
         assert entry.paper.get("class") in ("a", "b", "c", "d")
@@ -100,8 +104,18 @@ def test_architecture_preset(name):
 
 # The leaf stages each registered model emits at tiny size, pinned: the list is read off a dry run of the
 # forward (vlpbench.stages.stage_names), so silent drift in a forward's stage structure fails here.
-REGION = ["preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head", "box_predictor",
-          "det.nms", "select"]
+REGION = [
+    "preprocess",
+    "backbone",
+    "rpn.head",
+    "rpn.decode",
+    "rpn.nms",
+    "roi_align",
+    "roi_head",
+    "box_predictor",
+    "det.nms",
+    "select",
+]
 CLIP_TEXT = ["embed", "encoder", "pool"]
 PIXELBERT = ["preprocess", "backbone", "pool", "flatten"]
 SINGLE, DUAL = ["fuse", "encoder", "pooler"], ["image_tower", "text_proj", "similarity"]
@@ -110,24 +124,35 @@ CLIP_PATCH, VILT_PATCH = ["patch_embed", "pos_embed", "norm"], ["patch_embed", "
 
 
 def _arch(visual, text, interaction):
-    return ([f"visual.{n}" for n in visual] + [f"text.{n}" for n in text]
-            + [f"interaction.{n}" for n in interaction])
+    return [f"visual.{n}" for n in visual] + [f"text.{n}" for n in text] + [f"interaction.{n}" for n in interaction]
 
 
 GOLDEN_STAGES = {
-    "visual:butd-r101-c4": REGION, "visual:butd-r101-c4-600": REGION, "visual:frcnn-r50-fpn": REGION,
-    "visual:clip-rn50-visual": ["stem", "backbone", "attnpool"], "visual:clip-vit-b32-patch": CLIP_PATCH,
-    "visual:grid-r101": ["preprocess", "backbone", "flatten"], "visual:grid-r50": ["preprocess", "backbone", "flatten"],
-    "visual:pixelbert-r50-grid": PIXELBERT, "visual:vilt-b32-patch": VILT_PATCH,
-    "text:bert-base-embed": ["embed"], "text:bigru-text": ["embed", "gru"], "text:clip-text-b32": CLIP_TEXT,
+    "visual:butd-r101-c4": REGION,
+    "visual:butd-r101-c4-600": REGION,
+    "visual:frcnn-r50-fpn": REGION,
+    "visual:clip-rn50-visual": ["stem", "backbone", "attnpool"],
+    "visual:clip-vit-b32-patch": CLIP_PATCH,
+    "visual:grid-r101": ["preprocess", "backbone", "flatten"],
+    "visual:grid-r50": ["preprocess", "backbone", "flatten"],
+    "visual:pixelbert-r50-grid": PIXELBERT,
+    "visual:vilt-b32-patch": VILT_PATCH,
+    "text:bert-base-embed": ["embed"],
+    "text:bigru-text": ["embed", "gru"],
+    "text:clip-text-b32": CLIP_TEXT,
     "arch:clip-rn50": _arch(["stem", "backbone", "attnpool"], CLIP_TEXT, DUAL),
-    "arch:clip-small": _arch(CLIP_PATCH, CLIP_TEXT, DUAL), "arch:clip-vit-b32": _arch(CLIP_PATCH, CLIP_TEXT, DUAL),
+    "arch:clip-small": _arch(CLIP_PATCH, CLIP_TEXT, DUAL),
+    "arch:clip-vit-b32": _arch(CLIP_PATCH, CLIP_TEXT, DUAL),
     "arch:pixelbert-r50": _arch(PIXELBERT, ["embed"], SINGLE),
     "arch:pixelbert-small": _arch(PIXELBERT, ["embed"], SINGLE),
-    "arch:uniter-base": _arch(REGION, ["embed"], SINGLE), "arch:uniter-small": _arch(REGION, ["embed"], SINGLE),
-    "arch:vilbert-base": _arch(REGION, ["embed"], COATTN), "arch:vilbert-small": _arch(REGION, ["embed"], COATTN),
-    "arch:vilt-b32": _arch(VILT_PATCH, ["embed"], SINGLE), "arch:vilt-small": _arch(VILT_PATCH, ["embed"], SINGLE),
-    "arch:vse-inf": _arch(REGION, ["embed", "gru"], VSE), "arch:vse-small": _arch(REGION, ["embed", "gru"], VSE),
+    "arch:uniter-base": _arch(REGION, ["embed"], SINGLE),
+    "arch:uniter-small": _arch(REGION, ["embed"], SINGLE),
+    "arch:vilbert-base": _arch(REGION, ["embed"], COATTN),
+    "arch:vilbert-small": _arch(REGION, ["embed"], COATTN),
+    "arch:vilt-b32": _arch(VILT_PATCH, ["embed"], SINGLE),
+    "arch:vilt-small": _arch(VILT_PATCH, ["embed"], SINGLE),
+    "arch:vse-inf": _arch(REGION, ["embed", "gru"], VSE),
+    "arch:vse-small": _arch(REGION, ["embed", "gru"], VSE),
 }
 
 
@@ -140,6 +165,9 @@ def test_stage_names_from_dry_run(key):
 
 
 def test_every_registered_model_has_golden_stages():
-    names = ({f"visual:{n}" for n in VISUAL.names()} | {f"text:{n}" for n in TEXT.names()}
-             | {f"arch:{n}" for n in ARCH.names()})
+    names = (
+        {f"visual:{n}" for n in VISUAL.names()}
+        | {f"text:{n}" for n in TEXT.names()}
+        | {f"arch:{n}" for n in ARCH.names()}
+    )
     assert {n for n in names if not n.split(":", 1)[1].startswith("test-")} == set(GOLDEN_STAGES)  # test toys aside

@@ -1,16 +1,14 @@
 """Results store (atomic writes, schema, loader, resume) and the runner on a toy registered model."""
 
 import json
-import os
 
 import pytest
 
+from toy import register_toys
 from vlpbench.errors import VlpbenchError
 from vlpbench.harness.protocol import Protocol
 from vlpbench.harness.runner import RunSpec, run_isolated, run_many, run_spec
 from vlpbench.store import SCHEMA, RunDir, atomic_write_json, load_frame, load_records, load_samples
-
-from toy import register_toys
 
 FAST = Protocol(warmup=1, min_iters=3, min_time_s=0.0)
 
@@ -61,16 +59,19 @@ def test_workload_applied_and_keyed():
         run_spec(spec(workload={"pixels": 5}))
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"target": "nope"}, "unknown architecture 'nope'; accepted: .*test-toy-arch"),
-    ({"device": "tpu"}, "invalid device 'tpu'"),
-    ({"dtype": "int8"}, "invalid dtype 'int8'"),
-    ({"dtype": "float16"}, "float16' is not supported on cpu"),
-    ({"batch_size": 0}, "invalid batch size 0"),
-    ({"threads": 0}, "invalid thread count 0"),
-    ({"overrides": {"bogus": 1}}, "invalid option.*bogus"),
-    ({"protocol": Protocol(min_iters=0)}, "invalid iteration count 0"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"target": "nope"}, "unknown architecture 'nope'; accepted: .*test-toy-arch"),
+        ({"device": "tpu"}, "invalid device 'tpu'"),
+        ({"dtype": "int8"}, "invalid dtype 'int8'"),
+        ({"dtype": "float16"}, "float16' is not supported on cpu"),
+        ({"batch_size": 0}, "invalid batch size 0"),
+        ({"threads": 0}, "invalid thread count 0"),
+        ({"overrides": {"bogus": 1}}, "invalid option.*bogus"),
+        ({"protocol": Protocol(min_iters=0)}, "invalid iteration count 0"),
+    ],
+)
 def test_bad_specs(kw, msg):
     with pytest.raises(VlpbenchError, match=msg):
         run_spec(spec(**kw))
@@ -115,8 +116,12 @@ def test_run_dir_resume_skips_completed(tmp_path):
     (run.path / f".{specs[1].key()}.json.tmp-abc").write_text("{")
     run.record_path(specs[1].key()).write_text('{"schema": "vlpbench.result/1", "kin')
     events = []
-    recs = run_many(RunDir.open(run.path).path and specs, RunDir.open(run.path), isolated=False,
-                    progress=lambda e, s: events.append(e))
+    recs = run_many(
+        RunDir.open(run.path).path and specs,
+        RunDir.open(run.path),
+        isolated=False,
+        progress=lambda e, s: events.append(e),
+    )
     assert events == ["skip", "run", "run"]
     assert len(recs) == 3 and len(run.records()) == 3
 
@@ -128,7 +133,7 @@ def test_loader_frame_and_bad_dirs(tmp_path):
     assert set(df["stage"]) == {"visual.patch", "text.embed", "interaction.mix", "unaccounted", "total"}
     # medians do not add (on a busy machine not even roughly); each iteration's leaves + unaccounted do
     samples = load_samples([run.path])
-    for key, g in samples.groupby("key"):
+    for _key, g in samples.groupby("key"):
         parts = g[g["leaf"]].groupby("iteration")["ms"].sum()
         total = g[g["stage"] == "total"].set_index("iteration")["ms"]
         assert parts.values == pytest.approx(total.loc[parts.index].values, rel=1e-9, abs=1e-9)

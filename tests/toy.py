@@ -17,10 +17,10 @@ from vlpbench.types import TokenSpec, VisualTokens
 @dataclass(frozen=True)
 class ToyConfig:
     image_size: tuple = (32, 32)  # input H, W
-    dim: int = 64                 # token width
-    work: int = 1                 # repeats of the interaction (a slowdown knob)
-    text_len: int = 8             # tokens
-    attention: bool = False       # add token-token products to each repeat, so MI grows as L^2
+    dim: int = 64  # token width
+    work: int = 1  # repeats of the interaction (a slowdown knob)
+    text_len: int = 8  # tokens
+    attention: bool = False  # add token-token products to each repeat, so MI grows as L^2
 
 
 class ToyVisual(nn.Module):
@@ -67,7 +67,7 @@ class ToyArch(nn.Module):
             for _ in range(self.cfg.work):
                 x = self.interaction(x)
                 if self.cfg.attention:
-                    x = torch.softmax(x @ x.transpose(1, 2) / self.cfg.dim ** 0.5, -1) @ x
+                    x = torch.softmax(x @ x.transpose(1, 2) / self.cfg.dim**0.5, -1) @ x
         return x
 
     def workload(self):
@@ -79,4 +79,6 @@ def register_toys():
         VISUAL.register("test-toy-visual", ToyVisual, ToyConfig(), description="test toy", tags=("patch",))
     if "test-toy-arch" not in ARCH:
         ARCH.register("test-toy-arch", ToyArch, ToyConfig(), description="test toy", paper={"class": "d"})
+
+
 register_toys()

@@ -7,7 +7,7 @@ and what is accepted; the CLI prints it without a traceback and exits non-zero.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class VlpbenchError(ValueError):

@@ -7,17 +7,14 @@ transformers / open_clip checkpoints (which keep separate q, k, v) by concatenat
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # Pixel statistics of the image processors the embedders follow, for [0, 1] RGB inputs.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)                  # torchvision ResNets / Faster R-CNN
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ResNets / Faster R-CNN
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)         # CLIPImageProcessor / OpenAI CLIP
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIPImageProcessor / OpenAI CLIP
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -35,7 +32,7 @@ def make_act(name: str) -> nn.Module:
     return acts[name]()
 
 
-def padding_to_attn_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+def padding_to_attn_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """[B, T] bool (True = real token) -> additive [B, 1, 1, T] mask for SDPA, or None if all real."""
     if mask is None:
         return None
@@ -52,8 +49,18 @@ class Attention(nn.Module):
     ``inner`` defaults to ``dim`` (ViLBERT's co-attention uses a separate bi-hidden width).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, kv_dim: Optional[int] = None, inner_dim: Optional[int] = None,
-                 out_dim: Optional[int] = None, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        kv_dim: int | None = None,
+        inner_dim: int | None = None,
+        out_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
         super().__init__()
         inner = inner_dim or dim
         if inner % num_heads:
@@ -75,8 +82,13 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
-                attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
         """x [B, T, D], context [B, S, kv_dim] (cross only), attn_mask additive [B, 1, T|1, S] -> [B, T, out]."""
         if self.cross:
             if context is None:
@@ -90,7 +102,11 @@ class Attention(nn.Module):
         if attn_mask is not None and attn_mask.dtype != q.dtype and attn_mask.dtype != torch.bool:
             attn_mask = attn_mask.to(q.dtype)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
             is_causal=is_causal and attn_mask is None,
         )
         b, h, t, d = out.shape
@@ -99,7 +115,7 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, act: str = "gelu", drop: float = 0.0, out_dim: Optional[int] = None):
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", drop: float = 0.0, out_dim: int | None = None):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = make_act(act)
@@ -117,8 +133,19 @@ class Block(nn.Module):
     ``norm_first=False`` is the BERT (post-norm) layout: ln1(x + attn(x)); ln2(x + mlp(x)).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, norm_first: bool = True, act: str = "gelu",
-                 eps: float = 1e-6, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        norm_first: bool = True,
+        act: str = "gelu",
+        eps: float = 1e-6,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+    ):
         super().__init__()
         self.norm_first = norm_first
         self.ln1 = nn.LayerNorm(dim, eps=eps)
@@ -126,7 +153,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim, act=act, drop=drop)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         if self.norm_first:
             x = x + self.attn(self.ln1(x), attn_mask=attn_mask, is_causal=is_causal)
             return x + self.mlp(self.ln2(x))
@@ -134,7 +161,7 @@ class Block(nn.Module):
         return self.ln2(x + self.mlp(x))
 
 
-REFERENCE_WIDTH = 768      # BERT-base / ViT-B: the width the 0.02 initialisation was chosen for
+REFERENCE_WIDTH = 768  # BERT-base / ViT-B: the width the 0.02 initialisation was chosen for
 
 
 def init_std(width: int, std: float = 0.02) -> float:
@@ -188,7 +215,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(Block(dim, num_heads, mlp_dim, **block_kwargs) for _ in range(depth))
         init_transformer_weights(self, init_std(dim))
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x, attn_mask=attn_mask, is_causal=is_causal)
         return x

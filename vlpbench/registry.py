@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 from .errors import VlpbenchError
 
@@ -38,10 +39,10 @@ class Entry:
     builder: Callable[..., Any]
     config: Any
     description: str = ""
-    tiny: Dict[str, Any] = field(default_factory=dict)
-    paper: Dict[str, Any] = field(default_factory=dict)
-    aliases: Tuple[str, ...] = ()
-    tags: Tuple[str, ...] = ()
+    tiny: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
     def make_config(self, tiny: bool = False, **overrides: Any) -> Any:
         cfg = self.config
@@ -58,7 +59,7 @@ class Entry:
         return cfg
 
 
-def context_params(builder: Callable[..., Any]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+def context_params(builder: Callable[..., Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(accepted, required) build-context names of ``builder``: its keyword parameters after the config."""
     params = list(inspect.signature(builder).parameters.values())
     if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
@@ -74,8 +75,9 @@ def check_context(builder: Callable[..., Any], context: Mapping[str, Any], what:
     accepted, required = context_params(builder)
     unknown = sorted(set(context) - set(accepted))
     if unknown:
-        raise VlpbenchError(f"invalid build context {', '.join(unknown)} for {what}; "
-                            f"accepted: {', '.join(accepted) or '(none)'}")
+        raise VlpbenchError(
+            f"invalid build context {', '.join(unknown)} for {what}; accepted: {', '.join(accepted) or '(none)'}"
+        )
     missing = [n for n in required if n not in context]
     if missing:
         raise VlpbenchError(f"missing build context {', '.join(missing)} for {what}; accepted: {', '.join(accepted)}")
@@ -84,8 +86,8 @@ def check_context(builder: Callable[..., Any], context: Mapping[str, Any], what:
 class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: Dict[str, Entry] = {}
-        self._aliases: Dict[str, str] = {}
+        self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(
         self,
@@ -94,10 +96,10 @@ class Registry:
         config: Any,
         *,
         description: str = "",
-        tiny: Optional[Dict[str, Any]] = None,
-        paper: Optional[Dict[str, Any]] = None,
-        aliases: Tuple[str, ...] = (),
-        tags: Tuple[str, ...] = (),
+        tiny: dict[str, Any] | None = None,
+        paper: dict[str, Any] | None = None,
+        aliases: tuple[str, ...] = (),
+        tags: tuple[str, ...] = (),
     ) -> Entry:
         for key in (name, *aliases):
             if key in self._entries or key in self._aliases:
@@ -111,7 +113,9 @@ class Registry:
             from .schema import check_paper
 
             check_paper(paper, f"{self.kind} {name!r}")
-        entry = Entry(name, builder, config, description, dict(tiny or {}), dict(paper or {}), tuple(aliases), tuple(tags))
+        entry = Entry(
+            name, builder, config, description, dict(tiny or {}), dict(paper or {}), tuple(aliases), tuple(tags)
+        )
         self._entries[name] = entry
         for alias in aliases:
             self._aliases[alias] = name
@@ -131,7 +135,7 @@ class Registry:
     def config(self, name: str, tiny: bool = False, **overrides: Any) -> Any:
         return self.get(name).make_config(tiny=tiny, **overrides)
 
-    def build(self, name: str, tiny: bool = False, context: Optional[Dict[str, Any]] = None, **overrides: Any) -> Any:
+    def build(self, name: str, tiny: bool = False, context: dict[str, Any] | None = None, **overrides: Any) -> Any:
         """Build ``name``: ``builder(config, **context)``.
 
         ``context`` carries what the builder needs beyond its config, e.g. the ``visual_spec`` and
@@ -143,13 +147,13 @@ class Registry:
         check_context(entry.builder, context, f"{self.kind} {entry.name!r}")
         return entry.builder(entry.make_config(tiny=tiny, **overrides), **context)
 
-    def names(self, pattern: str = "*", include_aliases: bool = False) -> List[str]:
+    def names(self, pattern: str = "*", include_aliases: bool = False) -> list[str]:
         keys = list(self._entries)
         if include_aliases:
             keys += list(self._aliases)
         return sorted(k for k in keys if fnmatch.fnmatch(k, pattern))
 
-    def entries(self, pattern: str = "*") -> List[Entry]:
+    def entries(self, pattern: str = "*") -> list[Entry]:
         return [self._entries[n] for n in self.names(pattern)]
 
     def __contains__(self, name: str) -> bool:

@@ -13,7 +13,8 @@ the papers, checked when a preset is registered.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union, get_type_hints
+from collections.abc import Mapping
+from typing import Any, Union, get_type_hints
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -40,14 +41,14 @@ class Stats(TypedDict):
     min_ms: NotRequired[float]
     max_ms: NotRequired[float]
     cv: NotRequired[float]
-    ci95_ms: NotRequired[List[Optional[float]]]
+    ci95_ms: NotRequired[list[float | None]]
     noisy: NotRequired[bool]
-    samples_ms: NotRequired[List[float]]
+    samples_ms: NotRequired[list[float]]
 
 
 class StageStats(Stats):
     name: str
-    group: str                    # one of GROUPS
+    group: str  # one of GROUPS
     leaf: bool
 
 
@@ -57,50 +58,50 @@ class Taxonomy(TypedDict):
     MI_ms: float
     factor: float
     rule: str
-    paper_class: Optional[str]
-    matches_paper: Optional[bool]
+    paper_class: str | None
+    matches_paper: bool | None
 
 
 class Flops(TypedDict):
     total: int
     unit: str
     convention: str
-    by_stage: Dict[str, int]
-    by_group: Dict[str, int]
-    by_op: Dict[str, int]
-    formulas_added: Dict[str, str]
-    not_counted: Dict[str, int]
+    by_stage: dict[str, int]
+    by_group: dict[str, int]
+    by_op: dict[str, int]
+    formulas_added: dict[str, str]
+    not_counted: dict[str, int]
 
 
 class ResultRecord(TypedDict):
     """One JSON file per configuration in a run directory (both kinds share the first block)."""
 
     schema: str
-    kind: str                     # "latency" or "accuracy"
+    kind: str  # "latency" or "accuracy"
     key: str
     arch: str
-    config: Dict[str, Any]
-    workload: Dict[str, Any]
-    env: Dict[str, Any]
+    config: dict[str, Any]
+    workload: dict[str, Any]
+    env: dict[str, Any]
     component: NotRequired[str]
     status: NotRequired[str]
-    paper: NotRequired[Dict[str, Any]]
+    paper: NotRequired[dict[str, Any]]
     # latency
-    spec: NotRequired[Dict[str, Any]]
-    stages: NotRequired[List[StageStats]]
-    groups: NotRequired[Dict[str, Stats]]
+    spec: NotRequired[dict[str, Any]]
+    stages: NotRequired[list[StageStats]]
+    groups: NotRequired[dict[str, Stats]]
     total: NotRequired[Stats]
     uninstrumented: NotRequired[Stats]
     unaccounted: NotRequired[Stats]
     unaccounted_ms: NotRequired[float]
-    overhead: NotRequired[Dict[str, Any]]
-    params: NotRequired[Dict[str, int]]
-    flops: NotRequired[Optional[Flops]]
-    memory: NotRequired[Dict[str, Any]]
+    overhead: NotRequired[dict[str, Any]]
+    params: NotRequired[dict[str, int]]
+    flops: NotRequired[Flops | None]
+    memory: NotRequired[dict[str, Any]]
     taxonomy: NotRequired[Taxonomy]
     # accuracy
-    metrics: NotRequired[Dict[str, Dict[str, Any]]]
-    seeds: NotRequired[List[int]]
+    metrics: NotRequired[dict[str, dict[str, Any]]]
+    seeds: NotRequired[list[int]]
 
 
 class PaperFacts(TypedDict, total=False):
@@ -137,9 +138,9 @@ class PaperFacts(TypedDict, total=False):
     max_image_len_pretraining: int
     sample_tokens_pretraining: int
     mask_prob: float
-    image_size: Union[int, List[int]]
-    test_size: List[int]
-    vilt_timed_size: List[int]
+    image_size: Union[int, list[int]]
+    test_size: list[int]
+    vilt_timed_size: list[int]
 
 
 # Paper facts whose keys are not identifiers of this table (dataset scores, timings of other systems)
@@ -156,7 +157,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
 
 
-_KINDS: Dict[str, Tuple[Any, str]] = {
+_KINDS: dict[str, tuple[Any, str]] = {
     "number": (_is_number, "a number"),
     "number?": (lambda v: v is None or _is_number(v), "a number or null"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
@@ -169,29 +170,71 @@ _KINDS: Dict[str, Tuple[Any, str]] = {
     "any": (lambda v: True, "anything"),
 }
 
-STATS: Dict[str, Spec] = {
-    "n": "int", "median_ms": "number", "iqr_ms": "number", "p90_ms": "number",
-    "?mean_ms": "number", "?p95_ms": "number", "?p99_ms": "number", "?std_ms": "number", "?min_ms": "number",
-    "?max_ms": "number", "?cv": "number", "?ci95_ms": ["number?"], "?noisy": "bool", "?samples_ms": ["number"],
+STATS: dict[str, Spec] = {
+    "n": "int",
+    "median_ms": "number",
+    "iqr_ms": "number",
+    "p90_ms": "number",
+    "?mean_ms": "number",
+    "?p95_ms": "number",
+    "?p99_ms": "number",
+    "?std_ms": "number",
+    "?min_ms": "number",
+    "?max_ms": "number",
+    "?cv": "number",
+    "?ci95_ms": ["number?"],
+    "?noisy": "bool",
+    "?samples_ms": ["number"],
 }
-STAGE: Dict[str, Spec] = {"name": "str", "group": "str", "leaf": "bool", **STATS}
-FLOPS: Dict[str, Spec] = {
-    "total": "int", "?unit": "str", "?convention": "str", "?by_stage": {"*": "int"}, "?by_group": {"*": "int"},
-    "?by_op": {"*": "int"}, "?formulas_added": {"*": "str"}, "?not_counted": {"*": "int"},
+STAGE: dict[str, Spec] = {"name": "str", "group": "str", "leaf": "bool", **STATS}
+FLOPS: dict[str, Spec] = {
+    "total": "int",
+    "?unit": "str",
+    "?convention": "str",
+    "?by_stage": {"*": "int"},
+    "?by_group": {"*": "int"},
+    "?by_op": {"*": "int"},
+    "?formulas_added": {"*": "str"},
+    "?not_counted": {"*": "int"},
 }
-TAXONOMY: Dict[str, Spec] = {"class": "str", "VE_ms": "number", "TE_ms": "number", "MI_ms": "number",
-                             "?factor": "number", "?rule": "str", "?paper_class": "str?", "?matches_paper": "bool?"}
-COMMON: Dict[str, Spec] = {
-    "schema": "str", "kind": "str", "key": "str", "arch": "str", "config": "object", "workload": "object",
-    "env": "object", "?component": "str", "?status": "str", "?paper": "object",
+TAXONOMY: dict[str, Spec] = {
+    "class": "str",
+    "VE_ms": "number",
+    "TE_ms": "number",
+    "MI_ms": "number",
+    "?factor": "number",
+    "?rule": "str",
+    "?paper_class": "str?",
+    "?matches_paper": "bool?",
 }
-LATENCY: Dict[str, Spec] = {
-    **COMMON, "?spec": "object", "stages": [STAGE], "total": STATS, "?groups": {"*": STATS},
-    "?uninstrumented": STATS, "?unaccounted": STATS, "?unaccounted_ms": "number", "?overhead": "object",
-    "?params": {"total": "int", "*": "int"}, "?flops": ("nullable", FLOPS), "?memory": "object",
+COMMON: dict[str, Spec] = {
+    "schema": "str",
+    "kind": "str",
+    "key": "str",
+    "arch": "str",
+    "config": "object",
+    "workload": "object",
+    "env": "object",
+    "?component": "str",
+    "?status": "str",
+    "?paper": "object",
+}
+LATENCY: dict[str, Spec] = {
+    **COMMON,
+    "?spec": "object",
+    "stages": [STAGE],
+    "total": STATS,
+    "?groups": {"*": STATS},
+    "?uninstrumented": STATS,
+    "?unaccounted": STATS,
+    "?unaccounted_ms": "number",
+    "?overhead": "object",
+    "?params": {"total": "int", "*": "int"},
+    "?flops": ("nullable", FLOPS),
+    "?memory": "object",
     "?taxonomy": TAXONOMY,
 }
-ACCURACY: Dict[str, Spec] = {**COMMON, "?metrics": {"*": "object"}, "?seeds": ["int"]}
+ACCURACY: dict[str, Spec] = {**COMMON, "?metrics": {"*": "object"}, "?seeds": ["int"]}
 
 
 def _type_name(v: Any) -> str:
@@ -208,9 +251,9 @@ def _problem(where: str, value: Any, accepted: str) -> str:
     return f"{where or 'the record'} is {_show(value)} ({_type_name(value)}); accepted: {accepted}"
 
 
-def _check(value: Any, spec: Spec, where: str) -> Optional[str]:
+def _check(value: Any, spec: Spec, where: str) -> str | None:
     """The first problem of ``value`` against ``spec`` as one phrase, or None."""
-    if isinstance(spec, tuple):          # ("nullable", inner)
+    if isinstance(spec, tuple):  # ("nullable", inner)
         return None if value is None else _check(value, spec[1], where)
     if isinstance(spec, str):
         ok, accepted = _KINDS[spec]
@@ -257,8 +300,9 @@ def check(rec: Any, source: str = "record") -> ResultRecord:
     if name != SCHEMA_NAME:
         raise VlpbenchError(f"{source}: schema {rec['schema']!r} is not a vlpbench result; accepted: {SCHEMA}")
     if version != SCHEMA_VERSION:
-        raise VlpbenchError(f"{source}: schema version {rec['schema']!r} is not supported by this vlpbench; "
-                            f"accepted: {SCHEMA}")
+        raise VlpbenchError(
+            f"{source}: schema version {rec['schema']!r} is not supported by this vlpbench; accepted: {SCHEMA}"
+        )
     if rec["kind"] not in KINDS:
         raise VlpbenchError(f"{source}: kind {rec['kind']!r} unknown; accepted: {', '.join(KINDS)}")
     if rec["kind"] == "latency":
@@ -274,14 +318,21 @@ def check(rec: Any, source: str = "record") -> ResultRecord:
 def check_key(rec: Mapping[str, Any], file_key: str, source: str) -> None:
     """A record stored as ``<file_key>.json`` must carry that key (a copied or renamed file is refused)."""
     if rec.get("key") != file_key:
-        raise VlpbenchError(f"{source}: holds the record of key {rec.get('key')!r}, not {file_key!r}; accepted: a "
-                            f"record under its own key's file name (rename or delete the file)")
+        raise VlpbenchError(
+            f"{source}: holds the record of key {rec.get('key')!r}, not {file_key!r}; accepted: a "
+            f"record under its own key's file name (rename or delete the file)"
+        )
 
 
-PAPER: Dict[str, Spec] = {
-    **{f"?{k}": {float: "number", int: "int", str: "str"}[t]
-       for k, t in get_type_hints(PaperFacts).items() if t in (float, int, str)},
-    "?test_size": ["int"], "?vilt_timed_size": ["int"], "?class": "str",
+PAPER: dict[str, Spec] = {
+    **{
+        f"?{k}": {float: "number", int: "int", str: "str"}[t]
+        for k, t in get_type_hints(PaperFacts).items()
+        if t in (float, int, str)
+    },
+    "?test_size": ["int"],
+    "?vilt_timed_size": ["int"],
+    "?class": "str",
 }
 
 
@@ -293,7 +344,8 @@ def check_paper(paper: Mapping[str, Any], source: str) -> PaperFacts:
     if "class" in paper and paper["class"] not in PAPER_CLASS:
         raise VlpbenchError(f"{source}: paper class {paper['class']!r}; accepted: {', '.join(PAPER_CLASS)}")
     size = paper.get("image_size")
-    if size is not None and not (_KINDS["int"][0](size) or (isinstance(size, list)
-                                                             and all(_KINDS["int"][0](s) for s in size))):
+    if size is not None and not (
+        _KINDS["int"][0](size) or (isinstance(size, list) and all(_KINDS["int"][0](s) for s in size))
+    ):
         raise VlpbenchError(f"{source}: {_problem('paper.image_size', size, 'an integer or a list of integers')}")
     return paper  # type: ignore[return-value]

@@ -18,8 +18,9 @@ image tower under ``VE`` and only the dot product under ``MI``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Set, Tuple
+from typing import Any, Protocol
 
 GROUPS = ("VE", "TE", "MI", "head", "other")
 
@@ -27,15 +28,15 @@ _NULL = nullcontext()
 
 
 class StageFn(Protocol):
-    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager[Any]: ...
+    def __call__(self, name: str, group: str | None = None) -> AbstractContextManager[Any]: ...
 
 
-def null_stage(name: str, group: Optional[str] = None) -> AbstractContextManager[Any]:
+def null_stage(name: str, group: str | None = None) -> AbstractContextManager[Any]:
     """A stage function that records nothing."""
     return _NULL
 
 
-def scoped(stage: StageFn, prefix: str, group: Optional[str] = None) -> StageFn:
+def scoped(stage: StageFn, prefix: str, group: str | None = None) -> StageFn:
     """Return a stage function that prefixes names with ``prefix.`` and defaults the group.
 
     ``scoped(timer.stage, "visual", "VE")("backbone")`` is ``timer.stage("visual.backbone", "VE")``.
@@ -46,7 +47,7 @@ def scoped(stage: StageFn, prefix: str, group: Optional[str] = None) -> StageFn:
         raise ValueError(f"invalid stage group {group!r}; accepted: {', '.join(GROUPS)}")
     default = group
 
-    def inner(name: str, group: Optional[str] = None) -> AbstractContextManager[Any]:  # the StageFn signature
+    def inner(name: str, group: str | None = None) -> AbstractContextManager[Any]:  # the StageFn signature
         return stage(f"{prefix}.{name}" if prefix else name, group or default)
 
     return inner
@@ -60,15 +61,15 @@ class RecordingStage:
     """
 
     def __init__(self) -> None:
-        self.calls: List[Tuple[str, str]] = []
-        self._parents: Set[str] = set()
-        self._stack: List[str] = []
+        self.calls: list[tuple[str, str]] = []
+        self._parents: set[str] = set()
+        self._stack: list[str] = []
 
-    def __call__(self, name: str, group: Optional[str] = None) -> AbstractContextManager[None]:
+    def __call__(self, name: str, group: str | None = None) -> AbstractContextManager[None]:
         return self._enter(name, group)
 
     @contextmanager
-    def _enter(self, name: str, group: Optional[str]) -> Iterator[None]:
+    def _enter(self, name: str, group: str | None) -> Iterator[None]:
         self.calls.append((name, group or "other"))
         if self._stack:
             self._parents.add(self._stack[-1])
@@ -79,15 +80,15 @@ class RecordingStage:
             self._stack.pop()
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return list(dict.fromkeys(n for n, _ in self.calls))
 
     @property
-    def leaves(self) -> List[str]:
+    def leaves(self) -> list[str]:
         return [n for n in self.names if n not in self._parents]
 
     @property
-    def groups(self) -> Dict[str, str]:
+    def groups(self) -> dict[str, str]:
         return dict((n, g) for n, g in reversed(self.calls))
 
 
@@ -101,7 +102,7 @@ def record_stages(fn: Callable[[StageFn], object]) -> RecordingStage:
     return rec
 
 
-def stage_names(module: Any, batch_size: int = 1, device: str = "cpu") -> List[str]:
+def stage_names(module: Any, batch_size: int = 1, device: str = "cpu") -> list[str]:
     """The leaf stage names ``module`` emits, in order, from one recorded dry run on its own inputs.
 
     The single source of a model's stage list: it is read off the forward, never kept by hand.

@@ -28,8 +28,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from . import schema
 from .errors import VlpbenchError
@@ -44,7 +45,7 @@ DEFAULT_ROOT = Path("reports") / "runs"
 PathLike = Union[str, Path]
 
 
-def config_key(config: Dict[str, Any]) -> str:
+def config_key(config: dict[str, Any]) -> str:
     """A stable 16-hex-digit key for a configuration (sorted-key JSON, sha256)."""
     blob = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -119,15 +120,17 @@ def read_record(path: PathLike) -> ResultRecord:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise VlpbenchError(f"{p}: not a result record (not UTF-8 text: byte {exc.start}); delete it to "
-                            "re-measure") from exc
+        raise VlpbenchError(
+            f"{p}: not a result record (not UTF-8 text: byte {exc.start}); delete it to re-measure"
+        ) from exc
     except OSError as exc:
         raise VlpbenchError(f"{p}: cannot read ({exc.strerror})") from exc
     try:
         rec = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise VlpbenchError(f"{p}: corrupt result file ({exc.msg} at line {exc.lineno}); delete it to "
-                            "re-measure") from exc
+        raise VlpbenchError(
+            f"{p}: corrupt result file ({exc.msg} at line {exc.lineno}); delete it to re-measure"
+        ) from exc
     checked = validate_record(rec, str(p))
     schema.check_key(checked, p.stem, str(p))
     return checked
@@ -145,20 +148,25 @@ def check_output_dir(path: PathLike, what: str) -> Path:
     probe = p
     while not probe.exists():
         if probe.is_symlink():
-            raise VlpbenchError(f"{what} {str(p)!r} goes through a dangling link {str(probe)!r}; accepted: a "
-                                "directory path that can be created")
+            raise VlpbenchError(
+                f"{what} {str(p)!r} goes through a dangling link {str(probe)!r}; accepted: a "
+                "directory path that can be created"
+            )
         probe = probe.parent
     if not probe.is_dir():
-        raise VlpbenchError(f"{what} {str(p)!r} lies under the regular file {str(probe)!r}; accepted: a directory "
-                            "path that can be created")
+        raise VlpbenchError(
+            f"{what} {str(p)!r} lies under the regular file {str(probe)!r}; accepted: a directory "
+            "path that can be created"
+        )
     try:  # os.access is no answer for root or a read-only mount: try it
         fd, tmp = tempfile.mkstemp(prefix=".vlpbench-probe-", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
         where = "is" if probe == p else f"would be created in {str(probe)!r}, which is"
-        raise VlpbenchError(f"{what} {str(p)!r} {where} not writable ({exc.strerror}); accepted: a directory you "
-                            "can write to") from exc
+        raise VlpbenchError(
+            f"{what} {str(p)!r} {where} not writable ({exc.strerror}); accepted: a directory you can write to"
+        ) from exc
     return p
 
 
@@ -169,7 +177,7 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, label: str = "run", root: PathLike = DEFAULT_ROOT, meta: Optional[Dict[str, Any]] = None) -> "RunDir":
+    def create(cls, label: str = "run", root: PathLike = DEFAULT_ROOT, meta: dict[str, Any] | None = None) -> RunDir:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", label):
             raise VlpbenchError(f"invalid run label {label!r}; accepted: letters, digits, '.', '_', '-' (at most 64)")
         check_output_dir(root, "runs folder")
@@ -188,8 +196,9 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: PathLike, create: bool = False, label: Optional[str] = None,
-             meta: Optional[Dict[str, Any]] = None) -> "RunDir":
+    def open(
+        cls, path: PathLike, create: bool = False, label: str | None = None, meta: dict[str, Any] | None = None
+    ) -> RunDir:
         """Open an existing run directory, or (``create=True``) make it if it does not exist.
 
         Several processes may create the same new directory at once: hidden entries (another
@@ -206,37 +215,44 @@ class RunDir:
             if not create:
                 raise VlpbenchError(f"{str(p)!r} is not a vlpbench run directory (no {RUN_FILE})")
             if p.exists() and any(not c.name.startswith(".") for c in p.iterdir()) and not (p / RUN_FILE).exists():
-                raise VlpbenchError(f"{str(p)!r} exists and is not a vlpbench run directory; accepted: an empty or new "
-                                    "directory")
+                raise VlpbenchError(
+                    f"{str(p)!r} exists and is not a vlpbench run directory; accepted: an empty or new directory"
+                )
             run.init(label or p.name, meta)
         run.info  # noqa: B018  (a garbage run.json is refused here, naming the file)
         return run
 
-    def init(self, label: str, meta: Optional[Dict[str, Any]] = None) -> None:
+    def init(self, label: str, meta: dict[str, Any] | None = None) -> None:
         """Write ``run.json`` unless one exists (a concurrent creator's stands; this is not an error)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise VlpbenchError(f"cannot create run directory {str(self.path)!r}: {exc.strerror}") from exc
-        info = {"schema": SCHEMA, "label": label,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
+        info = {
+            "schema": SCHEMA,
+            "label": label,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **(meta or {}),
+        }
         try:
-            atomic_write_text(self.path / RUN_FILE, json.dumps(info, indent=1, default=_jsonable) + "\n",
-                              exclusive=True)
+            atomic_write_text(
+                self.path / RUN_FILE, json.dumps(info, indent=1, default=_jsonable) + "\n", exclusive=True
+            )
         except FileExistsError:
             pass
 
     @property
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         p = self.path / RUN_FILE
         try:
             info = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VlpbenchError(f"{p}: corrupt run description ({type(exc).__name__}); accepted: the run.json "
-                                "vlpbench writes (a JSON object with schema, label, created)") from exc
+            raise VlpbenchError(
+                f"{p}: corrupt run description ({type(exc).__name__}); accepted: the run.json "
+                "vlpbench writes (a JSON object with schema, label, created)"
+            ) from exc
         if not isinstance(info, dict) or str(info.get("schema", "")).partition("/")[0] != SCHEMA_NAME:
-            raise VlpbenchError(f"{p}: not a vlpbench run description; accepted: a JSON object with schema "
-                                f"{SCHEMA!r}")
+            raise VlpbenchError(f"{p}: not a vlpbench run description; accepted: a JSON object with schema {SCHEMA!r}")
         return info
 
     def record_path(self, key: str) -> Path:
@@ -260,14 +276,14 @@ class RunDir:
                 pass
         return rec
 
-    def write(self, record: Dict[str, Any]) -> Path:
+    def write(self, record: dict[str, Any]) -> Path:
         validate_record(record)
         return atomic_write_json(self.record_path(record["key"]), record)
 
-    def record_files(self) -> List[Path]:
+    def record_files(self) -> list[Path]:
         return sorted(p for p in self.path.glob("*.json") if p.name != RUN_FILE and not p.name.startswith("."))
 
-    def records(self, strict: bool = True) -> List[ResultRecord]:
+    def records(self, strict: bool = True) -> list[ResultRecord]:
         """All records.  ``strict``: a corrupt file raises an error naming it; else it is skipped."""
         out = []
         for p in self.record_files():
@@ -314,11 +330,11 @@ class RunDir:
             os.close(fd)
 
 
-def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: Optional[str] = None) -> List[ResultRecord]:
+def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: str | None = None) -> list[ResultRecord]:
     """Every record of ``run_dirs`` (each checked against the schema), each tagged with its ``_run``."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
-    records: List[ResultRecord] = []
+    records: list[ResultRecord] = []
     for d in run_dirs:
         run = RunDir.open(d)
         recs = run.records()
@@ -332,9 +348,9 @@ def load_records(run_dirs: Union[PathLike, Sequence[PathLike]], kind: Optional[s
     return records
 
 
-def _flat_workload(w: Dict[str, Any]) -> Dict[str, Any]:
+def _flat_workload(w: dict[str, Any]) -> dict[str, Any]:
     """``workload.*`` columns; an image size also gives numeric ``workload.image_height`` / ``image_width``."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for k, v in w.items():
         out[f"workload.{k}"] = "x".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     size = w.get("image_size")
@@ -343,34 +359,49 @@ def _flat_workload(w: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _stats_cols(st: Dict[str, Any], median: Optional[float] = None) -> Dict[str, Any]:
+def _stats_cols(st: dict[str, Any], median: float | None = None) -> dict[str, Any]:
     ci = st.get("ci95_ms") or [None, None]
-    return {"median_ms": st.get("median_ms") if median is None else median, "iqr_ms": st.get("iqr_ms"),
-            "p90_ms": st.get("p90_ms"), "p95_ms": st.get("p95_ms"), "ci95_low_ms": ci[0], "ci95_high_ms": ci[1],
-            "cv": st.get("cv"), "noisy": st.get("noisy"), "n": st.get("n")}
+    return {
+        "median_ms": st.get("median_ms") if median is None else median,
+        "iqr_ms": st.get("iqr_ms"),
+        "p90_ms": st.get("p90_ms"),
+        "p95_ms": st.get("p95_ms"),
+        "ci95_low_ms": ci[0],
+        "ci95_high_ms": ci[1],
+        "cv": st.get("cv"),
+        "noisy": st.get("noisy"),
+        "n": st.get("n"),
+    }
 
 
-def _base_cols(r: Dict[str, Any]) -> Dict[str, Any]:
+def _base_cols(r: dict[str, Any]) -> dict[str, Any]:
     env = r.get("env") or {}
     return {
-        "run": r.get("_run"), "key": r["key"], "kind": r["kind"], "arch": r["arch"],
-        "component": r.get("component"), "device": env.get("device"),
-        "threads": (env.get("threads") or {}).get("intra_op"), "busy": env.get("busy"),
-        "params": (r.get("params") or {}).get("total"), "flops": (r.get("flops") or {}).get("total"),
+        "run": r.get("_run"),
+        "key": r["key"],
+        "kind": r["kind"],
+        "arch": r["arch"],
+        "component": r.get("component"),
+        "device": env.get("device"),
+        "threads": (env.get("threads") or {}).get("intra_op"),
+        "busy": env.get("busy"),
+        "params": (r.get("params") or {}).get("total"),
+        "flops": (r.get("flops") or {}).get("total"),
         "taxonomy_class": (r.get("taxonomy") or {}).get("class"),
         **_flat_workload(r.get("workload", {})),
     }
 
 
-def _stage_entries(r: Dict[str, Any]) -> List[Tuple[Any, ...]]:
+def _stage_entries(r: dict[str, Any]) -> list[tuple[Any, ...]]:
     """(name, group, leaf, stats, median override) for every stage, then ``unaccounted`` and ``total``."""
     un = r.get("unaccounted") or {}
-    return ([(s["name"], s["group"], s["leaf"], s, None) for s in r["stages"]]
-            + [("unaccounted", "other", True, un, r.get("unaccounted_ms")),
-               ("total", "total", False, r["total"], None)])
+    return [(s["name"], s["group"], s["leaf"], s, None) for s in r["stages"]] + [
+        ("unaccounted", "other", True, un, r.get("unaccounted_ms")),
+        ("total", "total", False, r["total"], None),
+    ]
 
 
-def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage") -> "pd.DataFrame":
+def to_frame(records: Iterable[dict[str, Any]], level: str = "stage") -> pd.DataFrame:
     """A tidy DataFrame: one row per (record, stage) for ``level="stage"``, one per record for ``"record"``.
 
     Stage rows carry n, median, IQR, p90, p95, the 95% CI of the median, CV and ``noisy``; every latency
@@ -390,14 +421,22 @@ def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage") -> "pd.Dat
         if r["kind"] != "latency" or level == "record":
             row = dict(base)
             if r["kind"] == "latency":
-                row.update({"total_median_ms": r["total"]["median_ms"], "total_iqr_ms": r["total"]["iqr_ms"],
-                            "total_p95_ms": r["total"].get("p95_ms"), "unaccounted_ms": r.get("unaccounted_ms"),
-                            "noisy": r["total"].get("noisy"),
-                            "uninstrumented_median_ms": (r.get("uninstrumented") or {}).get("median_ms")})
+                row.update(
+                    {
+                        "total_median_ms": r["total"]["median_ms"],
+                        "total_iqr_ms": r["total"]["iqr_ms"],
+                        "total_p95_ms": r["total"].get("p95_ms"),
+                        "unaccounted_ms": r.get("unaccounted_ms"),
+                        "noisy": r["total"].get("noisy"),
+                        "uninstrumented_median_ms": (r.get("uninstrumented") or {}).get("median_ms"),
+                    }
+                )
                 for g, st in (r.get("groups") or {}).items():
                     row[f"{g}_median_ms"] = st["median_ms"]
             else:
-                row.update({f"metric.{k}": v for k, v in (r.get("metrics") or {}).items() if not isinstance(v, (dict, list))})
+                row.update(
+                    {f"metric.{k}": v for k, v in (r.get("metrics") or {}).items() if not isinstance(v, (dict, list))}
+                )
             rows.append(row)
             continue
         for name, group, leaf, st, med in _stage_entries(r):
@@ -405,7 +444,7 @@ def to_frame(records: Iterable[Dict[str, Any]], level: str = "stage") -> "pd.Dat
     return pd.DataFrame(rows)
 
 
-def to_samples(records: Iterable[Dict[str, Any]]) -> "pd.DataFrame":
+def to_samples(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """The raw samples as a long DataFrame: one row per (record, stage, iteration) with ``ms``.
 
     Stages as in :func:`to_frame` (every stage, ``unaccounted``, ``total``) plus ``uninstrumented``,
@@ -429,12 +468,13 @@ def to_samples(records: Iterable[Dict[str, Any]]) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["run", "key", "arch", "component", "stage", "group", "leaf", "iteration", "ms"])
 
 
-def load_frame(run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage",
-               kind: Optional[str] = None) -> "pd.DataFrame":
+def load_frame(
+    run_dirs: Union[PathLike, Sequence[PathLike]], level: str = "stage", kind: str | None = None
+) -> pd.DataFrame:
     """:func:`to_frame` of the records in ``run_dirs`` (see it for the columns and what adds up)."""
     return to_frame([dict(r) for r in load_records(run_dirs, kind=kind)], level=level)
 
 
-def load_samples(run_dirs: Union[PathLike, Sequence[PathLike]]) -> "pd.DataFrame":
+def load_samples(run_dirs: Union[PathLike, Sequence[PathLike]]) -> pd.DataFrame:
     """:func:`to_samples` of the latency records in ``run_dirs``: every raw sample, one row each."""
     return to_samples([dict(r) for r in load_records(run_dirs, kind="latency")])

@@ -7,7 +7,7 @@ Masks are boolean with ``True`` for a real token.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -30,21 +30,24 @@ class TokenSpec:
     ``schema`` with each result, so the report places a plugin's embedder by what it declares.
     """
 
-    dim: int                          # D, width of each token
-    num_tokens: Optional[int] = None  # N or L for the configured input; None if data-dependent
-    has_boxes: bool = False           # VisualTokens.boxes is filled (region features)
-    has_cls: bool = False             # the first token is a summary ([CLS] / class token / whole image)
-    modality: str = "vision"          # "vision" or "text"
-    pooled: bool = False              # the output carries a pooled vector (CLIP text tower)
-    pooled_dim: Optional[int] = None  # width of that pooled vector when it differs from dim (None = dim)
-    schema: Optional[str] = None      # one of SCHEMAS ("region", "grid", "patch", "text"); None = undeclared
+    dim: int  # D, width of each token
+    num_tokens: int | None = None  # N or L for the configured input; None if data-dependent
+    has_boxes: bool = False  # VisualTokens.boxes is filled (region features)
+    has_cls: bool = False  # the first token is a summary ([CLS] / class token / whole image)
+    modality: str = "vision"  # "vision" or "text"
+    pooled: bool = False  # the output carries a pooled vector (CLIP text tower)
+    pooled_dim: int | None = None  # width of that pooled vector when it differs from dim (None = dim)
+    schema: str | None = None  # one of SCHEMAS ("region", "grid", "patch", "text"); None = undeclared
 
     def __post_init__(self) -> None:
         if self.schema is not None and self.schema not in SCHEMAS:
             raise bad_value("token schema", self.schema, (*SCHEMAS, None))
         if self.schema is not None and (self.schema == "text") != (self.modality == "text"):
-            raise bad_value(f"token schema for modality {self.modality!r}", self.schema,
-                            "text" if self.modality == "text" else "region, grid or patch")
+            raise bad_value(
+                f"token schema for modality {self.modality!r}",
+                self.schema,
+                "text" if self.modality == "text" else "region, grid or patch",
+            )
 
 
 @dataclass
@@ -58,9 +61,9 @@ class VisualTokens:
 
     features: torch.Tensor
     mask: torch.Tensor
-    boxes: Optional[torch.Tensor] = None
-    pooled: Optional[torch.Tensor] = None
-    extras: Dict[str, Any] = field(default_factory=dict)
+    boxes: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,8 +72,8 @@ class TextTokens:
 
     features: torch.Tensor
     mask: torch.Tensor
-    pooled: Optional[torch.Tensor] = None
-    extras: Dict[str, Any] = field(default_factory=dict)
+    pooled: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,13 +85,13 @@ class InteractionOutput:
     tokens, with ``text_len`` saying where the split is) and ``pooler_output`` [B, D].
     """
 
-    last_hidden_state: Optional[torch.Tensor] = None
-    pooler_output: Optional[torch.Tensor] = None
-    image_embeds: Optional[torch.Tensor] = None
-    text_embeds: Optional[torch.Tensor] = None
-    logits_per_image: Optional[torch.Tensor] = None
-    text_len: Optional[int] = None
-    extras: Dict[str, Any] = field(default_factory=dict)
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    text_len: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Benchmarkable:

@@ -15,7 +15,8 @@ import dataclasses
 import pytest
 import torch
 
-from vlpbench.architectures.compose import ArchConfig, VLPModel
+from doubles import StageRecorder
+from vlpbench.architectures.compose import VLPModel
 from vlpbench.architectures.cross_attention import CrossAttentionBlock, CrossAttentionConfig, CrossAttentionInteraction
 from vlpbench.architectures.vlmo import MoMEBlock, MoMEConfig, MoMEInteraction
 from vlpbench.errors import VlpbenchError
@@ -23,11 +24,8 @@ from vlpbench.harness.flops import count_flops
 from vlpbench.layers import Block
 from vlpbench.presets import load_all
 from vlpbench.registry import ARCH, INTERACTION
-from vlpbench.types import TextTokens, TokenSpec, VisualTokens
-
 from vlpbench.stages import stage_names
-
-from doubles import StageRecorder
+from vlpbench.types import TextTokens, TokenSpec, VisualTokens
 
 load_all()
 W, H, M = 32, 4, 64
@@ -45,17 +43,28 @@ def tokens(b=2, n=5, length=7, dim=W, seed=0):
 
 
 def specs(n=5, length=7, dim=W):
-    return (TokenSpec(dim=dim, num_tokens=n, has_cls=True, modality="vision"),
-            TokenSpec(dim=dim, num_tokens=length, has_cls=True, modality="text"))
+    return (
+        TokenSpec(dim=dim, num_tokens=n, has_cls=True, modality="vision"),
+        TokenSpec(dim=dim, num_tokens=length, has_cls=True, modality="text"),
+    )
 
 
 # -- reference layers -----------------------------------------------------------------------------------------
 def bert_config(width=W, heads=H, mlp=M, layers=1, cross=False, **kw):
     from transformers import BertConfig
 
-    cfg = BertConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=mlp, num_hidden_layers=layers,
-                     hidden_act="gelu", is_decoder=cross, add_cross_attention=cross, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0, **kw)
+    cfg = BertConfig(
+        hidden_size=width,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+        num_hidden_layers=layers,
+        hidden_act="gelu",
+        is_decoder=cross,
+        add_cross_attention=cross,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **kw,
+    )
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -97,11 +106,11 @@ def test_fusion_layer_equals_transformers_bert_layer_with_cross_attention():
     from transformers.models.bert.modeling_bert import BertLayer
 
     theirs = randomise(BertLayer(bert_config(cross=True))).eval()
-    theirs.attention.self.is_causal = False     # a decoder config only to get the cross-attention; ALBEF is bidirectional
+    theirs.attention.self.is_causal = False  # a decoder config only to get the cross-attention; ALBEF is bidirectional
     ours = CrossAttentionBlock(W, H, M).eval()
     copy_bert_layer(ours, theirs)
     g = torch.Generator().manual_seed(1)
-    x, image = torch.randn(2, 7, W, generator=g), torch.randn(2, 11, W, generator=g)   # L = 7 text, N = 11 image
+    x, image = torch.randn(2, 7, W, generator=g), torch.randn(2, 11, W, generator=g)  # L = 7 text, N = 11 image
     with torch.no_grad():
         ref = theirs(x, encoder_hidden_states=image)
         ref = ref[0] if isinstance(ref, tuple) else ref
@@ -129,7 +138,7 @@ def timm_block(layer_scale=None):
 
 def copy_timm_attention(ours_norm, ours_attn, blk):
     ours_norm.load_state_dict(blk.norm1.state_dict())
-    ours_attn.qkv.load_state_dict(blk.attn.qkv.state_dict())    # timm's qkv is fused [q; k; v] as ours
+    ours_attn.qkv.load_state_dict(blk.attn.qkv.state_dict())  # timm's qkv is fused [q; k; v] as ours
     ours_attn.proj.load_state_dict(blk.attn.proj.state_dict())
 
 
@@ -161,16 +170,16 @@ def test_mome_block_with_one_expert_equals_timm_block_with_layer_scale(expert):
 
 def test_mome_routing_is_static_by_position():
     blk = randomise(MoMEBlock(W, H, M, vl_expert=False)).eval()
-    x = torch.randn(2, 10, W, generator=torch.Generator().manual_seed(5))   # 4 text positions, then 6 image
+    x = torch.randn(2, 10, W, generator=torch.Generator().manual_seed(5))  # 4 text positions, then 6 image
     with torch.no_grad():
         before = blk(x, split=4)
         for p in blk.experts["language"].parameters():
             p.add_(1.0)
         after = blk(x, split=4)
         both = blk(x, "vision")
-    assert not torch.allclose(before[:, :4], after[:, :4])              # text positions take the language expert
-    torch.testing.assert_close(before[:, 4:], after[:, 4:])              # image positions never see it
-    torch.testing.assert_close(before[:, 4:], both[:, 4:])               # ... they take the vision expert
+    assert not torch.allclose(before[:, :4], after[:, :4])  # text positions take the language expert
+    torch.testing.assert_close(before[:, 4:], after[:, 4:])  # image positions never see it
+    torch.testing.assert_close(before[:, 4:], both[:, 4:])  # ... they take the vision expert
 
 
 # -- parameter counts at published size -----------------------------------------------------------------------
@@ -181,20 +190,21 @@ def meta_arch(name, **overrides):
 
 
 def test_albef_base_parameters_equal_transformers_vit_and_bert_parts():
-    from transformers import ViTConfig, ViTModel, BertModel
+    from transformers import BertModel, ViTConfig, ViTModel
     from transformers.models.bert.modeling_bert import BertLayer
 
-    model = meta_arch("albef-base", visual="vit-b16-patch")                # 224: the pre-training model
+    model = meta_arch("albef-base", visual="vit-b16-patch")  # 224: the pre-training model
     inter = model.interaction
     with torch.device("meta"):
-        vit = ViTModel(ViTConfig(image_size=224, patch_size=16, layer_norm_eps=1e-6, qkv_bias=True),
-                       add_pooling_layer=False)
-        bert = BertModel(bert_config(768, 12, 3072, layers=6), add_pooling_layer=False)   # embeddings + layers 0-5
-        fusion = BertLayer(bert_config(768, 12, 3072, cross=True))                       # one of layers 6-11
+        vit = ViTModel(
+            ViTConfig(image_size=224, patch_size=16, layer_norm_eps=1e-6, qkv_bias=True), add_pooling_layer=False
+        )
+        bert = BertModel(bert_config(768, 12, 3072, layers=6), add_pooling_layer=False)  # embeddings + layers 0-5
+        fusion = BertLayer(bert_config(768, 12, 3072, cross=True))  # one of layers 6-11
     assert n_params(model.visual) + n_params(inter.image_encoder) + n_params(inter.image_norm) == n_params(vit)
     assert n_params(model.text) + n_params(inter.text_encoder) == n_params(bert)
     assert n_params(inter.fusion) == 6 * n_params(fusion)
-    itc = n_params(inter.vision_proj) + n_params(inter.text_proj) + 1             # + the temperature
+    itc = n_params(inter.vision_proj) + n_params(inter.text_proj) + 1  # + the temperature
     assert n_params(model) == n_params(vit) + n_params(bert) + 6 * n_params(fusion) + itc + n_params(model.head)
     # ALBEF Sec. 5: ViT-B/16 85.8M; BERT-base with cross-attention 123.7M (BERT's pooler, 0.59M, included)
     assert round(n_params(vit) / 1e6, 1) == 85.8
@@ -206,20 +216,20 @@ def test_vlmo_base_parameters_equal_timm_vit_with_experts_and_bert_embeddings():
     import timm
     from transformers.models.bert.modeling_bert import BertEmbeddings
 
-    model = meta_arch("vlmo-base", visual="vit-b16-patch")                 # 224: the pre-training model
+    model = meta_arch("vlmo-base", visual="vit-b16-patch")  # 224: the pre-training model
     inter = model.interaction
     with torch.device("meta"):
         vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, init_values=0.1)
         embed = BertEmbeddings(bert_config(768, 12, 3072, max_position_embeddings=40))
     expert = n_params(vit.blocks[0].mlp) + n_params(vit.blocks[0].norm2)
     blocks = n_params(inter.blocks) + n_params(inter.norm)
-    assert blocks == n_params(vit.blocks) + n_params(vit.norm) + (12 + 2) * expert   # + L-FFN per block, VL-FFN top 2
+    assert blocks == n_params(vit.blocks) + n_params(vit.norm) + (12 + 2) * expert  # + L-FFN per block, VL-FFN top 2
     assert n_params(model.visual) == n_params(vit) - n_params(vit.blocks) - n_params(vit.norm)  # stem, cls, positions
     assert n_params(model.text) == n_params(embed)
     heads = n_params(inter.pooler) + n_params(inter.itc_image_proj) + n_params(inter.itc_text_proj) + 1
     encoder = n_params(model) - heads - n_params(model.head)
     assert encoder == n_params(vit) + (12 + 2) * expert + n_params(embed) + n_params(inter.modality)
-    assert round(encoder / 1e6) == 175                                      # VLMo-Base: 175M
+    assert round(encoder / 1e6) == 175  # VLMo-Base: 175M
     assert [len(b.experts) for b in inter.blocks] == [2] * 10 + [3] * 2
 
 
@@ -244,30 +254,33 @@ def test_cross_attention_stages_and_both_paths_share_the_unimodal_encoders():
     with torch.no_grad():
         fused = itm(v, t, stage=rec_itm)
         out = itc(v, t, stage=rec_itc)
-        image_cls = itm.encode_image(v)[:, 0]                                  # the full last layer
+        image_cls = itm.encode_image(v)[:, 0]  # the full last layer
         text_cls = itm.encode_text(t)[0][:, 0]
     assert rec_itm.names == stage_names(itm) == ["image_encoder", "text_encoder", "fusion"]
     assert rec_itc.names == stage_names(itc) == ["image_encoder", "text_encoder", "similarity"]
-    assert rec_itm.groups[:2] == ["VE", "TE"] and rec_itm.groups[2] is None      # fusion: the interaction's MI
+    assert rec_itm.groups[:2] == ["VE", "TE"] and rec_itm.groups[2] is None  # fusion: the interaction's MI
     assert fused.last_hidden_state.shape == (2, 7, W) and fused.text_len == 7
     torch.testing.assert_close(fused.pooler_output, fused.last_hidden_state[:, 0])
-    torch.testing.assert_close(out.image_embeds, torch.nn.functional.normalize(itc.vision_proj(image_cls), dim=-1),
-                               atol=1e-5, rtol=1e-5)                            # the CLS-only last layer is exact
+    torch.testing.assert_close(
+        out.image_embeds, torch.nn.functional.normalize(itc.vision_proj(image_cls), dim=-1), atol=1e-5, rtol=1e-5
+    )  # the CLS-only last layer is exact
     torch.testing.assert_close(out.text_embeds, torch.nn.functional.normalize(itc.text_proj(text_cls), dim=-1))
     torch.testing.assert_close(out.logits_per_image, out.image_embeds @ out.text_embeds.t() / itc.temp)
-    assert n_params(itm) == n_params(itc)                                        # one model, two paths
+    assert n_params(itm) == n_params(itc)  # one model, two paths
 
 
 def test_cross_attention_reads_the_image_and_respects_its_padding():
     inter, (v, t) = xattn(), tokens()
     other = VisualTokens(v.features + torch.randn(v.features.shape), v.mask)
-    padded = VisualTokens(torch.cat([v.features, torch.randn(2, 3, W)], dim=1),
-                          torch.cat([v.mask, torch.zeros(2, 3, dtype=torch.bool)], dim=1))
+    padded = VisualTokens(
+        torch.cat([v.features, torch.randn(2, 3, W)], dim=1),
+        torch.cat([v.mask, torch.zeros(2, 3, dtype=torch.bool)], dim=1),
+    )
     inter.visual_spec = dataclasses.replace(inter.visual_spec, num_tokens=None)
     with torch.no_grad():
         a, b, c = inter(v, t), inter(other, t), inter(padded, t)
-    assert not torch.allclose(a.pooler_output, b.pooler_output)               # the fusion attends to the image
-    torch.testing.assert_close(a.pooler_output, c.pooler_output, atol=1e-5, rtol=1e-5)   # padding is ignored
+    assert not torch.allclose(a.pooler_output, b.pooler_output)  # the fusion attends to the image
+    torch.testing.assert_close(a.pooler_output, c.pooler_output, atol=1e-5, rtol=1e-5)  # padding is ignored
 
 
 def test_mome_dual_mode_encodes_each_modality_alone_and_fusion_mixes_them():
@@ -279,9 +292,9 @@ def test_mome_dual_mode_encodes_each_modality_alone_and_fusion_mixes_them():
         d1, d2 = dual(v, t, stage=rec), dual(other, t)
         f1, f2 = fusion(v, t), fusion(other, t)
     assert rec.names == ["image_encoder", "text_encoder", "similarity"] and rec.groups[:2] == ["VE", "TE"]
-    torch.testing.assert_close(d1.text_embeds, d2.text_embeds)                 # text never sees the image
+    torch.testing.assert_close(d1.text_embeds, d2.text_embeds)  # text never sees the image
     assert not torch.allclose(d1.image_embeds, d2.image_embeds)
-    assert not torch.allclose(f1.pooler_output, f2.pooler_output)             # shared attention mixes them
+    assert not torch.allclose(f1.pooler_output, f2.pooler_output)  # shared attention mixes them
     assert f1.last_hidden_state.shape == (2, 7 + 5, W) and f1.text_len == 7
     assert stage_names(fusion) == ["fuse", "modality_layers", "vl_layers", "pooler"]
 
@@ -303,7 +316,7 @@ def linear(b, t, i, o):
 
 
 def sdpa(b, heads, lq, lk, dim):
-    return 2 * b * heads * lq * lk * (dim // heads) * 2          # QK^T and AV
+    return 2 * b * heads * lq * lk * (dim // heads) * 2  # QK^T and AV
 
 
 def test_cross_attention_flops_match_the_analytic_count():
@@ -311,13 +324,21 @@ def test_cross_attention_flops_match_the_analytic_count():
     v, t = tokens(b, n, length)
     r = count_flops(lambda stage: inter(v, t, stage=stage))
     vit_layer = linear(b, n, W, 3 * W) + linear(b, n, W, W) + 2 * linear(b, n, W, M) + sdpa(b, H, n, n, W)
-    bert_layer = linear(b, length, W, 3 * W) + linear(b, length, W, W) + 2 * linear(b, length, W, M) \
+    bert_layer = (
+        linear(b, length, W, 3 * W)
+        + linear(b, length, W, W)
+        + 2 * linear(b, length, W, M)
         + sdpa(b, H, length, length, W)
+    )
     cross = linear(b, length, W, W) + linear(b, n, W, 2 * W) + linear(b, length, W, W) + sdpa(b, H, length, n, W)
-    assert r["by_stage"] == {"image_encoder": 2 * vit_layer, "text_encoder": bert_layer,
-                             "fusion": 2 * (bert_layer + cross)}
-    assert r["by_op"]["aten._scaled_dot_product_flash_attention_for_cpu"] == \
-        2 * sdpa(b, H, n, n, W) + 3 * sdpa(b, H, length, length, W) + 2 * sdpa(b, H, length, n, W)
+    assert r["by_stage"] == {
+        "image_encoder": 2 * vit_layer,
+        "text_encoder": bert_layer,
+        "fusion": 2 * (bert_layer + cross),
+    }
+    assert r["by_op"]["aten._scaled_dot_product_flash_attention_for_cpu"] == 2 * sdpa(b, H, n, n, W) + 3 * sdpa(
+        b, H, length, length, W
+    ) + 2 * sdpa(b, H, length, n, W)
 
 
 def test_mome_flops_match_the_analytic_count_in_both_modes():
@@ -325,8 +346,12 @@ def test_mome_flops_match_the_analytic_count_in_both_modes():
     v, t = tokens(b, n, length)
 
     def block(tokens_):
-        return linear(b, tokens_, W, 3 * W) + linear(b, tokens_, W, W) + 2 * linear(b, tokens_, W, M) \
+        return (
+            linear(b, tokens_, W, 3 * W)
+            + linear(b, tokens_, W, W)
+            + 2 * linear(b, tokens_, W, M)
             + sdpa(b, H, tokens_, tokens_, W)
+        )
 
     dual, fusion = mome("dual"), mome("fusion")
     rd = count_flops(lambda stage: dual(v, t, stage=stage))
@@ -341,13 +366,16 @@ def test_mome_flops_match_the_analytic_count_in_both_modes():
 
 
 # -- configuration and bad input ------------------------------------------------------------------------------
-@pytest.mark.parametrize("build,kwargs,match", [
-    (xattn, {"path": "fused"}, "path"),
-    (xattn, {"fusion_layers": 0}, "fusion_layers"),
-    (xattn, {"temp_init": 0.0}, "temp_init"),
-    (mome, {"mode": "both"}, "mode"),
-    (mome, {"vl_layers": 4}, "vl_layers"),
-])
+@pytest.mark.parametrize(
+    "build,kwargs,match",
+    [
+        (xattn, {"path": "fused"}, "path"),
+        (xattn, {"fusion_layers": 0}, "fusion_layers"),
+        (xattn, {"temp_init": 0.0}, "temp_init"),
+        (mome, {"mode": "both"}, "mode"),
+        (mome, {"vl_layers": 4}, "vl_layers"),
+    ],
+)
 def test_bad_config_names_the_value(build, kwargs, match):
     with pytest.raises(VlpbenchError, match=match):
         build(**kwargs)
@@ -361,10 +389,12 @@ def test_bad_tokens_are_refused_up_front():
 
 
 def test_presets_are_registered_with_paper_facts_and_no_paper_class():
-    for name, alias, inter, option in [("albef-base", "albef", "cross-attention", {}),
-                                       ("albef-base-itc", "albef-itc", "cross-attention", {"path": "itc"}),
-                                       ("vlmo-base", "vlmo", "mome", {}),
-                                       ("vlmo-base-dual", "vlmo-dual", "mome", {"mode": "dual"})]:
+    for name, alias, inter, option in [
+        ("albef-base", "albef", "cross-attention", {}),
+        ("albef-base-itc", "albef-itc", "cross-attention", {"path": "itc"}),
+        ("vlmo-base", "vlmo", "mome", {}),
+        ("vlmo-base-dual", "vlmo-dual", "mome", {"mode": "dual"}),
+    ]:
         entry = ARCH.get(alias)
         assert entry.name == name and entry.config.interaction == inter and inter in INTERACTION
         assert entry.config.interaction_overrides == option
@@ -375,21 +405,25 @@ def test_presets_are_registered_with_paper_facts_and_no_paper_class():
 # the registry matrix runs the default path / mode with every embedder; these run the other one with every
 # kind of token stream (region boxes, no summary token, another width, padding)
 SPEC_KINDS = {
-    "regions": (TokenSpec(dim=24, num_tokens=6, has_boxes=True, modality="vision"),
-                TokenSpec(dim=W, num_tokens=7, has_cls=True, modality="text")),
+    "regions": (
+        TokenSpec(dim=24, num_tokens=6, has_boxes=True, modality="vision"),
+        TokenSpec(dim=W, num_tokens=7, has_cls=True, modality="text"),
+    ),
     "no-cls": (TokenSpec(dim=W, num_tokens=6, modality="vision"), TokenSpec(dim=20, num_tokens=7, modality="text")),
 }
 
 
 @pytest.mark.parametrize("kind", SPEC_KINDS)
-@pytest.mark.parametrize("name,option", [("cross-attention", {"path": "itc"}), ("mome", {"mode": "dual"}),
-                                         ("cross-attention", {}), ("mome", {})])
+@pytest.mark.parametrize(
+    "name,option",
+    [("cross-attention", {"path": "itc"}), ("mome", {"mode": "dual"}), ("cross-attention", {}), ("mome", {})],
+)
 def test_every_path_with_every_kind_of_tokens(name, option, kind):
     vspec, tspec = SPEC_KINDS[kind]
     torch.manual_seed(0)
     inter = INTERACTION.build(name, tiny=True, context={"visual_spec": vspec, "text_spec": tspec}, **option).eval()
     inputs = inter.make_inputs(2, generator=torch.Generator().manual_seed(0))
-    inputs["text"].mask[1, -2:] = False                                         # a padded text
+    inputs["text"].mask[1, -2:] = False  # a padded text
     rec = StageRecorder()
     with torch.no_grad():
         out = inter(**inputs, stage=rec)

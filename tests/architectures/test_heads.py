@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from doubles import StageRecorder
 from vlpbench.architectures.heads import retrieval_loss
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 from vlpbench.registry import HEAD
 from vlpbench.stages import stage_names
 from vlpbench.types import InteractionOutput
-
-from doubles import StageRecorder
 
 load_all()
 
@@ -29,8 +27,11 @@ def gen(seed=0):
 
 def fusion_output(b=3, text_len=5, visual=4, d=D, seed=0):
     g = gen(seed)
-    return InteractionOutput(last_hidden_state=torch.randn(b, text_len + visual, d, generator=g),
-                             pooler_output=torch.randn(b, d, generator=g), text_len=text_len)
+    return InteractionOutput(
+        last_hidden_state=torch.randn(b, text_len + visual, d, generator=g),
+        pooler_output=torch.randn(b, d, generator=g),
+        text_len=text_len,
+    )
 
 
 def dual_output(b=3, d=D, seed=0):
@@ -80,7 +81,7 @@ def test_mlm_reads_only_the_text_part():
     head = HEAD.build("mlm", tiny=True, context={"in_dim": D}).eval()
     out = fusion_output(text_len=5, visual=4)
     changed = InteractionOutput(last_hidden_state=out.last_hidden_state.clone(), text_len=5)
-    changed.last_hidden_state[:, 5:] += 100.0                      # visual tokens must not matter
+    changed.last_hidden_state[:, 5:] += 100.0  # visual tokens must not matter
     with torch.no_grad():
         torch.testing.assert_close(head(out)["logits"], head(changed)["logits"])
 

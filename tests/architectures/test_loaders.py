@@ -14,12 +14,30 @@ from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
 
 load_all()
-VILT_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=64,
-                 patch_size=32, vocab_size=120, max_position_embeddings=16)
-CLIP_TEXT_TINY = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      max_position_embeddings=16, eos_token_id=99, bos_token_id=98, pad_token_id=1)
-CLIP_VISION_TINY = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                        image_size=64, patch_size=16)
+VILT_TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=64,
+    patch_size=32,
+    vocab_size=120,
+    max_position_embeddings=16,
+)
+CLIP_TEXT_TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=16,
+    eos_token_id=99,
+    bos_token_id=98,
+    pad_token_id=1,
+)
+CLIP_VISION_TINY = dict(
+    hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=64, patch_size=16
+)
 
 
 def _perturb(model: torch.nn.Module) -> None:
@@ -72,7 +90,9 @@ def test_vilt_matches_transformers(vilt_dir):
         torch.manual_seed(5)
         _, _, (patch_index, _) = ref.embeddings.visual_embed(px, torch.ones(2, 64, 96), max_image_length=-1)
         torch.manual_seed(5)
-        theirs = ref(input_ids=ids, attention_mask=am, pixel_values=px, pixel_mask=torch.ones(2, 64, 96, dtype=torch.long))
+        theirs = ref(
+            input_ids=ids, attention_mask=am, pixel_values=px, pixel_mask=torch.ones(2, 64, 96, dtype=torch.long)
+        )
         out = ours(pixel_values=px, input_ids=ids, attention_mask=am).interaction
     assert out.last_hidden_state.shape == theirs.last_hidden_state.shape == (2, 16 + 1 + 6, 32)
     torch.testing.assert_close(out.pooler_output, theirs.pooler_output, atol=1e-5, rtol=1e-5)
@@ -164,10 +184,36 @@ def test_full_size_param_counts_match_transformers():
 def test_compare_measures_a_local_checkpoint(vilt_dir, clip_dir, tmp_path, capsys):
     from vlpbench.cli import main
 
-    fast = ["--iters", "2", "--min-time", "0", "--warmup", "1", "--threads", "1", "--no-flops", "--in-process",
-            "--format", "json"]
-    code = main(["compare", "--arch", "vilt", "--weights", str(vilt_dir[0]), "--image-size", "64x64",
-                 "--text-len", "8", "--out", str(tmp_path / "a"), *fast])
+    fast = [
+        "--iters",
+        "2",
+        "--min-time",
+        "0",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--no-flops",
+        "--in-process",
+        "--format",
+        "json",
+    ]
+    code = main(
+        [
+            "compare",
+            "--arch",
+            "vilt",
+            "--weights",
+            str(vilt_dir[0]),
+            "--image-size",
+            "64x64",
+            "--text-len",
+            "8",
+            "--out",
+            str(tmp_path / "a"),
+            *fast,
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     (rec,) = json.loads(out.out)
@@ -175,8 +221,10 @@ def test_compare_measures_a_local_checkpoint(vilt_dir, clip_dir, tmp_path, capsy
     assert rec["params"]["total"] == sum(p.numel() for p in vilt_dir[1].parameters())
     assert rec["taxonomy"]["paper_class"] == "d"
     # a CLIP checkpoint given to ViLT, and weights for an architecture with no loader: one clear line each
-    for arch, wdir, message in (("vilt", clip_dir[0], "is a 'clip' model; 'vilt-b32' needs a 'vilt' checkpoint"),
-                                ("vse", vilt_dir[0], "--weights is not supported for 'vse-inf'; accepted: clip-vit-b32, vilt-b32")):
+    for arch, wdir, message in (
+        ("vilt", clip_dir[0], "is a 'clip' model; 'vilt-b32' needs a 'vilt' checkpoint"),
+        ("vse", vilt_dir[0], "--weights is not supported for 'vse-inf'; accepted: clip-vit-b32, vilt-b32"),
+    ):
         code = main(["compare", "--arch", arch, "--weights", str(wdir), "--out", str(tmp_path / arch), *fast])
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
@@ -221,8 +269,9 @@ def test_timm_vit_matches_forward_features(tmp_path, layout):
         path = tmp_path / "vit"
         path.mkdir()
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path / "model.safetensors")
-        (path / "config.json").write_text(json.dumps({"architecture": "vit_base_patch32_384", "num_classes": 0,
-                                                      "model_args": TIMM_TINY}))
+        (path / "config.json").write_text(
+            json.dumps({"architecture": "vit_base_patch32_384", "num_classes": 0, "model_args": TIMM_TINY})
+        )
         ours = load_timm_vit(path)
     assert ours.interaction.encoder.layers[0].attn.num_heads == 4 and ours.interaction.norm.eps == 1e-6
     px = torch.randn(2, 3, 64, 64)

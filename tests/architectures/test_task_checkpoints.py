@@ -10,12 +10,30 @@ from vlpbench.architectures.loaders import load_clip, load_vilt
 from vlpbench.embedders.patch import vilt_preprocess, vilt_resize_shape
 from vlpbench.errors import VlpbenchError
 
-VILT_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=64,
-                 patch_size=32, vocab_size=120, max_position_embeddings=16)
-CLIP_TEXT_TINY = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      max_position_embeddings=16, eos_token_id=99, bos_token_id=98, pad_token_id=1)
-CLIP_VISION_TINY = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                        image_size=64, patch_size=16)
+VILT_TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=64,
+    patch_size=32,
+    vocab_size=120,
+    max_position_embeddings=16,
+)
+CLIP_TEXT_TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=16,
+    eos_token_id=99,
+    bos_token_id=98,
+    pad_token_id=1,
+)
+CLIP_VISION_TINY = dict(
+    hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=64, patch_size=16
+)
 ATOL = 1e-4
 TASKS = {
     "ViltForQuestionAnswering": ("vqa", dict(num_labels=7, id2label={i: f"ans{i}" for i in range(7)})),
@@ -67,7 +85,7 @@ def vilt_tasks(tmp_path_factory):
 def _text(batch: int, length: int = 12, generator=None):
     ids = torch.randint(5, 120, (batch, length), generator=generator)
     am = torch.ones(batch, length, dtype=torch.long)
-    am[-1, length - 4:] = 0  # the last text is padded
+    am[-1, length - 4 :] = 0  # the last text is padded
     return ids, am
 
 
@@ -131,7 +149,9 @@ def test_vilt_preprocess_matches_vilt_image_processor():
     from transformers import ViltImageProcessor
 
     g = torch.Generator().manual_seed(6)
-    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((50, 80), (70, 45), (40, 40))]
+    images = [
+        torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((50, 80), (70, 45), (40, 40))
+    ]
     proc = ViltImageProcessor(size={"shortest_edge": 64}, size_divisor=32)
     theirs = proc(images=images, return_tensors="pt")
     px, pm = vilt_preprocess(images, shorter=64, patch_size=32)

@@ -61,8 +61,11 @@ def paths(tmp_path_factory):
     binary = _copy_run(good, root / "binary", lambda p, r: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe"))
     truncated = _copy_run(good, root / "truncated", lambda p, r: p.write_text(p.read_text()[:200]))
     moved = _copy_run(good, root / "moved", lambda p, r: p.rename(p.with_name("0123456789abcdef.json")))
-    median = _copy_run(good, root / "bad-median",
-                       lambda p, r: p.write_text(json.dumps({**r, "total": {**r["total"], "median_ms": "fast"}})))
+    median = _copy_run(
+        good,
+        root / "bad-median",
+        lambda p, r: p.write_text(json.dumps({**r, "total": {**r["total"], "median_ms": "fast"}})),
+    )
     # checkpoints: truncated config.json, truncated safetensors, a CLIP folder given to ViLT
     cfg = root / "w-config"
     cfg.mkdir()
@@ -79,10 +82,26 @@ def paths(tmp_path_factory):
     plug.mkdir()
     (plug / "broken_plugin.py").write_text("def oops(:\n")
     sys.path.insert(0, str(plug))
-    yield {"root": root, "file": f, "under_file": f / "sub", "ro": Path("/sys/vlpbench-test-out"),
-           "good": good.path, "other": other.path, "not_run": root / "not-a-run", "empty_run": root / "empty-run",
-           "garbage": garbage, "wrong_types": wrong_types, "binary": binary, "truncated": truncated, "moved": moved,
-           "bad_median": median, "missing": root / "missing", "w_config": cfg, "w_safetensors": st, "w_clip": clip}
+    yield {
+        "root": root,
+        "file": f,
+        "under_file": f / "sub",
+        "ro": Path("/sys/vlpbench-test-out"),
+        "good": good.path,
+        "other": other.path,
+        "not_run": root / "not-a-run",
+        "empty_run": root / "empty-run",
+        "garbage": garbage,
+        "wrong_types": wrong_types,
+        "binary": binary,
+        "truncated": truncated,
+        "moved": moved,
+        "bad_median": median,
+        "missing": root / "missing",
+        "w_config": cfg,
+        "w_safetensors": st,
+        "w_clip": clip,
+    }
     sys.path.remove(str(plug))
 
 
@@ -305,10 +324,17 @@ def test_bad_input_is_one_line_exit_2(capsys, paths, argv, named, tmp_path):
 def test_parse_errors_are_one_line_from_the_installed_command(paths):
     """End to end through the console entry point (a few cases only: a process start costs seconds)."""
     exe = Path(sys.executable).with_name("vlpbench")
-    for argv, named in [(["compare", "--arch", "vilt", "--seed", BIG], BIG),
-                        (["diff", str(paths["good"]), str(paths["other"])], "no configuration")]:
-        proc = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    for argv, named in [
+        (["compare", "--arch", "vilt", "--seed", BIG], BIG),
+        (["diff", str(paths["good"]), str(paths["other"])], "no configuration"),
+    ]:
+        proc = subprocess.run(
+            [str(exe), *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and named in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-
 import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from doubles import StageRecorder
 from vlpbench.architectures.co_attention import CoAttentionInteraction, _schedule
 from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.architectures.vse import GPO, hinge_triplet_loss, positional_encoding_1d
@@ -18,8 +18,6 @@ from vlpbench.presets import load_all
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
 from vlpbench.stages import stage_names
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens
-
-from doubles import StageRecorder
 
 load_all()
 
@@ -69,7 +67,7 @@ def test_grid_errors():
     with pytest.raises(VlpbenchError, match="image_size"):
         VISUAL.build("grid-r50", tiny=True, image_size=(31, 64))
     with pytest.raises(VlpbenchError, match="sample_tokens"):
-        VISUAL.build("grid-r50", tiny=True, sample_tokens=7)          # 64x96 -> 2x3 = 6 positions
+        VISUAL.build("grid-r50", tiny=True, sample_tokens=7)  # 64x96 -> 2x3 = 6 positions
     with pytest.raises(VlpbenchError, match="depth"):
         VISUAL.build("grid-r50", depth=34)
     m = VISUAL.build("grid-r50", tiny=True)
@@ -84,14 +82,14 @@ def test_grid_sampling_and_projection(tiny_visual):
     x = full.make_inputs(3, generator=gen())["pixel_values"]
     rec = StageRecorder()
     with torch.no_grad():
-        all_tokens = full(x).features                                         # [3, 6, 2048]
+        all_tokens = full(x).features  # [3, 6, 2048]
         out = sampled(x, stage=rec)
         again = sampled(x)
     assert rec.names == ["preprocess", "backbone", "flatten", "sample", "project"] == stage_names(sampled)
     assert out.features.shape == (3, 4, 16) == (3, sampled.output_spec().num_tokens, sampled.output_spec().dim)
-    torch.testing.assert_close(out.features, again.features)                  # seeded: same positions each call
+    torch.testing.assert_close(out.features, again.features)  # seeded: same positions each call
     idx = sampled._sample_index(3, 6, torch.device("cpu"))
-    assert all(len(set(row.tolist())) == 4 for row in idx)                    # distinct positions per image
+    assert all(len(set(row.tolist())) == 4 for row in idx)  # distinct positions per image
     expected = sampled.proj(all_tokens.gather(1, idx[..., None].expand(-1, -1, 2048)))
     torch.testing.assert_close(out.features, expected)
 
@@ -112,20 +110,20 @@ def test_full_size_parameter_counts_on_meta_device():
         r101 = VISUAL.build("grid-r101")
         clip = VISUAL.build("clip-rn50-visual")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(r50) == 25_557_032 - (2048 * 1000 + 1000)     # torchvision resnet50 without its fc
+    assert count(r50) == 25_557_032 - (2048 * 1000 + 1000)  # torchvision resnet50 without its fc
     assert count(r101) == 44_549_160 - (2048 * 1000 + 1000)
 
     def bottleneck(inp, planes, down):
         n = inp * planes + 9 * planes * planes + planes * 4 * planes + 2 * (planes + planes + 4 * planes)
         return n + (inp * 4 * planes + 2 * 4 * planes if down else 0)
 
-    n, inp = 3 * 32 * 9 + 32 * 32 * 9 + 32 * 64 * 9 + 2 * (32 + 32 + 64), 64      # 3-conv stem + BNs
+    n, inp = 3 * 32 * 9 + 32 * 32 * 9 + 32 * 64 * 9 + 2 * (32 + 32 + 64), 64  # 3-conv stem + BNs
     for i, blocks in enumerate((3, 4, 6, 3)):
-        planes = 64 * 2 ** i
+        planes = 64 * 2**i
         n += bottleneck(inp, planes, True) + (blocks - 1) * bottleneck(4 * planes, planes, False)
         inp = 4 * planes
-    n += 50 * 2048 + 3 * (2048 * 2048 + 2048) + 2048 * 1024 + 1024                 # attention pool
-    assert count(clip) == n == 38_316_896                                          # CLIP RN50 visual tower
+    n += 50 * 2048 + 3 * (2048 * 2048 + 2048) + 2048 * 1024 + 1024  # attention pool
+    assert count(clip) == n == 38_316_896  # CLIP RN50 visual tower
 
 
 def test_clip_attnpool_matches_clip_formulation(tiny_visual):
@@ -134,15 +132,30 @@ def test_clip_attnpool_matches_clip_formulation(tiny_visual):
     pool = m.attnpool
     tokens = torch.randn(2, 4, m.feature_dim, generator=gen(2))
     x = torch.cat([tokens.mean(1, keepdim=True), tokens], 1) + pool.positional_embedding
-    x = x.permute(1, 0, 2)                                                        # CLIP works in [T, B, C]
+    x = x.permute(1, 0, 2)  # CLIP works in [T, B, C]
     k_w, v_w = pool.attn.kv.weight.chunk(2)
     k_b, v_b = pool.attn.kv.bias.chunk(2)
     ref, _ = F.multi_head_attention_forward(
-        query=x[:1], key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.attn.num_heads,
-        q_proj_weight=pool.attn.q.weight, k_proj_weight=k_w, v_proj_weight=v_w, in_proj_weight=None,
-        in_proj_bias=torch.cat([pool.attn.q.bias, k_b, v_b]), bias_k=None, bias_v=None, add_zero_attn=False,
-        dropout_p=0.0, out_proj_weight=pool.attn.proj.weight, out_proj_bias=pool.attn.proj.bias,
-        use_separate_proj_weight=True, training=False, need_weights=False)
+        query=x[:1],
+        key=x,
+        value=x,
+        embed_dim_to_check=x.shape[-1],
+        num_heads=pool.attn.num_heads,
+        q_proj_weight=pool.attn.q.weight,
+        k_proj_weight=k_w,
+        v_proj_weight=v_w,
+        in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.attn.q.bias, k_b, v_b]),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=pool.attn.proj.weight,
+        out_proj_bias=pool.attn.proj.bias,
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
+    )
     with torch.no_grad():
         torch.testing.assert_close(pool(tokens), ref[0], rtol=1e-5, atol=1e-5)
 
@@ -176,7 +189,7 @@ def test_bigru_shapes_stages_and_padding(gru):
     ids2[1, 5:] = torch.randint(1, 1000, (ids.shape[1] - 5,), generator=gen(3))
     with torch.no_grad():
         a, b = gru(ids, mask), gru(ids2, mask)
-        alone = gru(ids[1:2, :5], mask[1:2, :5])                                   # the same caption unpadded
+        alone = gru(ids[1:2, :5], mask[1:2, :5])  # the same caption unpadded
     torch.testing.assert_close(a.features, b.features)
     assert (a.features[1, 5:] == 0).all()
     torch.testing.assert_close(a.features[1:2, :5], alone.features, rtol=1e-5, atol=1e-6)
@@ -187,7 +200,7 @@ def test_bigru_equals_manual_bidirectional_average(gru):
     ids = torch.randint(1, 1000, (1, 7), generator=gen(4))
     with torch.no_grad():
         out = gru(ids, torch.ones_like(ids)).features
-        full, _ = gru.gru(gru.embed(ids))                                            # [1, 7, 2H]
+        full, _ = gru.gru(gru.embed(ids))  # [1, 7, 2H]
     h = gru.hidden
     torch.testing.assert_close(out, (full[..., :h] + full[..., h:]) / 2, rtol=1e-5, atol=1e-6)
 
@@ -247,22 +260,29 @@ def test_vse_shapes_stages_groups(vse_specs):
     assert out.image_embeds.shape == (4, e) and out.text_embeds.shape == (4, e)
     assert out.logits_per_image.shape == (4, 4)
     torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(4))
-    torch.testing.assert_close(out.logits_per_image, F.cosine_similarity(out.image_embeds[:, None], out.text_embeds[None], -1))
+    torch.testing.assert_close(
+        out.logits_per_image, F.cosine_similarity(out.image_embeds[:, None], out.text_embeds[None], -1)
+    )
 
 
 def test_vse_respects_masks_and_is_order_invariant(vse_specs):
     vspec, tspec = vse_specs
-    m = INTERACTION.build("vse-gpo", tiny=True, visual_proj="mlp",
-                          context={"visual_spec": vspec, "text_spec": tspec}).eval()
+    m = INTERACTION.build(
+        "vse-gpo", tiny=True, visual_proj="mlp", context={"visual_spec": vspec, "text_spec": tspec}
+    ).eval()
     inputs = m.make_inputs(2, generator=gen(6))
     v, t = inputs["visual"], inputs["text"]
     with torch.no_grad():
         base = m(v, t)
         # Padding: 3 extra garbage visual tokens and 4 garbage text tokens, masked out.
-        v_pad = VisualTokens(torch.cat([v.features, 100 * torch.randn(2, 3, 24, generator=gen(7))], 1),
-                             torch.cat([v.mask, torch.zeros(2, 3, dtype=torch.bool)], 1))
-        t_pad = TextTokens(torch.cat([t.features, -50 * torch.ones(2, 4, 20)], 1),
-                           torch.cat([t.mask, torch.zeros(2, 4, dtype=torch.bool)], 1))
+        v_pad = VisualTokens(
+            torch.cat([v.features, 100 * torch.randn(2, 3, 24, generator=gen(7))], 1),
+            torch.cat([v.mask, torch.zeros(2, 3, dtype=torch.bool)], 1),
+        )
+        t_pad = TextTokens(
+            torch.cat([t.features, -50 * torch.ones(2, 4, 20)], 1),
+            torch.cat([t.mask, torch.zeros(2, 4, dtype=torch.bool)], 1),
+        )
         padded = m(v_pad, t_pad)
         # Order: GPO sorts per dimension, so a token permutation (mask permuted along) changes nothing.
         perm = torch.randperm(9, generator=gen(8))
@@ -301,7 +321,9 @@ def test_hinge_triplet_loss():
 
 
 def test_vse_architecture_end_to_end_grid_bigru():
-    model = VLPModel.from_config(ArchConfig(visual="grid-r50", text="bigru-text", interaction="vse-gpo", tiny=True)).eval()
+    model = VLPModel.from_config(
+        ArchConfig(visual="grid-r50", text="bigru-text", interaction="vse-gpo", tiny=True)
+    ).eval()
     rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=gen()), stage=rec)
@@ -344,8 +366,8 @@ def test_coattention_with_regions(coattn_region):
     assert rec.names == stage_names(m) == ["text_only", "visual_embed", "co_layers", "pool"]
     assert out.pooler_output.shape == (2, m.output_dim) == (2, cfg.bi_hidden)
     assert out.last_hidden_state.shape == (2, 6, cfg.text_hidden) and out.text_len == 6
-    assert out.extras["visual_hidden_state"].shape == (2, 1 + 5, cfg.visual_hidden)   # whole-image token first
-    assert not torch.allclose(moved.pooler_output, out.pooler_output)                 # boxes feed the location encoding
+    assert out.extras["visual_hidden_state"].shape == (2, 1 + 5, cfg.visual_hidden)  # whole-image token first
+    assert not torch.allclose(moved.pooler_output, out.pooler_output)  # boxes feed the location encoding
     # The whole-image token: mean feature with the full-image box and area 1.
     with torch.no_grad():
         emb, mask = m.embed_visual(v)
@@ -359,11 +381,15 @@ def test_coattention_respects_padding(coattn_region):
     m = coattn_region
     v = region_inputs(2, 5, 40, seed=3)
     t = TextTokens(torch.randn(2, 6, 32, generator=gen(4)), torch.ones(2, 6, dtype=torch.bool))
-    v_pad = VisualTokens(torch.cat([v.features, 30 * torch.randn(2, 2, 40, generator=gen(5))], 1),
-                         torch.cat([v.mask, torch.zeros(2, 2, dtype=torch.bool)], 1),
-                         boxes=torch.cat([v.boxes, torch.rand(2, 2, 4, generator=gen(6))], 1))
-    t_pad = TextTokens(torch.cat([t.features, 30 * torch.randn(2, 3, 32, generator=gen(7))], 1),
-                       torch.cat([t.mask, torch.zeros(2, 3, dtype=torch.bool)], 1))
+    v_pad = VisualTokens(
+        torch.cat([v.features, 30 * torch.randn(2, 2, 40, generator=gen(5))], 1),
+        torch.cat([v.mask, torch.zeros(2, 2, dtype=torch.bool)], 1),
+        boxes=torch.cat([v.boxes, torch.rand(2, 2, 4, generator=gen(6))], 1),
+    )
+    t_pad = TextTokens(
+        torch.cat([t.features, 30 * torch.randn(2, 3, 32, generator=gen(7))], 1),
+        torch.cat([t.mask, torch.zeros(2, 3, dtype=torch.bool)], 1),
+    )
     with torch.no_grad():
         base, padded = m(v, t), m(v_pad, t_pad)
     torch.testing.assert_close(padded.pooler_output, base.pooler_output, rtol=1e-4, atol=1e-5)
@@ -385,7 +411,7 @@ def test_coattention_layer_matches_vilbert_formulas(coattn_region):
         return (p @ val).transpose(1, 2).reshape(q_in.shape[0], q_in.shape[1], -1)
 
     with torch.no_grad():
-        ctx_v = layer.v_attn.proj(attend(layer.v_attn.q, layer.v_attn.kv, v, t))       # vision queries, text keys
+        ctx_v = layer.v_attn.proj(attend(layer.v_attn.q, layer.v_attn.kv, v, t))  # vision queries, text keys
         ctx_t = layer.t_attn.proj(attend(layer.t_attn.q, layer.t_attn.kv, t, v))
         v1, t1 = layer.v_ln1(v + ctx_v), layer.t_ln1(t + ctx_t)
         ref_v = layer.v_ln2(v1 + layer.v_mlp.fc2(F.gelu(layer.v_mlp.fc1(v1))))
@@ -396,9 +422,10 @@ def test_coattention_layer_matches_vilbert_formulas(coattn_region):
 
 
 def test_coattention_with_grid_tokens_end_to_end():
-    model = VLPModel.from_config(ArchConfig(visual="grid-r50", text="bigru-text", interaction="co-attention",
-                                            head="itm", tiny=True)).eval()
-    assert model.interaction.v_loc is None                          # no boxes -> no location encoding
+    model = VLPModel.from_config(
+        ArchConfig(visual="grid-r50", text="bigru-text", interaction="co-attention", head="itm", tiny=True)
+    ).eval()
+    assert model.interaction.v_loc is None  # no boxes -> no location encoding
     rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=gen()), stage=rec)
@@ -422,18 +449,29 @@ def test_coattention_errors(coattn_region):
     with pytest.raises(VlpbenchError, match="visual features"):
         m(region_inputs(2, 5, 41), t)
     with pytest.raises(VlpbenchError, match="text length"):
-        INTERACTION.build("co-attention", tiny=True, context={
-            "visual_spec": TokenSpec(dim=40), "text_spec": TokenSpec(dim=32, num_tokens=600, modality="text")})
+        INTERACTION.build(
+            "co-attention",
+            tiny=True,
+            context={"visual_spec": TokenSpec(dim=40), "text_spec": TokenSpec(dim=32, num_tokens=600, modality="text")},
+        )
     with pytest.raises(VlpbenchError, match="co-attention ids"):
-        INTERACTION.build("co-attention", tiny=True, text_co_ids=(3,), context={
-            "visual_spec": TokenSpec(dim=40), "text_spec": TokenSpec(dim=32, modality="text")})
+        INTERACTION.build(
+            "co-attention",
+            tiny=True,
+            text_co_ids=(3,),
+            context={"visual_spec": TokenSpec(dim=40), "text_spec": TokenSpec(dim=32, modality="text")},
+        )
 
 
 def test_coattention_full_size_parameter_count_on_meta_device():
     with torch.device("meta"):
-        m = INTERACTION.build("co-attention", context={
-            "visual_spec": TokenSpec(dim=2048, num_tokens=36, has_boxes=True),
-            "text_spec": TokenSpec(dim=768, num_tokens=36, has_cls=True, modality="text")})
+        m = INTERACTION.build(
+            "co-attention",
+            context={
+                "visual_spec": TokenSpec(dim=2048, num_tokens=36, has_boxes=True),
+                "text_spec": TokenSpec(dim=768, num_tokens=36, has_cls=True, modality="text"),
+            },
+        )
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
     bert_layer = 4 * (768 * 768 + 768) + 2 * 768 * 3072 + 3072 + 768 + 4 * 768
     assert count(m.text_layers) == 12 * bert_layer

@@ -3,21 +3,19 @@ errors, and equivalence with torchvision's fasterrcnn_resnet50_fpn on copied wei
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 import vlpbench.presets.region  # noqa: F401  (registers the presets)
+from doubles import StageRecorder
 from vlpbench.embedders.rcnn_heads import Detections, select_regions
 from vlpbench.embedders.region import RegionEmbedder, calibrate_frozen_bn, load_torchvision_weights
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
 from vlpbench.stages import stage_names
 from vlpbench.types import VisualTokens
-
-from doubles import StageRecorder
 
 PRESETS = ("frcnn-r50-fpn", "butd-r101-c4")
 
@@ -51,9 +49,22 @@ def test_tiny_shapes_spec_stages_and_extras(tiny_models, name):
     spec = model.output_spec()
     k = cfg.num_regions
     assert isinstance(out, VisualTokens)
-    assert rec.names == stage_names(model) == [
-        "preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head", "box_predictor",
-        "det.nms", "select"]
+    assert (
+        rec.names
+        == stage_names(model)
+        == [
+            "preprocess",
+            "backbone",
+            "rpn.head",
+            "rpn.decode",
+            "rpn.nms",
+            "roi_align",
+            "roi_head",
+            "box_predictor",
+            "det.nms",
+            "select",
+        ]
+    )
     assert spec.has_boxes and spec.num_tokens == k
     assert spec.dim == (512 if name.startswith("butd") else cfg.representation_size)
     assert out.features.shape == (2, k, spec.dim)
@@ -104,8 +115,15 @@ def test_nms_modes_run_and_fill(tiny_models, mode):
     x = _inputs(model, batch=2, seed=1)
     with torch.no_grad():
         out = model(**x)
-        adaptive = VISUAL.build("frcnn-r50-fpn", tiny=True, nms_mode=mode, score_thresh=0.0, fill_to_k=False,
-                                num_regions=50, calibrate_bn=False)
+        adaptive = VISUAL.build(
+            "frcnn-r50-fpn",
+            tiny=True,
+            nms_mode=mode,
+            score_thresh=0.0,
+            fill_to_k=False,
+            num_regions=50,
+            calibrate_bn=False,
+        )
         adaptive.load_state_dict(base.state_dict())
         out_adaptive = adaptive(**x)
     assert out.mask.all() and out.features.shape[:2] == (2, model.num_regions)
@@ -127,8 +145,9 @@ def test_per_class_loop_keeps_the_same_detections_as_batched_nms(tiny_models):
     kept = {}
     for mode in ("per-class", "batched"):
         # a small-box filter is torchvision's only extra step; boxes here are far above 1e-2 px
-        model = VISUAL.build("frcnn-r50-fpn", tiny=True, nms_mode=mode, score_thresh=0.0, detections_per_img=10 ** 6,
-                             calibrate_bn=False)
+        model = VISUAL.build(
+            "frcnn-r50-fpn", tiny=True, nms_mode=mode, score_thresh=0.0, detections_per_img=10**6, calibrate_bn=False
+        )
         model.load_state_dict(base.state_dict())
         with torch.no_grad():
             det = model.run_detector(x)[2]
@@ -142,10 +161,15 @@ def test_select_pads_images_with_fewer_proposals_than_k():
     feats = torch.arange(3 * 2, dtype=torch.float32).view(3, 2) + 1  # [N=3, D=2]
     proposals = [torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [30, 0, 40, 10]]), torch.zeros(0, 4)]
     class_scores = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.1, 0.7], [0.1, 0.6, 0.3]])  # [N, C=3]
-    det = Detections(boxes=[proposals[0][1:2], torch.zeros(0, 4)], scores=[torch.tensor([0.7]), torch.zeros(0)],
-                     labels=[torch.tensor([2]), torch.zeros(0, dtype=torch.long)],
-                     rois=[torch.tensor([1]), torch.zeros(0, dtype=torch.long)], candidates=[6, 0],
-                     pred_boxes=proposals[0][:, None].expand(3, 3, 4), class_scores=class_scores)
+    det = Detections(
+        boxes=[proposals[0][1:2], torch.zeros(0, 4)],
+        scores=[torch.tensor([0.7]), torch.zeros(0)],
+        labels=[torch.tensor([2]), torch.zeros(0, dtype=torch.long)],
+        rois=[torch.tensor([1]), torch.zeros(0, dtype=torch.long)],
+        candidates=[6, 0],
+        pred_boxes=proposals[0][:, None].expand(3, 3, 4),
+        class_scores=class_scores,
+    )
     out = select_regions(feats, proposals, det, k=4, fill_to_k=True, region_boxes="proposal", image_size=(40, 40))
     assert out.mask.tolist() == [[True, True, True, False], [False] * 4]
     assert out.detected == [1, 0]
@@ -153,8 +177,7 @@ def test_select_pads_images_with_fewer_proposals_than_k():
     torch.testing.assert_close(out.features[0, :3], feats[[1, 2, 0]])
     assert out.features[0, 3].abs().sum() == 0 and out.features[1].abs().sum() == 0
     torch.testing.assert_close(out.boxes[0, 0], torch.tensor([5.0, 5, 20, 20]) / 40)
-    adaptive = select_regions(feats, proposals, det, k=4, fill_to_k=False, region_boxes="proposal",
-                              image_size=(40, 40))
+    adaptive = select_regions(feats, proposals, det, k=4, fill_to_k=False, region_boxes="proposal", image_size=(40, 40))
     assert adaptive.mask.tolist() == [[True, False, False, False], [False] * 4]
 
 
@@ -183,14 +206,16 @@ def test_matches_torchvision_fasterrcnn_resnet50_fpn(tmp_path):
 
     h, w = 320, 480
     torch.manual_seed(0)
-    ref = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=h, max_size=w,
-                                  rpn_post_nms_top_n_test=300, box_score_thresh=0.012).eval()
+    ref = fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=h, max_size=w, rpn_post_nms_top_n_test=300, box_score_thresh=0.012
+    ).eval()
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(1))
     assert calibrate_frozen_bn(ref, [image]) == 53  # random-init BN: calibrate so the RPN finds boxes
     path = tmp_path / "frcnn.pt"
     torch.save(ref.state_dict(), path)  # nn.BatchNorm2d keys incl. num_batches_tracked
-    ours = VISUAL.build("frcnn-r50-fpn", image_size=(h, w), rpn_post_nms_top_n=300, score_thresh=0.012,
-                        weights=str(path))
+    ours = VISUAL.build(
+        "frcnn-r50-fpn", image_size=(h, w), rpn_post_nms_top_n=300, score_thresh=0.012, weights=str(path)
+    )
     assert ours.bn_calibrated is False and ours.workload()["bn_calibrated"] is False
     _frozen_copy_of_bn(ref)  # same arithmetic as ours, so the comparison is exact, not near-ties
     with torch.no_grad():
@@ -218,7 +243,9 @@ def test_state_dict_round_trip_via_file(tiny_models, tmp_path):
 def test_state_dict_that_does_not_fit_names_the_keys(tiny_models, tmp_path):
     fpn_state = tiny_models["frcnn-r50-fpn"].state_dict()
     c4 = VISUAL.build("butd-r101-c4", tiny=True, calibrate_bn=False)
-    with pytest.raises(VlpbenchError, match=r"missing keys: .*box_head\.res5\..*unexpected keys: backbone\.body\.layer4\."):
+    with pytest.raises(
+        VlpbenchError, match=r"missing keys: .*box_head\.res5\..*unexpected keys: backbone\.body\.layer4\."
+    ):
         load_torchvision_weights(c4, fpn_state)
     other = VISUAL.build("frcnn-r50-fpn", tiny=True, num_classes=5, calibrate_bn=False)
     with pytest.raises(VlpbenchError, match=r"shape mismatches: box_predictor\.bbox_pred\.bias \(364,\) vs \(20,\)"):
@@ -245,15 +272,18 @@ def test_calibration_sets_bn_stats_from_inputs():
     assert model.bn_calibrated and model.workload()["bn_calibrated"]
 
 
-@pytest.mark.parametrize("overrides, pattern", [
-    ({"nms_mode": "soft"}, r"nms_mode 'soft'.*per-class, batched, class-agnostic"),
-    ({"num_regions": 0}, r"num_regions 0.*1\.\.rpn_post_nms_top_n \(50\)"),
-    ({"num_regions": 51}, r"num_regions 51.*1\.\.rpn_post_nms_top_n \(50\)"),
-    ({"image_size": (48, 192)}, r"image_size \(48, 192\).*>= 64"),
-    ({"arch": "c5"}, r"arch 'c5'.*c4, fpn"),
-    ({"depth": 42}, r"depth 42"),
-    ({"region_boxes": "grid"}, r"region_boxes 'grid'"),
-])
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"nms_mode": "soft"}, r"nms_mode 'soft'.*per-class, batched, class-agnostic"),
+        ({"num_regions": 0}, r"num_regions 0.*1\.\.rpn_post_nms_top_n \(50\)"),
+        ({"num_regions": 51}, r"num_regions 51.*1\.\.rpn_post_nms_top_n \(50\)"),
+        ({"image_size": (48, 192)}, r"image_size \(48, 192\).*>= 64"),
+        ({"arch": "c5"}, r"arch 'c5'.*c4, fpn"),
+        ({"depth": 42}, r"depth 42"),
+        ({"region_boxes": "grid"}, r"region_boxes 'grid'"),
+    ],
+)
 def test_bad_config_raises(overrides, pattern):
     with pytest.raises(VlpbenchError, match=pattern):
         VISUAL.build("frcnn-r50-fpn", tiny=True, **overrides)
@@ -264,11 +294,14 @@ def test_c4_minimum_image_side_is_named():
         VISUAL.build("butd-r101-c4", tiny=True, image_size=(8, 192))
 
 
-@pytest.mark.parametrize("pixels, pattern", [
-    (torch.rand(3, 128, 192), r"pixel_values shape \(3, 128, 192\)"),
-    (torch.rand(1, 1, 128, 192), r"pixel_values shape \(1, 1, 128, 192\)"),
-    (torch.zeros(1, 3, 128, 192, dtype=torch.uint8), r"pixel_values dtype torch.uint8"),
-])
+@pytest.mark.parametrize(
+    "pixels, pattern",
+    [
+        (torch.rand(3, 128, 192), r"pixel_values shape \(3, 128, 192\)"),
+        (torch.rand(1, 1, 128, 192), r"pixel_values shape \(1, 1, 128, 192\)"),
+        (torch.zeros(1, 3, 128, 192, dtype=torch.uint8), r"pixel_values dtype torch.uint8"),
+    ],
+)
 def test_bad_pixel_values_raise(tiny_models, pixels, pattern):
     with pytest.raises(VlpbenchError, match=pattern):
         tiny_models["frcnn-r50-fpn"](pixels)
@@ -278,12 +311,21 @@ def test_presets_hold_reference_numbers():
     butd = VISUAL.config("butd-r101-c4")
     assert (butd.arch, butd.depth, butd.image_size, butd.num_classes) == ("c4", 101, (800, 1333), 1601)
     assert (butd.rpn_pre_nms_top_n, butd.rpn_post_nms_top_n, butd.rpn_nms_thresh) == (6000, 300, 0.7)
-    assert (butd.pooler_resolution, butd.nms_mode, butd.det_nms_thresh, butd.score_thresh) == (14, "per-class", 0.3, 0.2)
+    assert (butd.pooler_resolution, butd.nms_mode, butd.det_nms_thresh, butd.score_thresh) == (
+        14,
+        "per-class",
+        0.3,
+        0.2,
+    )
     assert butd.num_regions == 36 and VISUAL.config("butd-r101-c4-600").image_size == (600, 1000)
     frcnn = VISUAL.config("frcnn-r50-fpn")
     assert (frcnn.arch, frcnn.depth, frcnn.num_classes, frcnn.rpn_post_nms_top_n) == ("fpn", 50, 91, 1000)
     assert (frcnn.nms_mode, frcnn.det_nms_thresh, frcnn.score_thresh, frcnn.detections_per_img) == (
-        "batched", 0.5, 0.05, 100)
+        "batched",
+        0.5,
+        0.05,
+        100,
+    )
 
 
 @pytest.mark.slow

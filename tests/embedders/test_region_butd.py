@@ -30,10 +30,16 @@ def one_thread():
 
 # bottom-up-attention test.prototxt, res5 (after roi_pool5: 14x14, 1024 channels):
 # (layer, input channels, num_output, kernel_size); every stride 1, every 3x3 with dilation 2 and pad 2.
-PROTOTXT_RES5 = [("res5a_branch1", 1024, 2048, 1), ("res5a_branch2a", 1024, 512, 1), ("res5a_branch2b", 512, 512, 3),
-                 ("res5a_branch2c", 512, 2048, 1)] + [
-    (f"res5{b}_branch2{c}", cin, cout, k) for b in "bc"
-    for c, cin, cout, k in (("a", 2048, 512, 1), ("b", 512, 512, 3), ("c", 512, 2048, 1))]
+PROTOTXT_RES5 = [
+    ("res5a_branch1", 1024, 2048, 1),
+    ("res5a_branch2a", 1024, 512, 1),
+    ("res5a_branch2b", 512, 512, 3),
+    ("res5a_branch2c", 512, 2048, 1),
+] + [
+    (f"res5{b}_branch2{c}", cin, cout, k)
+    for b in "bc"
+    for c, cin, cout, k in (("a", 2048, 512, 1), ("b", 512, 512, 3), ("c", 512, 2048, 1))
+]
 ROI_POOL5_SIDE = 14
 
 
@@ -78,7 +84,7 @@ def test_caffe_pool1_rounds_up_without_padding():
     caffe = prepare_trunk(resnet50(), stride_in_1x1=False, res5_dilation=1, pool1="caffe").maxpool
     assert caffe(x).shape[-2:] == (200, 333) and resnet50().maxpool(x).shape[-2:] == (200, 334)
     y = torch.rand(1, 1, 5, 6)
-    expected = torch.stack([torch.stack([y[0, 0, r:r + 3, c:c + 3].max() for c in (0, 2, 4)]) for r in (0, 2)])
+    expected = torch.stack([torch.stack([y[0, 0, r : r + 3, c : c + 3].max() for c in (0, 2, 4)]) for r in (0, 2)])
     torch.testing.assert_close(caffe(y)[0, 0], expected)  # windows at 0, 2, 4 (the last one cut at the border)
 
 
@@ -87,7 +93,11 @@ def test_preset_builds_the_published_parts():
     cfg = VISUAL.config("butd-r101-c4")
     assert (cfg.stride_in_1x1, cfg.res5_dilation, cfg.pool1, cfg.rpn_conv_channels) == (True, 2, "caffe", 512)
     assert (cfg.roi_pooler, cfg.attribute_classes, cfg.det_nms_boxes, cfg.nms_prefilter) == (
-        "pool", 401, "proposal", False)
+        "pool",
+        401,
+        "proposal",
+        False,
+    )
     assert "measured" not in " ".join(VISUAL.get("butd-r101-c4").paper)
     assert "measured" not in " ".join(VISUAL.get("frcnn-r50-fpn").paper)
     assert isinstance(model.roi_pooler, SingleLevelRoIPool)
@@ -124,8 +134,9 @@ def fpn_state():
 
 
 def _detector(fpn_state, **overrides):
-    model = VISUAL.build("frcnn-r50-fpn", tiny=True, nms_mode="per-class", calibrate_bn=False,
-                         detections_per_img=10 ** 6, **overrides)
+    model = VISUAL.build(
+        "frcnn-r50-fpn", tiny=True, nms_mode="per-class", calibrate_bn=False, detections_per_img=10**6, **overrides
+    )
     model.load_state_dict(fpn_state)
     x = model.make_inputs(1, generator=torch.Generator().manual_seed(2), device="cpu")["pixel_values"]
     with torch.no_grad():
@@ -168,16 +179,19 @@ def test_unrounded_anchors_are_detectron2s_cell_anchors():
     assert ours[0, 2].item() == pytest.approx(45.2548 / 2, abs=1e-3)  # not rounded to 23
 
 
-@pytest.mark.parametrize("overrides, pattern", [
-    ({"pool1": "keras"}, r"pool1 'keras'.*torchvision, caffe"),
-    ({"roi_pooler": "pool"}, r"roi_pooler 'pool'.*needs arch 'c4'"),
-    ({"res5_dilation": 2}, r"res5_dilation 2.*1 for arch 'fpn'"),
-    ({"res5_dilation": 3}, r"res5_dilation 3.*1 or 2"),
-    ({"stride_in_1x1": True}, r"stride_in_1x1 True.*False for depth 18"),
-    ({"rpn_conv_channels": 0}, r"rpn_conv_channels 0"),
-    ({"attribute_classes": -1}, r"attribute_classes -1"),
-    ({"det_nms_boxes": "anchor"}, r"det_nms_boxes 'anchor'.*regressed, proposal"),
-])
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"pool1": "keras"}, r"pool1 'keras'.*torchvision, caffe"),
+        ({"roi_pooler": "pool"}, r"roi_pooler 'pool'.*needs arch 'c4'"),
+        ({"res5_dilation": 2}, r"res5_dilation 2.*1 for arch 'fpn'"),
+        ({"res5_dilation": 3}, r"res5_dilation 3.*1 or 2"),
+        ({"stride_in_1x1": True}, r"stride_in_1x1 True.*False for depth 18"),
+        ({"rpn_conv_channels": 0}, r"rpn_conv_channels 0"),
+        ({"attribute_classes": -1}, r"attribute_classes -1"),
+        ({"det_nms_boxes": "anchor"}, r"det_nms_boxes 'anchor'.*regressed, proposal"),
+    ],
+)
 def test_bad_network_options_raise(overrides, pattern):
     with pytest.raises(VlpbenchError, match=pattern):
         VISUAL.build("frcnn-r50-fpn", tiny=True, **overrides)

@@ -12,8 +12,13 @@ import pytest
 import torch
 
 import vlpbench.presets.region  # noqa: F401  (registers the presets)
-from vlpbench.embedders.region_checkpoints import (anchor_permutation, layout_of, load_region_checkpoint,
-                                                   read_pkl, to_detectron2_names)
+from vlpbench.embedders.region_checkpoints import (
+    anchor_permutation,
+    layout_of,
+    load_region_checkpoint,
+    read_pkl,
+    to_detectron2_names,
+)
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
 
@@ -92,10 +97,13 @@ def test_background_last_and_anchor_order_are_converted(butd):
     for i in range(sizes * ratios):
         j = int(perm[i])
         assert (i // sizes, i % sizes) == (j % ratios, j // ratios)
-        torch.testing.assert_close(ours["rpn.head.cls_logits.weight"][i],
-                                   d2["proposal_generator.rpn_head.objectness_logits.weight"][j])
-        torch.testing.assert_close(ours["rpn.head.bbox_pred.weight"][4 * i:4 * i + 4],
-                                   d2["proposal_generator.rpn_head.anchor_deltas.weight"][4 * j:4 * j + 4])
+        torch.testing.assert_close(
+            ours["rpn.head.cls_logits.weight"][i], d2["proposal_generator.rpn_head.objectness_logits.weight"][j]
+        )
+        torch.testing.assert_close(
+            ours["rpn.head.bbox_pred.weight"][4 * i : 4 * i + 4],
+            d2["proposal_generator.rpn_head.anchor_deltas.weight"][4 * j : 4 * j + 4],
+        )
 
 
 def _bua_port(model):
@@ -127,24 +135,35 @@ def _caffe2_names(d2_state):
     for key, value in d2_state.items():
         if "running_" in key:
             continue  # caffe2 files keep only the affine scale and bias of each BN
-        k = key.replace("backbone.stem.conv1.norm.weight", "res_conv1_bn_s").replace(
-            "backbone.stem.conv1.norm.bias", "res_conv1_bn_b").replace("backbone.stem.conv1.weight", "conv1_w")
+        k = (
+            key.replace("backbone.stem.conv1.norm.weight", "res_conv1_bn_s")
+            .replace("backbone.stem.conv1.norm.bias", "res_conv1_bn_b")
+            .replace("backbone.stem.conv1.weight", "conv1_w")
+        )
         m = re.fullmatch(r"(?:backbone\.res(\d)|roi_heads\.res(5))\.(\d+)\.(.+)", k)
         if m:
             stage, block, rest = m[1] or m[2], m[3], m[4]
-            rest = re.sub(r"conv(\d)\.norm\.(weight|bias)",
-                          lambda n: f"branch2{'abc'[int(n[1]) - 1]}_bn_{'s' if n[2] == 'weight' else 'b'}", rest)
+            rest = re.sub(
+                r"conv(\d)\.norm\.(weight|bias)",
+                lambda n: f"branch2{'abc'[int(n[1]) - 1]}_bn_{'s' if n[2] == 'weight' else 'b'}",
+                rest,
+            )
             rest = re.sub(r"conv(\d)\.weight", lambda n: f"branch2{'abc'[int(n[1]) - 1]}_w", rest)
-            rest = rest.replace("shortcut.norm.weight", "branch1_bn_s").replace(
-                "shortcut.norm.bias", "branch1_bn_b").replace("shortcut.weight", "branch1_w")
+            rest = (
+                rest.replace("shortcut.norm.weight", "branch1_bn_s")
+                .replace("shortcut.norm.bias", "branch1_bn_b")
+                .replace("shortcut.weight", "branch1_w")
+            )
             k = f"res{stage}_{block}_{rest}"
-        for d2, c2 in (("proposal_generator.rpn_head.conv", "rpn_conv/3x3"),
-                       ("proposal_generator.rpn_head.objectness_logits", "rpn_cls_logits"),
-                       ("proposal_generator.rpn_head.anchor_deltas", "rpn_bbox_pred"),
-                       ("roi_heads.box_predictor.cls_score", "cls_score"),
-                       ("roi_heads.box_predictor.bbox_pred", "bbox_pred"),
-                       ("roi_heads.attribute_predictor.attr_linear1", "fc_attr"),
-                       ("roi_heads.attribute_predictor.attr_linear2", "attr_score")):
+        for d2, c2 in (
+            ("proposal_generator.rpn_head.conv", "rpn_conv/3x3"),
+            ("proposal_generator.rpn_head.objectness_logits", "rpn_cls_logits"),
+            ("proposal_generator.rpn_head.anchor_deltas", "rpn_bbox_pred"),
+            ("roi_heads.box_predictor.cls_score", "cls_score"),
+            ("roi_heads.box_predictor.bbox_pred", "bbox_pred"),
+            ("roi_heads.attribute_predictor.attr_linear1", "fc_attr"),
+            ("roi_heads.attribute_predictor.attr_linear2", "attr_score"),
+        ):
             k = re.sub(rf"^{re.escape(d2)}\.(weight|bias)$", lambda n, c2=c2: f"{c2}_{n[1][0]}", k)
         k = k.replace("roi_heads.attribute_predictor.cls_embed.weight", "cls_embedding_w")
         out[k] = value.numpy()
@@ -161,8 +180,16 @@ def test_caffe2_names_pkl_loads(tmp_path):
                 buf.uniform_(0.5, 1.5)
     state = _bua_port(model)
     c2 = _caffe2_names(state)
-    assert {"conv1_w", "res_conv1_bn_s", "res2_0_branch2a_w", "res4_1_branch2b_bn_b", "res5_0_branch1_w",
-            "rpn_conv/3x3_w", "cls_embedding_w", "attr_score_b"} <= set(c2)
+    assert {
+        "conv1_w",
+        "res_conv1_bn_s",
+        "res2_0_branch2a_w",
+        "res4_1_branch2b_bn_b",
+        "res5_0_branch1_w",
+        "rpn_conv/3x3_w",
+        "cls_embedding_w",
+        "attr_score_b",
+    } <= set(c2)
     path = tmp_path / "R-101.pkl"
     with open(path, "wb") as f:
         pickle.dump({"blobs": {**c2, "conv1_w_momentum": c2["conv1_w"]}}, f)  # Detectron's file layout

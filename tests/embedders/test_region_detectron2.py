@@ -10,25 +10,35 @@ import pytest
 import torch
 
 import vlpbench.presets.region  # noqa: F401  (registers the presets)
+from doubles import StageRecorder
 from vlpbench.embedders import detectron2_backend
 from vlpbench.embedders.region import detectron2_available
 from vlpbench.embedders.region_checkpoints import anchor_permutation
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import VISUAL
-
 from vlpbench.stages import stage_names
 
-from doubles import StageRecorder
-
-needs_d2 = pytest.mark.skipif(not detectron2_available(),
-                              reason="detectron2 is not installed (make install-detectron2)")
+needs_d2 = pytest.mark.skipif(
+    not detectron2_available(), reason="detectron2 is not installed (make install-detectron2)"
+)
 
 # Both backends configured alike: detectron2's unrounded anchors, batched (pre-filtered) detection NMS.
 FPN = dict(tiny=True, anchor_rounding=False, score_thresh=0.01, rpn_post_nms_top_n=40, num_regions=8)
 # 66x98: conv1 gives 33x49, where caffe's pool1 (16x24) and detectron2's padded one (17x25) differ
-C4 = dict(tiny=True, depth=50, stride_in_1x1=True, image_size=(66, 98), pooler_resolution=4, anchor_rounding=False,
-          nms_mode="batched", det_nms_boxes="regressed", num_classes=21, rpn_post_nms_top_n=12, num_regions=6,
-          score_thresh=0.01)
+C4 = dict(
+    tiny=True,
+    depth=50,
+    stride_in_1x1=True,
+    image_size=(66, 98),
+    pooler_resolution=4,
+    anchor_rounding=False,
+    nms_mode="batched",
+    det_nms_boxes="regressed",
+    num_classes=21,
+    rpn_post_nms_top_n=12,
+    num_regions=6,
+    score_thresh=0.01,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,9 +130,22 @@ def test_detectron2_runs_every_stage_and_pins_k():
     rec = StageRecorder()
     with torch.no_grad():
         out = model(**model.make_inputs(2, generator=torch.Generator().manual_seed(0), device="cpu"), stage=rec)
-    assert rec.names == stage_names(model) == [
-        "preprocess", "backbone", "rpn.head", "rpn.decode", "rpn.nms", "roi_align", "roi_head", "box_predictor",
-        "det.nms", "select"]
+    assert (
+        rec.names
+        == stage_names(model)
+        == [
+            "preprocess",
+            "backbone",
+            "rpn.head",
+            "rpn.decode",
+            "rpn.nms",
+            "roi_align",
+            "roi_head",
+            "box_predictor",
+            "det.nms",
+            "select",
+        ]
+    )
     assert out.mask.all() and out.features.shape == (2, 8, 128) and out.extras["regions"] == [8, 8]
     assert model.workload()["backend"] == "detectron2" and model.workload()["nms_mode"] == "batched"
 
@@ -171,20 +194,30 @@ def _import_failing(exc):
         if name.split(".")[0] == "detectron2":
             raise exc
         return real(name, *args, **kwargs)
+
     return fake
 
 
 def test_not_installed_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(detectron2_backend.importlib, "import_module",
-                        _import_failing(ModuleNotFoundError("No module named 'detectron2'", name="detectron2")))
+    monkeypatch.setattr(
+        detectron2_backend.importlib,
+        "import_module",
+        _import_failing(ModuleNotFoundError("No module named 'detectron2'", name="detectron2")),
+    )
     with pytest.raises(VlpbenchError, match=r"detectron2 is not installed; make install-detectron2"):
         VISUAL.build("butd-r101-c4", tiny=True, backend="detectron2")
 
 
-@pytest.mark.parametrize("exc, pattern", [
-    (ModuleNotFoundError("No module named 'fvcore'", name="fvcore"), r"installed but broken: it needs 'fvcore'"),
-    (ImportError("detectron2/_C.so: undefined symbol: _ZN3c10"), r"installed but broken \(ImportError: .*undefined"),
-])
+@pytest.mark.parametrize(
+    "exc, pattern",
+    [
+        (ModuleNotFoundError("No module named 'fvcore'", name="fvcore"), r"installed but broken: it needs 'fvcore'"),
+        (
+            ImportError("detectron2/_C.so: undefined symbol: _ZN3c10"),
+            r"installed but broken \(ImportError: .*undefined",
+        ),
+    ],
+)
 def test_installed_but_broken_is_a_clear_error(monkeypatch, exc, pattern):
     monkeypatch.setattr(detectron2_backend.importlib, "import_module", _import_failing(exc))
     with pytest.raises(VlpbenchError, match=pattern):

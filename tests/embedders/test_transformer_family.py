@@ -7,20 +7,17 @@ import dataclasses
 import pytest
 import torch
 
-from vlpbench.architectures.compose import ArchConfig, VLPModel
-from vlpbench.architectures.dual_encoder import DualEncoderInteraction
+from doubles import StageRecorder
 from vlpbench.architectures.common import box_features
-from vlpbench.architectures.single_stream import SingleStreamInteraction
+from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.embedders.patch import PatchEmbedder, vilt_resize_shape
 from vlpbench.embedders.text import BertEmbedder, ClipTextEmbedder, load_tokenizer
 from vlpbench.errors import VlpbenchError
+from vlpbench.layers import padding_to_attn_mask
 from vlpbench.presets import load_all
 from vlpbench.registry import INTERACTION, TEXT, VISUAL
-from vlpbench.layers import padding_to_attn_mask
 from vlpbench.stages import stage_names
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens, check_benchmarkable
-
-from doubles import StageRecorder
 
 load_all()
 VISUAL_PRESETS = ["vilt-b32-patch", "clip-vit-b32-patch"]
@@ -90,14 +87,24 @@ def test_patch_sampling_is_seeded_and_keeps_cls():
     torch.testing.assert_close(oa.features, ob.features)
     idx = oa.extras["patch_index"]
     torch.testing.assert_close(oa.features[:, 0], of.features[:, 0])
-    torch.testing.assert_close(oa.features[:, 1:], torch.gather(of.features[:, 1:], 1, idx[:, :, None].expand(-1, -1, 8)))
+    torch.testing.assert_close(
+        oa.features[:, 1:], torch.gather(of.features[:, 1:], 1, idx[:, :, None].expand(-1, -1, 8))
+    )
     assert len(set(idx[0].tolist())) == 5
     a.reset_sampler()
     torch.testing.assert_close(a(x).extras["patch_index"], idx)
 
 
-@pytest.mark.parametrize("kwargs", [dict(image_size=(60, 96)), dict(image_size=(8, 96)), dict(max_image_len=0),
-                                    dict(pos_interp="nearest"), dict(pos_interp="none", pos_grid=(3, 3))])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(image_size=(60, 96)),
+        dict(image_size=(8, 96)),
+        dict(max_image_len=0),
+        dict(pos_interp="nearest"),
+        dict(pos_interp="none", pos_grid=(3, 3)),
+    ],
+)
 def test_patch_bad_config(kwargs):
     base = dict(image_size=(64, 96), patch_size=16, dim=8)
     base.update(kwargs)
@@ -183,8 +190,12 @@ def _tokens(spec: TokenSpec, b: int, n: int, *, pooled_dim=None):
     if spec.has_boxes:
         xy = torch.rand(b, n, 2) * 0.5
         boxes = torch.cat([xy, xy + 0.4], dim=-1)
-    return VisualTokens(torch.randn(b, n, spec.dim), torch.ones(b, n, dtype=torch.bool), boxes=boxes,
-                        pooled=torch.randn(b, pooled_dim or spec.dim) if spec.pooled else None)
+    return VisualTokens(
+        torch.randn(b, n, spec.dim),
+        torch.ones(b, n, dtype=torch.bool),
+        boxes=boxes,
+        pooled=torch.randn(b, pooled_dim or spec.dim) if spec.pooled else None,
+    )
 
 
 VISUAL_SPECS = {
@@ -217,8 +228,9 @@ def test_interactions_any_visual_spec(name, vkey):
         assert out.image_embeds.shape == out.text_embeds.shape == (2, inter.output_dim)
         torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(2))
         assert out.logits_per_image.shape == (2, 2)
-        torch.testing.assert_close(out.logits_per_image,
-                                   inter.logit_scale.exp() * out.image_embeds @ out.text_embeds.t())
+        torch.testing.assert_close(
+            out.logits_per_image, inter.logit_scale.exp() * out.image_embeds @ out.text_embeds.t()
+        )
 
 
 def test_single_stream_boxes_change_output():
@@ -295,11 +307,14 @@ def test_interaction_bad_tokens():
         INTERACTION.build("single-stream", tiny=True, context={"visual_spec": vspec, "text_spec": tspec}, width=30)
 
 
-@pytest.mark.parametrize("visual,text,interaction", [
-    ("vilt-b32-patch", "bert-base-embed", "single-stream"),
-    ("clip-vit-b32-patch", "clip-text-b32", "dual-encoder"),
-    ("vilt-b32-patch", "clip-text-b32", "single-stream"),
-])
+@pytest.mark.parametrize(
+    "visual,text,interaction",
+    [
+        ("vilt-b32-patch", "bert-base-embed", "single-stream"),
+        ("clip-vit-b32-patch", "clip-text-b32", "dual-encoder"),
+        ("vilt-b32-patch", "clip-text-b32", "single-stream"),
+    ],
+)
 def test_composed_tiny_architectures(visual, text, interaction):
     torch.manual_seed(0)
     model = VLPModel.from_config(ArchConfig(visual, text, interaction, tiny=True)).eval()
@@ -368,5 +383,6 @@ def test_dual_encoder_last_layer_cls_shortcut_is_exact():
         mask[1, 6:] = False
         bias = padding_to_attn_mask(mask, x.dtype)
         blk = inter.tower.layers[0]
-        torch.testing.assert_close(last_layer_first_token(blk, x, bias), blk(x, attn_mask=bias)[:, 0],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            last_layer_first_token(blk, x, bias), blk(x, attn_mask=bias)[:, 0], atol=1e-5, rtol=1e-5
+        )

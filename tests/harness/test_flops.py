@@ -1,6 +1,5 @@
 """FLOP counting: analytic checks of the formulas we add, the fast path, per-stage attribution, honesty lists."""
 
-import pytest
 import torch
 import torchvision
 from torch import nn
@@ -14,8 +13,12 @@ def test_encoder_matches_analytic_count_including_cpu_sdpa():
     m = Encoder(d, depth, h, mlp).eval()
     x = torch.randn(b, t, d)
     r = count_flops(lambda stage: m(x))
-    per_layer = (2 * b * t * d * 3 * d + 2 * b * t * d * d + 2 * 2 * b * t * d * mlp  # qkv, proj, mlp
-                 + 2 * b * h * t * t * (d // h) * 2)  # QK^T and AV
+    per_layer = (
+        2 * b * t * d * 3 * d
+        + 2 * b * t * d * d
+        + 2 * 2 * b * t * d * mlp  # qkv, proj, mlp
+        + 2 * b * h * t * t * (d // h) * 2
+    )  # QK^T and AV
     assert r["total"] == depth * per_layer
     assert r["by_op"]["aten._scaled_dot_product_flash_attention_for_cpu"] == depth * 2 * b * h * t * t * (d // h) * 2
     assert r["unit"] == "FLOPs" and "2 per multiply-add" in r["convention"]
@@ -76,7 +79,7 @@ def test_not_counted_lists_no_op_whose_flops_are_counted():
     x = torch.randn(1, 3, 10, 10)
 
     def fn(stage):
-        y = lin(conv(x).flatten(2).transpose(1, 2))                 # [1, 64, 8]
+        y = lin(conv(x).flatten(2).transpose(1, 2))  # [1, 64, 8]
         q = y.view(1, 64, 2, 4).transpose(1, 2)
         return torch.nn.functional.scaled_dot_product_attention(q, q, q).relu()
 

@@ -154,13 +154,16 @@ def test_protocol_min_time_drives_iteration_count():
     assert len(m.samples) == 7  # capped
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"min_iters": 0}, "iteration count 0"),
-    ({"min_iters": -3}, "iteration count -3"),
-    ({"warmup": -1}, "warmup -1"),
-    ({"min_iters": 5, "max_iters": 2}, "max_iters 2"),
-    ({"min_time_s": -1.0}, "min_time_s -1.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"min_iters": 0}, "iteration count 0"),
+        ({"min_iters": -3}, "iteration count -3"),
+        ({"warmup": -1}, "warmup -1"),
+        ({"min_iters": 5, "max_iters": 2}, "max_iters 2"),
+        ({"min_time_s": -1.0}, "min_time_s -1.0"),
+    ],
+)
 def test_protocol_bad_values(kwargs, word):
     with pytest.raises(VlpbenchError, match=word):
         Protocol(**kwargs).validate()
@@ -214,6 +217,7 @@ def test_scoped_stage_prefixes_and_groups():
     def stage(name, group=None):
         seen.append((name, group))
         from contextlib import nullcontext
+
         return nullcontext()
 
     s = scoped(stage, "visual", "VE")
@@ -227,13 +231,16 @@ def test_scoped_stage_prefixes_and_groups():
         scoped(stage, "x", "bogus")
 
 
-@pytest.mark.parametrize("ve, te, mi, cls", [
-    (100, 1, 1000, "d"),    # MI largest
-    (900, 1, 15, "c"),      # VE largest, MI > TE
-    (76, 46, 1, "b"),       # VE ~ TE, both > MI
-    (900, 50, 1, "a"),      # VE >> TE > MI
-    (1, 100, 1, "unclassified"),
-])
+@pytest.mark.parametrize(
+    "ve, te, mi, cls",
+    [
+        (100, 1, 1000, "d"),  # MI largest
+        (900, 1, 15, "c"),  # VE largest, MI > TE
+        (76, 46, 1, "b"),  # VE ~ TE, both > MI
+        (900, 50, 1, "a"),  # VE >> TE > MI
+        (1, 100, 1, "unclassified"),
+    ],
+)
 def test_taxonomy_rule(ve, te, mi, cls):
     t = classify(ve, te, mi, factor=3.0, paper_class="c")
     assert t["class"] == cls

@@ -20,7 +20,7 @@ def small_kernels(monkeypatch):
 def test_measure_peak_takes_the_faster_kernel(small_kernels):
     res = peakmod.measure_peak(1, reps=3, min_s=0.0)
     assert res["threads"] == 1 and [k["kind"] for k in res["kernels"]] == ["matmul", "matmul", "conv1x1"]
-    assert res["kernels"][1]["flop"] == 2 * 128 ** 3
+    assert res["kernels"][1]["flop"] == 2 * 128**3
     assert res["peak_gflop_per_s"] == max(res["matmul_gflop_per_s"], res["conv1x1_gflop_per_s"]) > 0
     lib = "MKL/BLAS matmul" if res["peak_gflop_per_s"] == res["matmul_gflop_per_s"] else "oneDNN 1x1 conv"
     assert res["peak_source"].startswith(lib)
@@ -30,7 +30,7 @@ def test_peak_file_keeps_one_entry_per_cpu_device_threads(tmp_path, small_kernel
     f = tmp_path / "peak.json"
     one = peakmod.measure_peak(1, reps=3, min_s=0.0)
     peakmod.save_peak(one, f)
-    peakmod.save_peak({**one, "peak_gflop_per_s": 123.0}, f)      # same CPU and threads: replaced
+    peakmod.save_peak({**one, "peak_gflop_per_s": 123.0}, f)  # same CPU and threads: replaced
     peakmod.save_peak({**one, "threads": 2}, f)
     entries = json.loads(f.read_text())["entries"]
     assert [e["threads"] for e in entries] == [1, 2]
@@ -43,10 +43,25 @@ def test_peak_file_keeps_one_entry_per_cpu_device_threads(tmp_path, small_kernel
 
 def test_record_stages_carry_gflops_and_peak_share(tmp_path, toys):
     f = tmp_path / "peak.json"
-    peakmod.save_peak({"kind": "peak", "device": "cpu", "cpu": cpu_model(), "threads": 1, "peak_gflop_per_s": 50.0,
-                       "peak_source": "oneDNN 1x1 conv (test)"}, f)
-    rec = run_spec(RunSpec(target="test-toy-arch", threads=1, peak_file=str(f),
-                           protocol=Protocol(warmup=1, min_iters=3, min_time_s=0.0)))
+    peakmod.save_peak(
+        {
+            "kind": "peak",
+            "device": "cpu",
+            "cpu": cpu_model(),
+            "threads": 1,
+            "peak_gflop_per_s": 50.0,
+            "peak_source": "oneDNN 1x1 conv (test)",
+        },
+        f,
+    )
+    rec = run_spec(
+        RunSpec(
+            target="test-toy-arch",
+            threads=1,
+            peak_file=str(f),
+            protocol=Protocol(warmup=1, min_iters=3, min_time_s=0.0),
+        )
+    )
     by_stage = rec["flops"]["by_stage"]
     for st in rec["stages"]:
         if by_stage.get(st["name"]):
@@ -55,14 +70,14 @@ def test_record_stages_carry_gflops_and_peak_share(tmp_path, toys):
         else:
             assert st["gflop_per_s"] is None and st["peak_share"] is None
     patch = next(s for s in rec["stages"] if s["name"] == "visual.patch")
-    assert patch["gflop_per_s"] > 0                        # a conv: counted FLOPs
+    assert patch["gflop_per_s"] > 0  # a conv: counted FLOPs
     eff = rec["efficiency"]
     assert eff["peak_gflop_per_s"] == 50.0 and eff["peak_source"] == "oneDNN 1x1 conv (test)"
     assert eff["total_peak_share"] == pytest.approx(eff["total_gflop_per_s"] / 50.0)
 
 
 def test_no_peak_file_leaves_share_empty_but_rate_present(tmp_path, toys, monkeypatch):
-    monkeypatch.chdir(tmp_path)                             # no reports/peak.json here
+    monkeypatch.chdir(tmp_path)  # no reports/peak.json here
     rec = run_spec(RunSpec(target="test-toy-arch", threads=1, protocol=Protocol(warmup=0, min_iters=3, min_time_s=0)))
     assert rec["efficiency"]["peak_gflop_per_s"] is None
     assert next(s for s in rec["stages"] if s["name"] == "visual.patch")["peak_share"] is None

@@ -39,7 +39,7 @@ def test_progress_lines_between_iterations():
     assert lines[0].startswith("vlpbench: toy warm-up 1/2, elapsed")
     timed = [ln for ln in lines if "timed iteration" in ln]
     assert [ln.split("timed iteration ")[1].split(",")[0] for ln in timed] == ["1/4", "2/4", "3/4", "4/4"]
-    assert "elapsed 3.0 s" in timed[0] and "~3.0 s left" in timed[0]   # 2 warm-up + 1 timed s; 3 x 1 s to go
+    assert "elapsed 3.0 s" in timed[0] and "~3.0 s left" in timed[0]  # 2 warm-up + 1 timed s; 3 x 1 s to go
     assert timed[-1].endswith("~0.0 s left")
     # no line is ever written while a forward runs: the count only moves between calls
     assert seen_during == sorted(seen_during)
@@ -58,8 +58,15 @@ def test_progress_is_throttled_but_prints_first_and_last():
 def test_progress_reaches_stderr_in_a_run(capsys, toys):
     from vlpbench.harness.runner import RunSpec, run_spec
 
-    run_spec(RunSpec(target="test-toy-arch", threads=1, count_flops=False, progress=True,
-                     protocol=Protocol(warmup=1, min_iters=3, min_time_s=0.0)))
+    run_spec(
+        RunSpec(
+            target="test-toy-arch",
+            threads=1,
+            count_flops=False,
+            progress=True,
+            protocol=Protocol(warmup=1, min_iters=3, min_time_s=0.0),
+        )
+    )
     err = capsys.readouterr().err
     assert "vlpbench: test-toy-arch timed iteration 3/3" in err and "elapsed" in err
 
@@ -101,25 +108,28 @@ def test_target_ci_time_cap():
         with stage("a", "VE"):
             clock.advance_ms(100 if k[0] % 2 else 300)
 
-    p = Protocol(warmup=0, min_iters=3, min_time_s=0.0, max_iters=10_000, target_ci=0.001, max_time_s=5.0,
-                 uninstrumented=False)
+    p = Protocol(
+        warmup=0, min_iters=3, min_time_s=0.0, max_iters=10_000, target_ci=0.001, max_time_s=5.0, uninstrumented=False
+    )
     m = Measurement(noisy, "cpu", p, clock=clock).run()
     assert m.stopped_by == "max_time" and 5.0 <= m._spent_s() < 5.4
 
 
-@pytest.mark.parametrize("kw, word", [({"target_ci": 0}, "target CI 0"), ({"target_ci": 1.5}, "target CI 1.5"),
-                                      ({"max_time_s": -1}, "max_time_s -1")])
+@pytest.mark.parametrize(
+    "kw, word",
+    [({"target_ci": 0}, "target CI 0"), ({"target_ci": 1.5}, "target CI 1.5"), ({"max_time_s": -1}, "max_time_s -1")],
+)
 def test_precision_options_bad_values(kw, word):
     with pytest.raises(VlpbenchError, match=word):
         Protocol(**kw).validate()
 
 
 def test_paired_overhead_resolvable_and_not():
-    steady = [(10.0 + 0.01 * i + 0.5, 10.0 + 0.01 * i) for i in range(20)]   # +0.5 ms every pair
+    steady = [(10.0 + 0.01 * i + 0.5, 10.0 + 0.01 * i) for i in range(20)]  # +0.5 ms every pair
     o = paired_overhead(steady)
     assert o["resolvable"] is True and o["paired_ms"] == pytest.approx(0.5)
     assert o["paired_ci95_ms"][0] > 0 and o["paired_pct"] == pytest.approx(100 * 0.5 / 10.095, rel=1e-3)
-    noise = [(10.0 + (1 if i % 2 else -1), 10.0) for i in range(20)]          # +-1 ms, no real cost
+    noise = [(10.0 + (1 if i % 2 else -1), 10.0) for i in range(20)]  # +-1 ms, no real cost
     o = paired_overhead(noise)
     assert o["resolvable"] is False and o["verdict"] == NOT_RESOLVABLE
     assert o["paired_ci95_ms"][0] < 0 < o["paired_ci95_ms"][1]
@@ -174,8 +184,14 @@ def test_machine_state_and_busy_flag():
 def test_record_env_carries_machine_state(toys):
     from vlpbench.harness.runner import RunSpec, run_spec
 
-    rec = run_spec(RunSpec(target="test-toy-arch", threads=1, count_flops=False,
-                           protocol=Protocol(warmup=0, min_iters=3, min_time_s=0.0)))
+    rec = run_spec(
+        RunSpec(
+            target="test-toy-arch",
+            threads=1,
+            count_flops=False,
+            protocol=Protocol(warmup=0, min_iters=3, min_time_s=0.0),
+        )
+    )
     env = rec["env"]
     for k in ("os", "numpy", "cpu_freq", "machine", "busy"):
         assert k in env

@@ -13,11 +13,12 @@ FAST = Protocol(warmup=1, min_iters=3, min_time_s=0.0)
 
 
 def test_trace_file_holds_every_stage_of_the_record(tmp_path, toys):
-    rec = run_spec(RunSpec(target="test-toy-arch", threads=1, protocol=FAST, count_flops=False,
-                           trace_dir=str(tmp_path / "traces")))
+    rec = run_spec(
+        RunSpec(target="test-toy-arch", threads=1, protocol=FAST, count_flops=False, trace_dir=str(tmp_path / "traces"))
+    )
     path = rec["trace"]["file"]
     assert path == str(tmp_path / "traces" / f"test-toy-arch-{rec['key']}.json")
-    data = json.loads(open(path).read())               # a Chrome trace: {"traceEvents": [...]}
+    data = json.loads(open(path).read())  # a Chrome trace: {"traceEvents": [...]}
     names = set(trace_event_names(path))
     stages = [s["name"] for s in rec["stages"]]
     assert stages == ["visual.patch", "text.embed", "interaction.mix"]
@@ -51,12 +52,12 @@ def test_ranges_only_while_a_profiler_runs(monkeypatch):
         return timer.end_iteration()
 
     one_iteration()
-    assert opened == []                                 # the timed path opens no range
+    assert opened == []  # the timed path opens no range
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         s = one_iteration()
     assert opened == ["visual.patch", "visual.patch.proj"] and s.leaves == ["visual.patch.proj"]
     opened.clear()
-    monkeypatch.setenv("VLPBENCH_RANGES", "1")         # forced on, for Nsight Systems
+    monkeypatch.setenv("VLPBENCH_RANGES", "1")  # forced on, for Nsight Systems
     one_iteration()
     assert opened == ["visual.patch", "visual.patch.proj"]
 

@@ -20,12 +20,12 @@ def test_jit_freeze_is_its_own_configuration_and_matches_eager():
     eager = run_spec(spec())
     frozen = run_spec(spec(variant="jit-freeze"))
     assert frozen["key"] != eager["key"] and eager["variant"] == {"name": "eager"}
-    assert eager["key"] == spec().key()                      # eager keys did not change with the axis
+    assert eager["key"] == spec().key()  # eager keys did not change with the axis
     v = frozen["variant"]
     assert v["name"] == "jit-freeze" and v["within_tolerance"] is True and v["max_scaled_diff"] <= TOLERANCE
     assert v["build_s"] > 0 and v["first_call_s"] > 0
     assert frozen["stages"] == [] and frozen["total"]["n"] == 3 and "uninstrumented" not in frozen
-    assert frozen["flops"]["total"] == eager["flops"]["total"]    # same arithmetic, counted on eager
+    assert frozen["flops"]["total"] == eager["flops"]["total"]  # same arithmetic, counted on eager
     assert "taxonomy" in eager and "taxonomy" not in frozen
 
 
@@ -51,7 +51,7 @@ def test_flatten_and_difference():
     d = output_difference(a, b)
     assert d["within_tolerance"] is False and d["max_abs_diff"] == pytest.approx(2e-4, rel=1e-3)
     big = VisualTokens(a.features * 1e3, a.mask)
-    d = output_difference(big, VisualTokens(big.features + 2e-2, a.mask))   # scaled by max |eager| = 1000
+    d = output_difference(big, VisualTokens(big.features + 2e-2, a.mask))  # scaled by max |eager| = 1000
     assert d["within_tolerance"] is True and d["max_scaled_diff"] == pytest.approx(2e-5, rel=1e-2)
     wrong_mask = VisualTokens(a.features, ~a.mask)
     assert output_difference(a, wrong_mask)["within_tolerance"] is False
@@ -67,6 +67,6 @@ def test_text_embedders_compile_without_graph_breaks():
     inputs = m.make_inputs(1, generator=torch.Generator().manual_seed(0))
     explained = torch._dynamo.explain(lambda **kw: m(**kw).features)(**inputs)
     assert explained.graph_break_count == 0, explained.break_reasons
-    bad = dict(inputs, input_ids=inputs["input_ids"].clone().fill_(10 ** 6))
+    bad = dict(inputs, input_ids=inputs["input_ids"].clone().fill_(10**6))
     with pytest.raises(VlpbenchError, match="token id 1000000"):
-        m(**bad)                                             # eager CPU keeps the one-line error
+        m(**bad)  # eager CPU keeps the one-line error

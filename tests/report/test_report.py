@@ -36,9 +36,14 @@ def _arch_names():
     names = [n for n in ("vilt-b32", "clip-vit-b32") if n in ARCH]
     if not names:
         if STANDIN not in ARCH:
-            ARCH.register(STANDIN, VLPModel.from_config,
-                          ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
-                          tiny={"tiny": True}, paper={"class": "d"}, description="test stand-in for vilt-b32")
+            ARCH.register(
+                STANDIN,
+                VLPModel.from_config,
+                ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream"),
+                tiny={"tiny": True},
+                paper={"class": "d"},
+                description="test stand-in for vilt-b32",
+            )
         names = [STANDIN]
     return names
 
@@ -51,18 +56,33 @@ def runs(tmp_path_factory):
     archs = _arch_names()
     main = RunDir.open(root / "main", create=True)
     specs = [RunSpec(a, tiny=True, protocol=FAST) for a in archs]
-    specs += [RunSpec(v, component="visual", tiny=True, protocol=FAST)
-              for v in ("vilt-b32-patch", "pixelbert-r50-grid") if v in VISUAL]
+    specs += [
+        RunSpec(v, component="visual", tiny=True, protocol=FAST)
+        for v in ("vilt-b32-patch", "pixelbert-r50-grid")
+        if v in VISUAL
+    ]
     run_many(specs, main, isolated=False)
 
     sweep = RunDir.open(root / "sweep", create=True)
-    run_many([RunSpec(archs[0], tiny=True, protocol=FAST, workload={"image_size": hw}) for hw in ([32, 32], [64, 96])],
-             sweep, isolated=False)
+    run_many(
+        [RunSpec(archs[0], tiny=True, protocol=FAST, workload={"image_size": hw}) for hw in ([32, 32], [64, 96])],
+        sweep,
+        isolated=False,
+    )
 
     acc = RunDir.open(root / "acc", create=True)
-    acc.write({"schema": SCHEMA, "kind": "accuracy", "key": "acc-test", "arch": archs[0], "config": {"tiny": True},
-               "workload": {}, "env": {"device": "cpu"},
-               "metrics": {ACC_METRIC: {"mean": 0.625, "std": 0.025, "seeds": [0.6, 0.625, 0.65]}}})
+    acc.write(
+        {
+            "schema": SCHEMA,
+            "kind": "accuracy",
+            "key": "acc-test",
+            "arch": archs[0],
+            "config": {"tiny": True},
+            "workload": {},
+            "env": {"device": "cpu"},
+            "metrics": {ACC_METRIC: {"mean": 0.625, "std": 0.025, "seeds": [0.6, 0.625, 0.65]}},
+        }
+    )
     return {"main": main.path, "sweep": sweep.path, "acc": acc.path, "archs": archs}
 
 
@@ -86,8 +106,12 @@ def test_report_names_only_what_exists_and_holds_measured_numbers(runs, tmp_path
     html = (out / "report.html").read_text()
     images, csvs = _md_links(md)
 
-    assert {"figures/figure1.png", "figures/taxonomy.png", "figures/latency_accuracy.png",
-            "figures/scaling_image_size.png"} <= set(images)
+    assert {
+        "figures/figure1.png",
+        "figures/taxonomy.png",
+        "figures/latency_accuracy.png",
+        "figures/scaling_image_size.png",
+    } <= set(images)
     for rel in images:
         with Image.open(out / rel) as im:
             assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 200
@@ -135,7 +159,9 @@ def test_report_names_only_what_exists_and_holds_measured_numbers(runs, tmp_path
     points = _csv(out / "tables/scaling-image-size-points.csv")
     sweep = sorted(RunDir(runs["sweep"]).records(), key=lambda r: r["spec"]["workload"]["image_size"][0])
     assert [p["image_size"] for p in points] == ["32x32", "64x96"]
-    assert [float(p["total_median_ms"]) for p in points] == pytest.approx([r["total"]["median_ms"] for r in sweep], rel=1e-11)
+    assert [float(p["total_median_ms"]) for p in points] == pytest.approx(
+        [r["total"]["median_ms"] for r in sweep], rel=1e-11
+    )
     slopes = _csv(out / "tables/scaling-image-size-slopes.csv")
     assert slopes[0]["fastest_stage"] in {s["name"] for s in sweep[0]["stages"]}
 
@@ -179,12 +205,21 @@ def test_region_embedder_lands_in_the_region_schema(tmp_path):
     md = build_report([run.path], tmp_path / "rep").read_text()
     assert "region: frcnn-r50-fpn (tiny)" not in md  # figure labels live in the PNG, the table names the schema
     row = next(r for r in _csv(tmp_path / "rep/tables/summary.csv"))
-    assert row["schema"] == "region" and float(row["total_median_ms"]) == pytest.approx(rec["total"]["median_ms"], rel=1e-11)
+    assert row["schema"] == "region" and float(row["total_median_ms"]) == pytest.approx(
+        rec["total"]["median_ms"], rel=1e-11
+    )
 
 
 def test_metric_values_reads_seed_blocks_and_skips_counts():
-    rec = {"metrics": {"a": {"mean": 0.5, "std": 0.1, "seeds": [0.4, 0.5, 0.6]}, "b": {"mean": 0.7, "seeds": [0.6, 0.8]},
-                       "n": 3000, "relational": 0.61, "empty": float("nan")}}
+    rec = {
+        "metrics": {
+            "a": {"mean": 0.5, "std": 0.1, "seeds": [0.4, 0.5, 0.6]},
+            "b": {"mean": 0.7, "seeds": [0.6, 0.8]},
+            "n": 3000,
+            "relational": 0.61,
+            "empty": float("nan"),
+        }
+    }
     vals = tables.metric_values(rec)
     assert set(vals) == {"a", "b", "relational"}
     assert vals["a"] == {"mean": 0.5, "std": 0.1, "n": 3}
@@ -237,11 +272,14 @@ def test_figures_draw_the_records_numbers(runs, tmp_path):
         assert row["margin_ratio"] is None or row["margin_ratio"] > 1
 
 
-@pytest.mark.parametrize("ve,te,mi,cls,by", [
-    (100, 0.3, 99, "c", "VE / MI"),        # VE 100 / MI 99: (c), by 1%: a close call
-    (99, 0.3, 100, "d", "MI / max(VE, TE)"),  # VE 99 / MI 100: (d), by 1%: a close call
-    (800, 0.3, 10, "c", "MI / TE"),
-])
+@pytest.mark.parametrize(
+    "ve,te,mi,cls,by",
+    [
+        (100, 0.3, 99, "c", "VE / MI"),  # VE 100 / MI 99: (c), by 1%: a close call
+        (99, 0.3, 100, "d", "MI / max(VE, TE)"),  # VE 99 / MI 100: (d), by 1%: a close call
+        (800, 0.3, 10, "c", "MI / TE"),
+    ],
+)
 def test_class_margin_names_the_deciding_comparison(ve, te, mi, cls, by):
     from vlpbench.harness.taxonomy import classify
 

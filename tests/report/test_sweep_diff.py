@@ -10,8 +10,10 @@ are swept on real presets here and in test_report.py.
 from __future__ import annotations
 
 import json
+
 import pytest
 
+from toy import ToyArch, ToyConfig
 from vlpbench import cli
 from vlpbench.errors import VlpbenchError
 from vlpbench.harness.protocol import Protocol
@@ -21,17 +23,20 @@ from vlpbench.report import diff as diffmod
 from vlpbench.report.sweep import curves, fastest_stage, parse_axis, run_sweep, sweep_specs
 from vlpbench.store import RunDir
 
-from toy import ToyArch, ToyConfig
-
 TOY = "test-sweepdiff-toy"
 FAST = Protocol(min_iters=3, min_time_s=0, warmup=1)
 
 
 def _register():
     if TOY not in ARCH:
-        ARCH.register(TOY, ToyArch, ToyConfig(dim=192, text_len=48, attention=True),
-                      description="test-only toy with a work knob",
-                      tiny=dict(dim=64), paper={"class": "d"})
+        ARCH.register(
+            TOY,
+            ToyArch,
+            ToyConfig(dim=192, text_len=48, attention=True),
+            description="test-only toy with a work knob",
+            tiny=dict(dim=64),
+            paper={"class": "d"},
+        )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,8 +67,9 @@ def test_parse_axis():
 
 def test_sweep_resumes_after_interrupt(tmp_path):
     # one thread and 4x the interaction work, so the mix stage's growth stands well above the noise
-    base = RunSpec("", protocol=Protocol(min_iters=5, min_time_s=0, warmup=1), tiny=True, threads=1,
-                   overrides={"work": 4})
+    base = RunSpec(
+        "", protocol=Protocol(min_iters=5, min_time_s=0, warmup=1), tiny=True, threads=1, overrides={"work": 4}
+    )
     specs = sweep_specs([(TOY, "arch")], [("batch_size", [1, 4, 16])], base)
     assert [(s.workload, s.batch_size) for s in specs] == [({}, 1), ({}, 4), ({}, 16)]
     run = RunDir.open(tmp_path / "sweep", create=True)
@@ -79,7 +85,9 @@ def test_sweep_resumes_after_interrupt(tmp_path):
     assert len(run.records()) == 1
 
     events.clear()
-    recs = run_sweep(specs, run, isolated=False, show_progress=False, progress=lambda e, s: events.append((e, s.batch_size)))
+    recs = run_sweep(
+        specs, run, isolated=False, show_progress=False, progress=lambda e, s: events.append((e, s.batch_size))
+    )
     assert events == [("skip", 1), ("run", 4), ("run", 16)]
     assert len(run.records()) == 3 and len(recs) == 3
 
@@ -91,8 +99,23 @@ def test_sweep_resumes_after_interrupt(tmp_path):
 
 def test_sweep_cli_writes_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cli-sweep"
-    argv = ["sweep", "--arch", TOY, "--axis", "batch_size=1,2", "--tiny", "--in-process", "--iters", "3",
-            "--min-time", "0", "--warmup", "1", "--out", str(out)]
+    argv = [
+        "sweep",
+        "--arch",
+        TOY,
+        "--axis",
+        "batch_size=1,2",
+        "--tiny",
+        "--in-process",
+        "--iters",
+        "3",
+        "--min-time",
+        "0",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+    ]
     code, stdout, err = _cli(argv, monkeypatch, capsys)
     assert code == 0, err
     assert "2 points" in stdout and "measuring" in err  # tqdm bar on stderr names the point
@@ -102,8 +125,21 @@ def test_sweep_cli_writes_and_resumes(tmp_path, monkeypatch, capsys):
     code, _, err = _cli(argv, monkeypatch, capsys)
     assert code == 0 and "recorded" in err and len(RunDir(out).records()) == 2
 
-    code, _, err = _cli(["sweep", "--visual", "vilt-b32-patch", "--axis", "regions=1,2", "--tiny", "--in-process",
-                         "--out", str(tmp_path / "x")], monkeypatch, capsys)
+    code, _, err = _cli(
+        [
+            "sweep",
+            "--visual",
+            "vilt-b32-patch",
+            "--axis",
+            "regions=1,2",
+            "--tiny",
+            "--in-process",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        monkeypatch,
+        capsys,
+    )
     assert code == 2 and "has no regions" in err
 
 
@@ -116,10 +152,22 @@ def two_runs(tmp_path_factory):
     proto = Protocol(min_iters=10, min_time_s=0.2, warmup=2)
     a = RunDir.open(root / "a", create=True)
     b = RunDir.open(root / "b", create=True)
-    run_many([RunSpec(TOY, tiny=True, threads=1, protocol=proto, overrides={"work": 1}),
-              RunSpec(TOY, tiny=True, threads=1, batch_size=2, protocol=FAST)], a, isolated=False)
-    run_many([RunSpec(TOY, tiny=True, threads=1, protocol=proto, overrides={"work": 16}),
-              RunSpec(TOY, tiny=True, threads=1, batch_size=3, protocol=FAST)], b, isolated=False)
+    run_many(
+        [
+            RunSpec(TOY, tiny=True, threads=1, protocol=proto, overrides={"work": 1}),
+            RunSpec(TOY, tiny=True, threads=1, batch_size=2, protocol=FAST),
+        ],
+        a,
+        isolated=False,
+    )
+    run_many(
+        [
+            RunSpec(TOY, tiny=True, threads=1, protocol=proto, overrides={"work": 16}),
+            RunSpec(TOY, tiny=True, threads=1, batch_size=3, protocol=FAST),
+        ],
+        b,
+        isolated=False,
+    )
     return a.path, b.path
 
 
@@ -174,12 +222,14 @@ def test_bad_inputs_give_one_line_and_exit_2(two_runs, tmp_path, monkeypatch, ca
     rec = RunDir(a).records()[0]
     rec["schema"] = "vlpbench.result/2"
     (future.path / "x.json").write_text(json.dumps(rec))
-    cases = [(["diff", str(a), str(empty.path)], "no results"),
-             (["diff", str(a), str(notrun)], "not a vlpbench run directory"),
-             (["diff", str(a), str(future.path)], "schema version"),
-             (["report", str(empty.path), "--out", str(tmp_path / "r")], "no results"),
-             (["report", str(notrun), "--out", str(tmp_path / "r")], "not a vlpbench run directory"),
-             (["report", str(future.path), "--out", str(tmp_path / "r")], "schema version")]
+    cases = [
+        (["diff", str(a), str(empty.path)], "no results"),
+        (["diff", str(a), str(notrun)], "not a vlpbench run directory"),
+        (["diff", str(a), str(future.path)], "schema version"),
+        (["report", str(empty.path), "--out", str(tmp_path / "r")], "no results"),
+        (["report", str(notrun), "--out", str(tmp_path / "r")], "not a vlpbench run directory"),
+        (["report", str(future.path), "--out", str(tmp_path / "r")], "schema version"),
+    ]
     for argv, msg in cases:
         code, _, err = _cli(argv, monkeypatch, capsys)
         assert code == 2, argv
@@ -189,8 +239,16 @@ def test_bad_inputs_give_one_line_and_exit_2(two_runs, tmp_path, monkeypatch, ca
 def test_too_few_samples_are_called_out():
     assert diffmod.min_p(3, 3) == pytest.approx(0.1)
     assert diffmod.min_p(10, 10) < 0.05
-    rec = {"kind": "latency", "key": "k", "arch": "x", "component": "arch", "workload": {"batch_size": 1},
-           "env": {}, "stages": [], "total": {"median_ms": 1.0, "samples_ms": [1.0, 1.1, 0.9]}}
+    rec = {
+        "kind": "latency",
+        "key": "k",
+        "arch": "x",
+        "component": "arch",
+        "workload": {"batch_size": 1},
+        "env": {},
+        "stages": [],
+        "total": {"median_ms": 1.0, "samples_ms": [1.0, 1.1, 0.9]},
+    }
     d = diffmod.diff_records([rec], [rec])
     assert any("cannot reach p < 0.05" in w for w in d.warnings)
     assert not d.rows[0].significant

@@ -29,8 +29,10 @@ def run(tmp_path_factory):
 
     toy.register_toys()
     run = RunDir.open(tmp_path_factory.mktemp("frame") / "run", create=True)
-    specs = [RunSpec("test-toy-arch", protocol=FAST, threads=1),
-             RunSpec("test-toy-arch", protocol=FAST, threads=1, batch_size=2, workload={"image_size": [16, 24]})]
+    specs = [
+        RunSpec("test-toy-arch", protocol=FAST, threads=1),
+        RunSpec("test-toy-arch", protocol=FAST, threads=1, batch_size=2, workload={"image_size": [16, 24]}),
+    ]
     records = run_many(specs, run, isolated=False)
     return run, records
 
@@ -40,8 +42,10 @@ def _rows(text_: str):
 
 
 def test_table_renders_one_model_four_ways():
-    t = Table([text("name"), Column("median_ms", "median ms"), Column("noisy", fmt=lambda v: "yes" if v else "no")],
-              caption="c")
+    t = Table(
+        [text("name"), Column("median_ms", "median ms"), Column("noisy", fmt=lambda v: "yes" if v else "no")],
+        caption="c",
+    )
     t.add("a|b", 1234.5678, True).add("c", None, False)
     assert t.to_csv().splitlines() == ["name,median_ms,noisy", "a|b,1234.5678,true", "c,,false"]
     md = t.to_markdown()
@@ -105,8 +109,15 @@ def test_compare_summary_csv_one_row_per_configuration(run):
 def test_load_frame_columns_and_what_adds_up(run):
     rd, records = run
     df = load_frame(rd.path)
-    for col in ("workload.image_height", "workload.image_width", "p95_ms", "ci95_low_ms", "ci95_high_ms", "noisy",
-                "cv"):
+    for col in (
+        "workload.image_height",
+        "workload.image_width",
+        "p95_ms",
+        "ci95_low_ms",
+        "ci95_high_ms",
+        "noisy",
+        "cv",
+    ):
         assert col in df, col
     assert "samples_ms" not in df  # raw samples come from load_samples, not as a list column
     small = df[df["key"] == records[1]["key"]]
@@ -129,14 +140,28 @@ def test_load_frame_columns_and_what_adds_up(run):
 
 
 def test_compare_cli_writes_csvs_and_the_command_line(tmp_path, capsys):
-    from vlpbench import cli
-
     import toy
+    from vlpbench import cli
 
     toy.register_toys()
     out = tmp_path / "cmp"
-    argv = ["compare", "--arch", "test-toy-arch", "--in-process", "--out", str(out), "--iters", "2",
-            "--min-time", "0", "--warmup", "1", "--no-flops", "--format", "csv-summary"]
+    argv = [
+        "compare",
+        "--arch",
+        "test-toy-arch",
+        "--in-process",
+        "--out",
+        str(out),
+        "--iters",
+        "2",
+        "--min-time",
+        "0",
+        "--warmup",
+        "1",
+        "--no-flops",
+        "--format",
+        "csv-summary",
+    ]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     info = json.loads((out / "run.json").read_text())

@@ -20,13 +20,13 @@ def test_augmented_objects_keep_their_colour_and_stay_in_place():
     images = split.images.float() / 255.0
     out = augment_batch(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
-    assert not torch.equal(out, images)                                  # something was applied
-    torch.testing.assert_close(augment_batch(images, torch.Generator().manual_seed(0)), out)   # seeded
+    assert not torch.equal(out, images)  # something was applied
+    torch.testing.assert_close(augment_batch(images, torch.Generator().manual_seed(0)), out)  # seeded
     shift = MAX_TRANSLATE * 64
     for k, scene in enumerate(split.scenes):
         for o in scene.objects:
-            y, x = int(o.cy), int(o.cx)                                  # centre pixel: inside the object after
+            y, x = int(o.cy), int(o.cx)  # centre pixel: inside the object after
             assert _nearest_colour(out[k, :, y, x]) == o.colour, (k, o)  # any shift of <= 1 px
             assert shift < o.radius
-    white = (images[:, :, 0, 0] == 1).all(1)                             # translated borders are filled white
+    white = (images[:, :, 0, 0] == 1).all(1)  # translated borders are filled white
     assert bool((out[white][:, :, 0, 0] > 0.85).all())

@@ -13,10 +13,45 @@ import torch
 from vlpbench.cli import main
 from vlpbench.study.vqa_metric import normalize_answer, vqa_accuracy
 
-VILT_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=64,
-                 patch_size=32, vocab_size=120, max_position_embeddings=16)
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "on", "mat", "red", "car", "what", "color",
-         "is", "the", "how", "many", "there", "photo", "of", ".", "?", "two", "left", "image", "has"]
+VILT_TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=64,
+    patch_size=32,
+    vocab_size=120,
+    max_position_embeddings=16,
+)
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "cat",
+    "dog",
+    "on",
+    "mat",
+    "red",
+    "car",
+    "what",
+    "color",
+    "is",
+    "the",
+    "how",
+    "many",
+    "there",
+    "photo",
+    "of",
+    ".",
+    "?",
+    "two",
+    "left",
+    "image",
+    "has",
+]
 ANSWERS = ["yes", "no", "2", "red", "cat"]
 SIZES = [(48, 80), (80, 48), (64, 64), (40, 100)]
 
@@ -39,8 +74,11 @@ def _vilt(path, cls_name, **extra):
     import transformers
 
     torch.manual_seed(0)
-    model = getattr(transformers, cls_name)._from_config(transformers.ViltConfig(**VILT_TINY, **extra),
-                                                          attn_implementation="eager").eval()
+    model = (
+        getattr(transformers, cls_name)
+        ._from_config(transformers.ViltConfig(**VILT_TINY, **extra), attn_implementation="eager")
+        .eval()
+    )
     _perturb(model)
     model.save_pretrained(path)
     _save_tokenizer(path)
@@ -50,10 +88,20 @@ def _vilt(path, cls_name, **extra):
 def _clip(path):
     from transformers import CLIPConfig, CLIPModel
 
-    text = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=16, eos_token_id=3, bos_token_id=2, pad_token_id=0)  # BERT's [SEP] ends a text
-    vision = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=64,
-                  patch_size=16)
+    text = dict(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        eos_token_id=3,
+        bos_token_id=2,
+        pad_token_id=0,
+    )  # BERT's [SEP] ends a text
+    vision = dict(
+        hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=64, patch_size=16
+    )
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)).eval()
     _perturb(model)
@@ -85,8 +133,12 @@ def _vilt_inputs(paths, texts, tok):
     imgs = [Image.open(p).convert("RGB") for p in paths]
     px = ViltImageProcessor()(images=imgs, return_tensors="pt")
     enc = tok(texts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
-    return dict(pixel_values=px["pixel_values"], pixel_mask=px["pixel_mask"], input_ids=enc["input_ids"],
-                attention_mask=enc["attention_mask"])
+    return dict(
+        pixel_values=px["pixel_values"],
+        pixel_mask=px["pixel_mask"],
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+    )
 
 
 # ---- VQAv2 -----------------------------------------------------------------------------------------------------
@@ -99,10 +151,17 @@ def _vqa_root(root, answers_per_question, types):
     for i, (q, answers, t) in enumerate(zip(QUESTIONS, answers_per_question, types)):
         _image(root / "val2014" / f"COCO_val2014_{100 + i:012d}.jpg", SIZES[i], i)
         qs.append({"image_id": 100 + i, "question": q, "question_id": 1000 + i})
-        anns.append({"question_id": 1000 + i, "image_id": 100 + i, "answer_type": t,
-                     "multiple_choice_answer": max(set(answers), key=answers.count),
-                     "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
-                                 for k, a in enumerate(answers)]})
+        anns.append(
+            {
+                "question_id": 1000 + i,
+                "image_id": 100 + i,
+                "answer_type": t,
+                "multiple_choice_answer": max(set(answers), key=answers.count),
+                "answers": [
+                    {"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k, a in enumerate(answers)
+                ],
+            }
+        )
     (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps({"questions": qs}))
     (root / "v2_mscoco_val2014_annotations.json").write_text(json.dumps({"annotations": anns}))
 
@@ -111,13 +170,18 @@ def test_vqa_accuracy_by_hand():
     assert vqa_accuracy("2", ["2"] * 10) == 1.0
     # 2 of 10 agree: leaving out one of them leaves 1 match (1/3), leaving out another leaves 2 (2/3)
     assert vqa_accuracy("2", ["2", "2"] + ["3"] * 8) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
-    assert vqa_accuracy("two", ["2"] * 4 + ["3"] * 6) == 1.0   # normalised: number words -> digits
+    assert vqa_accuracy("two", ["2"] * 4 + ["3"] * 6) == 1.0  # normalised: number words -> digits
     assert normalize_answer("A Dog!") == "dog" and normalize_answer("dont") == "don't"
 
 
 def test_eval_vqa_end_to_end(tmp_path, capsys):
-    d, ref = _vilt(tmp_path / "vqa-ckpt", "ViltForQuestionAnswering", num_labels=5,
-                   id2label=dict(enumerate(ANSWERS)), label2id={a: i for i, a in enumerate(ANSWERS)})
+    d, ref = _vilt(
+        tmp_path / "vqa-ckpt",
+        "ViltForQuestionAnswering",
+        num_labels=5,
+        id2label=dict(enumerate(ANSWERS)),
+        label2id={a: i for i, a in enumerate(ANSWERS)},
+    )
     from transformers import AutoTokenizer
 
     paths = [tmp_path / "vqa" / "val2014" / f"COCO_val2014_{100 + i:012d}.jpg" for i in range(4)]
@@ -127,14 +191,30 @@ def test_eval_vqa_end_to_end(tmp_path, capsys):
         logits = ref(**_vilt_inputs(paths, QUESTIONS, AutoTokenizer.from_pretrained(d))).logits
     preds = [ANSWERS[i] for i in logits.argmax(-1).tolist()]
     other = {p: next(a for a in ANSWERS if a != p) for p in ANSWERS}
-    answers = [[preds[0]] * 10, [preds[1]] * 2 + [other[preds[1]]] * 8, [other[preds[2]]] * 10,
-               [preds[3]] * 3 + [other[preds[3]]] * 7]
+    answers = [
+        [preds[0]] * 10,
+        [preds[1]] * 2 + [other[preds[1]]] * 8,
+        [other[preds[2]]] * 10,
+        [preds[3]] * 3 + [other[preds[3]]] * 7,
+    ]
     types = ["other", "number", "yes/no", "other"]
     _vqa_root(tmp_path / "vqa", answers, types)
     per_q = [1.0, (2 / 3 + 16 / 3) / 10, 0.0, (3 * (2 / 3) + 7 * 1.0) / 10]  # by hand, leave-one-out
     out = tmp_path / "run"
-    args = ["--task", "vqa", "--dataset", "vqav2", "--root", str(tmp_path / "vqa"), "--weights", str(d), "--out",
-            str(out), "--batch-size", "3"]
+    args = [
+        "--task",
+        "vqa",
+        "--dataset",
+        "vqav2",
+        "--root",
+        str(tmp_path / "vqa"),
+        "--weights",
+        str(d),
+        "--out",
+        str(out),
+        "--batch-size",
+        "3",
+    ]
     code, res, err = _run(args, capsys)
     assert code == 0, err
     assert res["vqa_acc"] == pytest.approx(np.mean(per_q))
@@ -150,8 +230,21 @@ def test_eval_vqa_end_to_end(tmp_path, capsys):
     bad, _ = _vilt(tmp_path / "labels", "ViltForQuestionAnswering", num_labels=3)
     code, _, err = _run([*args[:-4], "--weights", str(bad), "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "no answer in" in err and "id2label" in err and len(err.strip().splitlines()) == 1
-    code, _, err = _run(["--task", "vqa", "--dataset", "vqav2", "--root", str(tmp_path), "--weights", str(d),
-                         "--out", str(tmp_path / "r3")], capsys)
+    code, _, err = _run(
+        [
+            "--task",
+            "vqa",
+            "--dataset",
+            "vqav2",
+            "--root",
+            str(tmp_path),
+            "--weights",
+            str(d),
+            "--out",
+            str(tmp_path / "r3"),
+        ],
+        capsys,
+    )
     assert code == 2 and "lacks v2_OpenEnded_mscoco_val2014_questions.json" in err
 
 
@@ -159,12 +252,28 @@ def test_eval_resumes_from_partial(tmp_path, capsys, monkeypatch):
     """An evaluation killed after its first batch restarts from the partial file, with the same result."""
     from vlpbench.study import evaluate_real
 
-    d, _ = _vilt(tmp_path / "ck", "ViltForQuestionAnswering", num_labels=5, id2label=dict(enumerate(ANSWERS)),
-                 label2id={a: i for i, a in enumerate(ANSWERS)})
-    _vqa_root(tmp_path / "vqa", [["yes"] * 10, ["2"] * 10, ["no"] * 10, ["cat"] * 10], ["yes/no", "number",
-                                                                                      "yes/no", "other"])
-    args = ["--task", "vqa", "--dataset", "vqav2", "--root", str(tmp_path / "vqa"), "--weights", str(d),
-            "--batch-size", "2"]
+    d, _ = _vilt(
+        tmp_path / "ck",
+        "ViltForQuestionAnswering",
+        num_labels=5,
+        id2label=dict(enumerate(ANSWERS)),
+        label2id={a: i for i, a in enumerate(ANSWERS)},
+    )
+    _vqa_root(
+        tmp_path / "vqa", [["yes"] * 10, ["2"] * 10, ["no"] * 10, ["cat"] * 10], ["yes/no", "number", "yes/no", "other"]
+    )
+    args = [
+        "--task",
+        "vqa",
+        "--dataset",
+        "vqav2",
+        "--root",
+        str(tmp_path / "vqa"),
+        "--weights",
+        str(d),
+        "--batch-size",
+        "2",
+    ]
     code, full, err = _run([*args, "--out", str(tmp_path / "a")], capsys)
     assert code == 0, err
     real_add, calls = evaluate_real.Partial.add, []
@@ -188,11 +297,12 @@ def test_eval_resumes_from_partial(tmp_path, capsys, monkeypatch):
 
 # ---- NLVR2 -----------------------------------------------------------------------------------------------------
 def test_eval_nlvr2_end_to_end(tmp_path, capsys):
-    from transformers import AutoTokenizer, ViltImageProcessor
     from PIL import Image
+    from transformers import AutoTokenizer, ViltImageProcessor
 
-    d, ref = _vilt(tmp_path / "nlvr2-ckpt", "ViltForImagesAndTextClassification", num_images=2,
-                   modality_type_vocab_size=3)
+    d, ref = _vilt(
+        tmp_path / "nlvr2-ckpt", "ViltForImagesAndTextClassification", num_images=2, modality_type_vocab_size=3
+    )
     root = tmp_path / "nlvr2"
     sentences = ["the left image has a cat .", "there is a red car .", "two dog on a mat ."]
     for k in range(3):
@@ -208,21 +318,42 @@ def test_eval_nlvr2_end_to_end(tmp_path, capsys):
         preds = []
         for k in range(3):  # one example at a time: each pair padded on its own, as ViltProcessor does
             enc = tok([sentences[k]], padding="max_length", max_length=16, return_tensors="pt")
-            logits = ref(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                         pixel_values=px[k][None], pixel_mask=pm[k][None]).logits
+            logits = ref(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                pixel_values=px[k][None],
+                pixel_mask=pm[k][None],
+            ).logits
             preds.append(bool(logits.argmax(-1).item() == 1))
     labels = [preds[0], not preds[1], preds[2]]  # 2 of 3 right, by construction
-    lines = [json.dumps({"identifier": f"dev-{k}-0-0", "sentence": sentences[k], "label": str(labels[k])})
-             for k in range(3)]
+    lines = [
+        json.dumps({"identifier": f"dev-{k}-0-0", "sentence": sentences[k], "label": str(labels[k])}) for k in range(3)
+    ]
     (root / "dev.json").write_text("\n".join(lines) + "\n")
-    args = ["--task", "nlvr2", "--dataset", "nlvr2", "--root", str(root), "--weights", str(d), "--out",
-            str(tmp_path / "run"), "--batch-size", "2"]
+    args = [
+        "--task",
+        "nlvr2",
+        "--dataset",
+        "nlvr2",
+        "--root",
+        str(root),
+        "--weights",
+        str(d),
+        "--out",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "2",
+    ]
     code, res, err = _run(args, capsys)
     assert code == 0, err
     assert res["nlvr2_acc"] == pytest.approx(2 / 3) and res["examples"] == 3 and res["split"] == "dev"
     # a record naming one image only; the wrong head for the task
-    (root / "dev.json").write_text(lines[0] + "\n" + json.dumps({"identifier": "dev-1-0-0", "sentence": "a cat .",
-                                                                  "label": "True", "left_image": "x.png"}) + "\n")
+    (root / "dev.json").write_text(
+        lines[0]
+        + "\n"
+        + json.dumps({"identifier": "dev-1-0-0", "sentence": "a cat .", "label": "True", "left_image": "x.png"})
+        + "\n"
+    )
     code, _, err = _run([*args[:-4], "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "dev.json" in err and "line 2 names one image" in err
     qa, _ = _vilt(tmp_path / "qa", "ViltForQuestionAnswering", num_labels=5, id2label=dict(enumerate(ANSWERS)))
@@ -238,8 +369,14 @@ def _karpathy(root, dataset="flickr30k"):
     images = []
     for i, caps in enumerate(CAPTIONS):
         _image(root / f"{i}.jpg", SIZES[i], 50 + i)
-        images.append({"filename": f"{i}.jpg", "split": "test", "imgid": i,
-                       "sentences": [{"raw": c, "tokens": c.split()} for c in caps]})
+        images.append(
+            {
+                "filename": f"{i}.jpg",
+                "split": "test",
+                "imgid": i,
+                "sentences": [{"raw": c, "tokens": c.split()} for c in caps],
+            }
+        )
     (root / f"dataset_{dataset}.json").write_text(json.dumps({"images": images}))
     return [root / f"{i}.jpg" for i in range(3)], [c for caps in CAPTIONS for c in caps]
 
@@ -262,8 +399,18 @@ def test_eval_retrieval_vilt_itm_and_shortlist(tmp_path, capsys):
     with torch.no_grad():
         sim = np.array([[ref(**_vilt_inputs([p], [t], tok)).logits.item() for t in texts] for p in paths])
     tr1, ir1 = _recall_by_hand(sim, owners)
-    args = ["--task", "retrieval", "--dataset", "flickr30k", "--root", str(tmp_path / "f30k"), "--weights", str(d),
-            "--batch-size", "4"]
+    args = [
+        "--task",
+        "retrieval",
+        "--dataset",
+        "flickr30k",
+        "--root",
+        str(tmp_path / "f30k"),
+        "--weights",
+        str(d),
+        "--batch-size",
+        "4",
+    ]
     code, res, err = _run([*args, "--out", str(tmp_path / "run")], capsys)
     assert code == 0, err
     assert res["tr_r1"] == pytest.approx(tr1) and res["ir_r1"] == pytest.approx(ir1)
@@ -271,8 +418,9 @@ def test_eval_retrieval_vilt_itm_and_shortlist(tmp_path, capsys):
     assert res["tr_r10"] == 1.0 and res["ir_r10"] == 1.0  # 3 images, 6 texts: everything is in the top 10
     # the ViLT protocol of re-ranking a shortlist (here: the top 2 by a CLIP's cosine)
     clip, _ = _clip(tmp_path / "clip")
-    code, short, err = _run([*args, "--out", str(tmp_path / "run2"), "--shortlist", "2", "--shortlist-weights",
-                             str(clip)], capsys)
+    code, short, err = _run(
+        [*args, "--out", str(tmp_path / "run2"), "--shortlist", "2", "--shortlist-weights", str(clip)], capsys
+    )
     assert code == 0, err
     assert short["pairs_scored"] < 18 and "shortlist: the top 2" in short["protocol"]["scoring"]
 
@@ -296,8 +444,21 @@ def test_eval_retrieval_clip_and_zero_shot(tmp_path, capsys):
     paths, texts = _karpathy(tmp_path / "coco", "coco")
     owners = [i for i, caps in enumerate(CAPTIONS) for _ in caps]
     tr1, ir1 = _recall_by_hand(_clip_reference(ref, paths, texts, tok).numpy(), owners)
-    code, res, err = _run(["--task", "retrieval", "--dataset", "coco", "--root", str(tmp_path / "coco"), "--weights",
-                           str(d), "--out", str(tmp_path / "run")], capsys)
+    code, res, err = _run(
+        [
+            "--task",
+            "retrieval",
+            "--dataset",
+            "coco",
+            "--root",
+            str(tmp_path / "coco"),
+            "--weights",
+            str(d),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert res["tr_r1"] == pytest.approx(tr1) and res["ir_r1"] == pytest.approx(ir1)
     assert res["arch"] == "clip-vit-b32" and "whole gallery" in res["protocol"]["scoring"]
@@ -310,33 +471,80 @@ def test_eval_retrieval_clip_and_zero_shot(tmp_path, capsys):
             _image(files[-1], SIZES[(k + j) % 4], 70 + 2 * k + j)
     logits = _clip_reference(ref, files, [f"a photo of a {c.replace('_', ' ')}." for c in classes], tok)
     top1 = np.mean([int(logits[i].argmax()) == i // 2 for i in range(6)])
-    code, res, err = _run(["--task", "zero-shot", "--dataset", "imagefolder", "--root", str(tmp_path / "folder"),
-                           "--weights", str(d), "--out", str(tmp_path / "run")], capsys)
+    code, res, err = _run(
+        [
+            "--task",
+            "zero-shot",
+            "--dataset",
+            "imagefolder",
+            "--root",
+            str(tmp_path / "folder"),
+            "--weights",
+            str(d),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert res["top1"] == pytest.approx(top1) and res["classes"] == 3 and res["images"] == 6
     # a ViLT checkpoint for zero-shot; a truncated safetensors file
     vilt, _ = _vilt(tmp_path / "vilt", "ViltForImageAndTextRetrieval")
-    code, _, err = _run(["--task", "zero-shot", "--dataset", "imagefolder", "--root", str(tmp_path / "folder"),
-                         "--weights", str(vilt)], capsys)
+    code, _, err = _run(
+        ["--task", "zero-shot", "--dataset", "imagefolder", "--root", str(tmp_path / "folder"), "--weights", str(vilt)],
+        capsys,
+    )
     assert code == 2 and "is a 'vilt' checkpoint; accepted for --task zero-shot: CLIPModel" in err
     weights = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(weights[:1000])
-    code, _, err = _run(["--task", "retrieval", "--dataset", "coco", "--root", str(tmp_path / "coco"), "--weights",
-                         str(d), "--out", str(tmp_path / "r2")], capsys)
+    code, _, err = _run(
+        [
+            "--task",
+            "retrieval",
+            "--dataset",
+            "coco",
+            "--root",
+            str(tmp_path / "coco"),
+            "--weights",
+            str(d),
+            "--out",
+            str(tmp_path / "r2"),
+        ],
+        capsys,
+    )
     assert code == 2 and "model.safetensors' cannot be read" in err and len(err.strip().splitlines()) == 1
 
 
 # ---- the report's latency-versus-accuracy view ------------------------------------------------------------------
 def test_report_joins_measured_accuracy_with_latency_and_quotes_the_paper(tmp_path, capsys):
     """compare --weights + eval + report: the VQA point is measured (filled), the others are the paper's (hollow)."""
-    d, _ = _vilt(tmp_path / "ck", "ViltForQuestionAnswering", num_labels=5, id2label=dict(enumerate(ANSWERS)),
-                 label2id={a: i for i, a in enumerate(ANSWERS)})
-    _vqa_root(tmp_path / "vqa", [["yes"] * 10, ["2"] * 10, ["no"] * 10, ["cat"] * 10],
-              ["yes/no", "number", "yes/no", "other"])
+    d, _ = _vilt(
+        tmp_path / "ck",
+        "ViltForQuestionAnswering",
+        num_labels=5,
+        id2label=dict(enumerate(ANSWERS)),
+        label2id={a: i for i, a in enumerate(ANSWERS)},
+    )
+    _vqa_root(
+        tmp_path / "vqa", [["yes"] * 10, ["2"] * 10, ["no"] * 10, ["cat"] * 10], ["yes/no", "number", "yes/no", "other"]
+    )
     fast = ["--iters", "3", "--min-time", "0", "--warmup", "1", "--threads", "1", "--no-flops", "--in-process"]
     assert main(["compare", "--arch", "vilt", "--weights", str(d), "--out", str(tmp_path / "lat"), *fast]) == 0
-    code, res, err = _run(["--task", "vqa", "--dataset", "vqav2", "--root", str(tmp_path / "vqa"), "--weights",
-                           str(d), "--out", str(tmp_path / "acc")], capsys)
+    code, res, err = _run(
+        [
+            "--task",
+            "vqa",
+            "--dataset",
+            "vqav2",
+            "--root",
+            str(tmp_path / "vqa"),
+            "--weights",
+            str(d),
+            "--out",
+            str(tmp_path / "acc"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert main(["report", str(tmp_path / "lat"), str(tmp_path / "acc"), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "figures" / "accuracy_view.png").is_file()

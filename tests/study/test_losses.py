@@ -13,7 +13,7 @@ def test_contrastive_loss_is_symmetric_cross_entropy_without_same_image_pairs():
     logits = torch.randn(4, 4)
     plain = (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.t(), torch.arange(4))) / 2
     assert torch.allclose(losses.contrastive_loss(logits), plain)
-    index = torch.tensor([0, 0, 1, 2])                 # pairs 0 and 1 show one image: not negatives of each other
+    index = torch.tensor([0, 0, 1, 2])  # pairs 0 and 1 show one image: not negatives of each other
     masked = logits.clone()
     masked[0, 1] = masked[1, 0] = float("-inf")
     want = (F.cross_entropy(masked, torch.arange(4)) + F.cross_entropy(masked.t(), torch.arange(4))) / 2
@@ -60,7 +60,7 @@ def test_ipot_finds_the_cheap_matching():
 def test_wpa_pulls_matched_pairs_together():
     torch.manual_seed(0)
     text = torch.randn(2, 3, 8)
-    image = torch.cat([text[:1], torch.randn(1, 3, 8)])      # pair 0: image tokens equal the words
+    image = torch.cat([text[:1], torch.randn(1, 3, 8)])  # pair 0: image tokens equal the words
     mask = torch.ones(2, 3, dtype=torch.bool)
     matched = torch.tensor([True, False])
     text.requires_grad_(True)
@@ -68,5 +68,5 @@ def test_wpa_pulls_matched_pairs_together():
     loss.backward()
     assert text.grad is not None and text.grad.abs().sum() > 0
     only_pos = losses.wpa_loss(text.detach()[:1], mask[:1], image[:1], mask[:1], matched[:1])
-    assert abs(float(only_pos)) < 0.05                        # identical tokens: transport cost ~0
+    assert abs(float(only_pos)) < 0.05  # identical tokens: transport cost ~0
     assert float(losses.wpa_loss(text.detach(), mask, image, mask, torch.tensor([False, True]))) > float(loss.detach())

@@ -27,15 +27,15 @@ def _batches(data, n=8):
 def test_bert_masking_replaces_80_10_10_and_only_words():
     torch.manual_seed(0)
     ids = torch.randint(FIRST_WORD_ID, 60, (400, 30))
-    ids[:, 0], ids[:, -1] = 1, 2                                   # [CLS] ... [SEP]
+    ids[:, 0], ids[:, -1] = 1, 2  # [CLS] ... [SEP]
     mask = torch.ones_like(ids)
     out, labels = mask_tokens(ids, mask, torch.Generator().manual_seed(0), 0.15, "bert", vocab_size=60)
     picked = labels >= 0
     assert abs(float(picked.float().mean()) - 0.15 * 28 / 30) < 0.01
-    assert not bool(picked[:, 0].any() or picked[:, -1].any())     # specials are never masked
+    assert not bool(picked[:, 0].any() or picked[:, -1].any())  # specials are never masked
     assert torch.equal(labels[picked], ids[picked]) and torch.equal(out[~picked], ids[~picked])
     became_mask = float((out[picked] == MASK_ID).float().mean())
-    kept = float((out[picked] == ids[picked]).float().mean())      # 10% kept (+ random draws equal to the word)
+    kept = float((out[picked] == ids[picked]).float().mean())  # 10% kept (+ random draws equal to the word)
     assert abs(became_mask - 0.8) < 0.03 and abs(kept - 0.1 - 0.1 / 55) < 0.03
     plain, _ = mask_tokens(ids, mask, torch.Generator().manual_seed(0), 0.15, "mask")
     assert bool((plain[picked] == MASK_ID).all())
@@ -47,11 +47,13 @@ def test_family_comes_from_interaction_tags():
 
 
 def test_hard_negatives_come_from_other_images_and_follow_similarity(data):
-    task = build_task_model(TrainConfig(arch="vilt-small", tiny=True, data=SPEC,
-                                        objectives=ObjectiveConfig(itc=1.0, hard_negatives=True)), data)
+    task = build_task_model(
+        TrainConfig(arch="vilt-small", tiny=True, data=SPEC, objectives=ObjectiveConfig(itc=1.0, hard_negatives=True)),
+        data,
+    )
     index = torch.tensor([0, 0, 1, 2, 3])
     sim = torch.zeros(5, 5)
-    sim[:, 3] = 50.0                                               # caption 3 is everyone's hardest negative
+    sim[:, 3] = 50.0  # caption 3 is everyone's hardest negative
     neg = task.negative_texts(index, sim, torch.Generator().manual_seed(0))
     assert bool((index[neg] != index).all())
     assert neg[:3].tolist() == [3, 3, 3] and int(neg[3]) != 3

@@ -14,10 +14,11 @@ TINY = dict(channels=8, question_dim=16, embed_dim=8, g_dim=16, f_dim=16, vocab_
 def test_factorised_first_layer_equals_g_over_concatenated_pairs():
     torch.manual_seed(0)
     model = RelationalQA(RelationalConfig(**TINY)).eval()
-    o, q = torch.randn(2, 16, 10), torch.randn(2, 16)                # channels 8 + 2 coordinates
+    o, q = torch.randn(2, 16, 10), torch.randn(2, 16)  # channels 8 + 2 coordinates
     b, n, d = o.shape
-    pairs = torch.cat([o[:, :, None].expand(b, n, n, d), o[:, None].expand(b, n, n, d),
-                       q[:, None, None].expand(b, n, n, 16)], -1)
+    pairs = torch.cat(
+        [o[:, :, None].expand(b, n, n, d), o[:, None].expand(b, n, n, d), q[:, None, None].expand(b, n, n, 16)], -1
+    )
     torch.testing.assert_close(model.relate(o, q), model.g(pairs))
 
 

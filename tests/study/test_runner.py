@@ -29,8 +29,11 @@ def test_small_presets_point_at_full_size_presets():
 
 
 def test_summarize_and_profile_errors():
-    assert summarize_seeds([0.5, 0.7]) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414, abs=1e-4),
-                                     "seeds": [0.5, 0.7]}
+    assert summarize_seeds([0.5, 0.7]) == {
+        "mean": pytest.approx(0.6),
+        "std": pytest.approx(0.1414, abs=1e-4),
+        "seeds": [0.5, 0.7],
+    }
     with pytest.raises(VlpbenchError, match="invalid profile 'huge'"):
         get_profile("huge")
     with pytest.raises(VlpbenchError, match="invalid jobs"):
@@ -42,22 +45,22 @@ def test_summarize_and_profile_errors():
 def test_smoke_study_writes_records_and_tables(tmp_path):
     profile = get_profile("smoke")
     lines = []
-    out = run_study(profile, str(tmp_path), log=lines.append, jobs=2, threads=1)   # two worker processes
+    out = run_study(profile, str(tmp_path), log=lines.append, jobs=2, threads=1)  # two worker processes
     assert any("on 2 worker processes x 1 thread(s)" in line for line in lines)
     recs = RunDir.open(tmp_path / "records").records()
     acc = [r for r in recs if r["kind"] == "accuracy"]
     lat = [r for r in recs if r["kind"] == "latency"]
     assert sorted(r["arch"] for r in acc) == sorted(profile.archs + profile.references)
-    assert set(profile.archs) <= {r["arch"] for r in lat}          # joinable on arch
+    assert set(profile.archs) <= {r["arch"] for r in lat}  # joinable on arch
     for r in acc:
         validate_record(r)
-        assert r["train"]["qa_seen"] == profile.steps * profile.batch_size       # QA from step 0 for every model
-        if r["class"] == "ref":                                   # the calibration reference: a QA model
+        assert r["train"]["qa_seen"] == profile.steps * profile.batch_size  # QA from step 0 for every model
+        if r["class"] == "ref":  # the calibration reference: a QA model
             assert r["full_size"] is None and {"qa.non_relational", "qa.relational"} <= set(r["metrics"])
             assert not any(k.startswith(("retrieval.", "matching.")) for k in r["metrics"])
             continue
         assert r["full_size"] == ARCH.get(r["arch"]).paper["full_size"]
-        align = int(profile.align_frac * profile.steps)   # alignment-only steps see one batch, not three
+        align = int(profile.align_frac * profile.steps)  # alignment-only steps see one batch, not three
         assert r["train"]["pairs_seen"] == (align + 3 * (profile.steps - align)) * profile.batch_size
         assert r["train"]["jobs"] == 2 and r["train"]["threads_per_job"] == 1
         for k in TABLE_METRICS:
@@ -68,7 +71,10 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     assert det["weights"].endswith("detector.pt") and 0 <= det["recall"]["regions_recall@0.5"] <= 1
     rows = list(csv.reader(open(out["tables"]["csv"])))
     assert rows[0][0] == "arch" and len(rows) == 2 + len(profile.archs) + len(profile.references)  # + baseline
-    assert rows[0][3 + len(TABLE_METRICS)].startswith("passed") and {r[3 + len(TABLE_METRICS)] for r in rows[1:-1]} <= {"yes", "no"}
+    assert rows[0][3 + len(TABLE_METRICS)].startswith("passed") and {r[3 + len(TABLE_METRICS)] for r in rows[1:-1]} <= {
+        "yes",
+        "no",
+    }
     md = open(out["tables"]["md"]).read()
     assert "900 (paper)" in md and "uniter-small" in md
     assert "| baseline (no image) |" in md
@@ -77,10 +83,10 @@ def test_smoke_study_writes_records_and_tables(tmp_path):
     assert all(f"{a} (not trained at this budget)" in md for a in profile.archs)
     assert rows[-1][0] == "baseline (no image)" and rows[-1][3] == f"{100 / profile.gallery_images:.1f}"
     assert all(out["latency"][a] > 0 for a in profile.archs)
-    assert all(out["full_latency"][a] > 0 for a in profile.archs)          # tiny full-size presets in the smoke
+    assert all(out["full_latency"][a] > 0 for a in profile.archs)  # tiny full-size presets in the smoke
     fulls = {ARCH.get(a).paper["full_size"] for a in profile.archs}
     assert fulls <= {r["arch"] for r in lat}
-    assert rows[1][-2] and rows[1][-3]                                      # both measured latency columns
+    assert rows[1][-2] and rows[1][-3]  # both measured latency columns
     # a second run (in this process) resumes from the per-seed metrics and is idempotent
     again = run_study(profile, str(tmp_path), log=lambda *a: None)
     assert again["records"][0]["metrics"] == out["records"][0]["metrics"]
@@ -92,17 +98,21 @@ def test_findings_compare_best_shallow_with_best_deep():
     def rec(arch, klass, values):
         return {"arch": arch, "class": klass, "metrics": {"qa.relational": summarize_seeds(values)}}
 
-    recs = [rec("clip-small", "b", [0.40, 0.42, 0.41]), rec("vse-small", "a", [0.30, 0.31, 0.29]),
-            rec("vilt-small", "d", [0.60, 0.62, 0.61]), rec("uniter-small", "c", [0.5, 0.2, 0.8])]
+    recs = [
+        rec("clip-small", "b", [0.40, 0.42, 0.41]),
+        rec("vse-small", "a", [0.30, 0.31, 0.29]),
+        rec("vilt-small", "d", [0.60, 0.62, 0.61]),
+        rec("uniter-small", "c", [0.5, 0.2, 0.8]),
+    ]
     lines = findings(recs, {"qa.relational": 0.35})
     row = next(line for line in lines if line.startswith("| qa.relational"))
     assert "clip-small 41.0" in row and "vilt-small 61.0" in row and "+20.0" in row and "deep ahead" in row
     assert row.endswith("| clip-small, vilt-small |")
-    recs[2] = rec("vilt-small", "d", [0.2, 0.6, 0.55])    # noisy: the gap is within the spread
+    recs[2] = rec("vilt-small", "d", [0.2, 0.6, 0.55])  # noisy: the gap is within the spread
     lines = findings(recs, {"qa.relational": 0.35})
     row = next(line for line in lines if line.startswith("| qa.relational"))
     assert "no clear difference" in row
-    assert findings([recs[0]], {}) == []                  # one group only: nothing to compare
+    assert findings([recs[0]], {}) == []  # one group only: nothing to compare
     single = [rec("clip-small", "b", [0.40]), rec("vilt-small", "d", [0.60])]
     row = findings(single, {"qa.relational": 0.35})[-1]
     assert "one seed: no spread, no verdict" in row and row.endswith("| neither |")
@@ -112,28 +122,45 @@ def test_comparison_only_among_models_that_passed_over_three_seeds():
     from vlpbench.study.runner import calibration, comparable
 
     def rec(arch, klass, nonrel, rel):
-        return {"arch": arch, "class": klass, "metrics": {"qa.non_relational": summarize(nonrel),
-                                                          "qa.relational": summarize(rel)}}
+        return {
+            "arch": arch,
+            "class": klass,
+            "metrics": {"qa.non_relational": summarize_seeds(nonrel), "qa.relational": summarize_seeds(rel)},
+        }
 
-    recs = [rec("clip-small", "b", [0.95, 0.94, 0.96], [0.5] * 3), rec("vilt-small", "d", [0.5, 0.6, 0.55], [0.4] * 3),
-            rec("uniter-small", "c", [0.95, 0.97], [0.6, 0.6]), rec("rn-small", "ref", [0.95] * 3, [0.9] * 3),
-            rec("cnn-mlp-small", "ref", [0.93] * 3, [0.7] * 3)]
+    recs = [
+        rec("clip-small", "b", [0.95, 0.94, 0.96], [0.5] * 3),
+        rec("vilt-small", "d", [0.5, 0.6, 0.55], [0.4] * 3),
+        rec("uniter-small", "c", [0.95, 0.97], [0.6, 0.6]),
+        rec("rn-small", "ref", [0.95] * 3, [0.9] * 3),
+        rec("cnn-mlp-small", "ref", [0.93] * 3, [0.7] * 3),
+    ]
     keep, left = comparable(recs)
     assert [r["arch"] for r in keep] == ["clip-small"]
     assert left == [("vilt-small", "not trained at this budget"), ("uniter-small", "fewer than 3 seeds")]
     text = "\n".join(calibration(recs))
     assert "+20.0 points" in text and "**yes**" in text
-    recs[4] = rec("cnn-mlp-small", "ref", [0.85] * 3, [0.5] * 3)              # below the bar: not calibrated
+    recs[4] = rec("cnn-mlp-small", "ref", [0.85] * 3, [0.5] * 3)  # below the bar: not calibrated
     assert "**no**" in "\n".join(calibration(recs))
 
 
 def test_parallel_jobs_report_the_first_failure_clearly(tmp_path):
     from vlpbench.study.data import SyntheticData
     from vlpbench.study.runner import run_all
-    profile = get_profile("smoke", batch_size=10_000)       # more pairs per batch than the split holds
+
+    profile = get_profile("smoke", batch_size=10_000)  # more pairs per batch than the split holds
     spec = profile.data_spec()
     data = SyntheticData(spec.dataset_config())
     with pytest.raises(VlpbenchError, match="invalid batch_size 10000"):
-        run_all([("clip-small", 0), ("vilt-small", 0)], profile, data, dict(spec.__dict__), str(tmp_path), None,
-                jobs=2, threads=1, log=lambda *a: None)
+        run_all(
+            [("clip-small", 0), ("vilt-small", 0)],
+            profile,
+            data,
+            dict(spec.__dict__),
+            str(tmp_path),
+            None,
+            jobs=2,
+            threads=1,
+            log=lambda *a: None,
+        )
     assert not list(tmp_path.glob("runs/*/seed0/metrics.json"))

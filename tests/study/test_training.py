@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from vlpbench.cli import main
-from vlpbench.study.data import SyntheticData
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets import load_all
+from vlpbench.study.data import SyntheticData
 from vlpbench.study.training import DataSpec, TrainConfig, load_checkpoint, train
 
 load_all()
@@ -76,19 +76,72 @@ def test_bad_config_is_a_clear_error():
 
 
 def test_cli_train_and_error(tmp_path, capsys):
-    rc = main(["train", "--arch", "vilt-small", "--tiny", "--steps", "2", "--batch-size", "4", "--run-dir",
-               str(tmp_path / "cli"), "--n-train", "24", "--n-val", "8", "--n-test", "8", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--arch",
+            "vilt-small",
+            "--tiny",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--run-dir",
+            str(tmp_path / "cli"),
+            "--n-train",
+            "24",
+            "--n-val",
+            "8",
+            "--n-test",
+            "8",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and json.loads(capsys.readouterr().out)["steps"] == 2
     assert main(["train", "--arch", "nope", "--run-dir", str(tmp_path / "x")]) == 2
     assert "unknown architecture 'nope'" in capsys.readouterr().err
 
 
 def test_cli_train_exposes_objectives_schedule_and_references(tmp_path, capsys):
-    base = ["train", "--tiny", "--steps", "2", "--batch-size", "4", "--n-train", "24", "--n-val", "8",
-            "--n-test", "8", "--no-progress"]
-    rc = main(base + ["--arch", "vilt-small", "--run-dir", str(tmp_path / "v"), "--objective", "wpa=0.1",
-                      "--objective", "itc=1", "--hard-negatives", "--masking", "bert", "--augment", "randaugment",
-                      "--align-frac", "0", "--warmup-frac", "0.5", "--weight-decay", "0.05"])
+    base = [
+        "train",
+        "--tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--n-train",
+        "24",
+        "--n-val",
+        "8",
+        "--n-test",
+        "8",
+        "--no-progress",
+    ]
+    rc = main(
+        base
+        + [
+            "--arch",
+            "vilt-small",
+            "--run-dir",
+            str(tmp_path / "v"),
+            "--objective",
+            "wpa=0.1",
+            "--objective",
+            "itc=1",
+            "--hard-negatives",
+            "--masking",
+            "bert",
+            "--augment",
+            "randaugment",
+            "--align-frac",
+            "0",
+            "--warmup-frac",
+            "0.5",
+            "--weight-decay",
+            "0.05",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert rc == 0 and summary["loss"] == "itc+mlm+itm+wpa(0.1)+bert-masking+hard-negatives+match+qa"
     assert summary["align_steps"] == 0 and summary["augment"] == "randaugment"
@@ -110,11 +163,20 @@ def _karpathy(root, names):
     images = []
     for i, name in enumerate(names):
         arr = np.zeros((40, 50, 3), np.uint8)
-        arr[5:20, 5 + 10 * i:20 + 10 * i] = (255, 0, 0)
+        arr[5:20, 5 + 10 * i : 20 + 10 * i] = (255, 0, 0)
         Image.fromarray(arr).save(root / "val2014" / name)
-        images.append({"filepath": "val2014", "filename": name, "split": "test", "cocoid": i,
-                       "sentences": [{"raw": "a red square", "tokens": ["a", "red", "square"]},
-                                     {"raw": "a blue circle", "tokens": ["a", "blue", "circle"]}]})
+        images.append(
+            {
+                "filepath": "val2014",
+                "filename": name,
+                "split": "test",
+                "cocoid": i,
+                "sentences": [
+                    {"raw": "a red square", "tokens": ["a", "red", "square"]},
+                    {"raw": "a blue circle", "tokens": ["a", "blue", "circle"]},
+                ],
+            }
+        )
     (root / "dataset_coco.json").write_text(json.dumps({"images": images}))
 
 
@@ -130,7 +192,9 @@ def test_eval_real_dataset_with_own_checkpoint(tmp_path, data, capsys):
     EVAL_OUT[1] = str(tmp_path / "eval-run-2")  # the first run's record is complete: the same --out would skip it
     assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path / "ck"), *EVAL_OUT]) == 2
     assert "'val2014/b.png'" in capsys.readouterr().err
-    assert main(["eval", "--dataset", "coco", "--root", str(tmp_path), "--weights", str(tmp_path / "ck"), *EVAL_OUT]) == 2
+    assert (
+        main(["eval", "--dataset", "coco", "--root", str(tmp_path), "--weights", str(tmp_path / "ck"), *EVAL_OUT]) == 2
+    )
     assert "lacks dataset_coco.json" in capsys.readouterr().err
     assert main(["eval", "--dataset", "coco", "--root", str(root), "--weights", str(tmp_path), *EVAL_OUT]) == 2
     assert "lacks checkpoint.pt" in capsys.readouterr().err
@@ -165,14 +229,27 @@ def test_ddp_two_cpu_processes_end_identical(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                           str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            str(script),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for k in a:
         assert torch.equal(a[k], b[k]), k
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["pairs_seen"] == (1 + 2 * 3) * 4 * 2   # 1 alignment + 2 joint steps
+    assert summary["world_size"] == 2 and summary["pairs_seen"] == (1 + 2 * 3) * 4 * 2  # 1 alignment + 2 joint steps
 
 
 # ---- the image path learns (regressions of a study where no model used the images) ---------------------
@@ -238,7 +315,7 @@ def test_dual_encoder_learns_from_images_on_one_batch(data):
 
     ds = IndexedTask(data, "retrieval", "train")
     first = {}
-    for k, owner in enumerate(ds.owner):         # one caption of each of 8 different images
+    for k, owner in enumerate(ds.owner):  # one caption of each of 8 different images
         first.setdefault(owner, k)
     b = collate([ds[k] for k in list(first.values())[:8]])
     assert len(set(b["image_index"].tolist())) == 8
@@ -262,8 +339,10 @@ def test_dual_encoder_learns_from_images_on_one_batch(data):
 def test_alignment_phase_trains_only_the_alignment_objective(tmp_path, data):
     import json
 
-    for arch, align, joint in (("vilt-small", {"itm"}, {"itm", "mlm", "match", "qa"}),
-                               ("clip-small", {"itc"}, {"itc", "match", "qa"})):
+    for arch, align, joint in (
+        ("vilt-small", {"itm"}, {"itm", "mlm", "match", "qa"}),
+        ("clip-small", {"itc"}, {"itc", "match", "qa"}),
+    ):
         train(cfg(arch=arch, align_frac=0.5), str(tmp_path / arch), data=data)
         log = [json.loads(line) for line in open(tmp_path / arch / "train_log.jsonl")]
         parts = [set(r) - {"step", "loss", "lr"} for r in log]
@@ -282,8 +361,8 @@ def test_oracle_regions_are_the_ground_truth_boxes(data):
     out = oracle_regions(task.model.visual.eval(), pixels, boxes)
     for i, b in enumerate(boxes):
         assert int(out.mask[i].sum()) == len(b)
-        torch.testing.assert_close(out.boxes[i, :len(b)], b / 64)
-        assert float(out.features[i, len(b):].abs().sum()) == 0
+        torch.testing.assert_close(out.boxes[i, : len(b)], b / 64)
+        assert float(out.features[i, len(b) :].abs().sum()) == 0
     cache_regions(task, data, None, oracle=True)
     torch.testing.assert_close(task.visual_cache["train"]["boxes"][:2], out.boxes)
     with pytest.raises(VlpbenchError, match="invalid regions 'gt'"):

@@ -6,12 +6,12 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from vlpbench.errors import VlpbenchError
 
 
-def _registries(plugins: List[str] = ()):
+def _registries(plugins: list[str] = ()):
     """Every registry, with the presets and then ``plugins`` imported (so plugin names resolve)."""
     from vlpbench.harness.runner import load_plugins
     from vlpbench.presets import load_all
@@ -22,7 +22,7 @@ def _registries(plugins: List[str] = ()):
     return REGISTRIES
 
 
-def _int_type(what: str, low: int, high: Optional[int] = None):
+def _int_type(what: str, low: int, high: int | None = None):
     """An argparse type: an integer in [low, high], refused with one line naming the value otherwise."""
     accepted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
 
@@ -55,20 +55,26 @@ def _float_type(what: str, low: float, inclusive: bool = True):
 
 
 def add_plugin_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first (it registers more models); repeatable")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers more models); repeatable",
+    )
 
 
-def _csv(value: str) -> List[str]:
+def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _size(value: str) -> List[int]:
+def _size(value: str) -> list[int]:
     try:
         parts = [int(v) for v in value.lower().replace(",", "x").split("x")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid image size {value!r}; accepted: HxW, e.g. 384x640, or one number") from None
+            f"invalid image size {value!r}; accepted: HxW, e.g. 384x640, or one number"
+        ) from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or min(parts) < 1:
@@ -88,36 +94,74 @@ def add_measure_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 matmuls and convolutions")
     g.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: cudnn.benchmark kernel selection")
     g.add_argument("--batch-size", type=_int_type("batch size", 1), default=1)
-    g.add_argument("--threads", type=_int_type("thread count", 1, max_threads()), default=DEFAULT_THREADS,
-                   help=f"torch intra-op threads, recorded in every result (default: {DEFAULT_THREADS})")
-    g.add_argument("--iters", type=_int_type("iteration count", 1), default=5,
-                   help="timed iterations at least (default: 5)")
-    g.add_argument("--min-time", type=_float_type("min time", 0.0), default=2.0,
-                   help="seconds of timed iterations at least (default: 2)")
-    g.add_argument("--max-iters", type=_int_type("max iterations", 1), default=None,
-                   help="timed iterations at most; >= --iters (default: 200, or --iters if larger)")
-    g.add_argument("--warmup", type=_int_type("warmup", 0), default=None,
-                   help="warm-up iterations (default: 3 on CPU, 10 on CUDA)")
+    g.add_argument(
+        "--threads",
+        type=_int_type("thread count", 1, max_threads()),
+        default=DEFAULT_THREADS,
+        help=f"torch intra-op threads, recorded in every result (default: {DEFAULT_THREADS})",
+    )
+    g.add_argument(
+        "--iters", type=_int_type("iteration count", 1), default=5, help="timed iterations at least (default: 5)"
+    )
+    g.add_argument(
+        "--min-time",
+        type=_float_type("min time", 0.0),
+        default=2.0,
+        help="seconds of timed iterations at least (default: 2)",
+    )
+    g.add_argument(
+        "--max-iters",
+        type=_int_type("max iterations", 1),
+        default=None,
+        help="timed iterations at most; >= --iters (default: 200, or --iters if larger)",
+    )
+    g.add_argument(
+        "--warmup", type=_int_type("warmup", 0), default=None, help="warm-up iterations (default: 3 on CPU, 10 on CUDA)"
+    )
     g.add_argument("--seed", type=_int_type("seed", 0, 2**64 - 1), default=0)
-    g.add_argument("--tiny", action="store_true", help="build the tiny test-size variants (seconds, not published sizes)")
+    g.add_argument(
+        "--tiny", action="store_true", help="build the tiny test-size variants (seconds, not published sizes)"
+    )
     g.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass")
-    g.add_argument("--in-process", action="store_true",
-                   help="measure in this process (peak RSS is then sampled, not exact)")
+    g.add_argument(
+        "--in-process", action="store_true", help="measure in this process (peak RSS is then sampled, not exact)"
+    )
     add_plugin_option(g)
-    g.add_argument("--target-ci", type=_float_type("--target-ci", 0.0, inclusive=False), default=None, metavar="FRAC",
-                   help="iterate until the 95%% CI of the median is within +-FRAC (0.02 = 2%%), bounded by "
-                        "--max-iters and --max-time; the record says whether it got there")
-    g.add_argument("--max-time", type=_float_type("--max-time", 0.0, inclusive=False), default=None, metavar="S",
-                   help="cap on seconds of timed iterations (default: none; 300 with --target-ci)")
-    g.add_argument("--variant", default="eager", metavar="NAME",
-                   help="eager, jit-freeze, inductor, inductor-freeze or (CUDA) cuda-graphs; each its own "
-                        "configuration, end to end only, its difference from eager recorded (default: eager)")
-    g.add_argument("--trace", default=None, metavar="DIR",
-                   help="also write one Chrome/Perfetto trace per configuration to DIR (a separate traced pass, "
-                        "never mixed into the timed samples)")
-    g.add_argument("--peak", default=None, metavar="FILE",
-                   help="`vlpbench peak` file for each stage's share of the GEMM peak (default: reports/peak.json "
-                        "when it exists)")
+    g.add_argument(
+        "--target-ci",
+        type=_float_type("--target-ci", 0.0, inclusive=False),
+        default=None,
+        metavar="FRAC",
+        help="iterate until the 95%% CI of the median is within +-FRAC (0.02 = 2%%), bounded by "
+        "--max-iters and --max-time; the record says whether it got there",
+    )
+    g.add_argument(
+        "--max-time",
+        type=_float_type("--max-time", 0.0, inclusive=False),
+        default=None,
+        metavar="S",
+        help="cap on seconds of timed iterations (default: none; 300 with --target-ci)",
+    )
+    g.add_argument(
+        "--variant",
+        default="eager",
+        metavar="NAME",
+        help="eager, jit-freeze, inductor, inductor-freeze or (CUDA) cuda-graphs; each its own "
+        "configuration, end to end only, its difference from eager recorded (default: eager)",
+    )
+    g.add_argument(
+        "--trace",
+        default=None,
+        metavar="DIR",
+        help="also write one Chrome/Perfetto trace per configuration to DIR (a separate traced pass, "
+        "never mixed into the timed samples)",
+    )
+    g.add_argument(
+        "--peak",
+        default=None,
+        metavar="FILE",
+        help="`vlpbench peak` file for each stage's share of the GEMM peak (default: reports/peak.json when it exists)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
@@ -129,20 +173,39 @@ def protocol_from(args) -> Any:
     if args.max_iters is not None and args.max_iters < args.iters:
         raise bad_value("--max-iters", args.max_iters, f"an integer >= --iters ({args.iters})")
     max_iters = args.max_iters if args.max_iters is not None else max(200, args.iters)
-    return Protocol(warmup=args.warmup, min_iters=args.iters, min_time_s=args.min_time, max_iters=max_iters,
-                    target_ci=args.target_ci, max_time_s=args.max_time).validate()
+    return Protocol(
+        warmup=args.warmup,
+        min_iters=args.iters,
+        min_time_s=args.min_time,
+        max_iters=max_iters,
+        target_ci=args.target_ci,
+        max_time_s=args.max_time,
+    ).validate()
 
 
 def base_spec(args, **fields: Any):
     """A RunSpec carrying every measurement option of ``add_measure_options``; ``fields`` fill the rest."""
     from vlpbench.harness.runner import RunSpec
 
-    return RunSpec(device=args.device, dtype=args.dtype, amp=args.amp, tf32=args.tf32,
-                   cudnn_benchmark=args.cudnn_benchmark, batch_size=args.batch_size, threads=args.threads,
-                   seed=args.seed, tiny=args.tiny, protocol=protocol_from(args), count_flops=not args.no_flops,
-                   plugins=list(args.plugin), variant=args.variant,
-                   trace_dir=os.path.abspath(args.trace) if args.trace else None, progress=not args.no_progress,
-                   peak_file=args.peak, **fields)
+    return RunSpec(
+        device=args.device,
+        dtype=args.dtype,
+        amp=args.amp,
+        tf32=args.tf32,
+        cudnn_benchmark=args.cudnn_benchmark,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        seed=args.seed,
+        tiny=args.tiny,
+        protocol=protocol_from(args),
+        count_flops=not args.no_flops,
+        plugins=list(args.plugin),
+        variant=args.variant,
+        trace_dir=os.path.abspath(args.trace) if args.trace else None,
+        progress=not args.no_progress,
+        peak_file=args.peak,
+        **fields,
+    )
 
 
 def register(sub) -> None:
@@ -154,12 +217,19 @@ def register(sub) -> None:
     add_plugin_option(p)
     p.set_defaults(func=run_list)
 
-    p = sub.add_parser("peak", help="this machine's fp32 GEMM peak (matmul and 1x1 conv) at a thread count",
-                       description="Time fp32 torch.mm (MKL/BLAS) and a 1x1 conv2d (oneDNN) at --threads and keep "
-                                   "the faster as the peak; records then give each stage's GFLOP/s and its share "
-                                   "of it. Entries are kept per CPU, device and thread count.")
-    p.add_argument("--threads", type=_int_type("thread count", 1, max_threads()), default=None,
-                   help="intra-op threads (default: the harness default)")
+    p = sub.add_parser(
+        "peak",
+        help="this machine's fp32 GEMM peak (matmul and 1x1 conv) at a thread count",
+        description="Time fp32 torch.mm (MKL/BLAS) and a 1x1 conv2d (oneDNN) at --threads and keep "
+        "the faster as the peak; records then give each stage's GFLOP/s and its share "
+        "of it. Entries are kept per CPU, device and thread count.",
+    )
+    p.add_argument(
+        "--threads",
+        type=_int_type("thread count", 1, max_threads()),
+        default=None,
+        help="intra-op threads (default: the harness default)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--out", default=None, metavar="FILE", help="peak file to update (default: reports/peak.json)")
     p.set_defaults(func=run_peak)
@@ -169,30 +239,52 @@ def register(sub) -> None:
     add_plugin_option(p)
     p.set_defaults(func=run_describe)
 
-    p = sub.add_parser("compare", help="measure architectures side by side (VE / TE / MI breakdown and class)",
-                       description="Measure each architecture in its own process and print one column per "
-                                   "architecture. Short aliases (vilt, clip, ...) resolve to the paper presets; "
-                                   "VISUAL+TEXT+INTERACTION[+HEAD] names an ad-hoc combination.")
+    p = sub.add_parser(
+        "compare",
+        help="measure architectures side by side (VE / TE / MI breakdown and class)",
+        description="Measure each architecture in its own process and print one column per "
+        "architecture. Short aliases (vilt, clip, ...) resolve to the paper presets; "
+        "VISUAL+TEXT+INTERACTION[+HEAD] names an ad-hoc combination.",
+    )
     p.add_argument("--arch", type=_csv, default=[], help="comma-separated architectures, e.g. vilt,clip")
-    p.add_argument("--visual", help="visual embedder(s), comma-separated, measured alone; with --interaction: an "
-                                    "ad-hoc combination's visual embedder")
-    p.add_argument("--backend", help="torchvision or detectron2: the backend of every region-feature embedder "
-                                     "measured (default: each preset's, torchvision)")
+    p.add_argument(
+        "--visual",
+        help="visual embedder(s), comma-separated, measured alone; with --interaction: an "
+        "ad-hoc combination's visual embedder",
+    )
+    p.add_argument(
+        "--backend",
+        help="torchvision or detectron2: the backend of every region-feature embedder "
+        "measured (default: each preset's, torchvision)",
+    )
     p.add_argument("--text", help="ad-hoc combination's text embedder (default: the interaction's usual one)")
     p.add_argument("--interaction", help="ad-hoc combination's interaction")
     p.add_argument("--head", help="a task head added to every architecture (itm, mlm, itc, vqa, nlvr2, retrieval)")
     p.add_argument("--image-size", type=_size, help="input image size HxW for every architecture")
     p.add_argument("--text-len", type=_int_type("text length", 1), help="text tokens for every architecture")
     p.add_argument("--regions", type=_int_type("regions", 1), help="regions K for region-feature architectures")
-    p.add_argument("--weights", metavar="DIR", help="load a local transformers checkpoint (ViLT or CLIP "
-                                                    "save_pretrained folder) into the matching architecture")
-    p.add_argument("--taxonomy-factor", type=_float_type("--taxonomy-factor", 1.0), default=3.0, help="VE~TE factor of the class rule (default: 3)")
-    p.add_argument("--out", help="run directory for the records (default: reports/runs/<time>-compare); "
-                                 "an existing one resumes")
-    p.add_argument("--format", default="table",
-                   help="table, markdown, csv (tidy: one row per architecture x stage), csv-summary (one row per "
-                        "configuration) or json (the records) (default: table); both CSVs are also written "
-                        "into the run directory")
+    p.add_argument(
+        "--weights",
+        metavar="DIR",
+        help="load a local transformers checkpoint (ViLT or CLIP "
+        "save_pretrained folder) into the matching architecture",
+    )
+    p.add_argument(
+        "--taxonomy-factor",
+        type=_float_type("--taxonomy-factor", 1.0),
+        default=3.0,
+        help="VE~TE factor of the class rule (default: 3)",
+    )
+    p.add_argument(
+        "--out", help="run directory for the records (default: reports/runs/<time>-compare); an existing one resumes"
+    )
+    p.add_argument(
+        "--format",
+        default="table",
+        help="table, markdown, csv (tidy: one row per architecture x stage), csv-summary (one row per "
+        "configuration) or json (the records) (default: table); both CSVs are also written "
+        "into the run directory",
+    )
     add_measure_options(p)
     p.set_defaults(func=run_compare)
 
@@ -203,14 +295,16 @@ def run_peak(args) -> int:
     from vlpbench.harness.runner import RunSpec
 
     threads = args.threads if args.threads is not None else DEFAULT_THREADS
-    RunSpec(target="", device=args.device, threads=threads).validate()   # one clear line for a bad device / count
+    RunSpec(target="", device=args.device, threads=threads).validate()  # one clear line for a bad device / count
     res = measure_peak(threads, args.device)
     path = save_peak(res, args.out)
     for k in res["kernels"]:
         print(f"  {k['shape']:<28} {k['gflop_per_s']:8.1f} GFLOP/s")
-    print(f"peak fp32 on {res['cpu'] if args.device == 'cpu' else args.device}, {res['threads']} thread(s): "
-          f"{res['peak_gflop_per_s']:.1f} GFLOP/s from {res['peak_source']} (matmul {res['matmul_gflop_per_s']:.1f}, "
-          f"1x1 conv {res['conv1x1_gflop_per_s']:.1f}; load average {res['load_avg']})")
+    print(
+        f"peak fp32 on {res['cpu'] if args.device == 'cpu' else args.device}, {res['threads']} thread(s): "
+        f"{res['peak_gflop_per_s']:.1f} GFLOP/s from {res['peak_source']} (matmul {res['matmul_gflop_per_s']:.1f}, "
+        f"1x1 conv {res['conv1x1_gflop_per_s']:.1f}; load average {res['load_avg']})"
+    )
     print(f"written to {path}")
     return 0
 
@@ -262,7 +356,7 @@ def run_describe(args) -> int:
     return 0
 
 
-def _dry_run_stages(entry) -> List[str]:
+def _dry_run_stages(entry) -> list[str]:
     """The leaf stages ``entry``'s model emits, read off one forward of its tiny variant (same structure)."""
     import torch
 
@@ -272,7 +366,7 @@ def _dry_run_stages(entry) -> List[str]:
     return stage_names(entry.builder(entry.make_config(tiny=True)).eval())
 
 
-def compare_targets(args) -> List[str]:
+def compare_targets(args) -> list[str]:
     from vlpbench.registry import INTERACTION
 
     targets = list(args.arch)
@@ -282,14 +376,15 @@ def compare_targets(args) -> List[str]:
         if not (args.visual and args.interaction):
             raise VlpbenchError("an ad-hoc combination needs both --visual and --interaction (and optionally --text)")
         text = args.text or {"dual-encoder": "clip-text-b32", "vse-gpo": "bigru-text"}.get(
-            INTERACTION.resolve(args.interaction), "bert-base-embed")
+            INTERACTION.resolve(args.interaction), "bert-base-embed"
+        )
         targets.append(f"{args.visual}+{text}+{args.interaction}")
     if not targets:
         raise VlpbenchError("nothing to compare; give --arch A,B (e.g. vilt,clip) or --visual V --interaction I")
     return targets
 
 
-def backend_overrides(visual: str, backend: Any, *, nested: bool) -> Dict[str, Any]:
+def backend_overrides(visual: str, backend: Any, *, nested: bool) -> dict[str, Any]:
     """Config overrides that put a region-feature visual embedder (registry tag "region") on ``backend``."""
     from vlpbench.registry import VISUAL
 
@@ -298,7 +393,7 @@ def backend_overrides(visual: str, backend: Any, *, nested: bool) -> Dict[str, A
     return {"visual_overrides": {"backend": backend}} if nested else {"backend": backend}
 
 
-def compare_specs(args) -> List[Any]:
+def compare_specs(args) -> list[Any]:
     """One checked RunSpec per compared architecture (plugins imported before any name is resolved)."""
     from vlpbench.harness.runner import preflight
     from vlpbench.registry import ARCH, HEAD, VISUAL
@@ -306,7 +401,7 @@ def compare_specs(args) -> List[Any]:
     if args.backend not in (None, "torchvision", "detectron2"):
         raise VlpbenchError(f"invalid backend {args.backend!r}; accepted: torchvision, detectron2")
     _registries(args.plugin)
-    workload: Dict[str, Any] = {}
+    workload: dict[str, Any] = {}
     if args.image_size:
         workload["image_size"] = args.image_size
     if args.text_len is not None:
@@ -317,21 +412,37 @@ def compare_specs(args) -> List[Any]:
     specs = []
     for target in compare_targets(args):
         if target.startswith("visual:"):
-            name = VISUAL.resolve(target[len("visual:"):])
-            specs.append(preflight(base_spec(args, target=name, component="visual", workload=dict(workload),
-                                             overrides=backend_overrides(name, args.backend, nested=False))))
+            name = VISUAL.resolve(target[len("visual:") :])
+            specs.append(
+                preflight(
+                    base_spec(
+                        args,
+                        target=name,
+                        component="visual",
+                        workload=dict(workload),
+                        overrides=backend_overrides(name, args.backend, nested=False),
+                    )
+                )
+            )
             continue
         name = target if "+" in target else ARCH.resolve(target)
         arch_cfg = None if "+" in target else ARCH.get(name).config
         visual = VISUAL.resolve(target.split("+")[0]) if arch_cfg is None else arch_cfg.visual
-        spec_overrides: Dict[str, Any] = dict(overrides) if "+" not in target else {}
+        spec_overrides: dict[str, Any] = dict(overrides) if "+" not in target else {}
         if backend_overrides(visual, args.backend, nested=False):
             base = dict(getattr(arch_cfg, "visual_overrides", None) or {})
             spec_overrides["visual_overrides"] = {**base, "backend": args.backend}
         if "+" in target and args.head:
             name = f"{target}+{HEAD.resolve(args.head)}"
-        spec = base_spec(args, target=name, component="arch", workload=dict(workload), overrides=spec_overrides,
-                         taxonomy_factor=args.taxonomy_factor, weights=args.weights)
+        spec = base_spec(
+            args,
+            target=name,
+            component="arch",
+            workload=dict(workload),
+            overrides=spec_overrides,
+            taxonomy_factor=args.taxonomy_factor,
+            weights=args.weights,
+        )
         specs.append(preflight(spec))
     return specs
 
@@ -347,15 +458,22 @@ def run_compare(args) -> int:
         check_output_dir(args.out, "--out")
     specs = compare_specs(args)  # every check before the run directory or a subprocess exists
     meta = {"command": ["vlpbench", *args.argv], "targets": [s.target for s in specs]}
-    run = (RunDir.open(args.out, create=True, label="compare", meta=meta) if args.out
-           else RunDir.create("compare", meta=meta))
+    run = (
+        RunDir.open(args.out, create=True, label="compare", meta=meta)
+        if args.out
+        else RunDir.create("compare", meta=meta)
+    )
     n = len(specs)
 
     def progress(event: str, spec) -> None:
         i = [s.key() for s in specs].index(spec.key()) + 1
         verb = "already measured, skipping" if event == "skip" else "measuring"
-        print(f"[{i}/{n}] {verb} {spec.target} ({spec.device}, {spec.dtype}, batch {spec.batch_size}, "
-              f"{spec.threads} threads)", file=sys.stderr, flush=True)
+        print(
+            f"[{i}/{n}] {verb} {spec.target} ({spec.device}, {spec.dtype}, batch {spec.batch_size}, "
+            f"{spec.threads} threads)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     records = run_many(specs, run, isolated=not args.in_process, progress=progress)
     print(format_comparison(records, args.format), end="")

@@ -26,15 +26,17 @@ def _set_threads(args: argparse.Namespace) -> None:
 def _add_threads(p) -> None:
     from vlpbench.harness.runner import max_threads
 
-    p.add_argument("--threads", type=_int_type("--threads", 1, max_threads()),
-                   help="intra-op CPU threads for training (default: PyTorch's, all cores)")
+    p.add_argument(
+        "--threads",
+        type=_int_type("--threads", 1, max_threads()),
+        help="intra-op CPU threads for training (default: PyTorch's, all cores)",
+    )
 
 
 def _small_arch(name: str) -> str:
     """``name`` resolved, if it is a small preset (registry tag ``small``), else one error listing them."""
-    from vlpbench.registry import ARCH
-
     from vlpbench.presets.small import REFERENCE_ARCHS
+    from vlpbench.registry import ARCH
 
     if name in REFERENCE_ARCHS:  # the study's relational references (Santoro et al.), trained beside the classes
         return name
@@ -66,12 +68,26 @@ def _train(args: argparse.Namespace) -> int:
     if args.detector is not None:
         _check_file(args.detector, "--detector", "a detector.pt file written by `vlpbench train-detector`")
     _set_threads(args)
-    cfg = TrainConfig(arch=arch, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, warmup_frac=args.warmup_frac, align_frac=args.align_frac,
-                      loss=args.loss, augment=args.augment, objectives=_objectives(args),
-                      tiny=args.tiny, detector=args.detector, checkpoint_every=args.checkpoint_every,
-                      data=_data_spec(args), progress=not args.no_progress, device=args.device,
-                      regions=args.regions)
+    cfg = TrainConfig(
+        arch=arch,
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_frac=args.warmup_frac,
+        align_frac=args.align_frac,
+        loss=args.loss,
+        augment=args.augment,
+        objectives=_objectives(args),
+        tiny=args.tiny,
+        detector=args.detector,
+        checkpoint_every=args.checkpoint_every,
+        data=_data_spec(args),
+        progress=not args.no_progress,
+        device=args.device,
+        regions=args.regions,
+    )
     _, summary = train(cfg, args.run_dir, stop_after=args.stop_after)
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps(summary, indent=1))
@@ -116,9 +132,10 @@ def _add_data(p, n_train: int = 2000) -> None:
 
 
 def _train_detector(args: argparse.Namespace) -> int:
+    from vlpbench.presets import load_all
     from vlpbench.study.data import SyntheticData
     from vlpbench.study.detector import DetectorConfig, train_detector
-    from vlpbench.presets import load_all
+
     load_all()
     from vlpbench.presets.small import REGION_ARCHS
 
@@ -127,8 +144,9 @@ def _train_detector(args: argparse.Namespace) -> int:
     _check_out(args.out, "--out")
     _set_threads(args)
     data = SyntheticData(_data_spec(args).dataset_config())
-    summary = train_detector(DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny),
-                             data, args.out)
+    summary = train_detector(
+        DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny), data, args.out
+    )
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -137,9 +155,17 @@ def _eval(args: argparse.Namespace) -> int:
     from vlpbench.study.evaluate_real import EvalSpec, evaluate, summary
 
     _set_threads(args)
-    spec = EvalSpec(task=args.task, dataset=args.dataset, root=args.root, weights=args.weights, split=args.split,
-                    limit=args.limit, batch_size=args.batch_size, shortlist=args.shortlist,
-                    shortlist_weights=args.shortlist_weights)
+    spec = EvalSpec(
+        task=args.task,
+        dataset=args.dataset,
+        root=args.root,
+        weights=args.weights,
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        shortlist=args.shortlist,
+        shortlist_weights=args.shortlist_weights,
+    )
     print(json.dumps(summary(evaluate(spec, out=args.out, progress=not args.no_progress)), indent=1))
     return 0
 
@@ -152,9 +178,15 @@ def _study(args: argparse.Namespace) -> int:
     archs = tuple(_small_arch(a.strip()) for a in args.arch.split(",")) if args.arch else None
     _check_out(args.out, "--out")
     _set_threads(args)
-    profile = get_profile(args.profile, steps=args.steps, seeds=_seeds(args.seeds) if args.seeds else None,
-                          archs=archs, latency=False if args.no_latency else None, device=args.device,
-                          regions=args.regions)
+    profile = get_profile(
+        args.profile,
+        steps=args.steps,
+        seeds=_seeds(args.seeds) if args.seeds else None,
+        archs=archs,
+        latency=False if args.no_latency else None,
+        device=args.device,
+        regions=args.regions,
+    )
     run_study(profile, args.out, jobs=args.jobs, threads=args.threads)
     return 0
 
@@ -175,29 +207,57 @@ def _seeds(text: str) -> tuple:
 def register(sub) -> None:
     p = sub.add_parser("train", help="train one small architecture on the generated data (resumable; torchrun for DDP)")
     p.add_argument("--arch", required=True, help="small preset, e.g. vilt-small, clip-small, uniter-small")
-    p.add_argument("--run-dir", required=True, help="checkpoint, log and summary go here; an existing checkpoint resumes")
+    p.add_argument(
+        "--run-dir", required=True, help="checkpoint, log and summary go here; an existing checkpoint resumes"
+    )
     p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
     p.add_argument("--steps", type=_int_type("--steps", 1), default=300)
-    p.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=32, help="pairs per task per step per process")
-    p.add_argument("--lr", type=_float_type("--lr", 0.0, inclusive=False), default=1e-3, help="AdamW peak learning rate")
-    p.add_argument("--weight-decay", type=_float_type("--weight-decay", 0.0), default=0.01, help="AdamW weight decay (matrices only)")
-    p.add_argument("--warmup-frac", type=_float_type("--warmup-frac", 0.0), default=0.1, help="share of steps in linear warm-up, then cosine")
-    p.add_argument("--align-frac", type=_float_type("--align-frac", 0.0), default=0.4,
-                   help="share of steps (the first) training only the alignment objective (0: every objective "
-                        "from step 0, as the study's profiles)")
+    p.add_argument(
+        "--batch-size", type=_int_type("--batch-size", 1), default=32, help="pairs per task per step per process"
+    )
+    p.add_argument(
+        "--lr", type=_float_type("--lr", 0.0, inclusive=False), default=1e-3, help="AdamW peak learning rate"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=_float_type("--weight-decay", 0.0),
+        default=0.01,
+        help="AdamW weight decay (matrices only)",
+    )
+    p.add_argument(
+        "--warmup-frac",
+        type=_float_type("--warmup-frac", 0.0),
+        default=0.1,
+        help="share of steps in linear warm-up, then cosine",
+    )
+    p.add_argument(
+        "--align-frac",
+        type=_float_type("--align-frac", 0.0),
+        default=0.4,
+        help="share of steps (the first) training only the alignment objective (0: every objective "
+        "from step 0, as the study's profiles)",
+    )
     p.add_argument("--loss", default="auto", help="dual encoders: infonce, hinge or auto (hinge for VSE)")
-    p.add_argument("--objective", action="append", metavar="NAME=WEIGHT",
-                   help="weight of one objective (repeatable): align, itm, mlm, wpa (ViLT: 0.1), itc, qa, match; "
-                        "0 turns it off")
+    p.add_argument(
+        "--objective",
+        action="append",
+        metavar="NAME=WEIGHT",
+        help="weight of one objective (repeatable): align, itm, mlm, wpa (ViLT: 0.1), itc, qa, match; 0 turns it off",
+    )
     p.add_argument("--masking", default="mask", help="mask: every masked word -> [MASK]; bert: 80/10/10")
     p.add_argument("--hard-negatives", action="store_true", help="ITM negatives mined from ITC (needs itc > 0)")
     p.add_argument("--augment", default="none", help="none or randaugment (truth-preserving ops)")
     p.add_argument("--tiny", action="store_true", help="the preset's tiny variant")
     p.add_argument("--detector", help="detector.pt from train-detector (region architectures)")
-    p.add_argument("--regions", default="detected",
-                   help="region architectures: detected, or oracle (features of the ground-truth boxes, labelled)")
+    p.add_argument(
+        "--regions",
+        default="detected",
+        help="region architectures: detected, or oracle (features of the ground-truth boxes, labelled)",
+    )
     p.add_argument("--checkpoint-every", type=_int_type("--checkpoint-every", 1), default=100)
-    p.add_argument("--stop-after", type=_int_type("--stop-after", 1), help="stop after this many steps of this call (then resume)")
+    p.add_argument(
+        "--stop-after", type=_int_type("--stop-after", 1), help="stop after this many steps of this call (then resume)"
+    )
     _add_data(p)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA for torchrun DDP runs when present)")
@@ -214,21 +274,41 @@ def register(sub) -> None:
     _add_data(p)
     p.set_defaults(func=_train_detector)
 
-    p = sub.add_parser("eval", help="accuracy of a local checkpoint on real data (VQAv2, NLVR2, COCO / Flickr30k, "
-                                    "image folders); writes a kind: accuracy record; resumable")
+    p = sub.add_parser(
+        "eval",
+        help="accuracy of a local checkpoint on real data (VQAv2, NLVR2, COCO / Flickr30k, "
+        "image folders); writes a kind: accuracy record; resumable",
+    )
     p.add_argument("--task", default="retrieval", help="vqa, nlvr2, retrieval (default) or zero-shot")
-    p.add_argument("--dataset", required=True, help="vqav2 (vqa), nlvr2, coco / flickr30k (retrieval), "
-                                                    "imagefolder (zero-shot)")
+    p.add_argument(
+        "--dataset", required=True, help="vqav2 (vqa), nlvr2, coco / flickr30k (retrieval), imagefolder (zero-shot)"
+    )
     p.add_argument("--root", required=True, help="folder with the dataset's official files and images")
-    p.add_argument("--weights", required=True, help="a transformers ViLT task / CLIP folder, or a `vlpbench train` "
-                                                    "run dir (retrieval)")
-    p.add_argument("--split", help="split as the files name it (default: val2014, dev, test, val; NLVR2 test-P = test1)")
-    p.add_argument("--limit", type=_int_type("--limit", 1), help="evaluate the first N examples (images for retrieval) only")
-    p.add_argument("--batch-size", type=_int_type("--batch-size", 1), default=32, help="examples (ITM: pairs) per forward")
-    p.add_argument("--shortlist", type=_int_type("--shortlist", 1), help="ViLT retrieval: re-rank the top K per query of --shortlist-weights")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="a transformers ViLT task / CLIP folder, or a `vlpbench train` run dir (retrieval)",
+    )
+    p.add_argument(
+        "--split", help="split as the files name it (default: val2014, dev, test, val; NLVR2 test-P = test1)"
+    )
+    p.add_argument(
+        "--limit", type=_int_type("--limit", 1), help="evaluate the first N examples (images for retrieval) only"
+    )
+    p.add_argument(
+        "--batch-size", type=_int_type("--batch-size", 1), default=32, help="examples (ITM: pairs) per forward"
+    )
+    p.add_argument(
+        "--shortlist",
+        type=_int_type("--shortlist", 1),
+        help="ViLT retrieval: re-rank the top K per query of --shortlist-weights",
+    )
     p.add_argument("--shortlist-weights", help="CLIP folder whose cosine makes the ViLT retrieval shortlist")
-    p.add_argument("--out", help="run directory for the record (default: a new reports/runs/<UTC time>-eval); "
-                                 "the same --out resumes an interrupted evaluation")
+    p.add_argument(
+        "--out",
+        help="run directory for the record (default: a new reports/runs/<UTC time>-eval); "
+        "the same --out resumes an interrupted evaluation",
+    )
     p.add_argument("--no-progress", action="store_true")
     _add_threads(p)
     p.set_defaults(func=_eval)
@@ -242,7 +322,11 @@ def register(sub) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
     p.add_argument("--device", help="training device: cpu, cuda or auto (default: the profile's)")
     p.add_argument("--regions", help="region models: detected (default) or oracle (ground-truth boxes, labelled)")
-    p.add_argument("--jobs", type=_int_type("--jobs", 1), default=1,
-                   help="train this many (arch, seed) runs at once, each in its own process with --threads threads")
+    p.add_argument(
+        "--jobs",
+        type=_int_type("--jobs", 1),
+        default=1,
+        help="train this many (arch, seed) runs at once, each in its own process with --threads threads",
+    )
     _add_threads(p)
     p.set_defaults(func=_study)

@@ -8,7 +8,7 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import vlpbench
 from vlpbench.errors import VlpbenchError
@@ -20,7 +20,7 @@ DEFAULT_THREADS = 1
 ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "LD_PRELOAD")
 
 
-def _git(*args: str) -> Optional[str]:
+def _git(*args: str) -> str | None:
     root = Path(vlpbench.__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
@@ -29,7 +29,7 @@ def _git(*args: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def git_state() -> Dict[str, Any]:
+def git_state() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit is not None:
@@ -48,31 +48,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read(path: str) -> Optional[str]:
+def _read(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
     except OSError:
         return None
 
 
-def _meminfo() -> Dict[str, Optional[float]]:
+def _meminfo() -> dict[str, float | None]:
     """RAM total and available in GiB from /proc/meminfo (None where it cannot be read)."""
-    vals: Dict[str, Optional[float]] = {"total_gib": None, "available_gib": None}
+    vals: dict[str, float | None] = {"total_gib": None, "available_gib": None}
     text = _read("/proc/meminfo") or ""
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         if key in ("MemTotal", "MemAvailable"):
             kib = float(rest.split()[0])
-            vals["total_gib" if key == "MemTotal" else "available_gib"] = round(kib / 2 ** 20, 3)
+            vals["total_gib" if key == "MemTotal" else "available_gib"] = round(kib / 2**20, 3)
     return vals
 
 
-def _cpu_frequency() -> Dict[str, Any]:
+def _cpu_frequency() -> dict[str, Any]:
     """Current / max CPU frequency (MHz) and the cpufreq governor where the kernel exposes them."""
     base = "/sys/devices/system/cpu/cpu0/cpufreq/"
     cur, top = _read(base + "scaling_cur_freq"), _read(base + "cpuinfo_max_freq")
-    mhz = [float(line.split(":", 1)[1]) for line in (_read("/proc/cpuinfo") or "").splitlines()
-           if line.startswith("cpu MHz")]
+    mhz = [
+        float(line.split(":", 1)[1])
+        for line in (_read("/proc/cpuinfo") or "").splitlines()
+        if line.startswith("cpu MHz")
+    ]
     return {
         "cur_mhz": float(cur) / 1e3 if cur else (round(sum(mhz) / len(mhz), 1) if mhz else None),
         "max_mhz": float(top) / 1e3 if top else None,
@@ -80,7 +83,7 @@ def _cpu_frequency() -> Dict[str, Any]:
     }
 
 
-def machine_state() -> Dict[str, Any]:
+def machine_state() -> dict[str, Any]:
     """Load average (1, 5, 15 min) and RAM at one instant; taken before and after each measurement."""
     try:
         load = [round(v, 2) for v in os.getloadavg()]
@@ -89,7 +92,7 @@ def machine_state() -> Dict[str, Any]:
     return {"load_avg": load, "ram": _meminfo()}
 
 
-def busy_flag(before: Dict[str, Any], after: Dict[str, Any], threads: int) -> Optional[bool]:
+def busy_flag(before: dict[str, Any], after: dict[str, Any], threads: int) -> bool | None:
     """``busy``: the 1-minute load average, before or after, exceeded the intra-op thread count.
 
     The machine then ran more runnable threads than this measurement asked cores for, so other work
@@ -99,12 +102,14 @@ def busy_flag(before: Dict[str, Any], after: Dict[str, Any], threads: int) -> Op
     return (max(loads) > threads) if loads else None
 
 
-def set_threads(threads: int, interop: Optional[int] = None) -> Dict[str, int]:
+def set_threads(threads: int, interop: int | None = None) -> dict[str, int]:
     """Set torch's intra-op (and, if not yet fixed, inter-op) thread counts; return what is in force."""
     import torch
 
     if not isinstance(threads, int) or threads < 1:
-        raise VlpbenchError(f"invalid thread count {threads!r}; accepted: an integer >= 1 (this machine has {os.cpu_count()} CPUs)")
+        raise VlpbenchError(
+            f"invalid thread count {threads!r}; accepted: an integer >= 1 (this machine has {os.cpu_count()} CPUs)"
+        )
     torch.set_num_threads(threads)
     if interop is not None and interop != torch.get_num_interop_threads():
         try:
@@ -114,7 +119,7 @@ def set_threads(threads: int, interop: Optional[int] = None) -> Dict[str, int]:
     return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
 
 
-def _version(mod: str) -> Optional[str]:
+def _version(mod: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -123,11 +128,11 @@ def _version(mod: str) -> Optional[str]:
         return None
 
 
-def capture(device: str = "cpu", dtype: str = "float32", amp: bool = False) -> Dict[str, Any]:
+def capture(device: str = "cpu", dtype: str = "float32", amp: bool = False) -> dict[str, Any]:
     import torch
 
     cuda = str(device).startswith("cuda")
-    env: Dict[str, Any] = {
+    env: dict[str, Any] = {
         "vlpbench": vlpbench.__version__,
         "git": git_state(),
         "python": platform.python_version(),
@@ -151,15 +156,25 @@ def capture(device: str = "cpu", dtype: str = "float32", amp: bool = False) -> D
     }
     if cuda:
         idx = torch.device(device).index or 0
-        env.update({
-            "gpu": torch.cuda.get_device_name(idx),
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
-            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        })
+        env.update(
+            {
+                "gpu": torch.cuda.get_device_name(idx),
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+                "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+                "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            }
+        )
     else:
-        env.update({"gpu": None, "cuda": torch.version.cuda, "cudnn": None,
-                    "tf32_matmul": None, "tf32_cudnn": None, "cudnn_benchmark": None})
+        env.update(
+            {
+                "gpu": None,
+                "cuda": torch.version.cuda,
+                "cudnn": None,
+                "tf32_matmul": None,
+                "tf32_cudnn": None,
+                "cudnn_benchmark": None,
+            }
+        )
     return env

@@ -17,15 +17,16 @@ cuDNN's fused RNN kernel on CUDA is not counted and shows in ``not_counted``.
 Everything else (element-wise ops, activations, normalisation, softmax outside SDPA, pooling,
 interpolation, sorting, indexing) is not counted; the ops seen in the pass that carry no formula and
 added no FLOPs through what they decompose into are listed in ``not_counted`` with how often they ran.
-The PyTorch fast path for ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is disabled during counting, since its
-fused kernel counts 0.
+The PyTorch fast path for ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is disabled during
+counting, since its fused kernel counts 0.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -45,10 +46,13 @@ def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _roi_align_flop(input_shape, rois_shape, spatial_scale, pooled_h, pooled_w, sampling_ratio, *args,
-                    out_shape=None, **kwargs) -> int:
+def _roi_align_flop(
+    input_shape, rois_shape, spatial_scale, pooled_h, pooled_w, sampling_ratio, *args, out_shape=None, **kwargs
+) -> int:
     s = int(sampling_ratio) if int(sampling_ratio) > 0 else 2
-    n_out = _prod(out_shape) if out_shape is not None else int(rois_shape[0]) * int(input_shape[1]) * pooled_h * pooled_w
+    n_out = (
+        _prod(out_shape) if out_shape is not None else int(rois_shape[0]) * int(input_shape[1]) * pooled_h * pooled_w
+    )
     return n_out * (8 * s * s + 1)
 
 
@@ -57,8 +61,8 @@ def _nms_flop(boxes_shape, scores_shape, iou_threshold, *args, out_shape=None, *
     return 12 * n * (n - 1) // 2 + 3 * n
 
 
-def _custom_mapping() -> Dict[Any, Callable[..., int]]:
-    mapping: Dict[Any, Callable[..., int]] = {
+def _custom_mapping() -> dict[Any, Callable[..., int]]:
+    mapping: dict[Any, Callable[..., int]] = {
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
     }
     try:
@@ -79,15 +83,86 @@ ADDED_FORMULAS = {
 
 # Ops that are bookkeeping rather than arithmetic; not worth listing as "not counted".
 _FREE = {
-    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze",
-    "slice", "select", "detach", "alias", "as_strided", "contiguous", "clone", "copy_", "_to_copy", "empty",
-    "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "fill_", "zero_", "split",
-    "split_with_sizes", "chunk", "unbind", "cat", "stack", "arange", "lift_fresh", "new_empty", "new_zeros",
-    "new_full", "new_ones", "_reshape_alias", "unfold", "lift_fresh_copy", "scalar_tensor", "item",
-    "_local_scalar_dense", "index_select", "index", "gather", "repeat", "flatten", "narrow", "to", "type_as",
-    "is_nonzero", "sym_size", "sym_stride", "sym_numel", "dim", "size", "stride", "numel", "resize_",
-    "set_", "randperm", "rand", "randn", "randint", "random_", "uniform_", "normal_", "bernoulli_", "masked_fill", "masked_fill_", "where",
-    "nonzero", "_pack_padded_sequence", "_pad_packed_sequence", "constant_pad_nd", "pad",
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "permute",
+    "transpose",
+    "t",
+    "expand",
+    "unsqueeze",
+    "squeeze",
+    "slice",
+    "select",
+    "detach",
+    "alias",
+    "as_strided",
+    "contiguous",
+    "clone",
+    "copy_",
+    "_to_copy",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "full",
+    "fill_",
+    "zero_",
+    "split",
+    "split_with_sizes",
+    "chunk",
+    "unbind",
+    "cat",
+    "stack",
+    "arange",
+    "lift_fresh",
+    "new_empty",
+    "new_zeros",
+    "new_full",
+    "new_ones",
+    "_reshape_alias",
+    "unfold",
+    "lift_fresh_copy",
+    "scalar_tensor",
+    "item",
+    "_local_scalar_dense",
+    "index_select",
+    "index",
+    "gather",
+    "repeat",
+    "flatten",
+    "narrow",
+    "to",
+    "type_as",
+    "is_nonzero",
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+    "dim",
+    "size",
+    "stride",
+    "numel",
+    "resize_",
+    "set_",
+    "randperm",
+    "rand",
+    "randn",
+    "randint",
+    "random_",
+    "uniform_",
+    "normal_",
+    "bernoulli_",
+    "masked_fill",
+    "masked_fill_",
+    "where",
+    "nonzero",
+    "_pack_padded_sequence",
+    "_pad_packed_sequence",
+    "constant_pad_nd",
+    "pad",
 }
 
 
@@ -133,13 +208,13 @@ class _StageFlops:
 
     def __init__(self, counter: FlopCounterMode) -> None:
         self.counter = counter
-        self.by_stage: Dict[str, int] = {}
-        self.groups: Dict[str, str] = {}
+        self.by_stage: dict[str, int] = {}
+        self.groups: dict[str, str] = {}
         self.parents: set = set()
-        self._stack: List[str] = []
+        self._stack: list[str] = []
 
     @contextlib.contextmanager
-    def __call__(self, name: str, group: Optional[str] = None) -> Iterator[None]:
+    def __call__(self, name: str, group: str | None = None) -> Iterator[None]:
         if self._stack:
             self.parents.add(self._stack[-1])
         self._stack.append(name)
@@ -152,7 +227,7 @@ class _StageFlops:
             self.by_stage[name] = self.by_stage.get(name, 0) + self.counter.get_total_flops() - before
 
 
-def count_flops(fn: Callable[..., Any]) -> Dict[str, Any]:
+def count_flops(fn: Callable[..., Any]) -> dict[str, Any]:
     """Run ``fn(stage)`` once under the counter; return total, per-stage and per-group FLOPs."""
     mapping = _custom_mapping()
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
@@ -163,7 +238,7 @@ def count_flops(fn: Callable[..., Any]) -> Dict[str, Any]:
         fn(stage)
     per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
     leaves = [n for n in stage.by_stage if n not in stage.parents]
-    groups: Dict[str, int] = {}
+    groups: dict[str, int] = {}
     for n in leaves:
         groups[stage.groups[n]] = groups.get(stage.groups[n], 0) + stage.by_stage[n]
     return {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import resource
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any
 
 MB = 1024 * 1024
 
@@ -29,7 +29,7 @@ class MemoryMonitor:
         self.interval_s = interval_s
         self._peak = 0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._baseline_mb = 0.0
 
     def _sample(self) -> None:
@@ -40,7 +40,7 @@ class MemoryMonitor:
             self._peak = max(self._peak, proc.memory_info().rss)
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "MemoryMonitor":
+    def __enter__(self) -> MemoryMonitor:
         import psutil
 
         if self.device.startswith("cuda"):
@@ -62,16 +62,21 @@ class MemoryMonitor:
             self._thread.join()
             self._thread = None
 
-    def result(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"rss_before_mb": round(self._baseline_mb, 1)}
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rss_before_mb": round(self._baseline_mb, 1)}
         if self.isolated:
             out.update({"rss_peak_mb": round(ru_maxrss_mb(), 1), "method": "ru_maxrss"})
         else:
-            out.update({"rss_peak_mb": round(self._peak / MB, 1), "method": "sampled",
-                        "interval_ms": self.interval_s * 1e3})
+            out.update(
+                {"rss_peak_mb": round(self._peak / MB, 1), "method": "sampled", "interval_ms": self.interval_s * 1e3}
+            )
         if self.device.startswith("cuda"):
             import torch
 
-            out.update({"cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / MB, 1),
-                        "cuda_peak_reserved_mb": round(torch.cuda.max_memory_reserved() / MB, 1)})
+            out.update(
+                {
+                    "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / MB, 1),
+                    "cuda_peak_reserved_mb": round(torch.cuda.max_memory_reserved() / MB, 1),
+                }
+            )
         return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 
 def _fmt_s(seconds: float) -> str:
@@ -23,26 +24,32 @@ def _fmt_s(seconds: float) -> str:
 class Progress:
     """``update(phase, i, n, elapsed_s, eta_s)`` prints ``vlpbench: LABEL PHASE i/n, elapsed .., ~.. left``."""
 
-    def __init__(self, label: str, stream: Optional[TextIO] = None, every_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        every_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s
         self._clock = clock
-        self._last: Optional[float] = None
+        self._last: float | None = None
 
-    def update(self, phase: str, i: int, n: int, elapsed_s: float, eta_s: Optional[float], bound: str = "") -> None:
+    def update(self, phase: str, i: int, n: int, elapsed_s: float, eta_s: float | None, bound: str = "") -> None:
         now = self._clock()
         if self._last is not None and now - self._last < self.every_s and i < n:
             return
         self._last = now
         left = f", ~{_fmt_s(eta_s)} left" if eta_s is not None else ""
         of = f"{bound}{n}"
-        print(f"vlpbench: {self.label} {phase} {i}/{of}, elapsed {_fmt_s(elapsed_s)}{left}",
-              file=self.stream, flush=True)
+        print(
+            f"vlpbench: {self.label} {phase} {i}/{of}, elapsed {_fmt_s(elapsed_s)}{left}", file=self.stream, flush=True
+        )
 
 
-def progress_stream() -> Optional[TextIO]:
+def progress_stream() -> TextIO | None:
     """Where a measurement subprocess writes progress: the file descriptor its parent passed in
     ``VLPBENCH_PROGRESS_FD`` (the parent's stderr, so the lines reach the user while the child's own
     stderr is captured for error reports), else this process's stderr."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -36,30 +37,34 @@ from .timer import IterationSample, StageTimer
 
 @dataclass(frozen=True)
 class Protocol:
-    warmup: Optional[int] = None   # warm-up iterations; None = 3 on CPU, 10 on CUDA
-    min_iters: int = 5             # timed iterations at least (each of instrumented and uninstrumented)
-    min_time_s: float = 2.0        # and at least this much time spent in instrumented iterations
-    max_iters: int = 200           # at most this many instrumented iterations
-    uninstrumented: bool = True    # alternate with iterations that carry no stage markers
-    target_ci: Optional[float] = None   # stop when the 95% CI of the median is within +-this fraction (0.02)
-    max_time_s: Optional[float] = None  # time cap of the instrumented iterations (target_ci default: 300 s)
+    warmup: int | None = None  # warm-up iterations; None = 3 on CPU, 10 on CUDA
+    min_iters: int = 5  # timed iterations at least (each of instrumented and uninstrumented)
+    min_time_s: float = 2.0  # and at least this much time spent in instrumented iterations
+    max_iters: int = 200  # at most this many instrumented iterations
+    uninstrumented: bool = True  # alternate with iterations that carry no stage markers
+    target_ci: float | None = None  # stop when the 95% CI of the median is within +-this fraction (0.02)
+    max_time_s: float | None = None  # time cap of the instrumented iterations (target_ci default: 300 s)
 
-    def validate(self) -> "Protocol":
+    def validate(self) -> Protocol:
         if self.warmup is not None and (not isinstance(self.warmup, int) or self.warmup < 0):
             raise VlpbenchError(f"invalid warmup {self.warmup!r}; accepted: an integer >= 0")
         if not isinstance(self.min_iters, int) or self.min_iters < 1:
             raise VlpbenchError(f"invalid iteration count {self.min_iters!r}; accepted: an integer >= 1")
         if not isinstance(self.max_iters, int) or self.max_iters < self.min_iters:
-            raise VlpbenchError(f"invalid max_iters {self.max_iters!r}; accepted: an integer >= min_iters ({self.min_iters})")
+            raise VlpbenchError(
+                f"invalid max_iters {self.max_iters!r}; accepted: an integer >= min_iters ({self.min_iters})"
+            )
         if not (self.min_time_s >= 0):
             raise VlpbenchError(f"invalid min_time_s {self.min_time_s!r}; accepted: seconds >= 0")
         if self.target_ci is not None and not (isinstance(self.target_ci, (int, float)) and 0 < self.target_ci < 1):
-            raise VlpbenchError(f"invalid target CI {self.target_ci!r}; accepted: a fraction in (0, 1), e.g. 0.02 for +-2%")
+            raise VlpbenchError(
+                f"invalid target CI {self.target_ci!r}; accepted: a fraction in (0, 1), e.g. 0.02 for +-2%"
+            )
         if self.max_time_s is not None and not (self.max_time_s > 0):
             raise VlpbenchError(f"invalid max_time_s {self.max_time_s!r}; accepted: seconds > 0")
         return self
 
-    def time_cap_s(self) -> Optional[float]:
+    def time_cap_s(self) -> float | None:
         if self.max_time_s is not None:
             return self.max_time_s
         return 300.0 if self.target_ci is not None else None
@@ -69,33 +74,39 @@ class Protocol:
             return self.warmup
         return 10 if str(device).startswith("cuda") else 3
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Measurement:
     """Runs the protocol step by step (so pytest-benchmark can drive the instrumented rounds)."""
 
-    def __init__(self, fn: Callable[..., Any], device: str = "cpu", protocol: Optional[Protocol] = None,
-                 timer: Optional[StageTimer] = None, clock: Callable[[], int] = time.perf_counter_ns,
-                 progress: Optional[Progress] = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        device: str = "cpu",
+        protocol: Protocol | None = None,
+        timer: StageTimer | None = None,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        progress: Progress | None = None,
+    ) -> None:
         self.fn = fn
         self.device = str(device)
         self.protocol = (protocol or Protocol()).validate()
         self.timer = timer or StageTimer(self.device, clock=clock)
         self._clock = clock
         self.progress = progress
-        self.samples: List[IterationSample] = []
-        self.plain_ms: List[float] = []
-        self.pairs: List[Tuple[float, float]] = []   # (instrumented total, uninstrumented) ms, run back to back
-        self._pending: Dict[str, float] = {}
-        self.empty_stage_ms: Optional[float] = None
+        self.samples: list[IterationSample] = []
+        self.plain_ms: list[float] = []
+        self.pairs: list[tuple[float, float]] = []  # (instrumented total, uninstrumented) ms, run back to back
+        self._pending: dict[str, float] = {}
+        self.empty_stage_ms: float | None = None
         self.last_output: Any = None
-        self.warmup_ms: List[float] = []
-        self.stopped_by: Optional[str] = None
-        self.ci_rel: Optional[float] = None
+        self.warmup_ms: list[float] = []
+        self.stopped_by: str | None = None
+        self.ci_rel: float | None = None
         self._next_ci_check = 0
-        self._t0: Optional[int] = None
+        self._t0: int | None = None
 
     def _sync(self) -> None:
         if self.timer.cuda:
@@ -177,7 +188,7 @@ class Measurement:
     def _spent_s(self) -> float:
         return sum(s.wall_ms for s in self.samples) / 1e3
 
-    def planned_iters(self) -> Tuple[int, str]:
+    def planned_iters(self) -> tuple[int, str]:
         """Iterations the protocol will run as far as known now, and "" or "<=" when it is only a bound."""
         p, n = self.protocol, len(self.samples)
         per_s = self._spent_s() / n if n else None
@@ -233,17 +244,17 @@ class Measurement:
                 eta = None if bound else max(0.0, (n - i) * per_s)
                 self.progress.update("timed iteration", i, n, self._elapsed_s(), eta, bound)
 
-    def run(self) -> "Measurement":
+    def run(self) -> Measurement:
         self.warmup()
         self.calibrate_empty_stage()
         self.timed_loop()
         return self
 
     # -- results ----------------------------------------------------------------------------
-    def overhead(self) -> Dict[str, Any]:
+    def overhead(self) -> dict[str, Any]:
         """Empty-stage bound and, from the paired iterations, the measured overhead with its 95% CI."""
         n_entries = self.samples[-1].count
-        out: Dict[str, Any] = {
+        out: dict[str, Any] = {
             "empty_stage_ms": self.empty_stage_ms,
             "stage_entries_per_iter": n_entries,
             "estimated_ms": (self.empty_stage_ms or 0.0) * n_entries,
@@ -253,24 +264,28 @@ class Measurement:
         out.update(paired_overhead(self.pairs))
         return out
 
-    def samples_total(self) -> List[float]:
+    def samples_total(self) -> list[float]:
         return [s.total_ms for s in self.samples]
 
-    def precision(self) -> Dict[str, Any]:
+    def precision(self) -> dict[str, Any]:
         p = self.protocol
         if p.target_ci is not None and self.ci_rel is None and len(self.samples) >= 3:
             self._next_ci_check = 0
             self._precise_enough()
-        return {"target_ci": p.target_ci, "reached": (self.ci_rel is not None and p.target_ci is not None
-                                                      and self.ci_rel <= p.target_ci),
-                "ci_rel": self.ci_rel, "stopped_by": self.stopped_by, "iterations": len(self.samples),
-                "time_cap_s": p.time_cap_s()}
+        return {
+            "target_ci": p.target_ci,
+            "reached": (self.ci_rel is not None and p.target_ci is not None and self.ci_rel <= p.target_ci),
+            "ci_rel": self.ci_rel,
+            "stopped_by": self.stopped_by,
+            "iterations": len(self.samples),
+            "time_cap_s": p.time_cap_s(),
+        }
 
-    def result(self) -> Dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         if not self.samples:
             raise RuntimeError("no instrumented iterations were run")
-        names: List[str] = []
-        groups: Dict[str, str] = {}
+        names: list[str] = []
+        groups: dict[str, str] = {}
         leaves: set = set()
         for s in self.samples:
             for n in s.order:
@@ -289,7 +304,7 @@ class Measurement:
             members = [n for n in names if groups[n] == g and n in leaves]
             if members:
                 group_stats[g] = summarize([sum(s.stages.get(n, 0.0) for n in members) for s in self.samples])
-        out: Dict[str, Any] = {
+        out: dict[str, Any] = {
             "stages": stages,
             "groups": group_stats,
             "total": summarize(totals),
@@ -307,7 +322,7 @@ class Measurement:
 NOT_RESOLVABLE = "not resolvable at this noise"
 
 
-def paired_overhead(pairs: List[Tuple[float, float]]) -> Dict[str, Any]:
+def paired_overhead(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     """Instrumentation overhead from back-to-back (instrumented, uninstrumented) pairs: the median paired
     difference with its bootstrap 95% CI, in ms and as a share of the uninstrumented median.
 
@@ -321,15 +336,20 @@ def paired_overhead(pairs: List[Tuple[float, float]]) -> Dict[str, Any]:
     med = float(np.median(diffs))
     lo, hi = median_ci(diffs)
     resolvable = lo is not None and (lo > 0 or hi < 0)
-    pct = (lambda v: None if v is None or plain_med <= 0 else 100.0 * v / plain_med)  # noqa: E731
+    pct = lambda v: None if v is None or plain_med <= 0 else 100.0 * v / plain_med  # noqa: E731
     return {
-        "paired_n": len(pairs), "paired_ms": float(med), "paired_ci95_ms": [lo, hi],
-        "paired_pct": pct(med), "paired_ci95_pct": [pct(lo), pct(hi)], "resolvable": bool(resolvable),
+        "paired_n": len(pairs),
+        "paired_ms": float(med),
+        "paired_ci95_ms": [lo, hi],
+        "paired_pct": pct(med),
+        "paired_ci95_pct": [pct(lo), pct(hi)],
+        "resolvable": bool(resolvable),
         "verdict": f"{med:+.3g} ms, 95% CI [{lo:+.3g}, {hi:+.3g}] ms" if resolvable else NOT_RESOLVABLE,
     }
 
 
-def measure(fn: Callable[..., Any], device: str = "cpu", protocol: Optional[Protocol] = None,
-            progress: Optional[Progress] = None) -> Dict[str, Any]:
+def measure(
+    fn: Callable[..., Any], device: str = "cpu", protocol: Protocol | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
     """Run the whole protocol on ``fn(stage)`` and return the timing part of a result record."""
     return Measurement(fn, device, protocol, progress=progress).run().result()

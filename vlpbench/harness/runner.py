@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any
 
 from vlpbench.errors import VlpbenchError
 from vlpbench.store import SCHEMA, RunDir, config_key
@@ -39,30 +40,30 @@ def max_threads() -> int:
 
 @dataclass(frozen=True)
 class RunSpec:
-    target: str                                   # registry name (or alias) of the architecture / embedder
-    component: str = "arch"                       # "arch", "visual" or "text": which registry `target` is in
-    overrides: Dict[str, Any] = field(default_factory=dict)  # config overrides for the preset
-    workload: Dict[str, Any] = field(default_factory=dict)   # image_size [H, W], text_len, regions (see apply_workload)
-    device: str = "cpu"                           # "cpu", "cuda" or "cuda:N"
-    dtype: str = "float32"                        # float32, bfloat16, float16 (weights and inputs, or autocast dtype)
-    amp: bool = False                             # autocast to `dtype` instead of casting the model
-    tf32: bool = False                            # CUDA: allow TF32 in matmuls and cuDNN convolutions
-    cudnn_benchmark: bool = False                 # CUDA: let cuDNN pick kernels by trying them
+    target: str  # registry name (or alias) of the architecture / embedder
+    component: str = "arch"  # "arch", "visual" or "text": which registry `target` is in
+    overrides: dict[str, Any] = field(default_factory=dict)  # config overrides for the preset
+    workload: dict[str, Any] = field(default_factory=dict)  # image_size [H, W], text_len, regions (see apply_workload)
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    dtype: str = "float32"  # float32, bfloat16, float16 (weights and inputs, or autocast dtype)
+    amp: bool = False  # autocast to `dtype` instead of casting the model
+    tf32: bool = False  # CUDA: allow TF32 in matmuls and cuDNN convolutions
+    cudnn_benchmark: bool = False  # CUDA: let cuDNN pick kernels by trying them
     batch_size: int = 1
-    threads: int = 1                              # torch intra-op threads (recorded; the CLI's and README's default)
-    seed: int = 0                                 # seeds the inputs (and random init)
-    tiny: bool = False                            # build the tiny test-size variant
+    threads: int = 1  # torch intra-op threads (recorded; the CLI's and README's default)
+    seed: int = 0  # seeds the inputs (and random init)
+    tiny: bool = False  # build the tiny test-size variant
     protocol: Protocol = field(default_factory=Protocol)
     count_flops: bool = True
     taxonomy_factor: float = 3.0
-    plugins: List[str] = field(default_factory=list)  # modules imported before building (they register models)
-    weights: Optional[str] = None                 # a transformers save_pretrained directory (ViLT or CLIP) to load
-    variant: str = "eager"                        # eager, jit-freeze, inductor, inductor-freeze, cuda-graphs
-    trace_dir: Optional[str] = None               # write a Chrome trace of a separate traced pass here
-    progress: bool = False                        # progress lines on stderr between timed iterations
-    peak_file: Optional[str] = None               # `vlpbench peak` file (default: reports/peak.json if present)
+    plugins: list[str] = field(default_factory=list)  # modules imported before building (they register models)
+    weights: str | None = None  # a transformers save_pretrained directory (ViLT or CLIP) to load
+    variant: str = "eager"  # eager, jit-freeze, inductor, inductor-freeze, cuda-graphs
+    trace_dir: str | None = None  # write a Chrome trace of a separate traced pass here
+    progress: bool = False  # progress lines on stderr between timed iterations
+    peak_file: str | None = None  # `vlpbench peak` file (default: reports/peak.json if present)
 
-    def validate(self) -> "RunSpec":
+    def validate(self) -> RunSpec:
         import torch
 
         if self.component not in COMPONENTS:
@@ -83,8 +84,10 @@ class RunSpec:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise VlpbenchError(f"invalid batch size {self.batch_size!r}; accepted: an integer >= 1")
         if not isinstance(self.threads, int) or not 1 <= self.threads <= max_threads():
-            raise VlpbenchError(f"invalid thread count {self.threads!r}; accepted: an integer from 1 to "
-                                f"{max_threads()} ({THREADS_PER_CPU} per CPU of this machine's {os.cpu_count()})")
+            raise VlpbenchError(
+                f"invalid thread count {self.threads!r}; accepted: an integer from 1 to "
+                f"{max_threads()} ({THREADS_PER_CPU} per CPU of this machine's {os.cpu_count()})"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**64:
             raise VlpbenchError(f"invalid seed {self.seed!r}; accepted: an integer from 0 to 2**64-1")
         if not self.taxonomy_factor >= 1:
@@ -95,11 +98,11 @@ class RunSpec:
         validate_variant(self.variant, dev)
         return self
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "RunSpec":
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
         d["protocol"] = Protocol(**d.get("protocol", {}))
         return cls(**d)
@@ -129,8 +132,10 @@ def load_plugins(plugins: Iterable[str]) -> None:
             raise VlpbenchError(f"cannot import plugin module {name!r}: {exc}") from exc
         except Exception as exc:  # a plugin is user code: its failure is reported as one line naming it
             where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, SyntaxError) else ""
-            raise VlpbenchError(f"plugin module {name!r} failed while importing: {type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}{where}") from exc
+            raise VlpbenchError(
+                f"plugin module {name!r} failed while importing: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}{where}"
+            ) from exc
 
 
 def _registry(component: str, plugins: Iterable[str] = ()):
@@ -149,10 +154,10 @@ WORKLOAD_FIELDS = {
 }
 
 
-def _apply_to(cfg: Any, what: str, workload: Dict[str, Any], only: Iterable[str]) -> Dict[str, Any]:
+def _apply_to(cfg: Any, what: str, workload: dict[str, Any], only: Iterable[str]) -> dict[str, Any]:
     """Overrides that set ``workload`` keys in ``only`` on a component config; error if unsupported."""
     names = {f.name for f in dataclasses.fields(cfg)}
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key in only:
         if key not in workload:
             continue
@@ -164,7 +169,7 @@ def _apply_to(cfg: Any, what: str, workload: Dict[str, Any], only: Iterable[str]
     return out
 
 
-def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) -> Any:
+def apply_workload(entry, cfg: Any, workload: dict[str, Any], component: str) -> Any:
     """Return ``cfg`` with the workload (image size, text length, regions) applied to the right fields."""
     unknown = sorted(set(workload) - set(WORKLOAD_FIELDS))
     if unknown:
@@ -172,7 +177,9 @@ def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) ->
     if not workload:
         return cfg
     if component == "visual":
-        return dataclasses.replace(cfg, **_apply_to(cfg, f"visual embedder {entry.name!r}", workload, ("image_size", "regions")))
+        return dataclasses.replace(
+            cfg, **_apply_to(cfg, f"visual embedder {entry.name!r}", workload, ("image_size", "regions"))
+        )
     if component == "text":
         return dataclasses.replace(cfg, **_apply_to(cfg, f"text embedder {entry.name!r}", workload, ("text_len",)))
     from vlpbench.architectures.compose import ArchConfig
@@ -180,14 +187,17 @@ def apply_workload(entry, cfg: Any, workload: Dict[str, Any], component: str) ->
 
     if not isinstance(cfg, ArchConfig):
         # a monolithic architecture config: its own fields carry the workload
-        return dataclasses.replace(cfg, **_apply_to(cfg, f"architecture {entry.name!r}", workload, tuple(WORKLOAD_FIELDS)))
+        return dataclasses.replace(
+            cfg, **_apply_to(cfg, f"architecture {entry.name!r}", workload, tuple(WORKLOAD_FIELDS))
+        )
     vis_entry, txt_entry = VISUAL.get(cfg.visual), TEXT.get(cfg.text)
     vis_cfg = vis_entry.make_config(tiny=cfg.tiny, **cfg.visual_overrides)
     txt_cfg = txt_entry.make_config(tiny=cfg.tiny, **cfg.text_overrides)
     vis = _apply_to(vis_cfg, f"visual embedder {cfg.visual!r} of {entry.name!r}", workload, ("image_size", "regions"))
     txt = _apply_to(txt_cfg, f"text embedder {cfg.text!r} of {entry.name!r}", workload, ("text_len",))
-    return dataclasses.replace(cfg, visual_overrides={**cfg.visual_overrides, **vis},
-                               text_overrides={**cfg.text_overrides, **txt})
+    return dataclasses.replace(
+        cfg, visual_overrides={**cfg.visual_overrides, **vis}, text_overrides={**cfg.text_overrides, **txt}
+    )
 
 
 def combination_entry(target: str):
@@ -201,8 +211,13 @@ def combination_entry(target: str):
     names = [VISUAL.resolve(parts[0]), TEXT.resolve(parts[1]), INTERACTION.resolve(parts[2])]
     head = HEAD.resolve(parts[3]) if len(parts) == 4 else None
     cfg = ArchConfig(visual=names[0], text=names[1], interaction=names[2], head=head)
-    return Entry("+".join(names + ([head] if head else [])), VLPModel.from_config, cfg,
-                 description="ad-hoc combination", tiny={"tiny": True})  # --tiny: every component at its tiny size
+    return Entry(
+        "+".join(names + ([head] if head else [])),
+        VLPModel.from_config,
+        cfg,
+        description="ad-hoc combination",
+        tiny={"tiny": True},
+    )  # --tiny: every component at its tiny size
 
 
 def _load_weights(spec: RunSpec, entry):
@@ -215,9 +230,12 @@ def _load_weights(spec: RunSpec, entry):
         raise VlpbenchError(f"--weights is not supported for {spec.target!r}; accepted: {', '.join(loadable)}")
     kind = checkpoint_type(spec.weights)
     if kind != family:
-        raise VlpbenchError(f"checkpoint {spec.weights!r} is a {kind!r} model; {entry.name!r} needs a {family!r} checkpoint")
-    return load_hf_checkpoint(spec.weights, image_size=spec.workload.get("image_size"),
-                           text_len=spec.workload.get("text_len")).eval()
+        raise VlpbenchError(
+            f"checkpoint {spec.weights!r} is a {kind!r} model; {entry.name!r} needs a {family!r} checkpoint"
+        )
+    return load_hf_checkpoint(
+        spec.weights, image_size=spec.workload.get("image_size"), text_len=spec.workload.get("text_len")
+    ).eval()
 
 
 def build_target(spec: RunSpec):
@@ -235,11 +253,11 @@ def build_target(spec: RunSpec):
     return module.eval(), entry, cfg
 
 
-def _config_dict(cfg: Any) -> Dict[str, Any]:
+def _config_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
-def _params(module) -> Dict[str, Any]:
+def _params(module) -> dict[str, Any]:
     out = {"total": int(sum(p.numel() for p in module.parameters()))}
     for part in ("visual", "text", "interaction", "head"):
         sub = getattr(module, part, None)
@@ -248,11 +266,13 @@ def _params(module) -> Dict[str, Any]:
     return out
 
 
-def _cast_inputs(inputs: Dict[str, Any], dtype) -> Dict[str, Any]:
-    return {k: (v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in inputs.items()}
+def _cast_inputs(inputs: dict[str, Any], dtype) -> dict[str, Any]:
+    return {
+        k: (v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in inputs.items()
+    }
 
 
-def visual_schema(module: Any, component: str) -> Optional[str]:
+def visual_schema(module: Any, component: str) -> str | None:
     """The visual embedder's declared ``TokenSpec.schema`` (region, grid, patch), None when none is declared.
 
     An architecture exposes its visual embedder as ``module.visual`` (VLPModel does); a monolithic plugin
@@ -262,9 +282,9 @@ def visual_schema(module: Any, component: str) -> Optional[str]:
     return embedder.output_spec().schema if embedder is not None else None
 
 
-def _extras(output: Any) -> Dict[str, Any]:
+def _extras(output: Any) -> dict[str, Any]:
     """Workload facts measured in the forward (e.g. proposals kept), found on the output."""
-    found: Dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for obj in (output, getattr(output, "interaction", None)):
         ex = getattr(obj, "extras", None)
         if isinstance(ex, dict):
@@ -272,7 +292,7 @@ def _extras(output: Any) -> Dict[str, Any]:
     return found
 
 
-def run_spec(spec: RunSpec, isolated: bool = False, drive: Optional[Callable[[Any], None]] = None) -> Dict[str, Any]:
+def run_spec(spec: RunSpec, isolated: bool = False, drive: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Measure ``spec`` in this process and return its result record.
 
     ``drive(measurement)``, if given, runs the instrumented iterations itself (pytest-benchmark does
@@ -281,20 +301,27 @@ def run_spec(spec: RunSpec, isolated: bool = False, drive: Optional[Callable[[An
     """
     import torch
 
-    saved = (torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark)
+    saved = (
+        torch.get_num_threads(),
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
     try:
         return _run_spec(spec, isolated, drive)
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
             raise
-        raise VlpbenchError(f"{spec.target!r} ran out of memory at workload {spec.workload or 'default'}, batch "
-                            f"{spec.batch_size} ({str(exc).splitlines()[0][:120]}); accepted: a smaller "
-                            "--image-size, --batch-size or --text-len") from exc
+        raise VlpbenchError(
+            f"{spec.target!r} ran out of memory at workload {spec.workload or 'default'}, batch "
+            f"{spec.batch_size} ({str(exc).splitlines()[0][:120]}); accepted: a smaller "
+            "--image-size, --batch-size or --text-len"
+        ) from exc
     finally:
         torch.set_num_threads(saved[0])
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = saved[1:]
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) = (
+            saved[1:]
+        )
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -302,10 +329,11 @@ def out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
 
 
-def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], None]]) -> Dict[str, Any]:
+def _run_spec(spec: RunSpec, isolated: bool, drive: Callable[[Any], None] | None) -> dict[str, Any]:
     import torch
 
     from vlpbench.stages import null_stage, scoped
@@ -379,28 +407,44 @@ def _run_spec(spec: RunSpec, isolated: bool, drive: Optional[Callable[[Any], Non
     state_after = envmod.machine_state()
 
     workload = {"batch_size": spec.batch_size, **module.workload(), **{f"measured.{k}": v for k, v in extras.items()}}
-    env = {**envmod.capture(spec.device, spec.dtype, spec.amp), "threads": threads,
-           "machine": {"before": state_before, "after": state_after},
-           "busy": envmod.busy_flag(state_before, state_after, threads["intra_op"])}
-    record: Dict[str, Any] = {
-        "schema": SCHEMA, "kind": "latency", "key": spec.key(), "arch": entry.name,
-        "component": spec.component, "visual_schema": visual_schema(module, spec.component),
-        "spec": spec.to_dict(), "config": _config_dict(cfg),
-        "workload": workload, "protocol": {**protocol.to_dict(), "warmup_used": protocol.warmup_for(spec.device)},
-        **timing, "params": _params(module), "flops": flops, "memory": memory,
-        "paper": dict(entry.paper), "env": env, "variant": variant, "trace": trace,
+    env = {
+        **envmod.capture(spec.device, spec.dtype, spec.amp),
+        "threads": threads,
+        "machine": {"before": state_before, "after": state_after},
+        "busy": envmod.busy_flag(state_before, state_after, threads["intra_op"]),
+    }
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "kind": "latency",
+        "key": spec.key(),
+        "arch": entry.name,
+        "component": spec.component,
+        "visual_schema": visual_schema(module, spec.component),
+        "spec": spec.to_dict(),
+        "config": _config_dict(cfg),
+        "workload": workload,
+        "protocol": {**protocol.to_dict(), "warmup_used": protocol.warmup_for(spec.device)},
+        **timing,
+        "params": _params(module),
+        "flops": flops,
+        "memory": memory,
+        "paper": dict(entry.paper),
+        "env": env,
+        "variant": variant,
+        "trace": trace,
         "status": "ok",
     }
     attach_efficiency(record, load_peak(spec.peak_file, spec.device, threads["intra_op"]))
     if spec.component == "arch" and spec.variant == "eager":
         g = timing["groups"]
         med = lambda k: g[k]["median_ms"] if k in g else 0.0  # noqa: E731
-        record["taxonomy"] = classify(med("VE"), med("TE"), med("MI"), spec.taxonomy_factor,
-                                      paper_class=entry.paper.get("class"))
+        record["taxonomy"] = classify(
+            med("VE"), med("TE"), med("MI"), spec.taxonomy_factor, paper_class=entry.paper.get("class")
+        )
     return record
 
 
-def _progress_fd() -> Optional[int]:
+def _progress_fd() -> int | None:
     """A duplicate of this process's stderr for a child to write progress to (None if stderr has no fd)."""
     try:
         return os.dup(sys.stderr.fileno())
@@ -408,7 +452,7 @@ def _progress_fd() -> Optional[int]:
         return None
 
 
-def _image_size(cfg: Any) -> Optional[Tuple[int, int]]:
+def _image_size(cfg: Any) -> tuple[int, int] | None:
     """The input image size a built config will use (its own field, or its visual embedder's)."""
     size = getattr(cfg, "image_size", None)
     if size is None and all(hasattr(cfg, a) for a in ("visual", "visual_overrides", "tiny")):
@@ -446,7 +490,8 @@ def check_memory(spec: RunSpec, cfg: Any) -> None:
         raise VlpbenchError(
             f"image size {size[0]}x{size[1]} at batch {spec.batch_size} cannot fit: its input and normalised copy "
             f"alone need {need / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB of {spec.device} memory here; "
-            "accepted: a smaller --image-size or --batch-size")
+            "accepted: a smaller --image-size or --batch-size"
+        )
 
 
 def preflight(spec: RunSpec) -> RunSpec:
@@ -468,7 +513,7 @@ def preflight(spec: RunSpec) -> RunSpec:
     return spec
 
 
-def _worker_env() -> Dict[str, str]:
+def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GLIBC_TUNABLES", RECOMMENDED_GLIBC_TUNABLES)
     # the child imports what this process can import (plugins included)
@@ -477,7 +522,7 @@ def _worker_env() -> Dict[str, str]:
     return env
 
 
-def _run_worker(spec: RunSpec, out: str, timeout_s: Optional[float]) -> Dict[str, Any]:
+def _run_worker(spec: RunSpec, out: str, timeout_s: float | None) -> dict[str, Any]:
     """Run the worker writing ``out`` (the record, or ``{"error": ...}``); return what it wrote."""
     from .worker import error_path
 
@@ -487,9 +532,15 @@ def _run_worker(spec: RunSpec, out: str, timeout_s: Optional[float]) -> Dict[str
     if progress_fd is not None:
         env["VLPBENCH_PROGRESS_FD"] = str(progress_fd)  # the child's progress lines reach our stderr
     try:
-        proc = subprocess.run([sys.executable, "-m", "vlpbench.harness.worker", out],
-                              input=json.dumps(spec.to_dict()), text=True, capture_output=True, env=env,
-                              timeout=timeout_s, pass_fds=() if progress_fd is None else (progress_fd,))
+        proc = subprocess.run(
+            [sys.executable, "-m", "vlpbench.harness.worker", out],
+            input=json.dumps(spec.to_dict()),
+            text=True,
+            capture_output=True,
+            env=env,
+            timeout=timeout_s,
+            pass_fds=() if progress_fd is None else (progress_fd,),
+        )
     finally:
         if progress_fd is not None:
             os.close(progress_fd)
@@ -503,15 +554,18 @@ def _run_worker(spec: RunSpec, out: str, timeout_s: Optional[float]) -> Dict[str
             return json.load(f)
     if proc.returncode < 0:  # killed from outside (the kernel's OOM killer, a user): not a bug to trace back
         name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else proc.returncode
-        raise VlpbenchError(f"the worker measuring {spec.target!r} was killed by {name}"
-                            f"{' (the out-of-memory killer sends SIGKILL)' if name == 'SIGKILL' else ''}; "
-                            "nothing was recorded for it; accepted: run again (it resumes), with a smaller workload "
-                            "if memory ran out")
-    raise RuntimeError(f"measurement of {spec.target!r} failed in its subprocess (exit {proc.returncode}):\n"
-                       f"{proc.stderr[-4000:]}")
+        raise VlpbenchError(
+            f"the worker measuring {spec.target!r} was killed by {name}"
+            f"{' (the out-of-memory killer sends SIGKILL)' if name == 'SIGKILL' else ''}; "
+            "nothing was recorded for it; accepted: run again (it resumes), with a smaller workload "
+            "if memory ran out"
+        )
+    raise RuntimeError(
+        f"measurement of {spec.target!r} failed in its subprocess (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    )
 
 
-def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None, run_dir: Optional[RunDir] = None) -> Dict[str, Any]:
+def run_isolated(spec: RunSpec, timeout_s: float | None = None, run_dir: RunDir | None = None) -> dict[str, Any]:
     """Measure ``spec`` in a fresh Python process (exact peak RSS; allocator settings from start).
 
     With ``run_dir`` the worker writes the record straight into it (atomically, under its key), so a
@@ -530,7 +584,7 @@ def run_isolated(spec: RunSpec, timeout_s: Optional[float] = None, run_dir: Opti
         return _run_worker(spec, os.path.join(tmp, "record.json"), timeout_s)
 
 
-def _measure_into(spec: RunSpec, run_dir: RunDir, isolated: bool) -> Dict[str, Any]:
+def _measure_into(spec: RunSpec, run_dir: RunDir, isolated: bool) -> dict[str, Any]:
     if isolated:
         return run_isolated(spec, run_dir=run_dir)
     rec = run_spec(spec)
@@ -538,8 +592,12 @@ def _measure_into(spec: RunSpec, run_dir: RunDir, isolated: bool) -> Dict[str, A
     return rec
 
 
-def run_many(specs: Iterable[RunSpec], run_dir: RunDir, isolated: bool = True,
-             progress: Optional[Callable[[str, RunSpec], None]] = None) -> List[Dict[str, Any]]:
+def run_many(
+    specs: Iterable[RunSpec],
+    run_dir: RunDir,
+    isolated: bool = True,
+    progress: Callable[[str, RunSpec], None] | None = None,
+) -> list[dict[str, Any]]:
     """Measure every spec into ``run_dir``, skipping those whose record is already complete (resume).
 
     Every spec is checked (:func:`preflight`) before the first is measured.  Each configuration is
@@ -548,8 +606,8 @@ def run_many(specs: Iterable[RunSpec], run_dir: RunDir, isolated: bool = True,
     ``progress(event, spec)`` is called once per spec, event "run" or "skip".
     """
     specs = [preflight(s) for s in specs]
-    done: Dict[str, Dict[str, Any]] = {}
-    deferred: List[RunSpec] = []
+    done: dict[str, dict[str, Any]] = {}
+    deferred: list[RunSpec] = []
     for spec in specs:
         key = spec.key()
         if key in done or run_dir.has(key):

@@ -10,15 +10,18 @@ Anything else (e.g. TE the largest by more than ``factor``) is ``unclassified``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 DEFAULT_FACTOR = 3.0
-RULE = ("(d) MI largest; (c) VE largest and MI > TE; (b) VE and TE within factor of each other, "
-        "both > MI; (a) VE largest, TE > MI, VE > factor x TE")
+RULE = (
+    "(d) MI largest; (c) VE largest and MI > TE; (b) VE and TE within factor of each other, "
+    "both > MI; (a) VE largest, TE > MI, VE > factor x TE"
+)
 
 
-def classify(ve_ms: float, te_ms: float, mi_ms: float, factor: float = DEFAULT_FACTOR,
-             paper_class: Optional[str] = None) -> Dict[str, Any]:
+def classify(
+    ve_ms: float, te_ms: float, mi_ms: float, factor: float = DEFAULT_FACTOR, paper_class: str | None = None
+) -> dict[str, Any]:
     if factor < 1:
         raise ValueError(f"invalid taxonomy factor {factor!r}; accepted: a number >= 1")
     ve, te, mi = float(ve_ms), float(te_ms), float(mi_ms)
@@ -35,8 +38,15 @@ def classify(ve_ms: float, te_ms: float, mi_ms: float, factor: float = DEFAULT_F
         cls = "unclassified"
     share = (lambda v: v / total) if total > 0 else (lambda v: 0.0)
     return {
-        "class": cls, "VE_ms": ve, "TE_ms": te, "MI_ms": mi,
-        "VE_share": share(ve), "TE_share": share(te), "MI_share": share(mi),
-        "factor": factor, "rule": RULE, "paper_class": paper_class,
+        "class": cls,
+        "VE_ms": ve,
+        "TE_ms": te,
+        "MI_ms": mi,
+        "VE_share": share(ve),
+        "TE_share": share(te),
+        "MI_share": share(mi),
+        "factor": factor,
+        "rule": RULE,
+        "paper_class": paper_class,
         "matches_paper": (cls == paper_class) if paper_class else None,
     }

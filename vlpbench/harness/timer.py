@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
 
 from vlpbench.stages import GROUPS
 
@@ -32,7 +32,7 @@ _NO_RANGE = nullcontext()
 class _Record:
     name: str
     group: str
-    parent: Optional[int]
+    parent: int | None
     start: object = None
     end: object = None
 
@@ -50,10 +50,10 @@ class IterationSample:
 
     total_ms: float
     wall_ms: float
-    stages: Dict[str, float] = field(default_factory=dict)
-    groups: Dict[str, str] = field(default_factory=dict)
-    leaves: List[str] = field(default_factory=list)
-    order: List[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    leaves: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
     count: int = 0
 
     @property
@@ -62,11 +62,17 @@ class IterationSample:
 
 
 class StageTimer:
-    def __init__(self, device: str = "cpu", *, clock: Callable[[], int] = time.perf_counter_ns,
-                 event_factory: Optional[Callable[[], object]] = None,
-                 synchronize: Optional[Callable[[], None]] = None, ranges: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        event_factory: Callable[[], object] | None = None,
+        synchronize: Callable[[], None] | None = None,
+        ranges: bool | None = None,
+    ) -> None:
         self.cuda = str(device).startswith("cuda")
-        self.ranges = ranges                 # None: only while a torch profiler runs (or VLPBENCH_RANGES=1)
+        self.ranges = ranges  # None: only while a torch profiler runs (or VLPBENCH_RANGES=1)
         self._ranges_now = False
         self._clock = clock
         if self.cuda:
@@ -77,8 +83,8 @@ class StageTimer:
         else:
             self._event_factory = event_factory
             self._synchronize = synchronize
-        self._records: List[_Record] = []
-        self._stack: List[int] = []
+        self._records: list[_Record] = []
+        self._stack: list[int] = []
         self._iter_start = None
         self._wall_start = 0
         self._active = False
@@ -131,7 +137,7 @@ class StageTimer:
         self._iter_start = self._mark()
 
     @contextmanager
-    def stage(self, name: str, group: Optional[str] = None) -> Iterator[None]:
+    def stage(self, name: str, group: str | None = None) -> Iterator[None]:
         if not self._active:
             raise RuntimeError(f"stage {name!r} entered outside begin_iteration/end_iteration")
         group = group or "other"
@@ -165,7 +171,7 @@ class StageTimer:
         )
         parents = {r.parent for r in self._records if r.parent is not None}
         parent_names = {self._records[i].name for i in parents}
-        for i, rec in enumerate(self._records):
+        for _i, rec in enumerate(self._records):
             ms = self._elapsed_ms(rec.start, rec.end)
             if rec.name not in sample.stages:
                 sample.order.append(rec.name)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any
 
 from .timer import StageTimer
 
@@ -24,12 +25,11 @@ def trace_path(trace_dir: str, arch: str, key: str) -> Path:
     return Path(trace_dir) / f"{safe}-{key}.json"
 
 
-def trace_pass(fn: Callable[..., Any], device: str, path: Path, iterations: int = 1) -> Dict[str, Any]:
+def trace_pass(fn: Callable[..., Any], device: str, path: Path, iterations: int = 1) -> dict[str, Any]:
     """Run ``fn(stage)`` ``iterations`` times under ``torch.profiler`` and write its Chrome trace to ``path``.
 
     Returns what the record keeps: the file, the iterations traced and the stage names the trace holds.
     """
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from vlpbench.store import atomic_write_text
@@ -52,11 +52,15 @@ def trace_pass(fn: Callable[..., Any], device: str, path: Path, iterations: int 
     finally:
         os.unlink(tmp)
     atomic_write_text(path, text)
-    return {"file": str(path), "iterations": iterations, "stages": list(sample.order),
-            "format": "Chrome trace JSON (torch.profiler; opens in Perfetto)"}
+    return {
+        "file": str(path),
+        "iterations": iterations,
+        "stages": list(sample.order),
+        "format": "Chrome trace JSON (torch.profiler; opens in Perfetto)",
+    }
 
 
-def trace_event_names(path: str) -> List[str]:
+def trace_event_names(path: str) -> list[str]:
     """Names of every event in a Chrome trace file (what a reader of the trace sees)."""
     data = json.loads(Path(path).read_text())
     events = data["traceEvents"] if isinstance(data, dict) else data

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from vlpbench.errors import VlpbenchError
 
@@ -29,11 +30,13 @@ def validate_variant(variant: str, device: str) -> None:
     if variant not in VARIANTS:
         raise VlpbenchError(f"invalid variant {variant!r}; accepted: {', '.join(VARIANTS)}")
     if variant == "cuda-graphs" and not str(device).startswith("cuda"):
-        raise VlpbenchError("variant 'cuda-graphs' needs a CUDA device; accepted on cpu: "
-                            + ", ".join(v for v in VARIANTS if v != "cuda-graphs"))
+        raise VlpbenchError(
+            "variant 'cuda-graphs' needs a CUDA device; accepted on cpu: "
+            + ", ".join(v for v in VARIANTS if v != "cuda-graphs")
+        )
 
 
-def tensor_paths(obj: Any, path: Tuple[Any, ...] = ()) -> List[Tuple[Tuple[Any, ...], Any]]:
+def tensor_paths(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
     """(path, tensor) for every tensor in a model output (dataclasses, dicts, lists), in a fixed order."""
     import torch
 
@@ -48,12 +51,12 @@ def tensor_paths(obj: Any, path: Tuple[Any, ...] = ()) -> List[Tuple[Tuple[Any, 
     return []
 
 
-def flatten_tensors(obj: Any) -> List[Any]:
+def flatten_tensors(obj: Any) -> list[Any]:
     """Every tensor in a model output, in the order of :func:`tensor_paths`."""
     return [t for _, t in tensor_paths(obj)]
 
 
-def _at(obj: Any, path: Tuple[Any, ...]) -> Any:
+def _at(obj: Any, path: tuple[Any, ...]) -> Any:
     for p in path:
         obj = getattr(obj, p) if isinstance(p, str) and dataclasses.is_dataclass(obj) else obj[p]
     return obj
@@ -66,10 +69,10 @@ class _Flat:
     Python int in ``extras`` (a shape) turns into a tensor, which must not join the outputs.
     """
 
-    def __init__(self, module: Any, keys: Sequence[str], paths: Sequence[Tuple[Any, ...]]) -> None:
+    def __init__(self, module: Any, keys: Sequence[str], paths: Sequence[tuple[Any, ...]]) -> None:
         self.module, self.keys, self.paths = module, list(keys), list(paths)
 
-    def __call__(self, *tensors: Any) -> Tuple[Any, ...]:
+    def __call__(self, *tensors: Any) -> tuple[Any, ...]:
         out = self.module(**dict(zip(self.keys, tensors)))
         return tuple(_at(out, p) for p in self.paths)
 
@@ -88,14 +91,14 @@ def _as_module(flat: _Flat):
     return FlatModule().eval()
 
 
-def _jit_freeze(flat: _Flat, args: Tuple[Any, ...]) -> Callable[..., Any]:
+def _jit_freeze(flat: _Flat, args: tuple[Any, ...]) -> Callable[..., Any]:
     import torch
 
     traced = torch.jit.trace(_as_module(flat), args, check_trace=False, strict=False)
     return torch.jit.freeze(traced.eval())
 
 
-def _inductor(flat: _Flat, args: Tuple[Any, ...], freezing: bool) -> Callable[..., Any]:
+def _inductor(flat: _Flat, args: tuple[Any, ...], freezing: bool) -> Callable[..., Any]:
     import torch
     import torch._inductor.config as inductor_config
 
@@ -108,7 +111,7 @@ def _inductor(flat: _Flat, args: Tuple[Any, ...], freezing: bool) -> Callable[..
     return call
 
 
-def _cuda_graph(flat: _Flat, args: Tuple[Any, ...]) -> Callable[..., Any]:
+def _cuda_graph(flat: _Flat, args: tuple[Any, ...]) -> Callable[..., Any]:
     """Capture one forward into a CUDA graph (side-stream warm-up first, as torch's docs prescribe);
     the returned function replays it on the static inputs ``args`` and returns the static outputs."""
     import torch
@@ -130,7 +133,9 @@ def _cuda_graph(flat: _Flat, args: Tuple[Any, ...]) -> Callable[..., Any]:
     return replay
 
 
-def build_variant(variant: str, module: Any, inputs: Dict[str, Any], context: Callable[[], Any]) -> Tuple[Callable[[], Any], Dict[str, Any]]:
+def build_variant(
+    variant: str, module: Any, inputs: dict[str, Any], context: Callable[[], Any]
+) -> tuple[Callable[[], Any], dict[str, Any]]:
     """A no-argument callable running ``variant`` of ``module`` on ``inputs`` (inside ``context()``,
     e.g. inference mode + autocast), and the facts to record: build and first-call seconds."""
     keys = [k for k, v in inputs.items() if v is not None]
@@ -160,14 +165,18 @@ def build_variant(variant: str, module: Any, inputs: Dict[str, Any], context: Ca
     return run, {"build_s": t1 - t0, "first_call_s": t2 - t1}
 
 
-def output_difference(reference: Any, candidate: Any) -> Dict[str, Any]:
+def output_difference(reference: Any, candidate: Any) -> dict[str, Any]:
     """Largest |candidate - eager| over every output tensor, absolute and scaled by max(1, max |eager|)."""
     import torch
 
     ref, got = flatten_tensors(reference), flatten_tensors(candidate)
     if len(ref) != len(got):
-        return {"max_abs_diff": None, "max_scaled_diff": None, "within_tolerance": False,
-                "note": f"{len(got)} output tensors, eager has {len(ref)}"}
+        return {
+            "max_abs_diff": None,
+            "max_scaled_diff": None,
+            "within_tolerance": False,
+            "note": f"{len(got)} output tensors, eager has {len(ref)}",
+        }
     abs_diff, scaled = 0.0, 0.0
     for a, b in zip(ref, got):
         if not a.is_floating_point():
@@ -177,5 +186,9 @@ def output_difference(reference: Any, candidate: Any) -> Dict[str, Any]:
         d = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
         mag = max(1.0, float(a.float().abs().max())) if a.numel() else 1.0
         abs_diff, scaled = max(abs_diff, d), max(scaled, d / mag)
-    return {"max_abs_diff": abs_diff, "max_scaled_diff": scaled, "tolerance": TOLERANCE,
-            "within_tolerance": bool(scaled <= TOLERANCE)}
+    return {
+        "max_abs_diff": abs_diff,
+        "max_scaled_diff": scaled,
+        "tolerance": TOLERANCE,
+        "within_tolerance": bool(scaled <= TOLERANCE),
+    }

@@ -21,82 +21,201 @@ from vlpbench.architectures.compose import ArchConfig, VLPModel
 from vlpbench.registry import ARCH
 from vlpbench.study.relational import RelationalConfig
 
-TEXT_LEN = 34          # 5 words per object x 6 objects + 4 (DatasetConfig.longest_text)
-VOCAB = 64             # the generator's vocabulary (63 words with specials) rounded up
+TEXT_LEN = 34  # 5 words per object x 6 objects + 4 (DatasetConfig.longest_text)
+VOCAB = 64  # the generator's vocabulary (63 words with specials) rounded up
 WIDTH = 64
 
 _BLOCK = dict(width=WIDTH, depth=2, heads=4, mlp_dim=2 * WIDTH)
 _TINY_BLOCK = dict(width=32, depth=1, heads=2, mlp_dim=64)
 
 # -- visual embedders at small size (overrides of the full-size registry entries) -------------------
-VILT_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(6, 6))        # 8x8 grid, interpolated
+VILT_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(6, 6))  # 8x8 grid, interpolated
 CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8))
 GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True)  # 2x2 C5 cells x 2048
-REGIONS = dict(depth=18, image_size=(64, 64), anchor_sizes=((8, 12, 16),), aspect_ratios=(1.0,),
-               rpn_pre_nms_top_n=64, rpn_post_nms_top_n=20, pooler_resolution=4, num_classes=4,
-               score_thresh=0.3, detections_per_img=10, num_regions=6,                    # 6 regions x 512
-               # the study's small C4 keeps torchvision's layout (what its recorded results were trained with),
-               # not bottom-up-attention's caffe options of the butd-r101-c4 preset
-               stride_in_1x1=False, res5_dilation=1, pool1="torchvision", rpn_conv_channels=None, roi_pooler="align",
-               attribute_classes=0, det_nms_boxes="regressed")
+REGIONS = dict(
+    depth=18,
+    image_size=(64, 64),
+    anchor_sizes=((8, 12, 16),),
+    aspect_ratios=(1.0,),
+    rpn_pre_nms_top_n=64,
+    rpn_post_nms_top_n=20,
+    pooler_resolution=4,
+    num_classes=4,
+    score_thresh=0.3,
+    detections_per_img=10,
+    num_regions=6,  # 6 regions x 512
+    # the study's small C4 keeps torchvision's layout (what its recorded results were trained with),
+    # not bottom-up-attention's caffe options of the butd-r101-c4 preset
+    stride_in_1x1=False,
+    res5_dilation=1,
+    pool1="torchvision",
+    rpn_conv_channels=None,
+    roi_pooler="align",
+    attribute_classes=0,
+    det_nms_boxes="regressed",
+)
 # -- text embedders ---------------------------------------------------------------------------------
 BERT = dict(vocab_size=VOCAB, dim=WIDTH, max_len=TEXT_LEN, text_len=TEXT_LEN)
-CLIP_TEXT = dict(vocab_size=VOCAB, dim=WIDTH, depth=2, heads=4, mlp_dim=2 * WIDTH, context_len=TEXT_LEN,
-                 text_len=TEXT_LEN, proj_dim=WIDTH, eot_token_id=2, pool="eot")         # [SEP] = 2 ends a text
+CLIP_TEXT = dict(
+    vocab_size=VOCAB,
+    dim=WIDTH,
+    depth=2,
+    heads=4,
+    mlp_dim=2 * WIDTH,
+    context_len=TEXT_LEN,
+    text_len=TEXT_LEN,
+    proj_dim=WIDTH,
+    eot_token_id=2,
+    pool="eot",
+)  # [SEP] = 2 ends a text
 GRU = dict(vocab_size=VOCAB, embed_dim=32, hidden=WIDTH, text_len=TEXT_LEN)
 # -- interactions -----------------------------------------------------------------------------------
 SINGLE = dict(_BLOCK)
 DUAL = dict(_BLOCK, embed_dim=WIDTH)
 VSE = dict(embed_dim=WIDTH)
-COATTN = dict(text_hidden=WIDTH, text_layers=4, text_heads=4, text_mlp=2 * WIDTH, visual_hidden=WIDTH,
-              visual_layers=2, visual_heads=4, visual_mlp=2 * WIDTH, bi_hidden=WIDTH, bi_heads=4,
-              visual_co_ids=(0, 1), text_co_ids=(2, 3), max_text_len=TEXT_LEN)            # text 0-1 alone, as 0-5
+COATTN = dict(
+    text_hidden=WIDTH,
+    text_layers=4,
+    text_heads=4,
+    text_mlp=2 * WIDTH,
+    visual_hidden=WIDTH,
+    visual_layers=2,
+    visual_heads=4,
+    visual_mlp=2 * WIDTH,
+    bi_hidden=WIDTH,
+    bi_heads=4,
+    visual_co_ids=(0, 1),
+    text_co_ids=(2, 3),
+    max_text_len=TEXT_LEN,
+)  # text 0-1 alone, as 0-5
 
 _TINY_TEXT = {"dim": 32}
 
 
 def _small(name, full, klass, cfg: ArchConfig, tiny: dict, description: str, **paper) -> None:
-    ARCH.register(name, VLPModel.from_config, cfg, description=description, tiny=tiny,
-                  paper={"full_size": full, "class": klass, "source": f"small version of {full}", **paper},
-                  tags=("small",))
+    ARCH.register(
+        name,
+        VLPModel.from_config,
+        cfg,
+        description=description,
+        tiny=tiny,
+        paper={"full_size": full, "class": klass, "source": f"small version of {full}", **paper},
+        tags=("small",),
+    )
 
 
-_small("vse-small", "vse-inf", "a",
-       ArchConfig(visual="butd-r101-c4", text="bigru-text", interaction="vse-gpo",
-                  visual_overrides=REGIONS, text_overrides=GRU, interaction_overrides=VSE),
-       dict(text_overrides=dict(GRU, hidden=32), interaction_overrides=dict(embed_dim=32)),
-       "VSE (a): small Faster R-CNN C4 regions + BiGRU text, GPO pooling, cosine similarity")
-_small("clip-small", "clip-vit-b32", "b",
-       ArchConfig(visual="clip-vit-b32-patch", text="clip-text-b32", interaction="dual-encoder",
-                  visual_overrides=CLIP_PATCH, text_overrides=CLIP_TEXT, interaction_overrides=DUAL),
-       dict(visual_overrides=dict(CLIP_PATCH, dim=32),
-            text_overrides=dict(CLIP_TEXT, dim=32, depth=1, heads=2, mlp_dim=64, proj_dim=32),
-            interaction_overrides=dict(_TINY_BLOCK, embed_dim=32)),
-       "CLIP (b): ViT patch tower and causal text transformer, cosine similarity of projections")
-_small("vilbert-small", "vilbert-base", "c",
-       ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="co-attention",
-                  visual_overrides=REGIONS, text_overrides=BERT, interaction_overrides=COATTN),
-       dict(text_overrides=dict(BERT, **_TINY_TEXT),
-            interaction_overrides=dict(COATTN, text_hidden=32, text_layers=2, text_mlp=64, visual_hidden=32,
-                                       visual_layers=1, visual_mlp=64, bi_hidden=32, visual_co_ids=(0,),
-                                       text_co_ids=(1,))),
-       "ViLBERT-style (c): small Faster R-CNN C4 regions, two-stream co-attention")
-_small("uniter-small", "uniter-base", "c",
-       ArchConfig(visual="butd-r101-c4", text="bert-base-embed", interaction="single-stream",
-                  visual_overrides=REGIONS, text_overrides=BERT, interaction_overrides=SINGLE),
-       dict(text_overrides=dict(BERT, **_TINY_TEXT), interaction_overrides=dict(_TINY_BLOCK)),
-       "UNITER-like (c): small Faster R-CNN C4 regions (+ box location) and BERT tokens, single-stream")
-_small("pixelbert-small", "pixelbert-r50", "c",
-       ArchConfig(visual="pixelbert-r50-grid", text="bert-base-embed", interaction="single-stream",
-                  visual_overrides=GRID, text_overrides=BERT, interaction_overrides=SINGLE),
-       dict(text_overrides=dict(BERT, **_TINY_TEXT), interaction_overrides=dict(_TINY_BLOCK)),
-       "Pixel-BERT-like (c): small bottleneck ResNet grid features and BERT tokens, single-stream")
-_small("vilt-small", "vilt-b32", "d",
-       ArchConfig(visual="vilt-b32-patch", text="bert-base-embed", interaction="single-stream",
-                  visual_overrides=VILT_PATCH, text_overrides=BERT, interaction_overrides=SINGLE),
-       dict(visual_overrides=dict(VILT_PATCH, dim=32), text_overrides=dict(BERT, **_TINY_TEXT),
-            interaction_overrides=dict(_TINY_BLOCK)),
-       "ViLT (d): linear patch projection + BERT embeddings, single-stream transformer")
+_small(
+    "vse-small",
+    "vse-inf",
+    "a",
+    ArchConfig(
+        visual="butd-r101-c4",
+        text="bigru-text",
+        interaction="vse-gpo",
+        visual_overrides=REGIONS,
+        text_overrides=GRU,
+        interaction_overrides=VSE,
+    ),
+    dict(text_overrides=dict(GRU, hidden=32), interaction_overrides=dict(embed_dim=32)),
+    "VSE (a): small Faster R-CNN C4 regions + BiGRU text, GPO pooling, cosine similarity",
+)
+_small(
+    "clip-small",
+    "clip-vit-b32",
+    "b",
+    ArchConfig(
+        visual="clip-vit-b32-patch",
+        text="clip-text-b32",
+        interaction="dual-encoder",
+        visual_overrides=CLIP_PATCH,
+        text_overrides=CLIP_TEXT,
+        interaction_overrides=DUAL,
+    ),
+    dict(
+        visual_overrides=dict(CLIP_PATCH, dim=32),
+        text_overrides=dict(CLIP_TEXT, dim=32, depth=1, heads=2, mlp_dim=64, proj_dim=32),
+        interaction_overrides=dict(_TINY_BLOCK, embed_dim=32),
+    ),
+    "CLIP (b): ViT patch tower and causal text transformer, cosine similarity of projections",
+)
+_small(
+    "vilbert-small",
+    "vilbert-base",
+    "c",
+    ArchConfig(
+        visual="butd-r101-c4",
+        text="bert-base-embed",
+        interaction="co-attention",
+        visual_overrides=REGIONS,
+        text_overrides=BERT,
+        interaction_overrides=COATTN,
+    ),
+    dict(
+        text_overrides=dict(BERT, **_TINY_TEXT),
+        interaction_overrides=dict(
+            COATTN,
+            text_hidden=32,
+            text_layers=2,
+            text_mlp=64,
+            visual_hidden=32,
+            visual_layers=1,
+            visual_mlp=64,
+            bi_hidden=32,
+            visual_co_ids=(0,),
+            text_co_ids=(1,),
+        ),
+    ),
+    "ViLBERT-style (c): small Faster R-CNN C4 regions, two-stream co-attention",
+)
+_small(
+    "uniter-small",
+    "uniter-base",
+    "c",
+    ArchConfig(
+        visual="butd-r101-c4",
+        text="bert-base-embed",
+        interaction="single-stream",
+        visual_overrides=REGIONS,
+        text_overrides=BERT,
+        interaction_overrides=SINGLE,
+    ),
+    dict(text_overrides=dict(BERT, **_TINY_TEXT), interaction_overrides=dict(_TINY_BLOCK)),
+    "UNITER-like (c): small Faster R-CNN C4 regions (+ box location) and BERT tokens, single-stream",
+)
+_small(
+    "pixelbert-small",
+    "pixelbert-r50",
+    "c",
+    ArchConfig(
+        visual="pixelbert-r50-grid",
+        text="bert-base-embed",
+        interaction="single-stream",
+        visual_overrides=GRID,
+        text_overrides=BERT,
+        interaction_overrides=SINGLE,
+    ),
+    dict(text_overrides=dict(BERT, **_TINY_TEXT), interaction_overrides=dict(_TINY_BLOCK)),
+    "Pixel-BERT-like (c): small bottleneck ResNet grid features and BERT tokens, single-stream",
+)
+_small(
+    "vilt-small",
+    "vilt-b32",
+    "d",
+    ArchConfig(
+        visual="vilt-b32-patch",
+        text="bert-base-embed",
+        interaction="single-stream",
+        visual_overrides=VILT_PATCH,
+        text_overrides=BERT,
+        interaction_overrides=SINGLE,
+    ),
+    dict(
+        visual_overrides=dict(VILT_PATCH, dim=32),
+        text_overrides=dict(BERT, **_TINY_TEXT),
+        interaction_overrides=dict(_TINY_BLOCK),
+    ),
+    "ViLT (d): linear patch projection + BERT embeddings, single-stream transformer",
+)
 
 SMALL_ARCHS = ("vse-small", "clip-small", "vilbert-small", "uniter-small", "pixelbert-small", "vilt-small")
 REGION_ARCHS = ("vse-small", "vilbert-small", "uniter-small")

@@ -9,8 +9,9 @@ two-sided Mann-Whitney U p-value on the raw per-iteration totals is below ``alph
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -26,29 +27,29 @@ ENV_FACTS = ("host", "device", "gpu", "cpu", "threads", "torch", "dtype", "alloc
 @dataclass
 class Row:
     config: str
-    stage: str                    # "total" or a leaf stage name
+    stage: str  # "total" or a leaf stage name
     a_ms: float
     b_ms: float
-    ratio: float                  # median B / median A
-    p: Optional[float]            # Mann-Whitney U two-sided p-value (None: too few samples)
+    ratio: float  # median B / median A
+    p: float | None  # Mann-Whitney U two-sided p-value (None: too few samples)
     significant: bool
     matched_by: str
 
 
 @dataclass
 class Diff:
-    rows: List[Row]
-    only_a: List[str]
-    only_b: List[str]
-    warnings: List[str] = field(default_factory=list)
+    rows: list[Row]
+    only_a: list[str]
+    only_b: list[str]
+    warnings: list[str] = field(default_factory=list)
     alpha: float = 0.05
 
-    def slowdowns(self, pct: float) -> List[Row]:
+    def slowdowns(self, pct: float) -> list[Row]:
         """Significant totals slower in B than A by more than ``pct`` percent."""
         return [r for r in self.rows if r.stage == "total" and r.significant and r.ratio > 1 + pct / 100.0]
 
 
-def mann_whitney(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided Mann-Whitney U p-value (scipy); None if either side has fewer than 2 samples."""
     if len(a) < 2 or len(b) < 2:
         return None
@@ -62,7 +63,9 @@ def _loose_key(r: Record) -> str:
     return json.dumps([r["arch"], r.get("component"), w], sort_keys=True, default=str)
 
 
-def match(a: Sequence[Record], b: Sequence[Record]) -> Tuple[List[Tuple[Record, Record, str]], List[Record], List[Record]]:
+def match(
+    a: Sequence[Record], b: Sequence[Record]
+) -> tuple[list[tuple[Record, Record, str]], list[Record], list[Record]]:
     """Pairs (A, B, how), then records only in A and only in B."""
     bk = {r["key"]: r for r in b}
     pairs, rest_a = [], []
@@ -72,8 +75,8 @@ def match(a: Sequence[Record], b: Sequence[Record]) -> Tuple[List[Tuple[Record, 
         else:
             rest_a.append(r)
     rest_b = list(bk.values())
-    by_a: Dict[str, List[Record]] = {}
-    by_b: Dict[str, List[Record]] = {}
+    by_a: dict[str, list[Record]] = {}
+    by_b: dict[str, list[Record]] = {}
     for r in rest_a:
         by_a.setdefault(_loose_key(r), []).append(r)
     for r in rest_b:
@@ -91,19 +94,21 @@ def match(a: Sequence[Record], b: Sequence[Record]) -> Tuple[List[Tuple[Record, 
     return pairs, only_a, only_b
 
 
-def env_warnings(a: Sequence[Record], b: Sequence[Record]) -> List[str]:
+def env_warnings(a: Sequence[Record], b: Sequence[Record]) -> list[str]:
     """One line per environment fact that differs between the runs, naming both values."""
     out = []
     for fact in ENV_FACTS:
         va = sorted({str(env_of(r)[fact]) for r in a})
         vb = sorted({str(env_of(r)[fact]) for r in b})
         if va != vb:
-            out.append(f"runs differ in {fact}: A {', '.join(va)} vs B {', '.join(vb)}; differences may be the machine, "
-                       "not the change")
+            out.append(
+                f"runs differ in {fact}: A {', '.join(va)} vs B {', '.join(vb)}; differences may be the machine, "
+                "not the change"
+            )
     return out
 
 
-def _row(config: str, stage: str, sa: Dict[str, Any], sb: Dict[str, Any], how: str, alpha: float) -> Row:
+def _row(config: str, stage: str, sa: dict[str, Any], sb: dict[str, Any], how: str, alpha: float) -> Row:
     a_ms, b_ms = float(sa["median_ms"]), float(sb["median_ms"])
     ratio = b_ms / a_ms if a_ms > 0 else (1.0 if b_ms == 0 else float("inf"))
     p = mann_whitney(sa.get("samples_ms") or [], sb.get("samples_ms") or [])
@@ -129,12 +134,18 @@ def diff_records(a: Sequence[Record], b: Sequence[Record], alpha: float = 0.05, 
                 if s["leaf"] and s["name"] in sb:
                     rows.append(_row(cfg, s["name"], s, sb[s["name"]], how, alpha))
     warnings = env_warnings(la, lb)
-    weak = sorted({(len(ra["total"].get("samples_ms") or []), len(rb["total"].get("samples_ms") or []))
-                   for ra, rb, _ in pairs if min_p(len(ra["total"].get("samples_ms") or []),
-                                                   len(rb["total"].get("samples_ms") or [])) >= alpha})
+    weak = sorted(
+        {
+            (len(ra["total"].get("samples_ms") or []), len(rb["total"].get("samples_ms") or []))
+            for ra, rb, _ in pairs
+            if min_p(len(ra["total"].get("samples_ms") or []), len(rb["total"].get("samples_ms") or [])) >= alpha
+        }
+    )
     for na, nb in weak:
-        warnings.append(f"{na} vs {nb} samples cannot reach p < {alpha} (smallest possible two-sided p is "
-                        f"{min_p(na, nb):.3g}); measure more iterations to test significance")
+        warnings.append(
+            f"{na} vs {nb} samples cannot reach p < {alpha} (smallest possible two-sided p is "
+            f"{min_p(na, nb):.3g}); measure more iterations to test significance"
+        )
     return Diff(rows, [label(r) for r in only_a], [label(r) for r in only_b], warnings, alpha)
 
 
@@ -152,9 +163,20 @@ def diff_runs(run_a: PathLike, run_b: PathLike, alpha: float = 0.05, stages: boo
 COLUMNS = ["configuration", "stage", "A median ms", "B median ms", "B/A", "Mann-Whitney p", "significant", "matched by"]
 
 
-def table_rows(d: Diff) -> List[List[str]]:
-    return [[r.config, r.stage, fmt(r.a_ms), fmt(r.b_ms), f"{r.ratio:.3f}", "-" if r.p is None else f"{r.p:.3g}",
-             "yes" if r.significant else "no", r.matched_by] for r in d.rows]
+def table_rows(d: Diff) -> list[list[str]]:
+    return [
+        [
+            r.config,
+            r.stage,
+            fmt(r.a_ms),
+            fmt(r.b_ms),
+            f"{r.ratio:.3f}",
+            "-" if r.p is None else f"{r.p:.3g}",
+            "yes" if r.significant else "no",
+            r.matched_by,
+        ]
+        for r in d.rows
+    ]
 
 
 def format_text(d: Diff) -> str:

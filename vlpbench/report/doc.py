@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import Union
 
 from .table import Table
 
@@ -28,18 +28,18 @@ class Para:
 
 @dataclass
 class Bullets:
-    items: List[str]
+    items: list[str]
 
 
 @dataclass
 class TableBlock:
-    table: Table                    # raw values, typed columns (vlpbench.report.table)
-    csv: Optional[str] = None       # relative path of the same table as CSV (full precision), if written
+    table: Table  # raw values, typed columns (vlpbench.report.table)
+    csv: str | None = None  # relative path of the same table as CSV (full precision), if written
 
 
 @dataclass
 class Image:
-    path: str                       # relative to the report folder
+    path: str  # relative to the report folder
     caption: str
 
 
@@ -49,19 +49,19 @@ Block = Union[Heading, Para, Bullets, TableBlock, Image]
 @dataclass
 class Document:
     title: str
-    blocks: List[Block] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
-    def add(self, *blocks: Block) -> "Document":
+    def add(self, *blocks: Block) -> Document:
         self.blocks.extend(blocks)
         return self
 
-    def headings(self) -> List[str]:
+    def headings(self) -> list[str]:
         return [b.text for b in self.blocks if isinstance(b, Heading)]
 
-    def images(self) -> List[Image]:
+    def images(self) -> list[Image]:
         return [b for b in self.blocks if isinstance(b, Image)]
 
-    def tables(self) -> List[TableBlock]:
+    def tables(self) -> list[TableBlock]:
         return [b for b in self.blocks if isinstance(b, TableBlock)]
 
     def to_markdown(self) -> str:
@@ -74,7 +74,7 @@ class Document:
     def to_html(self) -> str:
         body = "\n".join(_html_block(b) for b in self.blocks)
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             f"<h1>{html.escape(self.title)}</h1>\n{body}\n</body>\n</html>\n"
         )
@@ -95,7 +95,7 @@ _CSS = (
 )
 
 
-def _md_block(b: Block) -> List[str]:
+def _md_block(b: Block) -> list[str]:
     if isinstance(b, Heading):
         return ["#" * (b.level) + " " + b.text]
     if isinstance(b, Para):
@@ -133,6 +133,8 @@ def _html_block(b: Block) -> str:
         csv = f'<p class="csv">(as CSV: <a href="{html.escape(b.csv)}">{html.escape(b.csv)}</a>)</p>' if b.csv else ""
         return b.table.to_html(inline=_html_inline) + csv
     if isinstance(b, Image):
-        return (f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
-                f"<figcaption>{_html_inline(b.caption)}</figcaption></figure>")
+        return (
+            f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.caption)}">'
+            f"<figcaption>{_html_inline(b.caption)}</figcaption></figure>"
+        )
     raise TypeError(f"unknown block {type(b).__name__}")

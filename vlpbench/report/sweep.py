@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +26,15 @@ from .tables import Record, is_tiny, latency, memory_added_mb, quartiles
 AXES = ("image_size", "regions", "text_len", "batch_size")
 # x value and unit of one point on each axis (image size: area in kilopixels; ticks show H x W)
 AXIS_UNITS = {"image_size": "kilopixel", "regions": "region", "text_len": "token", "batch_size": "sample"}
-AXIS_TITLES = {"image_size": "image size (H x W, plotted by area in kilopixels)", "regions": "regions K",
-               "text_len": "text length L (tokens)", "batch_size": "batch size B"}
+AXIS_TITLES = {
+    "image_size": "image size (H x W, plotted by area in kilopixels)",
+    "regions": "regions K",
+    "text_len": "text length L (tokens)",
+    "batch_size": "batch size B",
+}
 
 
-def parse_axis(text: str) -> Tuple[str, List[Any]]:
+def parse_axis(text: str) -> tuple[str, list[Any]]:
     """``image_size=224x224,384x640`` -> ("image_size", [[224, 224], [384, 640]]); ints for the others."""
     name, sep, values = text.partition("=")
     name = name.strip().replace("-", "_")
@@ -37,7 +42,7 @@ def parse_axis(text: str) -> Tuple[str, List[Any]]:
         raise VlpbenchError(f"invalid --axis {text!r}; accepted: NAME=V1,V2,... with NAME one of {', '.join(AXES)}")
     if name not in AXES:
         raise VlpbenchError(f"invalid sweep axis {name!r}; accepted: {', '.join(AXES)}")
-    out: List[Any] = []
+    out: list[Any] = []
     for v in values.split(","):
         v = v.strip()
         try:
@@ -59,7 +64,9 @@ def parse_axis(text: str) -> Tuple[str, List[Any]]:
     return name, out
 
 
-def sweep_specs(targets: Sequence[Tuple[str, str]], axes: Sequence[Tuple[str, List[Any]]], base: RunSpec) -> List[RunSpec]:
+def sweep_specs(
+    targets: Sequence[tuple[str, str]], axes: Sequence[tuple[str, list[Any]]], base: RunSpec
+) -> list[RunSpec]:
     """One spec per (target, axis, value): the axis set on ``base``, every other workload left at the preset's.
 
     ``targets``: (registry name, component) pairs; component ``arch`` or ``visual`` (or ``text``).
@@ -83,14 +90,19 @@ def sweep_specs(targets: Sequence[Tuple[str, str]], axes: Sequence[Tuple[str, Li
 
 def point_label(spec: RunSpec) -> str:
     if spec.workload:
-        (axis, v), = spec.workload.items()
+        ((axis, v),) = spec.workload.items()
         shown = "x".join(map(str, v)) if isinstance(v, (list, tuple)) else v
         return f"{spec.target} {axis}={shown}"
     return f"{spec.target} batch_size={spec.batch_size}"
 
 
-def run_sweep(specs: Sequence[RunSpec], run_dir: RunDir, isolated: bool = True, show_progress: bool = True,
-              progress: Optional[Callable[[str, RunSpec], None]] = None) -> List[Record]:
+def run_sweep(
+    specs: Sequence[RunSpec],
+    run_dir: RunDir,
+    isolated: bool = True,
+    show_progress: bool = True,
+    progress: Callable[[str, RunSpec], None] | None = None,
+) -> list[Record]:
     """Measure every point into ``run_dir`` (points already recorded there are skipped).
 
     A tqdm bar on stderr names the point being measured; it updates between points, never inside
@@ -125,47 +137,47 @@ class Curve:
     """Points of one target along one axis (all else equal), sorted by x."""
 
     axis: str
-    target: str                     # arch / embedder name
+    target: str  # arch / embedder name
     component: str
-    run: Optional[str]
+    run: str | None
     label: str
-    xs: List[float] = field(default_factory=list)
-    ticks: List[str] = field(default_factory=list)
-    records: List[Record] = field(default_factory=list)
+    xs: list[float] = field(default_factory=list)
+    ticks: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
 
-    def medians(self) -> List[float]:
+    def medians(self) -> list[float]:
         return [r["total"]["median_ms"] for r in self.records]
 
-    def quartiles(self) -> List[Tuple[float, float]]:
+    def quartiles(self) -> list[tuple[float, float]]:
         return [quartiles(r["total"]) for r in self.records]
 
-    def memory(self) -> List[Optional[float]]:
+    def memory(self) -> list[float | None]:
         """Memory each point added while measured (see :func:`memory_added_mb`), MB."""
         return [memory_added_mb(r) for r in self.records]
 
 
-def axis_of(rec: Record) -> Optional[Tuple[str, Any]]:
+def axis_of(rec: Record) -> tuple[str, Any] | None:
     """(axis, value) of a sweep point from its spec: the one workload key it sets, else batch size."""
     spec = rec.get("spec") or {}
     w = spec.get("workload") or {}
     if len(w) == 1:
-        (axis, v), = w.items()
+        ((axis, v),) = w.items()
         return (axis, v) if axis in AXES else None
     if not w:
         return ("batch_size", spec.get("batch_size", 1))
     return None
 
 
-def x_value(axis: str, v: Any) -> Tuple[float, str]:
+def x_value(axis: str, v: Any) -> tuple[float, str]:
     if axis == "image_size":
         h, w = v
         return h * w / 1000.0, f"{h}x{w}"
     return float(v), str(v)
 
 
-def curves(records: Sequence[Record], multi_run: bool = False) -> List[Curve]:
+def curves(records: Sequence[Record], multi_run: bool = False) -> list[Curve]:
     """Every set of >= 2 latency records that differ only along one axis, as a :class:`Curve`."""
-    groups: Dict[str, Curve] = {}
+    groups: dict[str, Curve] = {}
     for r in latency(records):
         ax = axis_of(r)
         if ax is None:
@@ -206,12 +218,12 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def stage_slopes(curve: Curve) -> List[Tuple[str, float]]:
+def stage_slopes(curve: Curve) -> list[tuple[str, float]]:
     """(stage, slope of its median ms against the axis) for every leaf stage, steepest first.
 
     A stage missing from some point (e.g. a sampling stage that only runs above a size) counts 0 ms there.
     """
-    names: List[str] = []
+    names: list[str] = []
     for r in curve.records:
         for s in r["stages"]:
             if s["leaf"] and s["name"] not in names:
@@ -223,5 +235,5 @@ def stage_slopes(curve: Curve) -> List[Tuple[str, float]]:
     return sorted(out, key=lambda t: -t[1])
 
 
-def fastest_stage(curve: Curve) -> Tuple[str, float]:
+def fastest_stage(curve: Curve) -> tuple[str, float]:
     return stage_slopes(curve)[0]

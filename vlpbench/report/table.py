@@ -20,8 +20,9 @@ import html
 import io
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any
 
 Formatter = Callable[[Any], str]
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -67,10 +68,10 @@ def plain(x: Any) -> str:
 class Column:
     """One column: ``key`` is the CSV header (snake case, unit in the name), ``title`` the human header."""
 
-    key: str                          # e.g. "median_ms": what a program reads
-    title: str = ""                   # e.g. "median ms": what a person reads (default: key with spaces)
-    fmt: Formatter = sig              # how Markdown / HTML / terminal show a raw value
-    numeric: Optional[bool] = None    # right-align; None: decided from the values
+    key: str  # e.g. "median_ms": what a program reads
+    title: str = ""  # e.g. "median ms": what a person reads (default: key with spaces)
+    fmt: Formatter = sig  # how Markdown / HTML / terminal show a raw value
+    numeric: bool | None = None  # right-align; None: decided from the values
 
     def __post_init__(self) -> None:
         if not _KEY.match(self.key):
@@ -89,9 +90,9 @@ def text(key: str, title: str = "") -> Column:
 @dataclass
 class Table:
     columns: Sequence[Column]
-    rows: List[Sequence[Any]] = field(default_factory=list)
-    caption: Optional[str] = None     # shown above the table in Markdown / HTML
-    notes: Optional[str] = None       # shown below the table in the terminal rendering
+    rows: list[Sequence[Any]] = field(default_factory=list)
+    caption: str | None = None  # shown above the table in Markdown / HTML
+    notes: str | None = None  # shown below the table in the terminal rendering
 
     def __post_init__(self) -> None:
         keys = [c.key for c in self.columns]
@@ -104,26 +105,26 @@ class Table:
         if len(row) != len(self.columns):
             raise ValueError(f"row of {len(row)} cells for {len(self.columns)} columns: {list(row)!r}")
 
-    def add(self, *cells: Any) -> "Table":
+    def add(self, *cells: Any) -> Table:
         self._check(cells)
         self.rows.append(list(cells))
         return self
 
-    def column(self, key: str) -> List[Any]:
+    def column(self, key: str) -> list[Any]:
         i = [c.key for c in self.columns].index(key)
         return [r[i] for r in self.rows]
 
-    def view(self, keys: Sequence[str]) -> "Table":
+    def view(self, keys: Sequence[str]) -> Table:
         """The same rows restricted to the columns ``keys`` (in that order): a narrower table for a page."""
         idx = [[c.key for c in self.columns].index(k) for k in keys]
         return Table([self.columns[i] for i in idx], [[r[i] for i in idx] for r in self.rows], self.caption, self.notes)
 
-    def records(self) -> List[dict]:
+    def records(self) -> list[dict]:
         """Rows as dicts keyed by column key (raw values)."""
         return [dict(zip((c.key for c in self.columns), r)) for r in self.rows]
 
     # -- rendering ------------------------------------------------------------------------------
-    def shown(self) -> List[List[str]]:
+    def shown(self) -> list[list[str]]:
         return [[c.fmt(v) for c, v in zip(self.columns, r)] for r in self.rows]
 
     def is_numeric(self, i: int) -> bool:
@@ -154,8 +155,12 @@ class Table:
     def to_html(self, inline: Callable[[str], str] = html.escape) -> str:
         num = [self.is_numeric(i) for i in range(len(self.columns))]
         head = "".join(f"<th>{html.escape(c.header)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f'<td{" class=num" if num[i] else ""}>{html.escape(s)}</td>'
-                                        for i, s in enumerate(r)) + "</tr>" for r in self.shown())
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td{' class=num' if num[i] else ''}>{html.escape(s)}</td>" for i, s in enumerate(r))
+            + "</tr>"
+            for r in self.shown()
+        )
         cap = f"<caption>{inline(self.caption)}</caption>" if self.caption else ""
         return f'<div class="tablewrap"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
@@ -173,15 +178,16 @@ class Table:
             out += ["", self.notes]
         return "\n".join(out) + "\n"
 
-    def transposed(self, label_key: str, label_title: str = "") -> "Table":
+    def transposed(self, label_key: str, label_title: str = "") -> Table:
         """One column per row (named by its ``label_key`` cell), one row per other column: for side-by-side views.
 
         Cells keep their column's formatter by being pre-formatted; the result is for people, not programs.
         """
         i = [c.key for c in self.columns].index(label_key)
         names = [plain(r[i]) for r in self.rows]
-        cols = [text("quantity", label_title)] + [Column(_safe_key(n, j), n, plain, numeric=True)
-                                                   for j, n in enumerate(names)]
+        cols = [text("quantity", label_title)] + [
+            Column(_safe_key(n, j), n, plain, numeric=True) for j, n in enumerate(names)
+        ]
         out = Table(cols)
         for k, c in enumerate(self.columns):
             if k != i:

@@ -9,27 +9,28 @@ HTML) and writes each as CSV at full precision.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .table import Column, Table, pct, sig, text, yes_no
 
-Record = Dict[str, Any]
+Record = dict[str, Any]
 
 SCHEMAS = ("region", "grid", "patch")
 
 
 # -- record facts ---------------------------------------------------------------------------------
-def latency(records: Iterable[Record]) -> List[Record]:
+def latency(records: Iterable[Record]) -> list[Record]:
     return [r for r in records if r["kind"] == "latency"]
 
 
-def accuracy(records: Iterable[Record]) -> List[Record]:
+def accuracy(records: Iterable[Record]) -> list[Record]:
     return [r for r in records if r["kind"] == "accuracy"]
 
 
-def ve_stages(rec: Record) -> List[Dict[str, Any]]:
+def ve_stages(rec: Record) -> list[dict[str, Any]]:
     """Leaf stages of the visual embedder (group VE), in the order they ran."""
     return [s for s in rec["stages"] if s["leaf"] and s["group"] == "VE"]
 
@@ -38,11 +39,11 @@ def short_stage(name: str) -> str:
     """``visual.rpn.nms`` -> ``rpn.nms`` (the component prefix is implied by the group)."""
     for prefix in ("visual.", "text.", "interaction.", "head."):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
-def schema_of(rec: Record) -> Optional[str]:
+def schema_of(rec: Record) -> str | None:
     """The visual-embedding schema (region, grid or patch) the record's visual embedder declared, else None.
 
     The harness records ``visual_schema`` from the embedder's ``output_spec().schema``, so a plugin's
@@ -67,7 +68,7 @@ def workload_label(rec: Record) -> str:
     return ", ".join(parts)
 
 
-def run_name(rec: Record) -> Optional[str]:
+def run_name(rec: Record) -> str | None:
     """The run directory's name (``_run`` is set by the store's loader)."""
     return str(rec["_run"]).rstrip("/").split("/")[-1] if rec.get("_run") else None
 
@@ -82,25 +83,25 @@ def label(rec: Record) -> str:
     return f"{rec['arch']}{tiny} [{workload_label(rec)}]"
 
 
-def quartiles(stats: Dict[str, Any]) -> Tuple[float, float]:
+def quartiles(stats: dict[str, Any]) -> tuple[float, float]:
     """25th and 75th percentile of a stats block, from its raw samples."""
     q1, q3 = np.percentile(np.asarray(stats["samples_ms"], dtype=float), [25, 75])
     return float(q1), float(q3)
 
 
-def group_ms(rec: Record, group: str) -> Optional[float]:
+def group_ms(rec: Record, group: str) -> float | None:
     g = (rec.get("groups") or {}).get(group)
     return None if g is None else float(g["median_ms"])
 
 
-def peak_memory_mb(rec: Record) -> Optional[float]:
+def peak_memory_mb(rec: Record) -> float | None:
     mem = rec.get("memory") or {}
     if mem.get("cuda_peak_allocated_mb") is not None:
         return float(mem["cuda_peak_allocated_mb"])
     return None if mem.get("rss_peak_mb") is None else float(mem["rss_peak_mb"])
 
 
-def memory_added_mb(rec: Record) -> Optional[float]:
+def memory_added_mb(rec: Record) -> float | None:
     """Memory the measurement added: CUDA peak allocated, or peak RSS minus the RSS before measuring."""
     mem = rec.get("memory") or {}
     if mem.get("cuda_peak_allocated_mb") is not None:
@@ -115,18 +116,24 @@ def memory_label(rec: Record) -> str:
     if mem.get("cuda_peak_allocated_mb") is not None:
         return "CUDA peak allocated"
     return {"ru_maxrss": "peak RSS of its own process", "sampled": "sampled RSS peak, shared process"}.get(
-        mem.get("method"), str(mem.get("method")))
+        mem.get("method"), str(mem.get("method"))
+    )
 
 
-def env_of(rec: Record) -> Dict[str, Any]:
+def env_of(rec: Record) -> dict[str, Any]:
     """The environment facts that decide whether two numbers are comparable."""
     e = rec.get("env") or {}
     alloc = {k: v for k, v in (e.get("allocator") or {}).items() if v}
     git = e.get("git") or {}
     commit = git.get("commit")
     return {
-        "host": e.get("host"), "device": e.get("device"), "gpu": e.get("gpu"), "cpu": e.get("cpu"),
-        "threads": (e.get("threads") or {}).get("intra_op"), "torch": e.get("torch"), "dtype": e.get("dtype"),
+        "host": e.get("host"),
+        "device": e.get("device"),
+        "gpu": e.get("gpu"),
+        "cpu": e.get("cpu"),
+        "threads": (e.get("threads") or {}).get("intra_op"),
+        "torch": e.get("torch"),
+        "dtype": e.get("dtype"),
         "autocast": e.get("autocast"),
         "allocator": "; ".join(f"{k}={v}" for k, v in sorted(alloc.items())) or "default (none set)",
         "git": (commit[:10] + (" (dirty)" if git.get("dirty") else "")) if commit else "unknown",
@@ -141,7 +148,7 @@ fmt = sig
 CLOSE_MARGIN = 0.10  # a class decided by less than 10% flips with ordinary run-to-run drift on a shared machine
 
 
-def class_margin(tax: Dict[str, Any]) -> Tuple[Optional[str], Optional[float]]:
+def class_margin(tax: dict[str, Any]) -> tuple[str | None, float | None]:
     """The comparison that decided the class and its ratio (> 1; the class flips when it falls to 1).
 
     Each class of the rule is a conjunction of comparisons; the closest of them is the margin, e.g.
@@ -164,12 +171,12 @@ def class_margin(tax: Dict[str, Any]) -> Tuple[Optional[str], Optional[float]]:
     return min(cands, key=lambda c: c[1])
 
 
-def is_close_call(tax: Dict[str, Any]) -> bool:
+def is_close_call(tax: dict[str, Any]) -> bool:
     _, ratio = class_margin(tax)
     return ratio is not None and ratio < 1 + CLOSE_MARGIN
 
 
-def busy(rec: Record) -> Optional[bool]:
+def busy(rec: Record) -> bool | None:
     """The environment's ``busy`` flag (load above the thread count while measuring), if the record has one."""
     return (rec.get("env") or {}).get("busy")
 
@@ -182,15 +189,37 @@ def flags(rec: Record) -> str:
 
 # -- tables -----------------------------------------------------------------------------------------
 def environment_table(records: Sequence[Record]) -> Table:
-    t = Table([text("host"), text("device"), text("gpu", "GPU"), text("cpu", "CPU"), Column("threads"),
-               text("torch"), text("dtype"), text("allocator"), text("git_commit", "git commit"),
-               text("record_kind", "record kind"), Column("records")])
-    seen: Dict[str, List[Any]] = {}
+    t = Table(
+        [
+            text("host"),
+            text("device"),
+            text("gpu", "GPU"),
+            text("cpu", "CPU"),
+            Column("threads"),
+            text("torch"),
+            text("dtype"),
+            text("allocator"),
+            text("git_commit", "git commit"),
+            text("record_kind", "record kind"),
+            Column("records"),
+        ]
+    )
+    seen: dict[str, list[Any]] = {}
     for r in records:
         e = env_of(r)
         dev = e["device"] + (" (autocast)" if e["autocast"] else "") if e["device"] else None
-        row = [e["host"], dev, e["gpu"], e["cpu"], e["threads"], e["torch"], e["dtype"], e["allocator"], e["git"],
-               r["kind"]]
+        row = [
+            e["host"],
+            dev,
+            e["gpu"],
+            e["cpu"],
+            e["threads"],
+            e["torch"],
+            e["dtype"],
+            e["allocator"],
+            e["git"],
+            r["kind"],
+        ]
         k = json.dumps(row, default=str)
         if k in seen:
             seen[k][-1] += 1
@@ -201,35 +230,72 @@ def environment_table(records: Sequence[Record]) -> Table:
 
 
 SUMMARY_COLUMNS = [
-    text("configuration"), text("run"), text("key"), text("component"), text("schema"), text("device"),
-    Column("total_median_ms", "total median ms"), Column("total_iqr_ms", "total IQR ms"), Column("n"),
-    Column("VE_ms", "VE ms"), Column("TE_ms", "TE ms"), Column("MI_ms", "MI ms"),
-    Column("unaccounted_ms", "unaccounted ms"), Column("params_M", "params M"),
-    Column("gflops", "GFLOPs (2 per multiply-add)"), Column("peak_memory_MB", "peak memory MB"),
-    Column("noisy", fmt=yes_no), Column("busy", fmt=yes_no),
-    text("class_measured", "class (measured)"), text("class_paper", "class (paper)"),
+    text("configuration"),
+    text("run"),
+    text("key"),
+    text("component"),
+    text("schema"),
+    text("device"),
+    Column("total_median_ms", "total median ms"),
+    Column("total_iqr_ms", "total IQR ms"),
+    Column("n"),
+    Column("VE_ms", "VE ms"),
+    Column("TE_ms", "TE ms"),
+    Column("MI_ms", "MI ms"),
+    Column("unaccounted_ms", "unaccounted ms"),
+    Column("params_M", "params M"),
+    Column("gflops", "GFLOPs (2 per multiply-add)"),
+    Column("peak_memory_MB", "peak memory MB"),
+    Column("noisy", fmt=yes_no),
+    Column("busy", fmt=yes_no),
+    text("class_measured", "class (measured)"),
+    text("class_paper", "class (paper)"),
 ]
 
 
-def summary_cells(rec: Record) -> List[Any]:
+def summary_cells(rec: Record) -> list[Any]:
     tot = rec["total"]
     params = (rec.get("params") or {}).get("total")
     flops = (rec.get("flops") or {}).get("total")
     tax = rec.get("taxonomy") or {}
-    return [label(rec), run_name(rec), rec["key"], rec.get("component"), schema_of(rec), rec["env"].get("device"),
-            tot["median_ms"], tot["iqr_ms"], tot["n"], group_ms(rec, "VE"), group_ms(rec, "TE"), group_ms(rec, "MI"),
-            rec.get("unaccounted_ms"), None if params is None else params / 1e6,
-            None if flops is None else flops / 1e9, peak_memory_mb(rec), tot.get("noisy"), busy(rec),
-            tax.get("class"), tax.get("paper_class") or (rec.get("paper") or {}).get("class")]
+    return [
+        label(rec),
+        run_name(rec),
+        rec["key"],
+        rec.get("component"),
+        schema_of(rec),
+        rec["env"].get("device"),
+        tot["median_ms"],
+        tot["iqr_ms"],
+        tot["n"],
+        group_ms(rec, "VE"),
+        group_ms(rec, "TE"),
+        group_ms(rec, "MI"),
+        rec.get("unaccounted_ms"),
+        None if params is None else params / 1e6,
+        None if flops is None else flops / 1e9,
+        peak_memory_mb(rec),
+        tot.get("noisy"),
+        busy(rec),
+        tax.get("class"),
+        tax.get("paper_class") or (rec.get("paper") or {}).get("class"),
+    ]
 
 
 def summary_table(records: Sequence[Record]) -> Table:
     return Table(SUMMARY_COLUMNS, [summary_cells(r) for r in records])
 
 
-STAGE_COLUMNS = [text("stage"), text("group"), Column("median_ms", "median ms"), Column("iqr_ms", "IQR ms"),
-                 Column("p90_ms", "p90 ms"), Column("share_of_total", "share of total", fmt=pct),
-                 Column("cv", "CV", fmt=lambda v: sig(v, 2)), Column("noisy", fmt=yes_no)]
+STAGE_COLUMNS = [
+    text("stage"),
+    text("group"),
+    Column("median_ms", "median ms"),
+    Column("iqr_ms", "IQR ms"),
+    Column("p90_ms", "p90 ms"),
+    Column("share_of_total", "share of total", fmt=pct),
+    Column("cv", "CV", fmt=lambda v: sig(v, 2)),
+    Column("noisy", fmt=yes_no),
+]
 
 
 def stage_table(rec: Record) -> Table:
@@ -237,21 +303,38 @@ def stage_table(rec: Record) -> Table:
     total = rec["total"]["median_ms"]
     t = Table(STAGE_COLUMNS)
     unacc = rec.get("unaccounted") or {}
-    for name, group, st in ([(s["name"], s["group"], s) for s in rec["stages"] if s["leaf"]]
-                            + [("unaccounted", "other", {**unacc, "median_ms": rec.get("unaccounted_ms")}),
-                               ("total", "total", rec["total"])]):
+    for name, group, st in [(s["name"], s["group"], s) for s in rec["stages"] if s["leaf"]] + [
+        ("unaccounted", "other", {**unacc, "median_ms": rec.get("unaccounted_ms")}),
+        ("total", "total", rec["total"]),
+    ]:
         med = st.get("median_ms")
-        t.add(name, group, med, st.get("iqr_ms"), st.get("p90_ms"),
-              (med / total) if (med is not None and total) else None, st.get("cv"), st.get("noisy"))
+        t.add(
+            name,
+            group,
+            med,
+            st.get("iqr_ms"),
+            st.get("p90_ms"),
+            (med / total) if (med is not None and total) else None,
+            st.get("cv"),
+            st.get("noisy"),
+        )
     return t
 
 
 TAXONOMY_COLUMNS = [
-    text("configuration"), Column("VE_ms", "VE ms"), Column("TE_ms", "TE ms"), Column("MI_ms", "MI ms"),
-    Column("VE_share", "VE share", fmt=pct), Column("TE_share", "TE share", fmt=pct),
-    Column("MI_share", "MI share", fmt=pct), text("class_measured", "class (measured)"),
-    text("class_paper", "class (paper)"), Column("agrees", fmt=yes_no), Column("factor", fmt=lambda v: f"{v:g}"),
-    text("decided_by", "decided by"), Column("margin_ratio", "margin (ratio)", fmt=lambda v: sig(v, 3)),
+    text("configuration"),
+    Column("VE_ms", "VE ms"),
+    Column("TE_ms", "TE ms"),
+    Column("MI_ms", "MI ms"),
+    Column("VE_share", "VE share", fmt=pct),
+    Column("TE_share", "TE share", fmt=pct),
+    Column("MI_share", "MI share", fmt=pct),
+    text("class_measured", "class (measured)"),
+    text("class_paper", "class (paper)"),
+    Column("agrees", fmt=yes_no),
+    Column("factor", fmt=lambda v: f"{v:g}"),
+    text("decided_by", "decided by"),
+    Column("margin_ratio", "margin (ratio)", fmt=lambda v: sig(v, 3)),
     Column("close_call", f"close call (< {100 * CLOSE_MARGIN:.0f}%)", fmt=yes_no),
 ]
 
@@ -263,15 +346,34 @@ def taxonomy_table(records: Sequence[Record]) -> Table:
         if not x:
             continue
         by, ratio = class_margin(x)
-        t.add(label(r), x["VE_ms"], x["TE_ms"], x["MI_ms"], x["VE_share"], x["TE_share"], x["MI_share"], x["class"],
-              x.get("paper_class"), x.get("matches_paper"), x.get("factor"), by, ratio, is_close_call(x))
+        t.add(
+            label(r),
+            x["VE_ms"],
+            x["TE_ms"],
+            x["MI_ms"],
+            x["VE_share"],
+            x["TE_share"],
+            x["MI_share"],
+            x["class"],
+            x.get("paper_class"),
+            x.get("matches_paper"),
+            x.get("factor"),
+            by,
+            ratio,
+            is_close_call(x),
+        )
     return t
 
 
 def paper_table(records: Sequence[Record]) -> Table:
     """The reference facts each record carries from its registry entry (quoted, never measured)."""
-    t = Table([text("name", "architecture / embedder"), text("fact"),
-               text("value", "value (quoted from paper or repository)")])
+    t = Table(
+        [
+            text("name", "architecture / embedder"),
+            text("fact"),
+            text("value", "value (quoted from paper or repository)"),
+        ]
+    )
     seen = set()
     for r in records:
         for k, v in sorted((r.get("paper") or {}).items()):
@@ -282,7 +384,7 @@ def paper_table(records: Sequence[Record]) -> Table:
     return t
 
 
-def metric_values(rec: Record) -> Dict[str, Dict[str, Any]]:
+def metric_values(rec: Record) -> dict[str, dict[str, Any]]:
     """Accuracy metrics as {name: {"mean", "std", "n"}}, from {"mean", "std", "seeds"} blocks or plain floats.
 
     Integers (example counts such as ``n``) and NaN means (a subset with no examples) are not metrics.
@@ -300,7 +402,7 @@ def metric_values(rec: Record) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def latency_for_accuracy(arch: str, acc: Record, lat_records: Sequence[Record]) -> Optional[Record]:
+def latency_for_accuracy(arch: str, acc: Record, lat_records: Sequence[Record]) -> Record | None:
     """The latency record an accuracy record is plotted against: same ``arch``, whole architecture.
 
     Several can match (sweeps, batch sizes); preference: same ``tiny`` setting as the accuracy run
@@ -311,34 +413,56 @@ def latency_for_accuracy(arch: str, acc: Record, lat_records: Sequence[Record]) 
         return None
     acc_tiny = (acc.get("config") or {}).get("tiny")
 
-    def rank(r: Record) -> Tuple[int, int]:
+    def rank(r: Record) -> tuple[int, int]:
         tiny_ok = 0 if acc_tiny is None or bool(acc_tiny) == is_tiny(r) else 1
         return (tiny_ok, 0 if r["workload"].get("batch_size", 1) == 1 else 1)
 
     return min(cands, key=rank)
 
 
-ACCURACY_COLUMNS = [text("architecture"), text("metric"), Column("mean"), Column("std", "std over seeds"),
-                    Column("seeds"), text("latency_config", "latency config (measured here)"),
-                    Column("total_median_ms", "total median ms"), text("class_measured", "class (measured)")]
+ACCURACY_COLUMNS = [
+    text("architecture"),
+    text("metric"),
+    Column("mean"),
+    Column("std", "std over seeds"),
+    Column("seeds"),
+    text("latency_config", "latency config (measured here)"),
+    Column("total_median_ms", "total median ms"),
+    text("class_measured", "class (measured)"),
+]
 
 
-def accuracy_points(records: Sequence[Record]) -> List[Dict[str, Any]]:
+def accuracy_points(records: Sequence[Record]) -> list[dict[str, Any]]:
     """One point per (accuracy record, metric), joined on ``arch`` with a latency record (or None)."""
     lat = latency(records)
     pts = []
     for acc in accuracy(records):
         rec = latency_for_accuracy(acc["arch"], acc, lat)
         for metric, v in metric_values(acc).items():
-            pts.append({"arch": acc["arch"], "metric": metric, **v, "latency": rec,
-                        "class": ((rec or {}).get("taxonomy") or {}).get("class")})
+            pts.append(
+                {
+                    "arch": acc["arch"],
+                    "metric": metric,
+                    **v,
+                    "latency": rec,
+                    "class": ((rec or {}).get("taxonomy") or {}).get("class"),
+                }
+            )
     return pts
 
 
-def accuracy_table(points: Sequence[Dict[str, Any]]) -> Table:
+def accuracy_table(points: Sequence[dict[str, Any]]) -> Table:
     t = Table(ACCURACY_COLUMNS)
     for p in points:
         rec = p["latency"]
-        t.add(p["arch"], p["metric"], p["mean"], p["std"], p["n"], label(rec) if rec else "no latency record",
-              rec["total"]["median_ms"] if rec else None, p["class"])
+        t.add(
+            p["arch"],
+            p["metric"],
+            p["mean"],
+            p["std"],
+            p["n"],
+            label(rec) if rec else "no latency record",
+            rec["total"]["median_ms"] if rec else None,
+            p["class"],
+        )
     return t

@@ -17,25 +17,24 @@ bins, as ViLT); each image gets its own ops, seeded from the trainer's per-step 
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 from torchvision.transforms import RandAugment
 
 AUGMENTS = ("none", "randaugment")
-MAX_PHOTOMETRIC = 0.1          # Brightness / Contrast: factor in [0.9, 1.1]
+MAX_PHOTOMETRIC = 0.1  # Brightness / Contrast: factor in [0.9, 1.1]
 MAX_SHARPNESS = 0.9
-MAX_TRANSLATE = 1 / 64         # fraction of the image side
+MAX_TRANSLATE = 1 / 64  # fraction of the image side
 
 
 class TruthPreservingRandAugment(RandAugment):
     """RandAugment over the ops listed in the module docstring; white fill for translated borders."""
 
     def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
-        super().__init__(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins,
-                         fill=[1.0, 1.0, 1.0])
+        super().__init__(
+            num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins, fill=[1.0, 1.0, 1.0]
+        )
 
-    def _augmentation_space(self, num_bins: int, image_size: Tuple[int, int]) -> Dict[str, Tuple[torch.Tensor, bool]]:
+    def _augmentation_space(self, num_bins: int, image_size: tuple[int, int]) -> dict[str, tuple[torch.Tensor, bool]]:
         h, w = image_size
         return {
             "Identity": (torch.tensor(0.0), False),
@@ -56,7 +55,7 @@ def augment_batch(pixel_values: torch.Tensor, generator: torch.Generator) -> tor
     torchvision samples from the global RNG; it is forked and seeded from ``generator`` so a run stays
     reproducible (and resumable) without touching the caller's random state.
     """
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return torch.stack([_AUGMENT(img) for img in pixel_values]).clamp_(0, 1)

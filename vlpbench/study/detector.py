@@ -15,7 +15,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from torchvision.models.detection.image_list import ImageList
@@ -24,19 +24,19 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
-from vlpbench.study.data import SyntheticData, collate
 from vlpbench.errors import VlpbenchError
 from vlpbench.registry import ARCH, VISUAL
 from vlpbench.store import atomic_write_json
+from vlpbench.study.data import SyntheticData, collate
 from vlpbench.study.schedule import lr_lambda
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    arch: str = "uniter-small"     # small architecture whose region embedder is trained
-    steps: int = 300               # optimiser steps
-    batch_size: int = 16           # images per step
-    lr: float = 1e-3               # AdamW peak learning rate (warm-up then cosine)
+    arch: str = "uniter-small"  # small architecture whose region embedder is trained
+    steps: int = 300  # optimiser steps
+    batch_size: int = 16  # images per step
+    lr: float = 1e-3  # AdamW peak learning rate (warm-up then cosine)
     seed: int = 0
     tiny: bool = False
 
@@ -44,12 +44,14 @@ class DetectorConfig:
 def region_overrides(arch: str, tiny: bool = False):
     cfg = ARCH.config(arch, tiny=tiny)
     if "region" not in VISUAL.get(cfg.visual).tags:
-        raise VlpbenchError(f"architecture {arch!r} has no region embedder (visual {cfg.visual!r}); accepted: "
-                            f"{', '.join(n for n in ARCH.names() if 'region' in VISUAL.get(ARCH.config(n).visual).tags)}")
+        raise VlpbenchError(
+            f"architecture {arch!r} has no region embedder (visual {cfg.visual!r}); accepted: "
+            f"{', '.join(n for n in ARCH.names() if 'region' in VISUAL.get(ARCH.config(n).visual).tags)}"
+        )
     return cfg.visual, dict(cfg.visual_overrides)
 
 
-def build_detector(arch: str, tiny: bool = False, weights: Optional[str] = None, num_classes: Optional[int] = None):
+def build_detector(arch: str, tiny: bool = False, weights: str | None = None, num_classes: int | None = None):
     """``num_classes``: background + the data's shapes (the detector is trained to tell shapes apart)."""
     visual, overrides = region_overrides(arch, tiny)
     if weights is not None:
@@ -63,7 +65,7 @@ def _targets(batch, scale: float):
     return [{"boxes": b * scale, "labels": l} for b, l in zip(batch["boxes"], batch["labels"])]
 
 
-def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progress: bool = True) -> Dict[str, Any]:
+def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate and save; returns {"weights": path, "recall": {...}, ...} (also in detector.json)."""
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -71,20 +73,40 @@ def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progr
     emb = build_detector(cfg.arch, cfg.tiny, num_classes=det_train.num_classes)
     num_classes = emb.box_predictor.cls_score.out_features
     if det_train.num_classes != num_classes:
-        raise VlpbenchError(f"region embedder of {cfg.arch!r} has {num_classes} classes but the data has "
-                            f"{det_train.num_classes} (background + shapes); accepted: num_classes={det_train.num_classes}")
+        raise VlpbenchError(
+            f"region embedder of {cfg.arch!r} has {num_classes} classes but the data has "
+            f"{det_train.num_classes} (background + shapes); accepted: num_classes={det_train.num_classes}"
+        )
     canvas = data.config.scene.canvas
     scale = emb.image_size[0] / canvas
     gen = torch.Generator().manual_seed(cfg.seed)
-    emb.calibrate(torch.stack([det_train[i]["pixel_values"] for i in torch.randperm(len(det_train), generator=gen)[:32]]))
-    rpn = RegionProposalNetwork(emb.rpn.anchor_generator, emb.rpn.head, fg_iou_thresh=0.5, bg_iou_thresh=0.3,
-                                batch_size_per_image=64, positive_fraction=0.5,
-                                pre_nms_top_n={"training": emb.rpn.pre_nms_top_n, "testing": emb.rpn.pre_nms_top_n},
-                                post_nms_top_n={"training": emb.rpn.post_nms_top_n, "testing": emb.rpn.post_nms_top_n},
-                                nms_thresh=emb.rpn.nms_thresh)
-    roi = RoIHeads(emb.roi_pooler, emb.box_head, emb.box_predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
-                   batch_size_per_image=16, positive_fraction=0.25, bbox_reg_weights=None, score_thresh=0.05,
-                   nms_thresh=0.5, detections_per_img=10)
+    emb.calibrate(
+        torch.stack([det_train[i]["pixel_values"] for i in torch.randperm(len(det_train), generator=gen)[:32]])
+    )
+    rpn = RegionProposalNetwork(
+        emb.rpn.anchor_generator,
+        emb.rpn.head,
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=64,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": emb.rpn.pre_nms_top_n, "testing": emb.rpn.pre_nms_top_n},
+        post_nms_top_n={"training": emb.rpn.post_nms_top_n, "testing": emb.rpn.post_nms_top_n},
+        nms_thresh=emb.rpn.nms_thresh,
+    )
+    roi = RoIHeads(
+        emb.roi_pooler,
+        emb.box_head,
+        emb.box_predictor,
+        fg_iou_thresh=0.5,
+        bg_iou_thresh=0.5,
+        batch_size_per_image=16,
+        positive_fraction=0.25,
+        bbox_reg_weights=None,
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        detections_per_img=10,
+    )
     params = [p for p in emb.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, cfg.steps // 10), cfg.steps))
@@ -107,7 +129,9 @@ def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progr
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
         sched.step()
-        log.append({"step": step + 1, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}})
+        log.append(
+            {"step": step + 1, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+        )
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         bar.update()
     bar.close()
@@ -116,9 +140,15 @@ def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progr
     path = os.path.join(out_dir, "detector.pt")
     torch.save(emb.state_dict(), path + ".tmp")
     os.replace(path + ".tmp", path)
-    summary = {"weights": os.path.abspath(path), "arch": cfg.arch, "config": asdict(cfg), "recall": recall,
-               "num_classes": num_classes, "wall_s": round(time.perf_counter() - start, 2),
-               "final_loss": log[-1]["loss"] if log else None}
+    summary = {
+        "weights": os.path.abspath(path),
+        "arch": cfg.arch,
+        "config": asdict(cfg),
+        "recall": recall,
+        "num_classes": num_classes,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "final_loss": log[-1]["loss"] if log else None,
+    }
     atomic_write_json(os.path.join(out_dir, "detector.json"), summary)
     with open(os.path.join(out_dir, "detector_log.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in log)
@@ -126,7 +156,9 @@ def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progr
 
 
 @torch.no_grad()
-def box_recall(emb, data: SyntheticData, split: str = "val", iou: float = 0.5, batch_size: int = 64) -> Dict[str, float]:
+def box_recall(
+    emb, data: SyntheticData, split: str = "val", iou: float = 0.5, batch_size: int = 64
+) -> dict[str, float]:
     """Share of ground-truth boxes matched (IoU >= iou) by the K emitted regions / by the detections."""
     ds = data.detection(split, label_by="shape")
     h, w = emb.image_size
@@ -144,5 +176,9 @@ def box_recall(emb, data: SyntheticData, split: str = "val", iou: float = 0.5, b
                 hit_regions += int((box_iou(gt, regions).max(1).values >= iou).sum())
             if len(dets[k]["boxes"]):
                 hit_dets += int((box_iou(gt, dets[k]["boxes"]).max(1).values >= iou).sum())
-    return {"regions_recall@0.5": hit_regions / max(1, total), "detections_recall@0.5": hit_dets / max(1, total),
-            "gt_boxes": total, "split": split}
+    return {
+        "regions_recall@0.5": hit_regions / max(1, total),
+        "detections_recall@0.5": hit_dets / max(1, total),
+        "gt_boxes": total,
+        "split": split,
+    }

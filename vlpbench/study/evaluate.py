@@ -16,12 +16,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from vlpbench.study.data import SyntheticData, collate, matching_accuracy, pairwise_matching, qa_accuracy, retrieval_recall
+from vlpbench.study.data import (
+    SyntheticData,
+    collate,
+    matching_accuracy,
+    pairwise_matching,
+    qa_accuracy,
+    retrieval_recall,
+)
 from vlpbench.study.objectives import TaskModel
 from vlpbench.study.training import IndexedTask
 from vlpbench.types import VisualTokens
@@ -37,8 +44,14 @@ def _visual_for(task: TaskModel, pixel_values: torch.Tensor, index: torch.Tensor
 
 
 @torch.no_grad()
-def similarity_matrix(task: TaskModel, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor, split: str = "test", batch_size: int = 256) -> torch.Tensor:
+def similarity_matrix(
+    task: TaskModel,
+    pixel_values: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    split: str = "test",
+    batch_size: int = 256,
+) -> torch.Tensor:
     """[N_images, N_texts] scores; pixel_values [N, 3, H, W] are the split's first N images."""
     n, t = len(pixel_values), len(input_ids)
     index = torch.arange(n)
@@ -47,31 +60,41 @@ def similarity_matrix(task: TaskModel, pixel_values: torch.Tensor, input_ids: to
         for s in range(0, n, batch_size):  # image embeddings (texts only fill the batch)
             sl = slice(s, min(n, s + batch_size))
             k = sl.stop - sl.start
-            out = task.interact(_visual_for(task, pixel_values[sl], index[sl], split),
-                                input_ids[:1].expand(k, -1), attention_mask[:1].expand(k, -1))
+            out = task.interact(
+                _visual_for(task, pixel_values[sl], index[sl], split),
+                input_ids[:1].expand(k, -1),
+                attention_mask[:1].expand(k, -1),
+            )
             img.append(out.image_embeds)
         for s in range(0, t, batch_size):  # text embeddings (one image fills the batch)
             sl = slice(s, min(t, s + batch_size))
             k = sl.stop - sl.start
-            out = task.interact(_visual_for(task, pixel_values[:1].expand(k, -1, -1, -1), index[:1].expand(k), split),
-                                input_ids[sl], attention_mask[sl])
+            out = task.interact(
+                _visual_for(task, pixel_values[:1].expand(k, -1, -1, -1), index[:1].expand(k), split),
+                input_ids[sl],
+                attention_mask[sl],
+            )
             txt.append(out.text_embeds)
         return F.normalize(torch.cat(img), dim=-1) @ F.normalize(torch.cat(txt), dim=-1).t()
     sim = torch.empty(n, t)
     for i in range(n):  # every caption against image i; the image is embedded once
-        v = _visual_for(task, pixel_values[i:i + 1], index[i:i + 1], split)
+        v = _visual_for(task, pixel_values[i : i + 1], index[i : i + 1], split)
         for s in range(0, t, batch_size):
             sl = slice(s, min(t, s + batch_size))
             k = sl.stop - sl.start
-            vk = VisualTokens(features=v.features.expand(k, -1, -1), mask=v.mask.expand(k, -1),
-                              boxes=None if v.boxes is None else v.boxes.expand(k, -1, -1))
+            vk = VisualTokens(
+                features=v.features.expand(k, -1, -1),
+                mask=v.mask.expand(k, -1),
+                boxes=None if v.boxes is None else v.boxes.expand(k, -1, -1),
+            )
             sim[i, sl] = task.match_logits(task.interact(vk, input_ids[sl], attention_mask[sl]))
     return sim
 
 
 @torch.no_grad()
-def eval_retrieval(task: TaskModel, data: SyntheticData, split: str = "test", gallery_images: int = 100,
-                   captions: int = 2) -> Dict[str, float]:
+def eval_retrieval(
+    task: TaskModel, data: SyntheticData, split: str = "test", gallery_images: int = 100, captions: int = 2
+) -> dict[str, float]:
     g = data.gallery(split)
     n = min(gallery_images, len(g.pixel_values))
     per = data.config.captions_per_image
@@ -81,7 +104,7 @@ def eval_retrieval(task: TaskModel, data: SyntheticData, split: str = "test", ga
 
 
 @torch.no_grad()
-def eval_qa(task: TaskModel, data: SyntheticData, split: str = "test", batch_size: int = 256) -> Dict[str, float]:
+def eval_qa(task: TaskModel, data: SyntheticData, split: str = "test", batch_size: int = 256) -> dict[str, float]:
     logits, answers, relational, types = [], [], [], []
     for b in _batches(IndexedTask(data, "qa", split), batch_size):
         logits.append(task.qa_logits_of(b, split))
@@ -113,7 +136,7 @@ def best_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def eval_matching(task: TaskModel, data: SyntheticData, split: str = "test") -> Dict[str, Any]:
+def eval_matching(task: TaskModel, data: SyntheticData, split: str = "test") -> dict[str, Any]:
     scores, cos, labels, kinds = _match_scores(task, data, split)
     if task.family == "dual":
         _, val_cos, val_labels, _ = _match_scores(task, data, "val")
@@ -126,12 +149,13 @@ def eval_matching(task: TaskModel, data: SyntheticData, split: str = "test") -> 
     return {**matching_accuracy(pred, labels, kinds), **pairwise_matching(scores, labels, kinds), "_rule": rule}
 
 
-def evaluate_all(task: TaskModel, data: SyntheticData, split: str = "test", gallery_images: int = 100,
-                 captions: int = 2) -> Dict[str, Any]:
+def evaluate_all(
+    task: TaskModel, data: SyntheticData, split: str = "test", gallery_images: int = 100, captions: int = 2
+) -> dict[str, Any]:
     """-> {"retrieval.tr_r1": .., "qa.relational": .., "matching.binding": .., ...} plus "_notes"."""
     task.eval()
-    metrics: Dict[str, Any] = {}
-    if task.family == "reference":            # QA models only (the calibration references)
+    metrics: dict[str, Any] = {}
+    if task.family == "reference":  # QA models only (the calibration references)
         qa = {f"qa.{k}": float(v) for k, v in eval_qa(task, data, split).items() if isinstance(v, (int, float))}
         return qa | {"_notes": {"retrieval": "not applicable (QA model)", "matching": {"rule": "not applicable"}}}
     for k, v in eval_retrieval(task, data, split, gallery_images, captions).items():
@@ -142,11 +166,13 @@ def evaluate_all(task: TaskModel, data: SyntheticData, split: str = "test", gall
     rule = match.pop("_rule")
     for k, v in match.items():
         metrics[f"matching.{k}"] = v
-    notes = {"retrieval": f"gallery of {gallery_images} {split} images x {captions} captions, "
-                          + ("cosine of pooled embeddings" if task.family == "dual" else "ITM over every pair"),
-             "matching": rule}
+    notes = {
+        "retrieval": f"gallery of {gallery_images} {split} images x {captions} captions, "
+        + ("cosine of pooled embeddings" if task.family == "dual" else "ITM over every pair"),
+        "matching": rule,
+    }
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))} | {"_notes": notes}
 
 
-def numeric(metrics: Dict[str, Any]) -> List[str]:
+def numeric(metrics: dict[str, Any]) -> list[str]:
     return [k for k, v in metrics.items() if not k.startswith("_") and isinstance(v, float)]

@@ -28,7 +28,7 @@ before the embedder; grid and region embedders normalise inside (ImageNet statis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from vlpbench.registry import HEAD
 from vlpbench.study import losses
 from vlpbench.types import InteractionOutput, VisualTokens
 
-FIRST_WORD_ID = 5          # ids below are [PAD] [CLS] [SEP] [MASK] [UNK]
+FIRST_WORD_ID = 5  # ids below are [PAD] [CLS] [SEP] [MASK] [UNK]
 MASK_ID = 3
 MASKINGS = ("mask", "bert")
 CONTRASTIVE = ("auto", "infonce", "hinge")
@@ -52,19 +52,19 @@ CONTRASTIVE = ("auto", "infonce", "hinge")
 class ObjectiveConfig:
     """Which objectives a task model trains and their weights (the summed loss is the weighted sum)."""
 
-    contrastive: str = "auto"       # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo, else infonce
-    align: float = 1.0              # weight of the dual encoders' contrastive / hinge loss
-    itm: float = 1.0                # fusion: image-text matching on retrieval pairs
-    mlm: float = 1.0                # fusion: masked language modelling
-    mask_prob: float = 0.15         # share of word tokens masked
-    masking: str = "mask"           # "mask": every masked token -> [MASK]; "bert": 80% [MASK], 10% random, 10% kept
-    wpa: float = 0.0                # fusion: ViLT word-patch alignment weight (ViLT: 0.1), IPOT beta 0.5, 50 iterations
-    itc: float = 0.0                # fusion: ALBEF image-text contrastive loss on the unimodal embeddings
-    hard_negatives: bool = False    # fusion: ITM negatives drawn from the ITC similarities (needs itc > 0)
+    contrastive: str = "auto"  # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo, else infonce
+    align: float = 1.0  # weight of the dual encoders' contrastive / hinge loss
+    itm: float = 1.0  # fusion: image-text matching on retrieval pairs
+    mlm: float = 1.0  # fusion: masked language modelling
+    mask_prob: float = 0.15  # share of word tokens masked
+    masking: str = "mask"  # "mask": every masked token -> [MASK]; "bert": 80% [MASK], 10% random, 10% kept
+    wpa: float = 0.0  # fusion: ViLT word-patch alignment weight (ViLT: 0.1), IPOT beta 0.5, 50 iterations
+    itc: float = 0.0  # fusion: ALBEF image-text contrastive loss on the unimodal embeddings
+    hard_negatives: bool = False  # fusion: ITM negatives drawn from the ITC similarities (needs itc > 0)
     qa: float = 1.0
     match: float = 1.0
 
-    def validate(self) -> "ObjectiveConfig":
+    def validate(self) -> ObjectiveConfig:
         if self.contrastive not in CONTRASTIVE:
             raise bad_value("contrastive", self.contrastive, CONTRASTIVE)
         if self.masking not in MASKINGS:
@@ -87,8 +87,14 @@ def resize_to(pixel_values: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(pixel_values, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator,
-                mask_prob: float = 0.15, masking: str = "mask", vocab_size: Optional[int] = None):
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    generator: torch.Generator,
+    mask_prob: float = 0.15,
+    masking: str = "mask",
+    vocab_size: int | None = None,
+):
     """BERT masking of word tokens -> (masked ids [B, L], labels [B, L] with -100 where not masked).
 
     ``masking="bert"``: of the picked tokens 80% become [MASK], 10% a random word, 10% stay (BERT, section
@@ -96,7 +102,7 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, generator
     uses it: no word is ever split between masked and unmasked pieces.
     """
     words = (input_ids >= FIRST_WORD_ID) & attention_mask.bool()
-    dev = input_ids.device                      # draws come from the CPU generator (the same on every device)
+    dev = input_ids.device  # draws come from the CPU generator (the same on every device)
     pick = (torch.rand(input_ids.shape, generator=generator).to(dev) < mask_prob) & words
     labels = torch.where(pick, input_ids, torch.full_like(input_ids, -100))
     if masking == "mask":
@@ -118,8 +124,9 @@ class TaskModel(nn.Module):
 
     family = ""
 
-    def __init__(self, model: VLPModel, *, num_answers: int, objectives: ObjectiveConfig,
-                 pixel_processor: Optional[str] = None):
+    def __init__(
+        self, model: VLPModel, *, num_answers: int, objectives: ObjectiveConfig, pixel_processor: str | None = None
+    ):
         super().__init__()
         if pixel_processor is not None and pixel_processor not in PROCESSOR_NORMALISATION:
             raise bad_value("pixel_processor", pixel_processor, (None, *PROCESSOR_NORMALISATION))
@@ -128,10 +135,10 @@ class TaskModel(nn.Module):
         self.pixel_processor = pixel_processor
         size = model.visual.image_size
         self.image_size = tuple(size) if not isinstance(size, int) else (size, size)
-        self.visual_cache: Optional[Dict[str, Dict[str, torch.Tensor]]] = None  # split -> precomputed regions
-        self.region = False                     # the visual embedder is a (frozen) detector: set by the builder
+        self.visual_cache: dict[str, dict[str, torch.Tensor]] | None = None  # split -> precomputed regions
+        self.region = False  # the visual embedder is a (frozen) detector: set by the builder
 
-    def visual(self, batch: Dict[str, Any], split: str = "train") -> VisualTokens:
+    def visual(self, batch: dict[str, Any], split: str = "train") -> VisualTokens:
         """Visual tokens of a batch: from the frozen-detector cache when set, else the embedder."""
         if self.visual_cache is not None:
             c, idx = self.visual_cache[split], batch["image_index"]
@@ -141,28 +148,38 @@ class TaskModel(nn.Module):
             pixels = processor_normalise(pixels, self.pixel_processor)
         return self.model.visual(pixel_values=pixels)
 
-    def interact(self, visual: VisualTokens, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> InteractionOutput:
+    def interact(
+        self, visual: VisualTokens, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> InteractionOutput:
         text = self.model.text(input_ids=input_ids, attention_mask=attention_mask)
         return self.model.interaction(visual, text)
 
-    def run(self, batch: Dict[str, Any]) -> InteractionOutput:
+    def run(self, batch: dict[str, Any]) -> InteractionOutput:
         return self.interact(self.visual(batch), batch["input_ids"], batch["attention_mask"])
 
     def qa_logits(self, out: InteractionOutput) -> torch.Tensor:
         raise NotImplementedError
 
-    def qa_logits_of(self, batch: Dict[str, Any], split: str = "train") -> torch.Tensor:
+    def qa_logits_of(self, batch: dict[str, Any], split: str = "train") -> torch.Tensor:
         """[B, A] answer logits of a QA batch (images from ``split``'s region cache when there is one)."""
         return self.qa_logits(self.interact(self.visual(batch, split), batch["input_ids"], batch["attention_mask"]))
 
     def match_logits(self, out: InteractionOutput) -> torch.Tensor:
         raise NotImplementedError
 
-    def alignment(self, retrieval: Dict[str, Any], generator: torch.Generator, align_only: bool) -> Dict[str, torch.Tensor]:
+    def alignment(
+        self, retrieval: dict[str, Any], generator: torch.Generator, align_only: bool
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, retrieval: Dict[str, Any], qa: Dict[str, Any], matching: Dict[str, Any],
-                generator: torch.Generator, align_only: bool = False) -> Tuple[torch.Tensor, Dict[str, float]]:
+    def forward(
+        self,
+        retrieval: dict[str, Any],
+        qa: dict[str, Any],
+        matching: dict[str, Any],
+        generator: torch.Generator,
+        align_only: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """-> (loss, {objective: value}).  ``align_only``: only the family's image-text alignment objectives
         -- the training schedule's first phase (see :class:`~vlpbench.study.training.TrainConfig` ``align_frac``)."""
         parts, weights = self.alignment(retrieval, generator, align_only)
@@ -179,8 +196,15 @@ class DualTaskModel(TaskModel):
 
     family = "dual"
 
-    def __init__(self, model: VLPModel, *, num_answers: int, objectives: ObjectiveConfig, loss: str = "infonce",
-                 pixel_processor: Optional[str] = None):
+    def __init__(
+        self,
+        model: VLPModel,
+        *,
+        num_answers: int,
+        objectives: ObjectiveConfig,
+        loss: str = "infonce",
+        pixel_processor: str | None = None,
+    ):
         super().__init__(model, num_answers=num_answers, objectives=objectives, pixel_processor=pixel_processor)
         if loss not in ("infonce", "hinge"):
             raise bad_value("loss", loss, ("infonce", "hinge"))
@@ -212,7 +236,7 @@ class DualTaskModel(TaskModel):
 
     def alignment(self, retrieval, generator, align_only):
         out = self.run(retrieval)
-        logits, index = out.logits_per_image, retrieval["image_index"]     # [B, B]
+        logits, index = out.logits_per_image, retrieval["image_index"]  # [B, B]
         if self.loss_kind == "hinge":
             # VSE-infinity's recipe: the summed violations while warming up (the alignment phase),
             # the hardest negative (VSE++ max violation) after it
@@ -225,8 +249,15 @@ class FusionTaskModel(TaskModel):
 
     family = "fusion"
 
-    def __init__(self, model: VLPModel, *, num_answers: int, vocab_size: int, objectives: ObjectiveConfig,
-                 pixel_processor: Optional[str] = None):
+    def __init__(
+        self,
+        model: VLPModel,
+        *,
+        num_answers: int,
+        vocab_size: int,
+        objectives: ObjectiveConfig,
+        pixel_processor: str | None = None,
+    ):
         super().__init__(model, num_answers=num_answers, objectives=objectives, pixel_processor=pixel_processor)
         dim = model.interaction.output_dim
         text_dim = model.text.output_spec().dim
@@ -234,7 +265,7 @@ class FusionTaskModel(TaskModel):
         self.qa = HEAD.build("vqa", context={"in_dim": dim}, num_answers=num_answers)
         self.itm = HEAD.build("itm", context={"in_dim": dim})
         self.mlm = HEAD.build("mlm", context={"in_dim": dim}, vocab_size=vocab_size, hidden_dim=text_dim)
-        init_transformer_weights(self.itm, init_std(dim))     # ViLT / UNITER heads: N(0, 0.02) at width 768
+        init_transformer_weights(self.itm, init_std(dim))  # ViLT / UNITER heads: N(0, 0.02) at width 768
         init_transformer_weights(self.mlm, init_std(text_dim))
         init_transformer_weights(self.qa, init_std(dim))
         if self.objectives.itc > 0:
@@ -261,19 +292,20 @@ class FusionTaskModel(TaskModel):
         t = F.normalize(self.itc_text(text), dim=-1)
         return self.itc_logit_scale.exp().clamp(max=100) * i @ t.t()
 
-    def negative_texts(self, index: torch.Tensor, similarity: Optional[torch.Tensor],
-                       generator: torch.Generator) -> torch.Tensor:
+    def negative_texts(
+        self, index: torch.Tensor, similarity: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
         """[B] which caption each image is paired with as its ITM negative: the next one (roll), or one
         drawn with probability softmax(similarity) among captions of other images (ALBEF's hard negatives)."""
         n, dev = len(index), index.device
         if similarity is None:
             return torch.arange(n, device=dev).roll(1)
-        index = index.cpu()                                # drawn with the CPU generator
+        index = index.cpu()  # drawn with the CPU generator
         other = index[:, None] != index[None, :]
         weights = F.softmax(similarity.detach().float().cpu(), dim=1) * other
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, other.float())
         if not bool((weights.sum(1) > 0).all()):
-            return torch.arange(n, device=dev).roll(1)     # every caption of one image: no other to draw
+            return torch.arange(n, device=dev).roll(1)  # every caption of one image: no other to draw
         return torch.multinomial(weights + 1e-12 * other, 1, generator=generator)[:, 0].to(dev)
 
     def alignment(self, retrieval, generator, align_only):
@@ -293,7 +325,7 @@ class FusionTaskModel(TaskModel):
             parts["mlm"], weights["mlm"] = losses.mlm_loss(self.mlm(pos)["logits"], labels), o.mlm
         neg_text = self.negative_texts(index, similarity if o.hard_negatives else None, generator)
         neg = self.interact(visual, ids[neg_text], mask[neg_text])
-        neg_label = (index == index[neg_text]).float()                   # a positive when both share an image
+        neg_label = (index == index[neg_text]).float()  # a positive when both share an image
         scores = torch.cat([self.match_logits(pos), self.match_logits(neg)])
         parts["itm"] = losses.itm_loss(scores, torch.cat([torch.ones_like(neg_label), neg_label]))
         weights["itm"] = o.itm
@@ -301,8 +333,16 @@ class FusionTaskModel(TaskModel):
             parts["wpa"], weights["wpa"] = self.wpa(pos, neg, ids, mask, neg_text, visual, neg_label), o.wpa
         return parts, weights
 
-    def wpa(self, pos: InteractionOutput, neg: InteractionOutput, ids, mask, neg_text, visual: VisualTokens,
-            neg_label: torch.Tensor) -> torch.Tensor:
+    def wpa(
+        self,
+        pos: InteractionOutput,
+        neg: InteractionOutput,
+        ids,
+        mask,
+        neg_text,
+        visual: VisualTokens,
+        neg_label: torch.Tensor,
+    ) -> torch.Tensor:
         """ViLT's word-patch alignment over the fused text tokens (words only, no [CLS] / [SEP]) and
         visual tokens of the positive and the negative pairs."""
         words = (ids >= FIRST_WORD_ID) | (ids == MASK_ID)
@@ -315,11 +355,11 @@ class FusionTaskModel(TaskModel):
 
     @staticmethod
     def _text_states(out: InteractionOutput) -> torch.Tensor:
-        return out.last_hidden_state[:, :out.text_len]
+        return out.last_hidden_state[:, : out.text_len]
 
     @staticmethod
-    def _image_states(out: InteractionOutput, visual: VisualTokens) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _image_states(out: InteractionOutput, visual: VisualTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """(visual token states [B, N, D], their mask [B, N])."""
-        if "visual_hidden_state" in out.extras:              # two-stream models keep the visual stream apart
+        if "visual_hidden_state" in out.extras:  # two-stream models keep the visual stream apart
             return out.extras["visual_hidden_state"], out.extras["visual_mask"]
-        return out.last_hidden_state[:, out.text_len:], visual.mask
+        return out.last_hidden_state[:, out.text_len :], visual.mask

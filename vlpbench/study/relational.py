@@ -18,7 +18,6 @@ The paper's sizes: g 4 x 256, f 256-256-(dropout 0.5)-answers, Adam lr 2.5e-4.  
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
 import torch
 from torch import nn
@@ -30,30 +29,39 @@ KINDS = ("rn", "cnn-mlp")
 
 @dataclass(frozen=True)
 class RelationalConfig:
-    kind: str = "rn"                      # "rn" (relation network) or "cnn-mlp"
-    image_size: Tuple[int, int] = (64, 64)
-    channels: int = 24                    # conv channels (the paper's 24)
-    conv_layers: int = 4                  # stride-2 convolutions: 64 px -> 4 x 4 cells
+    kind: str = "rn"  # "rn" (relation network) or "cnn-mlp"
+    image_size: tuple[int, int] = (64, 64)
+    channels: int = 24  # conv channels (the paper's 24)
+    conv_layers: int = 4  # stride-2 convolutions: 64 px -> 4 x 4 cells
     vocab_size: int = 64
-    embed_dim: int = 32                   # word embedding
-    question_dim: int = 64                # GRU hidden = question code
-    g_dim: int = 128                      # RN pair MLP width (paper 256)
-    g_layers: int = 3                     # RN pair MLP depth (paper 4)
-    f_dim: int = 256                      # answer MLP width (paper 256)
-    dropout: float = 0.5                  # before the last layer of f (paper)
+    embed_dim: int = 32  # word embedding
+    question_dim: int = 64  # GRU hidden = question code
+    g_dim: int = 128  # RN pair MLP width (paper 256)
+    g_layers: int = 3  # RN pair MLP depth (paper 4)
+    f_dim: int = 256  # answer MLP width (paper 256)
+    dropout: float = 0.5  # before the last layer of f (paper)
     num_answers: int = 2
 
-    def validate(self) -> "RelationalConfig":
+    def validate(self) -> RelationalConfig:
         if self.kind not in KINDS:
             raise bad_value("kind", self.kind, KINDS)
-        for name in ("channels", "conv_layers", "vocab_size", "embed_dim", "question_dim", "g_dim", "g_layers",
-                     "f_dim", "num_answers"):
+        for name in (
+            "channels",
+            "conv_layers",
+            "vocab_size",
+            "embed_dim",
+            "question_dim",
+            "g_dim",
+            "g_layers",
+            "f_dim",
+            "num_answers",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise bad_value(name, value, "an integer >= 1")
         return self
 
-    def grid(self) -> Tuple[int, int]:
+    def grid(self) -> tuple[int, int]:
         """Feature-map cells (h, w) after the stride-2 convolutions (padding 1, kernel 3)."""
         h, w = self.image_size
         for _ in range(self.conv_layers):
@@ -73,7 +81,7 @@ class ConvObjects(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.net(pixel_values).flatten(2).transpose(1, 2)          # [B, C, h, w] -> [B, h*w, C]
+        return self.net(pixel_values).flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
 
 
 class QuestionEncoder(nn.Module):
@@ -91,7 +99,7 @@ class QuestionEncoder(nn.Module):
         self.gru = nn.GRU(cfg.embed_dim, cfg.question_dim, batch_first=True)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(self.embed(input_ids))                           # [B, L, D]; padding follows the text
+        out, _ = self.gru(self.embed(input_ids))  # [B, L, D]; padding follows the text
         m = attention_mask[..., None].to(out.dtype)
         return (out * m).sum(1) / m.sum(1).clamp(min=1)
 
@@ -124,17 +132,19 @@ class RelationalQA(nn.Module):
             self.g = _mlp([2 * obj_dim + cfg.question_dim] + [cfg.g_dim] * cfg.g_layers, last_relu=True)
             self.f = _mlp([cfg.g_dim, cfg.f_dim, cfg.f_dim, cfg.num_answers], dropout=cfg.dropout)
         else:
-            self.f = _mlp([h * w * obj_dim + cfg.question_dim, cfg.f_dim, cfg.f_dim, cfg.f_dim, cfg.num_answers],
-                          dropout=cfg.dropout)
+            self.f = _mlp(
+                [h * w * obj_dim + cfg.question_dim, cfg.f_dim, cfg.f_dim, cfg.f_dim, cfg.num_answers],
+                dropout=cfg.dropout,
+            )
 
     @classmethod
-    def from_config(cls, cfg: RelationalConfig) -> "RelationalQA":
+    def from_config(cls, cfg: RelationalConfig) -> RelationalQA:
         return cls(cfg)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        o = self.objects(pixel_values)                                     # [B, N, C]
-        o = torch.cat([o, self.coords.expand(len(o), -1, -1)], -1)         # [B, N, C + 2]
-        q = self.question(input_ids, attention_mask)                       # [B, Q]
+        o = self.objects(pixel_values)  # [B, N, C]
+        o = torch.cat([o, self.coords.expand(len(o), -1, -1)], -1)  # [B, N, C + 2]
+        q = self.question(input_ids, attention_mask)  # [B, Q]
         if self.cfg.kind == "cnn-mlp":
             return self.f(torch.cat([o.flatten(1), q], -1))
         return self.f(self.relate(o, q).sum((1, 2)))

@@ -22,15 +22,16 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from vlpbench.errors import bad_value
 from vlpbench.harness import env as envmod
 from vlpbench.harness.env import DEFAULT_THREADS
 from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCHS, SMALL_ARCHS
 from vlpbench.registry import ARCH
-from vlpbench.store import RunDir, SCHEMA, atomic_write_json, atomic_write_text, config_key
+from vlpbench.store import SCHEMA, RunDir, atomic_write_json, atomic_write_text, config_key
 from vlpbench.study.training import DataSpec
 
 # The generated data designs (vlpbench.study.data).  "default" follows Sort-of-CLEVR (Santoro et al. 2017,
@@ -40,22 +41,38 @@ from vlpbench.study.training import DataSpec
 # "free" is the study's former design: 2-6 objects anywhere, three shapes, two sizes, 13 question types.
 SORT_OF_CLEVR_TYPES = ("shape", "horizontal", "vertical", "closest_shape", "furthest_shape", "same_shape_count")
 DATA_DESIGNS = {
-    "default": DataSpec(min_objects=6, max_objects=6, shapes=("circle", "square"), sizes=("large",), layout="cells",
-                        grid=4, radius=0.09, question_types=SORT_OF_CLEVR_TYPES, questions_per_type=2),
+    "default": DataSpec(
+        min_objects=6,
+        max_objects=6,
+        shapes=("circle", "square"),
+        sizes=("large",),
+        layout="cells",
+        grid=4,
+        radius=0.09,
+        question_types=SORT_OF_CLEVR_TYPES,
+        questions_per_type=2,
+    ),
     "free": DataSpec(),
 }
-BAR = 0.9                                             # non-relational QA accuracy a model must reach to be compared
+BAR = 0.9  # non-relational QA accuracy a model must reach to be compared
 
-SLOW_FIRST = ("pixelbert-small", "vilbert-small")    # the costliest training steps (ResNet grid, co-attention)
-TABLE_METRICS = ("retrieval.tr_r1", "retrieval.ir_r1", "qa.non_relational", "qa.relational",
-                 "matching.pairwise_random", "matching.pairwise_binding", "matching.pairwise_relation")
+SLOW_FIRST = ("pixelbert-small", "vilbert-small")  # the costliest training steps (ResNet grid, co-attention)
+TABLE_METRICS = (
+    "retrieval.tr_r1",
+    "retrieval.ir_r1",
+    "qa.non_relational",
+    "qa.relational",
+    "matching.pairwise_random",
+    "matching.pairwise_binding",
+    "matching.pairwise_relation",
+)
 
 
 @dataclass
 class Profile:
     archs: Sequence[str] = SMALL_ARCHS
-    references: Sequence[str] = tuple(REFERENCE_ARCHS)   # calibration models trained beside the VLP classes
-    data: str = "default"                                # a DATA_DESIGNS key
+    references: Sequence[str] = tuple(REFERENCE_ARCHS)  # calibration models trained beside the VLP classes
+    data: str = "default"  # a DATA_DESIGNS key
     seeds: Sequence[int] = (0, 1, 2)
     steps: int = 300
     batch_size: int = 32
@@ -68,8 +85,8 @@ class Profile:
     tiny: bool = False
     lr: float = 1e-3
     align_frac: float = 0.0
-    device: str = "auto"                                 # training device: cpu, cuda or auto
-    regions: str = "detected"                            # region models: "detected" or "oracle" (ground-truth boxes)
+    device: str = "auto"  # training device: cpu, cuda or auto
+    regions: str = "detected"  # region models: "detected" or "oracle" (ground-truth boxes)
     latency: bool = True
     latency_min_time_s: float = 1.0
 
@@ -93,10 +110,21 @@ PROFILES = {
     # one seed, fewer steps: a look, not the measurement (one seed: no spread, so the findings give no verdict)
     "quick": Profile(seeds=(0,), steps=400, detector_steps=100, n_train=1000, n_val=150, n_test=150),
     # the tests' pipeline check: tiny sizes, a few steps, not an accuracy measurement
-    "smoke": Profile(archs=("clip-small", "vilt-small", "uniter-small"), references=("rn-small",), seeds=(0, 1),
-                     steps=3, batch_size=8,
-                     detector_steps=2, n_train=40, n_val=16, n_test=16, gallery_images=8, captions=1, tiny=True,
-                     latency_min_time_s=0.0),
+    "smoke": Profile(
+        archs=("clip-small", "vilt-small", "uniter-small"),
+        references=("rn-small",),
+        seeds=(0, 1),
+        steps=3,
+        batch_size=8,
+        detector_steps=2,
+        n_train=40,
+        n_val=16,
+        n_test=16,
+        gallery_images=8,
+        captions=1,
+        tiny=True,
+        latency_min_time_s=0.0,
+    ),
 }
 
 
@@ -106,13 +134,17 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
-def summarize_seeds(values: List[float]) -> Dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "seeds": values}
+def summarize_seeds(values: list[float]) -> dict[str, Any]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "seeds": values,
+    }
 
 
-def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector: Optional[Dict[str, Any]],
-            progress: bool = True):
+def run_one(
+    arch: str, seed: int, profile: Profile, data, out_dir: str, detector: dict[str, Any] | None, progress: bool = True
+):
     from vlpbench.study.evaluate import evaluate_all
     from vlpbench.study.training import TrainConfig, train
 
@@ -121,11 +153,21 @@ def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector
     metrics_path = os.path.join(run_dir, "metrics.json")
     if os.path.exists(metrics_path):
         return json.load(open(metrics_path))
-    cfg = TrainConfig(arch=arch, seed=seed, steps=profile.steps, batch_size=profile.batch_size, tiny=profile.tiny,
-                      lr=profile.lr, align_frac=profile.align_frac, device=profile.device,
-                      regions="oracle" if oracle else "detected",
-                      detector=detector["weights"] if (detector and arch in REGION_ARCHS) else None,
-                      data=profile.data_spec(), checkpoint_every=max(1, profile.steps // 4), progress=progress)
+    cfg = TrainConfig(
+        arch=arch,
+        seed=seed,
+        steps=profile.steps,
+        batch_size=profile.batch_size,
+        tiny=profile.tiny,
+        lr=profile.lr,
+        align_frac=profile.align_frac,
+        device=profile.device,
+        regions="oracle" if oracle else "detected",
+        detector=detector["weights"] if (detector and arch in REGION_ARCHS) else None,
+        data=profile.data_spec(),
+        checkpoint_every=max(1, profile.steps // 4),
+        progress=progress,
+    )
     task, summary = train(cfg, run_dir, data=data)
     metrics = evaluate_all(task, data, "test", profile.gallery_images, profile.captions)
     result = {"metrics": metrics, "train": summary, "config": cfg.to_dict()}
@@ -134,10 +176,10 @@ def run_one(arch: str, seed: int, profile: Profile, data, out_dir: str, detector
 
 
 # ---- parallel jobs: one (arch, seed) run per worker process --------------------------------------------
-_WORKER: Dict[str, Any] = {}
+_WORKER: dict[str, Any] = {}
 
 
-def _worker_init(spec_fields: Dict[str, Any], threads: int) -> None:
+def _worker_init(spec_fields: dict[str, Any], threads: int) -> None:
     """Each worker sets its thread count and generates the data once (deterministic: the same as the parent's)."""
     import torch
 
@@ -149,18 +191,27 @@ def _worker_init(spec_fields: Dict[str, Any], threads: int) -> None:
     _WORKER["data"] = SyntheticData(DataSpec(**spec_fields).dataset_config())
 
 
-def _worker_run(arch: str, seed: int, profile: Profile, out_dir: str, detector) -> Dict[str, Any]:
+def _worker_run(arch: str, seed: int, profile: Profile, out_dir: str, detector) -> dict[str, Any]:
     return run_one(arch, seed, profile, _WORKER["data"], out_dir, detector, progress=False)
 
 
-def run_all(jobs_list, profile: Profile, data, spec_fields: Dict[str, Any], out_dir: str, detector, jobs: int,
-            threads: int, log=print) -> Dict[tuple, Dict[str, Any]]:
+def run_all(
+    jobs_list,
+    profile: Profile,
+    data,
+    spec_fields: dict[str, Any],
+    out_dir: str,
+    detector,
+    jobs: int,
+    threads: int,
+    log=print,
+) -> dict[tuple, dict[str, Any]]:
     """Run every (arch, seed) -> result; ``jobs`` worker processes of ``threads`` intra-op threads each.
 
     Runs are independent and resumable (a finished run is read back from its metrics.json), so an
     interrupted study restarts where it stopped, whatever the number of jobs.
     """
-    results: Dict[tuple, Dict[str, Any]] = {}
+    results: dict[tuple, dict[str, Any]] = {}
     if jobs <= 1:
         for arch, seed in jobs_list:
             log(f"[study] {arch} seed {seed}")
@@ -170,57 +221,82 @@ def run_all(jobs_list, profile: Profile, data, spec_fields: Dict[str, Any], out_
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn: a fresh interpreter per worker (no forked OpenMP pools or torch state)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(spec_fields, threads)) as pool:
-        futures = {pool.submit(_worker_run, arch, seed, profile, out_dir, detector): (arch, seed)
-                   for arch, seed in jobs_list}
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(spec_fields, threads),
+    ) as pool:
+        futures = {
+            pool.submit(_worker_run, arch, seed, profile, out_dir, detector): (arch, seed) for arch, seed in jobs_list
+        }
         log(f"[study] {len(futures)} runs on {jobs} worker processes x {threads} thread(s)")
         for done, fut in enumerate(as_completed(futures), start=1):
             arch, seed = futures[fut]
             try:
                 results[(arch, seed)] = fut.result()
             except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)   # stop at the first failure; finished runs stay
+                pool.shutdown(wait=True, cancel_futures=True)  # stop at the first failure; finished runs stay
                 raise
             train = results[(arch, seed)]["train"]
             log(f"[study] {done}/{len(futures)} {arch} seed {seed}: {train['steps']} steps in {train['wall_s']:.0f} s")
     return results
 
 
-def paper_facts(arch: str) -> Dict[str, Any]:
+def paper_facts(arch: str) -> dict[str, Any]:
     """The registry's paper facts of a small preset, or the references' (class "ref", no full-size preset)."""
     return dict(REFERENCE_PAPER) if arch in REFERENCE_ARCHS else ARCH.get(arch).paper
 
 
-def passed(rec: Dict[str, Any]) -> bool:
+def passed(rec: dict[str, Any]) -> bool:
     """Did the model learn the easy questions: mean non-relational QA >= BAR on the test split?"""
     return rec["metrics"]["qa.non_relational"]["mean"] >= BAR
 
 
-def accuracy_record(arch: str, results: List[Dict[str, Any]], profile: Profile, detector, data_desc) -> Dict[str, Any]:
+def accuracy_record(arch: str, results: list[dict[str, Any]], profile: Profile, detector, data_desc) -> dict[str, Any]:
     paper = paper_facts(arch)
     names = [k for k in results[0]["metrics"] if not k.startswith("_")]
-    config = {"arch": arch, "tiny": profile.tiny, "train": {k: v for k, v in results[0]["config"].items()
-                                                            if k not in ("seed", "progress", "checkpoint_every")}}
+    config = {
+        "arch": arch,
+        "tiny": profile.tiny,
+        "train": {k: v for k, v in results[0]["config"].items() if k not in ("seed", "progress", "checkpoint_every")},
+    }
     return {
-        "schema": SCHEMA, "kind": "accuracy", "key": "accuracy-" + config_key(config), "arch": arch,
-        "full_size": paper.get("full_size"), "class": paper.get("class"), "config": config,
-        "workload": {"data": data_desc, "retrieval": results[0]["metrics"]["_notes"]["retrieval"],
-                     "matching_rule": results[0]["metrics"]["_notes"]["matching"]["rule"]},
+        "schema": SCHEMA,
+        "kind": "accuracy",
+        "key": "accuracy-" + config_key(config),
+        "arch": arch,
+        "full_size": paper.get("full_size"),
+        "class": paper.get("class"),
+        "config": config,
+        "workload": {
+            "data": data_desc,
+            "retrieval": results[0]["metrics"]["_notes"]["retrieval"],
+            "matching_rule": results[0]["metrics"]["_notes"]["matching"]["rule"],
+        },
         "metrics": {k: summarize_seeds([r["metrics"][k] for r in results]) for k in names},
         "seeds": [r["config"]["seed"] for r in results],
-        "train": {"steps": results[0]["train"]["steps"], "pairs_seen": results[0]["train"]["pairs_seen"],
-                  "qa_seen": results[0]["train"].get("qa_seen"),
-                  "align_steps": results[0]["train"].get("align_steps", 0),
-                  "wall_s": [r["train"]["wall_s"] for r in results], "optimizer": "AdamW",
-                  "schedule": results[0]["train"]["schedule"], "loss": results[0]["train"]["loss"]},
-        "detector": ({"weights": detector["weights"], "recall": detector["recall"]}
-                     if detector and arch in REGION_ARCHS else None),
-        "env": envmod.capture("cpu", "float32", False), "status": "ok",
+        "train": {
+            "steps": results[0]["train"]["steps"],
+            "pairs_seen": results[0]["train"]["pairs_seen"],
+            "qa_seen": results[0]["train"].get("qa_seen"),
+            "align_steps": results[0]["train"].get("align_steps", 0),
+            "wall_s": [r["train"]["wall_s"] for r in results],
+            "optimizer": "AdamW",
+            "schedule": results[0]["train"]["schedule"],
+            "loss": results[0]["train"]["loss"],
+        },
+        "detector": (
+            {"weights": detector["weights"], "recall": detector["recall"]}
+            if detector and arch in REGION_ARCHS
+            else None
+        ),
+        "env": envmod.capture("cpu", "float32", False),
+        "status": "ok",
     }
 
 
-def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile, full_size: bool = False) -> Dict[str, float]:
+def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile, full_size: bool = False) -> dict[str, float]:
     """Median end-to-end ms (batch 1, the harness's default thread count) of each small model, or with
     ``full_size`` of the full-size preset each one stands for (keyed by the small name).
 
@@ -237,21 +313,25 @@ def measure_latency(archs: Sequence[str], store: RunDir, profile: Profile, full_
     else:
         targets = {a: a for a in archs}
         protocol = Protocol(min_iters=3, min_time_s=profile.latency_min_time_s, max_iters=50)
-    specs = [RunSpec(target=t, tiny=profile.tiny, batch_size=1, threads=DEFAULT_THREADS, count_flops=False,
-                     protocol=protocol) for t in dict.fromkeys(targets.values())]
+    specs = [
+        RunSpec(
+            target=t, tiny=profile.tiny, batch_size=1, threads=DEFAULT_THREADS, count_flops=False, protocol=protocol
+        )
+        for t in dict.fromkeys(targets.values())
+    ]
     records = run_many(specs, store, isolated=True)
     median = {r["arch"]: r.get("total", {}).get("median_ms") for r in records if r.get("status") == "ok"}
     return {a: median.get(t) for a, t in targets.items()}
 
 
-def baselines(data, profile: Profile) -> Dict[str, float]:
+def baselines(data, profile: Profile) -> dict[str, float]:
     """What needs no image: retrieval chance (1 / gallery images for R@1 both ways), the answer prior
     (each question type's commonest train answer, scored on the test questions), pairwise matching 0.5."""
     from collections import Counter
 
     from vlpbench.study.data import qa_accuracy
 
-    by_type: Dict[str, Counter] = {}
+    by_type: dict[str, Counter] = {}
     for qs in data.split("train").questions:
         for q in qs:
             by_type.setdefault(q.qtype, Counter())[q.answer] += 1
@@ -259,15 +339,21 @@ def baselines(data, profile: Profile) -> Dict[str, float]:
     prior = [data.answer_to_index[by_type[q.qtype].most_common(1)[0][0]] if q.qtype in by_type else -1 for q in test]
     qa = qa_accuracy(prior, [data.answer_to_index[q.answer] for q in test], [q.relational for q in test])
     n = min(profile.gallery_images, len(data.split("test")))
-    return {"retrieval.tr_r1": 1 / n, "retrieval.ir_r1": 1 / n, "qa.non_relational": qa["non_relational"],
-            "qa.relational": qa["relational"], "matching.pairwise_random": 0.5, "matching.pairwise_binding": 0.5,
-            "matching.pairwise_relation": 0.5}
+    return {
+        "retrieval.tr_r1": 1 / n,
+        "retrieval.ir_r1": 1 / n,
+        "qa.non_relational": qa["non_relational"],
+        "qa.relational": qa["relational"],
+        "matching.pairwise_random": 0.5,
+        "matching.pairwise_binding": 0.5,
+        "matching.pairwise_relation": 0.5,
+    }
 
 
 SHALLOW, DEEP = ("a", "b"), ("c", "d")
 
 
-def findings(records: List[Dict[str, Any]], base: Dict[str, float]) -> List[str]:
+def findings(records: list[dict[str, Any]], base: dict[str, float]) -> list[str]:
     """Per metric: the best shallow-interaction model (classes a, b) against the best deep one (c, d),
     with their seed spreads, the baseline, and whether the gap exceeds twice the larger spread."""
     lines = []
@@ -285,22 +371,35 @@ def findings(records: List[Dict[str, Any]], base: Dict[str, float]) -> List[str]
         if min(len(ms["seeds"]), len(md["seeds"])) < 2:
             verdict = "one seed: no spread, no verdict"
         else:
-            verdict = ("deep ahead" if gap > 2 * spread else "shallow ahead" if -gap > 2 * spread
-                       else "no clear difference")
-        above = [r["arch"] for r in (s, d) if len(r["metrics"][k]["seeds"]) > 1
-                 and r["metrics"][k]["mean"] - base.get(k, 0) > 2 * r["metrics"][k]["std"]]
-        lines.append(f"| {k} | {100 * base.get(k, float('nan')):.1f} | {s['arch']} {100 * ms['mean']:.1f} ± "
-                     f"{100 * ms['std']:.1f} | {d['arch']} {100 * md['mean']:.1f} ± {100 * md['std']:.1f} | "
-                     f"{100 * gap:+.1f} | {verdict} | {', '.join(above) or 'neither'} |")
+            verdict = (
+                "deep ahead" if gap > 2 * spread else "shallow ahead" if -gap > 2 * spread else "no clear difference"
+            )
+        above = [
+            r["arch"]
+            for r in (s, d)
+            if len(r["metrics"][k]["seeds"]) > 1
+            and r["metrics"][k]["mean"] - base.get(k, 0) > 2 * r["metrics"][k]["std"]
+        ]
+        lines.append(
+            f"| {k} | {100 * base.get(k, float('nan')):.1f} | {s['arch']} {100 * ms['mean']:.1f} ± "
+            f"{100 * ms['std']:.1f} | {d['arch']} {100 * md['mean']:.1f} ± {100 * md['std']:.1f} | "
+            f"{100 * gap:+.1f} | {verdict} | {', '.join(above) or 'neither'} |"
+        )
     if not lines:
         return []
-    return ["", "## Shallow (a, b) against deep (c, d) interaction", "",
-            "Best model of each group per metric; a gap counts when it exceeds twice the larger seed std.", "",
-            "| metric | baseline | best shallow | best deep | deep - shallow | verdict | clear of baseline |",
-            "|---|---|---|---|---|---|---|", *lines]
+    return [
+        "",
+        "## Shallow (a, b) against deep (c, d) interaction",
+        "",
+        "Best model of each group per metric; a gap counts when it exceeds twice the larger seed std.",
+        "",
+        "| metric | baseline | best shallow | best deep | deep - shallow | verdict | clear of baseline |",
+        "|---|---|---|---|---|---|---|",
+        *lines,
+    ]
 
 
-def comparable(records: List[Dict[str, Any]], min_seeds: int = 3) -> tuple:
+def comparable(records: list[dict[str, Any]], min_seeds: int = 3) -> tuple:
     """(records that passed the bar over >= ``min_seeds`` seeds, the VLP records left out, with why)."""
     keep, left = [], []
     for r in records:
@@ -315,7 +414,7 @@ def comparable(records: List[Dict[str, Any]], min_seeds: int = 3) -> tuple:
     return keep, left
 
 
-def calibration(records: List[Dict[str, Any]]) -> List[str]:
+def calibration(records: list[dict[str, Any]]) -> list[str]:
     """The calibration check: both references >= BAR non-relational, RN ahead of CNN+MLP by >= 15 points
     relational (Santoro et al. 2017, section 5.3: RN > 94% on both, CNN+MLP ~94% / 63%)."""
     by = {r["arch"]: r["metrics"] for r in records}
@@ -324,48 +423,76 @@ def calibration(records: List[Dict[str, Any]]) -> List[str]:
     rn, cnn = by["rn-small"], by["cnn-mlp-small"]
     gap = rn["qa.relational"]["mean"] - cnn["qa.relational"]["mean"]
     ok = rn["qa.non_relational"]["mean"] >= BAR and cnn["qa.non_relational"]["mean"] >= BAR and gap >= 0.15
-    cell = lambda m, k: f"{100 * m[k]['mean']:.1f} ± {100 * m[k]['std']:.1f}"   # noqa: E731
-    return ["", "## Calibration against Santoro et al. 2017 (section 5.3)", "",
-            "| model | non-relational | relational | paper (Sort-of-CLEVR) |", "|---|---|---|---|",
-            f"| rn-small | {cell(rn, 'qa.non_relational')} | {cell(rn, 'qa.relational')} | > 94 / > 94 (paper) |",
-            f"| cnn-mlp-small | {cell(cnn, 'qa.non_relational')} | {cell(cnn, 'qa.relational')} | ~94 / ~63 (paper) |",
-            "", f"RN - CNN+MLP relational: {100 * gap:+.1f} points.  Calibrated (both >= {100 * BAR:.0f}% "
-                f"non-relational, RN ahead by >= 15 points relational): **{'yes' if ok else 'no'}**."]
+    cell = lambda m, k: f"{100 * m[k]['mean']:.1f} ± {100 * m[k]['std']:.1f}"  # noqa: E731
+    return [
+        "",
+        "## Calibration against Santoro et al. 2017 (section 5.3)",
+        "",
+        "| model | non-relational | relational | paper (Sort-of-CLEVR) |",
+        "|---|---|---|---|",
+        f"| rn-small | {cell(rn, 'qa.non_relational')} | {cell(rn, 'qa.relational')} | > 94 / > 94 (paper) |",
+        f"| cnn-mlp-small | {cell(cnn, 'qa.non_relational')} | {cell(cnn, 'qa.relational')} | ~94 / ~63 (paper) |",
+        "",
+        f"RN - CNN+MLP relational: {100 * gap:+.1f} points.  Calibrated (both >= {100 * BAR:.0f}% "
+        f"non-relational, RN ahead by >= 15 points relational): **{'yes' if ok else 'no'}**.",
+    ]
 
 
-def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_dir: str,
-                 full_latency: Optional[Dict[str, float]] = None,
-                 base: Optional[Dict[str, float]] = None) -> Dict[str, str]:
+def write_tables(
+    records: list[dict[str, Any]],
+    latency: dict[str, float],
+    out_dir: str,
+    full_latency: dict[str, float] | None = None,
+    base: dict[str, float] | None = None,
+) -> dict[str, str]:
     full_latency = full_latency or {}
-    header = ["arch", "class", "full_size", *TABLE_METRICS, f"passed (>= {100 * BAR:.0f}% non-relational)",
-              "latency_ms (measured, small)",
-              "latency_ms (measured, full)", "time_ms (paper, full)"]
+    header = [
+        "arch",
+        "class",
+        "full_size",
+        *TABLE_METRICS,
+        f"passed (>= {100 * BAR:.0f}% non-relational)",
+        "latency_ms (measured, small)",
+        "latency_ms (measured, full)",
+        "time_ms (paper, full)",
+    ]
     rows = []
     for rec in sorted(records, key=lambda r: (r["class"], r["arch"])):
         m = rec["metrics"]
         paper = ARCH.get(rec["full_size"]).paper.get("time_ms") if rec.get("full_size") else None
         oracle = rec["arch"] in REGION_ARCHS and rec["config"]["train"].get("regions") == "oracle"
-        rows.append([rec["arch"] + (" (oracle: ground-truth boxes)" if oracle else ""), rec["class"],
-                     rec["full_size"] or "-",
-                     *[f"{100 * m[k]['mean']:.1f} ± {100 * m[k]['std']:.1f}" if k in m else "" for k in TABLE_METRICS],
-                     "yes" if passed(rec) else "no",
-                     f"{latency[rec['arch']]:.2f}" if latency.get(rec["arch"]) is not None else "",
-                     f"{full_latency[rec['arch']]:,.0f}" if full_latency.get(rec["arch"]) is not None else "",
-                     f"{paper} (paper)" if paper is not None else ""])
+        rows.append(
+            [
+                rec["arch"] + (" (oracle: ground-truth boxes)" if oracle else ""),
+                rec["class"],
+                rec["full_size"] or "-",
+                *[f"{100 * m[k]['mean']:.1f} ± {100 * m[k]['std']:.1f}" if k in m else "" for k in TABLE_METRICS],
+                "yes" if passed(rec) else "no",
+                f"{latency[rec['arch']]:.2f}" if latency.get(rec["arch"]) is not None else "",
+                f"{full_latency[rec['arch']]:,.0f}" if full_latency.get(rec["arch"]) is not None else "",
+                f"{paper} (paper)" if paper is not None else "",
+            ]
+        )
     if base:
-        rows.append(["baseline (no image)", "-", "-", *[f"{100 * base[k]:.1f}" for k in TABLE_METRICS], "", "", "",
-                     ""])
+        rows.append(["baseline (no image)", "-", "-", *[f"{100 * base[k]:.1f}" for k in TABLE_METRICS], "", "", "", ""])
     csv_path, md_path = os.path.join(out_dir, "accuracy.csv"), os.path.join(out_dir, "accuracy.md")
     buf = io.StringIO(newline="")
     csv.writer(buf).writerows([header, *rows])
     atomic_write_text(csv_path, buf.getvalue())
     seeds = records[0]["seeds"] if records else []
-    lines = [f"# Accuracy per class and task (test split, % mean ± std over seeds {seeds})", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# Accuracy per class and task (test split, % mean ± std over seeds {seeds})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     if base:
-        lines += ["", "Baseline: retrieval chance (1 / gallery images), the answer prior (each question type's "
-                      "commonest train answer), pairwise matching chance (50%)."]
+        lines += [
+            "",
+            "Baseline: retrieval chance (1 / gallery images), the answer prior (each question type's "
+            "commonest train answer), pairwise matching chance (50%).",
+        ]
     lines += calibration(records)
     keep, left = comparable(records)
     lines += findings(keep, base or {})
@@ -373,36 +500,44 @@ def write_tables(records: List[Dict[str, Any]], latency: Dict[str, float], out_d
         lines += ["", "Not compared: " + "; ".join(f"{a} ({why})" for a, why in left) + "."]
     if records:
         t = records[0]["train"]
-        lines += ["", f"Budget: {t['steps']} steps (the first {t.get('align_steps', 0)} alignment objective only), "
-                      f"{t['pairs_seen']} image-text pairs per run, AdamW, {t['schedule']}.",
-                  f"Retrieval over the same gallery for every model ({records[0]['workload']['retrieval'].split(',')[0]}): "
-                  "dual encoders by cosine of pooled embeddings, fusion models by ITM over every pair.",
-                  "Matching: the share of (true statement, its negative) pairs in which the true one scores higher "
-                  "(ITM logit margin, or cosine similarity for dual encoders); chance 50%."]
+        lines += [
+            "",
+            f"Budget: {t['steps']} steps (the first {t.get('align_steps', 0)} alignment objective only), "
+            f"{t['pairs_seen']} image-text pairs per run, AdamW, {t['schedule']}.",
+            f"Retrieval over the same gallery for every model ({records[0]['workload']['retrieval'].split(',')[0]}): "
+            "dual encoders by cosine of pooled embeddings, fusion models by ITM over every pair.",
+            "Matching: the share of (true statement, its negative) pairs in which the true one scores higher "
+            "(ITM logit margin, or cosine similarity for dual encoders); chance 50%.",
+        ]
         det = next((r["detector"] for r in records if r.get("detector")), None)
         if det:
-            lines.append(f"Regions from detector {det['weights']} (val box recall@0.5 of the K regions "
-                         f"{det['recall']['regions_recall@0.5']:.3f}, "
-                         f"of detections {det['recall']['detections_recall@0.5']:.3f}).")
-        lines.append(f"Latency: measured here, batch 1, {DEFAULT_THREADS} CPU thread, random weights: the small model "
-                     "(median of >= 3 timed iterations) and the full-size preset (median of 3, after 1 warm-up); "
-                     "time_ms (paper) is the full-size preset's figure from the ViLT paper (GPU), not measured.")
+            lines.append(
+                f"Regions from detector {det['weights']} (val box recall@0.5 of the K regions "
+                f"{det['recall']['regions_recall@0.5']:.3f}, "
+                f"of detections {det['recall']['detections_recall@0.5']:.3f})."
+            )
+        lines.append(
+            f"Latency: measured here, batch 1, {DEFAULT_THREADS} CPU thread, random weights: the small model "
+            "(median of >= 3 timed iterations) and the full-size preset (median of 3, after 1 warm-up); "
+            "time_ms (paper) is the full-size preset's figure from the ViLT paper (GPU), not measured."
+        )
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return {"csv": csv_path, "md": md_path}
 
 
-def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads: Optional[int] = None) -> Dict[str, Any]:
+def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads: int | None = None) -> dict[str, Any]:
     """``jobs`` parallel training processes of ``threads`` intra-op threads each (default: this process's)."""
+    import torch
+
     from vlpbench.study.data import SyntheticData
     from vlpbench.study.detector import DetectorConfig, train_detector
-
-    import torch
 
     if not isinstance(jobs, int) or jobs < 1:
         raise bad_value("jobs", jobs, "an integer >= 1 (parallel training processes)")
     threads = threads or torch.get_num_threads()
-    unknown = [a for a in profile.archs if a not in SMALL_ARCHS] + \
-        [a for a in profile.references if a not in REFERENCE_ARCHS]
+    unknown = [a for a in profile.archs if a not in SMALL_ARCHS] + [
+        a for a in profile.references if a not in REFERENCE_ARCHS
+    ]
     if unknown:
         raise bad_value("architecture(s)", unknown, SMALL_ARCHS + tuple(REFERENCE_ARCHS))
     os.makedirs(out_dir, exist_ok=True)
@@ -422,8 +557,11 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
             torch.set_num_threads(jobs * threads)
             log(f"[study] training the detector ({profile.detector_steps} steps, {jobs * threads} thread(s))")
             try:
-                detector = train_detector(DetectorConfig(arch=region[0], steps=profile.detector_steps,
-                                                         tiny=profile.tiny), data, os.path.join(out_dir, "detector"))
+                detector = train_detector(
+                    DetectorConfig(arch=region[0], steps=profile.detector_steps, tiny=profile.tiny),
+                    data,
+                    os.path.join(out_dir, "detector"),
+                )
             finally:
                 torch.set_num_threads(before)
         log(f"[study] detector recall {detector['recall']}")
@@ -431,8 +569,17 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
     # the slowest architectures first, so the last runs to finish are short ones
     order = sorted(profile.archs, key=lambda a: SMALL_ARCHS.index(a) if a not in SLOW_FIRST else -1)
     order += list(profile.references)
-    done = run_all([(a, seed) for a in order for seed in profile.seeds], profile, data, dict(spec.__dict__),
-                   out_dir, detector, jobs, threads, log)
+    done = run_all(
+        [(a, seed) for a in order for seed in profile.seeds],
+        profile,
+        data,
+        dict(spec.__dict__),
+        out_dir,
+        detector,
+        jobs,
+        threads,
+        log,
+    )
     records = []
     for arch in order:
         rec = accuracy_record(arch, [done[(arch, seed)] for seed in profile.seeds], profile, detector, spec.__dict__)
@@ -443,5 +590,10 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
     full_latency = measure_latency(profile.archs, store, profile, full_size=True) if profile.latency else {}
     paths = write_tables(records, latency, out_dir, full_latency, baselines(data, profile))
     log(open(paths["md"]).read())
-    return {"records": records, "latency": latency, "full_latency": full_latency, "tables": paths,
-            "wall_s": time.perf_counter() - start}
+    return {
+        "records": records,
+        "latency": latency,
+        "full_latency": full_latency,
+        "tables": paths,
+        "wall_s": time.perf_counter() - start,
+    }

@@ -1,7 +1,7 @@
 """Learning-rate schedule shared by the trainer and the detector stage."""
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:

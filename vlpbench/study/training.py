@@ -35,7 +35,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -74,52 +74,67 @@ class DataSpec:
     max_length: int = 34
     min_objects: int = 2
     max_objects: int = 6
-    shapes: Tuple[str, ...] = SHAPE_NAMES
-    sizes: Tuple[str, ...] = SIZE_NAMES
-    layout: str = "free"                     # "free" or "cells" (objects centred in grid x grid cells)
+    shapes: tuple[str, ...] = SHAPE_NAMES
+    sizes: tuple[str, ...] = SIZE_NAMES
+    layout: str = "free"  # "free" or "cells" (objects centred in grid x grid cells)
     grid: int = 4
-    radius: Optional[float] = None           # one radius for every object (fraction of the canvas); None: sizes'
-    question_types: Tuple[str, ...] = QUESTION_TYPES
+    radius: float | None = None  # one radius for every object (fraction of the canvas); None: sizes'
+    question_types: tuple[str, ...] = QUESTION_TYPES
     questions_per_type: int = 1
 
-    def __post_init__(self) -> None:          # JSON round trips give lists
+    def __post_init__(self) -> None:  # JSON round trips give lists
         for name in ("shapes", "sizes", "question_types"):
             setattr(self, name, tuple(getattr(self, name)))
 
     def scene_config(self) -> SceneConfig:
         radii = {} if self.radius is None else {"small_radius": self.radius, "large_radius": self.radius}
-        return SceneConfig(canvas=self.canvas, min_objects=self.min_objects, max_objects=self.max_objects,
-                           shapes=self.shapes, sizes=self.sizes, layout=self.layout, grid=self.grid, **radii)
+        return SceneConfig(
+            canvas=self.canvas,
+            min_objects=self.min_objects,
+            max_objects=self.max_objects,
+            shapes=self.shapes,
+            sizes=self.sizes,
+            layout=self.layout,
+            grid=self.grid,
+            **radii,
+        )
 
     def dataset_config(self) -> DatasetConfig:
-        return DatasetConfig(scene=self.scene_config(), seed=self.seed, n_train=self.n_train, n_val=self.n_val,
-                             n_test=self.n_test, max_length=self.max_length, question_types=self.question_types,
-                             questions_per_type=self.questions_per_type)
+        return DatasetConfig(
+            scene=self.scene_config(),
+            seed=self.seed,
+            n_train=self.n_train,
+            n_val=self.n_val,
+            n_test=self.n_test,
+            max_length=self.max_length,
+            question_types=self.question_types,
+            questions_per_type=self.questions_per_type,
+        )
 
 
 @dataclass
 class TrainConfig:
-    arch: str                               # ARCH registry name (a small preset)
-    seed: int = 0                           # model init, batch order and masks
-    steps: int = 300                        # optimiser steps
-    batch_size: int = 32                    # pairs per task per step per process
-    lr: float = 1e-3                        # AdamW peak learning rate
+    arch: str  # ARCH registry name (a small preset)
+    seed: int = 0  # model init, batch order and masks
+    steps: int = 300  # optimiser steps
+    batch_size: int = 32  # pairs per task per step per process
+    lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 0.01
-    warmup_frac: float = 0.1                # share of steps in linear warm-up, then cosine decay to 0
-    align_frac: float = 0.4                 # share of steps (the first) training only the alignment objective
+    warmup_frac: float = 0.1  # share of steps in linear warm-up, then cosine decay to 0
+    align_frac: float = 0.4  # share of steps (the first) training only the alignment objective
     grad_clip: float = 1.0
-    loss: str = "auto"                      # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
-    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)   # weights and options per objective
-    augment: str = "none"                   # "none" or "randaugment" (truth-preserving ops, vlpbench.study.augment)
-    tiny: bool = False                      # build the preset's tiny variant (smoke tests)
-    detector: Optional[str] = None          # trained region-embedder weights (region architectures)
+    loss: str = "auto"  # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
+    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # weights and options per objective
+    augment: str = "none"  # "none" or "randaugment" (truth-preserving ops, vlpbench.study.augment)
+    tiny: bool = False  # build the preset's tiny variant (smoke tests)
+    detector: str | None = None  # trained region-embedder weights (region architectures)
     data: DataSpec = field(default_factory=DataSpec)
-    checkpoint_every: int = 100             # steps between checkpoints
-    progress: bool = True                   # tqdm bar
-    device: str = "auto"                    # "cpu", "cuda" or "auto" (CUDA for torchrun DDP runs when present)
-    regions: str = "detected"               # region architectures: "detected" or "oracle" (ground-truth boxes)
+    checkpoint_every: int = 100  # steps between checkpoints
+    progress: bool = True  # tqdm bar
+    device: str = "auto"  # "cpu", "cuda" or "auto" (CUDA for torchrun DDP runs when present)
+    regions: str = "detected"  # region architectures: "detected" or "oracle" (ground-truth boxes)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         if self.arch not in REFERENCE_ARCHS:
             ARCH.resolve(self.arch)
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -145,11 +160,11 @@ class TrainConfig:
         self.objectives.validate()
         return self
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         d["data"] = DataSpec(**d.get("data", {}))
         d["objectives"] = ObjectiveConfig(**d.get("objectives", {}))
@@ -157,20 +172,25 @@ class TrainConfig:
 
 
 # ---- distributed ----------------------------------------------------------------------------------------
-def dist_env() -> Tuple[int, int, int]:
+def dist_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when not launched by it."""
     try:
-        return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                int(os.environ.get("LOCAL_RANK", 0)))
+        return (
+            int(os.environ.get("RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
     except ValueError as e:
-        raise VlpbenchError(f"invalid RANK / WORLD_SIZE / LOCAL_RANK in the environment ({e}); accepted: integers") from e
+        raise VlpbenchError(
+            f"invalid RANK / WORLD_SIZE / LOCAL_RANK in the environment ({e}); accepted: integers"
+        ) from e
 
 
 DEVICES = ("auto", "cpu", "cuda")
 REGION_SOURCES = ("detected", "oracle")
 
 
-def init_distributed(want: str = "auto") -> Tuple[int, int, torch.device]:
+def init_distributed(want: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world, device): ``want`` "cuda" needs a GPU; "auto" takes one for DDP runs only (as before)."""
     rank, world, local = dist_env()
     if want == "cuda" and not torch.cuda.is_available():
@@ -184,17 +204,24 @@ def init_distributed(want: str = "auto") -> Tuple[int, int, torch.device]:
 
 # ---- model ---------------------------------------------------------------------------------------------
 def family_of(interaction: str) -> str:
-    """"dual" (classes a/b: pooled embeddings + similarity) or "fusion" (c/d), from the interaction's registry tags."""
+    """ "dual" (classes a/b: pooled embeddings + similarity) or "fusion" (c/d), from the interaction's registry tags."""
     tags = INTERACTION.get(interaction).tags
     found = [t for t in ("dual", "fusion") if t in tags]
     if len(found) != 1:
-        raise VlpbenchError(f"interaction {interaction!r} declares no family among its tags {tags}; "
-                            f"accepted: exactly one of dual, fusion")
+        raise VlpbenchError(
+            f"interaction {interaction!r} declares no family among its tags {tags}; "
+            f"accepted: exactly one of dual, fusion"
+        )
     return found[0]
 
 
-def build_task_model(cfg: TrainConfig, data: Optional[SyntheticData] = None, *, vocab_size: Optional[int] = None,
-                     num_answers: Optional[int] = None) -> TaskModel:
+def build_task_model(
+    cfg: TrainConfig,
+    data: SyntheticData | None = None,
+    *,
+    vocab_size: int | None = None,
+    num_answers: int | None = None,
+) -> TaskModel:
     """Registry architecture (vocabulary from the tokenizer, detector weights frozen) + family heads.
 
     The vocabulary and answer count come from ``data`` or, without it, ``vocab_size`` / ``num_answers``.
@@ -214,21 +241,23 @@ def build_task_model(cfg: TrainConfig, data: Optional[SyntheticData] = None, *, 
             raise bad_value("detector weights", cfg.detector, "an existing detector.pt from `vlpbench train-detector`")
         visual_over["weights"] = cfg.detector
     if is_region(arch_cfg.visual):
-        visual_over["num_classes"] = 1 + len(cfg.data.shapes)      # background + shapes, as the detector trains
+        visual_over["num_classes"] = 1 + len(cfg.data.shapes)  # background + shapes, as the detector trains
     arch_cfg = dataclasses.replace(arch_cfg, text_overrides=text_over, visual_overrides=visual_over)
     torch.manual_seed(cfg.seed)
     model = entry.builder(arch_cfg)
     processor = pixel_processor(arch_cfg.visual)
     if family_of(arch_cfg.interaction) == "dual":
         loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
-        task: TaskModel = DualTaskModel(model, num_answers=num_answers, objectives=cfg.objectives, loss=loss,
-                                        pixel_processor=processor)
+        task: TaskModel = DualTaskModel(
+            model, num_answers=num_answers, objectives=cfg.objectives, loss=loss, pixel_processor=processor
+        )
     else:
-        task = FusionTaskModel(model, num_answers=num_answers, vocab_size=vocab_size, objectives=cfg.objectives,
-                               pixel_processor=processor)
+        task = FusionTaskModel(
+            model, num_answers=num_answers, vocab_size=vocab_size, objectives=cfg.objectives, pixel_processor=processor
+        )
     task.region = is_region(arch_cfg.visual)
     if task.region:
-        for p in model.visual.parameters():       # the detector is frozen: regions are extracted, not learned
+        for p in model.visual.parameters():  # the detector is frozen: regions are extracted, not learned
             p.requires_grad_(False)
     return task
 
@@ -236,8 +265,9 @@ def build_task_model(cfg: TrainConfig, data: Optional[SyntheticData] = None, *, 
 def build_reference(cfg: TrainConfig, vocab_size: int, num_answers: int) -> RelationalTaskModel:
     """A calibration reference (Santoro et al.'s RN or CNN+MLP) for the data's canvas and vocabulary."""
     ref = dataclasses.replace(REFERENCE_ARCHS[cfg.arch], **(REFERENCE_TINY if cfg.tiny else {}))
-    ref = dataclasses.replace(ref, image_size=(cfg.data.canvas, cfg.data.canvas), vocab_size=vocab_size,
-                              num_answers=num_answers)
+    ref = dataclasses.replace(
+        ref, image_size=(cfg.data.canvas, cfg.data.canvas), vocab_size=vocab_size, num_answers=num_answers
+    )
     torch.manual_seed(cfg.seed)
     return RelationalTaskModel(RelationalQA(ref))
 
@@ -247,7 +277,7 @@ def is_region(visual: str) -> bool:
     return "region" in VISUAL.get(visual).tags
 
 
-def pixel_processor(visual: str) -> Optional[str]:
+def pixel_processor(visual: str) -> str | None:
     """The image processor whose normalisation a visual embedder expects from its caller: the family tag
     of a patch embedder ("vilt", "clip"); None for embedders that normalise inside (grid, regions)."""
     entry = VISUAL.get(visual)
@@ -255,16 +285,18 @@ def pixel_processor(visual: str) -> Optional[str]:
         return None
     family = [t for t in entry.tags if t in PROCESSOR_NORMALISATION]
     if len(family) != 1:
-        raise VlpbenchError(f"patch embedder {visual!r} names no image processor among its tags {entry.tags}; "
-                            f"accepted: exactly one of {', '.join(PROCESSOR_NORMALISATION)}")
+        raise VlpbenchError(
+            f"patch embedder {visual!r} names no image processor among its tags {entry.tags}; "
+            f"accepted: exactly one of {', '.join(PROCESSOR_NORMALISATION)}"
+        )
     return family[0]
 
 
-_REGION_CACHE: Dict[Tuple[str, int], Dict[str, Dict[str, torch.Tensor]]] = {}
+_REGION_CACHE: dict[tuple[str, int], dict[str, dict[str, torch.Tensor]]] = {}
 
 
 @torch.no_grad()
-def oracle_regions(embedder, pixel_values: torch.Tensor, boxes: List[torch.Tensor]) -> VisualTokens:
+def oracle_regions(embedder, pixel_values: torch.Tensor, boxes: list[torch.Tensor]) -> VisualTokens:
     """The region embedder's features of given boxes (the ground-truth-box oracle): the same backbone, RoI
     Align and box head as its detector path, the scene's object boxes in place of its detections.
 
@@ -275,7 +307,7 @@ def oracle_regions(embedder, pixel_values: torch.Tensor, boxes: List[torch.Tenso
     if max(len(b) for b in boxes) > k:
         raise bad_value("objects per scene", max(len(b) for b in boxes), f"at most the {k} regions of the embedder")
     maps = embedder.backbone(embedder.transform(pixel_values))
-    rows = embedder.box_head(embedder.roi_pooler(maps, boxes, [embedder.image_size] * len(boxes)))   # [N, D]
+    rows = embedder.box_head(embedder.roi_pooler(maps, boxes, [embedder.image_size] * len(boxes)))  # [N, D]
     if embedder.proj is not None:
         rows = embedder.proj(rows)
     features = rows.new_zeros(len(boxes), k, rows.shape[-1])
@@ -283,8 +315,8 @@ def oracle_regions(embedder, pixel_values: torch.Tensor, boxes: List[torch.Tenso
     norm_boxes = rows.new_zeros(len(boxes), k, 4)
     start = 0
     for i, b in enumerate(boxes):
-        features[i, :len(b)], mask[i, :len(b)] = rows[start:start + len(b)], True
-        norm_boxes[i, :len(b)] = b / b.new_tensor([w, h, w, h])
+        features[i, : len(b)], mask[i, : len(b)] = rows[start : start + len(b)], True
+        norm_boxes[i, : len(b)] = b / b.new_tensor([w, h, w, h])
         start += len(b)
     return VisualTokens(features=features, mask=mask, boxes=norm_boxes)
 
@@ -298,8 +330,9 @@ def _region_batch(task: TaskModel, split, lo: int, hi: int, oracle: bool) -> Vis
 
 
 @torch.no_grad()
-def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str], batch_size: int = 64,
-                  oracle: bool = False) -> None:
+def cache_regions(
+    task: TaskModel, data: SyntheticData, detector: str | None, batch_size: int = 64, oracle: bool = False
+) -> None:
     """Run the frozen region embedder once over every split; the model then reads regions by image index.
 
     ``oracle``: regions of the ground-truth object boxes instead of the detections (a labelled variant).
@@ -315,10 +348,12 @@ def cache_regions(task: TaskModel, data: SyntheticData, detector: Optional[str],
     cache = {}
     for split in ("train", "val", "test"):
         sp = data.split(split)
-        outs = [_region_batch(task, sp, s, min(len(sp), s + batch_size), oracle)
-                for s in range(0, len(sp), batch_size)]
-        cache[split] = {"features": torch.cat([o.features for o in outs]), "mask": torch.cat([o.mask for o in outs]),
-                        "boxes": torch.cat([o.boxes for o in outs])}
+        outs = [_region_batch(task, sp, s, min(len(sp), s + batch_size), oracle) for s in range(0, len(sp), batch_size)]
+        cache[split] = {
+            "features": torch.cat([o.features for o in outs]),
+            "mask": torch.cat([o.mask for o in outs]),
+            "boxes": torch.cat([o.boxes for o in outs]),
+        }
     if detector:
         _REGION_CACHE[key] = cache
     task.visual_cache = cache
@@ -340,7 +375,7 @@ class IndexedTask:
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         return {**self.ds[k], "image_index": torch.tensor(self.owner[k], dtype=torch.long)}
 
 
@@ -349,9 +384,13 @@ class Stream:
 
     def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int):
         if len(dataset) < batch_size * world:
-            raise bad_value("batch_size", batch_size, f"at most {len(dataset) // world} for a task with {len(dataset)} items")
+            raise bad_value(
+                "batch_size", batch_size, f"at most {len(dataset) // world} for a task with {len(dataset)} items"
+            )
         self.dataset, self.batch_size = dataset, batch_size
-        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.epoch, self.pos, self._order = 0, 0, None
 
     def _indices(self):
@@ -360,48 +399,60 @@ class Stream:
             self._order = list(iter(self.sampler))
         return self._order
 
-    def next(self) -> Dict[str, Any]:
+    def next(self) -> dict[str, Any]:
         order = self._indices()
         if self.pos + self.batch_size > len(order):
             self.epoch, self.pos, self._order = self.epoch + 1, 0, None
             order = self._indices()
-        idx = order[self.pos:self.pos + self.batch_size]
+        idx = order[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return collate([self.dataset[i] for i in idx])
 
-    def state(self) -> Dict[str, int]:
+    def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
 
-    def load(self, state: Dict[str, int]) -> None:
+    def load(self, state: dict[str, int]) -> None:
         self.epoch, self.pos, self._order = state["epoch"], state["pos"], None
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------
-def check_resume(ckpt: Dict[str, Any], cfg: TrainConfig, path: str) -> None:
+def check_resume(ckpt: dict[str, Any], cfg: TrainConfig, path: str) -> None:
     if ckpt.get("arch") != cfg.arch:
-        raise VlpbenchError(f"checkpoint {path!r} is for architecture {ckpt.get('arch')!r}, not {cfg.arch!r}; "
-                            f"accepted: a run directory of {cfg.arch!r} or a new one")
+        raise VlpbenchError(
+            f"checkpoint {path!r} is for architecture {ckpt.get('arch')!r}, not {cfg.arch!r}; "
+            f"accepted: a run directory of {cfg.arch!r} or a new one"
+        )
     old, new = dict(ckpt.get("config", {})), cfg.to_dict()
     for k in RESUMABLE_FIELDS:
         old.pop(k, None), new.pop(k, None)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in diff)
-        raise VlpbenchError(f"cannot resume {path!r}: configuration differs ({detail}); accepted: the same "
-                            f"configuration, or a new run directory")
+        raise VlpbenchError(
+            f"cannot resume {path!r}: configuration differs ({detail}); accepted: the same "
+            f"configuration, or a new run directory"
+        )
 
 
-def save_checkpoint(path: str, task: TaskModel, opt, sched, streams, step: int, cfg: TrainConfig,
-                    extra: Dict[str, Any]) -> None:
-    state = {"arch": cfg.arch, "config": cfg.to_dict(), "step": step, "model": task.state_dict(),
-             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "streams": {k: s.state() for k, s in streams.items()}, **extra}
+def save_checkpoint(
+    path: str, task: TaskModel, opt, sched, streams, step: int, cfg: TrainConfig, extra: dict[str, Any]
+) -> None:
+    state = {
+        "arch": cfg.arch,
+        "config": cfg.to_dict(),
+        "step": step,
+        "model": task.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "streams": {k: s.state() for k, s in streams.items()},
+        **extra,
+    }
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
+def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -411,7 +462,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 def param_groups(task: TaskModel, weight_decay: float):
     """AdamW groups: weight decay on matrices, none on biases, norms, embeddings' scalars (BERT / ViLT)."""
     decay, no_decay = [], []
-    for name, p in task.named_parameters():
+    for _name, p in task.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -423,10 +474,13 @@ def objective_names(task: TaskModel) -> str:
         return "qa"
     o = task.objectives
     if task.family == "dual":
-        return task.loss_kind      # + match + qa, as every family
+        return task.loss_kind  # + match + qa, as every family
     else:
-        names = [n if getattr(o, n) == 1 else f"{n}({getattr(o, n):g})" for n in ("itc", "mlm", "itm", "wpa")
-                 if getattr(o, n) > 0]
+        names = [
+            n if getattr(o, n) == 1 else f"{n}({getattr(o, n):g})"
+            for n in ("itc", "mlm", "itm", "wpa")
+            if getattr(o, n) > 0
+        ]
         names += ["bert-masking"] if o.masking == "bert" else []
         names += ["hard-negatives"] if o.hard_negatives else []
     return "+".join(names + [n for n in ("match", "qa") if getattr(o, n) > 0])
@@ -452,8 +506,9 @@ def truncate_log(log_path: str, step: int) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
-          stop_after: Optional[int] = None) -> Tuple[TaskModel, Dict[str, Any]]:
+def train(
+    cfg: TrainConfig, run_dir: str, data: SyntheticData | None = None, stop_after: int | None = None
+) -> tuple[TaskModel, dict[str, Any]]:
     """Train (resuming from ``run_dir/checkpoint.pt`` when present) -> (model, summary).
 
     ``stop_after``: stop after this many steps of this call (checkpointing first), as an interruption would.
@@ -495,28 +550,45 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
         truncate_log(log_path, step)
     start = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.arch, unit="step",
-               disable=not cfg.progress or rank != 0, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=cfg.arch,
+        unit="step",
+        disable=not cfg.progress or rank != 0,
+        dynamic_ncols=True,
+    )
     pairs_per_step = len(TASKS) * cfg.batch_size * world
     align_steps = int(cfg.align_frac * cfg.steps)
 
     def checkpoint() -> None:
         if rank == 0:
-            save_checkpoint(path, task, opt, sched, streams, step, cfg,
-                            {"wall_s": wall_before + time.perf_counter() - start, "world_size": world})
+            save_checkpoint(
+                path,
+                task,
+                opt,
+                sched,
+                streams,
+                step,
+                cfg,
+                {"wall_s": wall_before + time.perf_counter() - start, "world_size": world},
+            )
         if world > 1:
             dist.barrier()
 
     with open(log_path, "a") if rank == 0 else open(os.devnull, "w") as log:
         while step < end:
-            batches = {t: {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.next().items()}
-                       for t, s in streams.items()}
+            batches = {
+                t: {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.next().items()}
+                for t, s in streams.items()
+            }
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
             if cfg.augment != "none" and task.visual_cache is None:
                 for b in batches.values():
                     b["pixel_values"] = augment_batch(b["pixel_values"], gen)
-            loss, parts = net(batches["retrieval"], batches["qa"], batches["matching"], gen,
-                              align_only=step < align_steps)
+            loss, parts = net(
+                batches["retrieval"], batches["qa"], batches["matching"], gen, align_only=step < align_steps
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -526,7 +598,10 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
             loss_value = float(loss.detach())
             log.write(json.dumps({"step": step, "loss": loss_value, **parts, "lr": sched.get_last_lr()[0]}) + "\n")
             rate = bar.format_dict.get("rate") or 0.0
-            bar.set_postfix(loss=f"{loss_value:.3f}", pairs_s=f"{(pairs_per_step if step > align_steps else pairs_per_step // len(TASKS)) * rate:.0f}")
+            bar.set_postfix(
+                loss=f"{loss_value:.3f}",
+                pairs_s=f"{(pairs_per_step if step > align_steps else pairs_per_step // len(TASKS)) * rate:.0f}",
+            )
             bar.update()
             if step % cfg.checkpoint_every == 0 or step == end:
                 checkpoint()
@@ -534,15 +609,27 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[SyntheticData] = None,
     wall = wall_before + time.perf_counter() - start
     pairs_seen = world * cfg.batch_size * (min(step, align_steps) + len(TASKS) * max(0, step - align_steps))
     qa_seen = world * cfg.batch_size * (step if task.family == "reference" else max(0, step - align_steps))
-    summary = {"steps": step, "pairs_seen": pairs_seen, "qa_seen": qa_seen, "wall_s": round(wall, 2), "world_size": world,
-               "finished": step >= cfg.steps, "batch_size_per_task": cfg.batch_size, "tasks": list(TASKS),
-               "optimizer": "AdamW", "lr": cfg.lr, "schedule": f"linear warm-up {cfg.warmup_frac:.0%} + cosine",
-               "align_steps": align_steps,
-               "loss": objective_names(task), "family": task.family, "augment": cfg.augment}
+    summary = {
+        "steps": step,
+        "pairs_seen": pairs_seen,
+        "qa_seen": qa_seen,
+        "wall_s": round(wall, 2),
+        "world_size": world,
+        "finished": step >= cfg.steps,
+        "batch_size_per_task": cfg.batch_size,
+        "tasks": list(TASKS),
+        "optimizer": "AdamW",
+        "lr": cfg.lr,
+        "schedule": f"linear warm-up {cfg.warmup_frac:.0%} + cosine",
+        "align_steps": align_steps,
+        "loss": objective_names(task),
+        "family": task.family,
+        "augment": cfg.augment,
+    }
     if rank == 0:
         atomic_write_json(os.path.join(run_dir, "train_summary.json"), summary)
         data.tokenizer.save(os.path.join(run_dir, "tokenizer.json"))
-    task.to("cpu")                        # evaluation reads the CPU data set
+    task.to("cpu")  # evaluation reads the CPU data set
     if task.visual_cache is not None:
         task.visual_cache = {s: {k: v.cpu() for k, v in c.items()} for s, c in task.visual_cache.items()}
     task.eval()

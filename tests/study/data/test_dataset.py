@@ -1,14 +1,22 @@
 """Splits, Datasets, collate and statistics of the generated data."""
 
-
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vlpbench.study.data import (NEGATIVE_KINDS, QUESTION_TYPES, DatasetConfig, SceneConfig, SyntheticData, collate,
-                           degenerate_warnings, format_statistics, split_statistics)
-from vlpbench.study.data.dataset import _build_split, image_digest
 from vlpbench.errors import VlpbenchError
+from vlpbench.study.data import (
+    NEGATIVE_KINDS,
+    QUESTION_TYPES,
+    DatasetConfig,
+    SceneConfig,
+    SyntheticData,
+    collate,
+    degenerate_warnings,
+    format_statistics,
+    split_statistics,
+)
+from vlpbench.study.data.dataset import _build_split, image_digest
 
 CONFIG = DatasetConfig(scene=SceneConfig(canvas=64), n_train=200, n_val=40, n_test=40, seed=11)
 
@@ -41,7 +49,7 @@ def test_splits_are_disjoint_by_seed_and_by_image(data):
 def test_a_split_skips_images_an_earlier_split_rendered():
     first = _build_split(CONFIG, "val", set())
     seen = {image_digest(img.permute(1, 2, 0).numpy()) for img in first.images[:5]}
-    again = _build_split(CONFIG, "val", set(seen))       # it adds its own images to the set it is given
+    again = _build_split(CONFIG, "val", set(seen))  # it adds its own images to the set it is given
     assert again.skipped_duplicates == 5 and len(again) == 40
     assert not seen & {image_digest(img.permute(1, 2, 0).numpy()) for img in again.images}
 
@@ -112,7 +120,7 @@ def test_statistics_show_balance(data):
     assert stats["scenes"] == 200 and set(stats["question_types"]) == set(QUESTION_TYPES)
     assert abs(stats["true_share"] - 0.5) < 1e-9
     for qtype in ("left_of", "above", "horizontal", "vertical", "size"):
-        assert stats["majority_share_by_type"][qtype] < 0.62, qtype      # yes/no and sides near even
+        assert stats["majority_share_by_type"][qtype] < 0.62, qtype  # yes/no and sides near even
     assert stats["majority_share"] < 0.15
     text = format_statistics(stats)
     assert "left_of" in text and "majority" in text
@@ -131,8 +139,13 @@ def test_unknown_split_and_bad_config_raise():
     d = SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=4, n_val=2, n_test=2))
     with pytest.raises(VlpbenchError, match="dev"):
         d.qa("dev")
-    for bad in (dict(n_train=1), dict(seed=-1), dict(captions_per_image=0), dict(question_types=("colour", "mood")),
-                dict(max_length=20)):
+    for bad in (
+        dict(n_train=1),
+        dict(seed=-1),
+        dict(captions_per_image=0),
+        dict(question_types=("colour", "mood")),
+        dict(max_length=20),
+    ):
         with pytest.raises(VlpbenchError, match=next(iter(bad)) if "question_types" not in bad else "mood"):
             SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), **bad))
 

@@ -10,7 +10,7 @@ import pytest
 from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData
 from vlpbench.study.data.language import NUMBER_WORDS, RELATIONAL_TYPES
 
-MARGIN = 0.05 * 64      # the generator promises spatial words only beyond this many pixels
+MARGIN = 0.05 * 64  # the generator promises spatial words only beyond this many pixels
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def expected_answer(scene, text):
         if m[2] == "furthest from":
             ranked = ranked[::-1]
         if len(ranked) > 1:
-            assert abs(ranked[0][0] - ranked[1][0]) >= MARGIN            # a clear winner
+            assert abs(ranked[0][0] - ranked[1][0]) >= MARGIN  # a clear winner
         target = obj(scene, ranked[0][1])
         qtype = "furthest_shape" if m[2] == "furthest from" else f"closest_{m[1]}"
         return (target.shape if m[1] == "shape" else target.colour), qtype
@@ -74,8 +74,10 @@ def expected_answer(scene, text):
 
 def statement_truth(scene, text, strict=True):
     """Truth of a pair or relation statement, from the scene graph."""
+
     def find(colour, shape):
         return next((o for o in scene.objects if o.colour == colour and o.shape == shape), None)
+
     if m := re.fullmatch(r"a (\w+) (\w+) and a (\w+) (\w+)", text):
         return find(m[1], m[2]) is not None and find(m[3], m[4]) is not None
     m = re.fullmatch(r"the (\w+) (\w+) is (left of|right of|above|below) the (\w+) (\w+)", text)
@@ -122,7 +124,7 @@ def test_hard_negatives_differ_only_as_intended_and_are_false(data):
     kinds = Counter()
     matches = s.matches
     assert len(matches) % 2 == 0
-    for pos, neg in zip(matches[::2], matches[1::2]):                 # stored as (true, its negative)
+    for pos, neg in zip(matches[::2], matches[1::2]):  # stored as (true, its negative)
         scene = s.scenes[pos.scene_index]
         assert pos.label and pos.kind == "none" and not neg.label and neg.scene_index == pos.scene_index
         assert statement_truth(scene, pos.text) is True
@@ -131,9 +133,9 @@ def test_hard_negatives_differ_only_as_intended_and_are_false(data):
         if neg.kind == "binding":
             p = re.fullmatch(r"a (\w+) (\w+) and a (\w+) (\w+)", pos.text)
             n = re.fullmatch(r"a (\w+) (\w+) and a (\w+) (\w+)", neg.text)
-            assert sorted([p[1], p[3]]) == sorted([n[1], n[3]])           # same colours
-            assert sorted([p[2], p[4]]) == sorted([n[2], n[4]])           # same shapes
-            assert (n[1], n[2], n[3], n[4]) == (p[3], p[2], p[1], p[4])   # colours swapped between shapes
+            assert sorted([p[1], p[3]]) == sorted([n[1], n[3]])  # same colours
+            assert sorted([p[2], p[4]]) == sorted([n[2], n[4]])  # same shapes
+            assert (n[1], n[2], n[3], n[4]) == (p[3], p[2], p[1], p[4])  # colours swapped between shapes
             assert p[2] != p[4]
         elif neg.kind == "relation":
             pw, nw = pos.text.split(), neg.text.split()
@@ -143,7 +145,7 @@ def test_hard_negatives_differ_only_as_intended_and_are_false(data):
         else:
             assert neg.kind == "random"
             others = [t for t in s.scenes if t is not scene]
-            assert any(statement_truth(t, neg.text, strict=False) for t in others)      # it describes some other scene
+            assert any(statement_truth(t, neg.text, strict=False) for t in others)  # it describes some other scene
     assert min(kinds.values()) > 0.8 * len(s.scenes) and set(kinds) == {"binding", "relation", "random"}
 
 

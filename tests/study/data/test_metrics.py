@@ -5,14 +5,21 @@ import math
 import pytest
 import torch
 
-from vlpbench.study.data import (NEGATIVE_KINDS, QUESTION_TYPES, SyntheticData, matching_accuracy, pairwise_matching,
-                           qa_accuracy, retrieval_recall)
 from vlpbench.errors import VlpbenchError
+from vlpbench.study.data import (
+    NEGATIVE_KINDS,
+    QUESTION_TYPES,
+    SyntheticData,
+    matching_accuracy,
+    pairwise_matching,
+    qa_accuracy,
+    retrieval_recall,
+)
 
 
 def test_perfect_and_reversed_one_caption_each():
     assert retrieval_recall(torch.eye(3), [0, 1, 2], ks=(1, 2)) == {"tr_r1": 1, "ir_r1": 1, "tr_r2": 1, "ir_r2": 1}
-    sim = torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0], [1.0, 2.0, 0.0]])   # truth is the smallest in row and column
+    sim = torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0], [1.0, 2.0, 0.0]])  # truth is the smallest in row and column
     r = retrieval_recall(sim, [0, 1, 2], ks=(1, 2, 3))
     assert r["tr_r1"] == 0 and r["tr_r2"] == 0 and r["tr_r3"] == 1
     assert r["ir_r1"] == 0 and r["ir_r2"] == 0 and r["ir_r3"] == 1
@@ -20,8 +27,7 @@ def test_perfect_and_reversed_one_caption_each():
 
 def test_several_captions_per_image():
     # 2 images, 4 texts: texts 0,1 -> image 0; texts 2,3 -> image 1.
-    sim = torch.tensor([[0.9, 0.1, 0.8, 0.2],
-                        [0.3, 0.4, 0.5, 0.6]])
+    sim = torch.tensor([[0.9, 0.1, 0.8, 0.2], [0.3, 0.4, 0.5, 0.6]])
     r = retrieval_recall(sim, [0, 0, 1, 1], ks=(1, 2, 3))
     # image 0: best own text 0.9 is top -> rank 0.  image 1: best own 0.6 is top -> rank 0.
     assert r["tr_r1"] == 1.0
@@ -35,8 +41,8 @@ def test_several_captions_per_image():
 
 def test_ties_count_against_the_model():
     r = retrieval_recall(torch.zeros(4, 8), [i // 2 for i in range(8)], ks=(1, 4, 10))
-    assert r["tr_r1"] == 0 and r["ir_r1"] == 0            # constant scores are not perfect
-    assert r["ir_r4"] == 1 and r["tr_r10"] == 1           # 3 other images tie; 6 other texts tie
+    assert r["tr_r1"] == 0 and r["ir_r1"] == 0  # constant scores are not perfect
+    assert r["ir_r4"] == 1 and r["tr_r10"] == 1  # 3 other images tie; 6 other texts tie
 
 
 def test_retrieval_bad_inputs():
@@ -88,7 +94,7 @@ def test_pairwise_matching_per_kind_and_chance():
     k = {name: i for i, name in enumerate(NEGATIVE_KINDS)}
     labels = [1, 0] * 4
     kinds = [0, k["random"], 0, k["binding"], 0, k["binding"], 0, k["relation"]]
-    scores = [2.0, 1.0, 0.0, 1.0, 3.0, 3.0, 5.0, -1.0]   # win, loss, tie, win
+    scores = [2.0, 1.0, 0.0, 1.0, 3.0, 3.0, 5.0, -1.0]  # win, loss, tie, win
     r = pairwise_matching(scores, labels, kinds)
     assert r["pairwise_random"] == 1.0 and r["pairwise_binding"] == 0.25 and r["pairwise_relation"] == 1.0
     assert r["pairwise"] == 2.5 / 4
@@ -102,6 +108,7 @@ def test_pairwise_matching_per_kind_and_chance():
 
 def test_generated_matches_come_in_true_negative_pairs():
     from vlpbench.study.data import DatasetConfig, SceneConfig
+
     data = SyntheticData(DatasetConfig(scene=SceneConfig(canvas=64), n_train=12, n_val=4, n_test=4))
     matches = data.split("train").matches
     assert len(matches) % 2 == 0

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from vlpbench.study.data import (load_dataset, read_coco_karpathy, read_flickr30k_karpathy, read_nlvr2, read_vqav2)
 from vlpbench.errors import VlpbenchError
+from vlpbench.study.data import load_dataset, read_coco_karpathy, read_flickr30k_karpathy, read_nlvr2, read_vqav2
 
 
 def write(path, obj):
@@ -14,16 +14,25 @@ def write(path, obj):
 
 
 def coco_image(split="test", **over):
-    image = {"filepath": "val2014", "filename": "COCO_val2014_000000391895.jpg", "split": split, "cocoid": 391895,
-             "sentences": [{"raw": "A man riding a bike.", "tokens": ["a", "man", "riding", "a", "bike"]},
-                           {"raw": "A cyclist on a road.", "tokens": ["a", "cyclist", "on", "a", "road"]}]}
+    image = {
+        "filepath": "val2014",
+        "filename": "COCO_val2014_000000391895.jpg",
+        "split": split,
+        "cocoid": 391895,
+        "sentences": [
+            {"raw": "A man riding a bike.", "tokens": ["a", "man", "riding", "a", "bike"]},
+            {"raw": "A cyclist on a road.", "tokens": ["a", "cyclist", "on", "a", "road"]},
+        ],
+    }
     image.update(over)
     return image
 
 
 def test_coco_karpathy(tmp_path):
-    path = write(tmp_path / "dataset_coco.json",
-                 {"images": [coco_image(), coco_image("train", filepath="train2014", filename="x.jpg", cocoid=7)]})
+    path = write(
+        tmp_path / "dataset_coco.json",
+        {"images": [coco_image(), coco_image("train", filepath="train2014", filename="x.jpg", cocoid=7)]},
+    )
     records = read_coco_karpathy(path)
     assert len(records) == 2
     r = records[0]
@@ -35,19 +44,26 @@ def test_coco_karpathy(tmp_path):
 
 
 def test_flickr30k_karpathy_has_no_filepath(tmp_path):
-    image = {"filename": "1000092795.jpg", "split": "val", "imgid": 3,
-             "sentences": [{"raw": "Two young guys.", "tokens": ["two", "young", "guys"]}]}
+    image = {
+        "filename": "1000092795.jpg",
+        "split": "val",
+        "imgid": 3,
+        "sentences": [{"raw": "Two young guys.", "tokens": ["two", "young", "guys"]}],
+    }
     records = read_flickr30k_karpathy(write(tmp_path / "dataset_flickr30k.json", {"images": [image]}))
     assert records[0].image == "1000092795.jpg" and records[0].image_id == 3 and records[0].split == "val"
 
 
-@pytest.mark.parametrize("content, words", [
-    ({"pictures": []}, ["top level", "'images'"]),
-    ({"images": [coco_image(sentences=[{"raw": "x"}])]}, ["images[0].sentences[0]", "'tokens'"]),
-    ({"images": [coco_image(filename=5)]}, ["images[0]", "'filename'", "expected str"]),
-    ({"images": [coco_image(split="dev")]}, ["images[0]", "'split'", "'dev'"]),
-    ({"images": [coco_image(), "not an object"]}, ["images[1]", "expected an object"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ({"pictures": []}, ["top level", "'images'"]),
+        ({"images": [coco_image(sentences=[{"raw": "x"}])]}, ["images[0].sentences[0]", "'tokens'"]),
+        ({"images": [coco_image(filename=5)]}, ["images[0]", "'filename'", "expected str"]),
+        ({"images": [coco_image(split="dev")]}, ["images[0]", "'split'", "'dev'"]),
+        ({"images": [coco_image(), "not an object"]}, ["images[1]", "expected an object"]),
+    ],
+)
 def test_karpathy_malformed(tmp_path, content, words):
     path = write(tmp_path / "dataset_coco.json", content)
     with pytest.raises(VlpbenchError) as info:
@@ -64,21 +80,32 @@ def test_missing_and_invalid_files(tmp_path):
         read_flickr30k_karpathy(tmp_path / "broken.json")
 
 
-QUESTIONS = {"questions": [{"image_id": 1, "question": "What color is the cat?", "question_id": 10},
-                           {"image_id": 2, "question": "Is it raining?", "question_id": 20}]}
+QUESTIONS = {
+    "questions": [
+        {"image_id": 1, "question": "What color is the cat?", "question_id": 10},
+        {"image_id": 2, "question": "Is it raining?", "question_id": 20},
+    ]
+}
 
 
 def annotation(qid, image_id, **over):
-    ann = {"question_id": qid, "image_id": image_id, "answers": [{"answer": "black", "answer_confidence": "yes"}] * 10,
-           "multiple_choice_answer": "black", "answer_type": "other"}
+    ann = {
+        "question_id": qid,
+        "image_id": image_id,
+        "answers": [{"answer": "black", "answer_confidence": "yes"}] * 10,
+        "multiple_choice_answer": "black",
+        "answer_type": "other",
+    }
     ann.update(over)
     return ann
 
 
 def test_vqav2_with_and_without_annotations(tmp_path):
     q = write(tmp_path / "q.json", QUESTIONS)
-    a = write(tmp_path / "a.json", {"annotations": [annotation(10, 1), annotation(20, 2, multiple_choice_answer="no",
-                                                                                   answer_type="yes/no")]})
+    a = write(
+        tmp_path / "a.json",
+        {"annotations": [annotation(10, 1), annotation(20, 2, multiple_choice_answer="no", answer_type="yes/no")]},
+    )
     records = read_vqav2(q, a)
     assert [(r.question_id, r.image_id) for r in records] == [(10, 1), (20, 2)]
     assert records[0].question == "What color is the cat?" and records[0].answers == ("black",) * 10
@@ -103,16 +130,28 @@ def test_vqav2_malformed(tmp_path):
 
 
 def nlvr2_line(**over):
-    item = {"identifier": "dev-850-0-0", "sentence": "The left image contains two dogs.", "label": "True",
-            "directory": 0}
+    item = {
+        "identifier": "dev-850-0-0",
+        "sentence": "The left image contains two dogs.",
+        "label": "True",
+        "directory": 0,
+    }
     item.update(over)
     return json.dumps(item)
 
 
 def test_nlvr2(tmp_path):
     path = tmp_path / "dev.json"
-    path.write_text("\n".join([nlvr2_line(), "", nlvr2_line(identifier="dev-850-0-1", label="False",
-                                                            left_image="a.png", right_image="b.png")]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                nlvr2_line(),
+                "",
+                nlvr2_line(identifier="dev-850-0-1", label="False", left_image="a.png", right_image="b.png"),
+            ]
+        )
+        + "\n"
+    )
     records = read_nlvr2(path)
     assert len(records) == 2
     assert records[0].label is True and records[0].left_image == "dev-850-0-img0.png"
@@ -120,13 +159,16 @@ def test_nlvr2(tmp_path):
     assert records[1].label is False and (records[1].left_image, records[1].right_image) == ("a.png", "b.png")
 
 
-@pytest.mark.parametrize("line, words", [
-    (nlvr2_line(label="true"), ["line 2", "'label'", "'true'"]),
-    (nlvr2_line(label=True), ["line 2", "'label'", "expected str"]),
-    ('{"identifier": "dev-1-0-0", "sentence": "x"', ["line 2", "not valid JSON"]),
-    (json.dumps({"sentence": "x", "label": "True"}), ["line 2", "'identifier'"]),
-    (nlvr2_line(identifier="nodash"), ["line 2", "'identifier'", "nodash"]),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        (nlvr2_line(label="true"), ["line 2", "'label'", "'true'"]),
+        (nlvr2_line(label=True), ["line 2", "'label'", "expected str"]),
+        ('{"identifier": "dev-1-0-0", "sentence": "x"', ["line 2", "not valid JSON"]),
+        (json.dumps({"sentence": "x", "label": "True"}), ["line 2", "'identifier'"]),
+        (nlvr2_line(identifier="nodash"), ["line 2", "'identifier'", "nodash"]),
+    ],
+)
 def test_nlvr2_malformed(tmp_path, line, words):
     path = tmp_path / "dev.json"
     path.write_text(nlvr2_line() + "\n" + line + "\n")

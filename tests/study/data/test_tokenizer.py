@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from vlpbench.study.data import SPECIAL_TOKENS, SceneConfig, WordTokenizer, vocabulary
 from vlpbench.errors import VlpbenchError
+from vlpbench.study.data import SPECIAL_TOKENS, SceneConfig, WordTokenizer, vocabulary
 
 
 @pytest.fixture
@@ -16,7 +16,13 @@ def tok():
 
 def test_special_tokens_come_first(tok):
     assert tok.id_to_token[:5] == list(SPECIAL_TOKENS)
-    assert (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.unk_token_id) == (0, 1, 2, 3, 4)
+    assert (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.unk_token_id) == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
 
 
 def test_encode_layout_and_round_trip(tok):
@@ -24,7 +30,7 @@ def test_encode_layout_and_round_trip(tok):
     enc = tok.encode(text)
     n = len(text.split())
     assert len(enc["input_ids"]) == 16 and enc["input_ids"][0] == tok.cls_token_id
-    assert enc["input_ids"][n + 1] == tok.sep_token_id and enc["input_ids"][n + 2:] == [0] * (16 - n - 2)
+    assert enc["input_ids"][n + 1] == tok.sep_token_id and enc["input_ids"][n + 2 :] == [0] * (16 - n - 2)
     assert enc["attention_mask"] == [1] * (n + 2) + [0] * (16 - n - 2)
     assert tok.decode(enc["input_ids"]) == text
     assert tok.decode(enc["input_ids"], skip_special_tokens=False).startswith("[CLS] is the red")
@@ -32,7 +38,7 @@ def test_encode_layout_and_round_trip(tok):
 
 def test_case_punctuation_and_unknown_words(tok):
     assert tok.decode(tok.encode("The RED circle, left of?")["input_ids"]) == "the red circle , left of ?"
-    ids = tok.encode("a purple dragon")["input_ids"]          # purple is not in the default six colours
+    ids = tok.encode("a purple dragon")["input_ids"]  # purple is not in the default six colours
     assert ids[1:4] == [tok.token_to_id["a"], tok.unk_token_id, tok.unk_token_id]
     assert tok.count_unknown("a purple dragon") == 2
 

@@ -18,39 +18,39 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vlpbench.errors import bad_value
 from vlpbench.study.data import language as lang
 from vlpbench.study.data.language import NEGATIVE_KINDS, QUESTION_TYPES, Question, Statement
 from vlpbench.study.data.scenes import Scene, SceneConfig, generate_scene
 from vlpbench.study.data.tokenizer import WordTokenizer
-from vlpbench.errors import bad_value
 
-SPLITS: Tuple[str, ...] = ("train", "val", "test")
-DETECTION_LABELS: Tuple[str, ...] = ("object", "shape", "colour_shape")
-_CAPTION_STREAM, _QUESTION_STREAM, _MATCH_STREAM = 1, 2, 3      # independent random streams per scene
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DETECTION_LABELS: tuple[str, ...] = ("object", "shape", "colour_shape")
+_CAPTION_STREAM, _QUESTION_STREAM, _MATCH_STREAM = 1, 2, 3  # independent random streams per scene
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
     """What to generate. The defaults are a few seconds of generation on one CPU core."""
 
-    scene: SceneConfig = field(default_factory=SceneConfig)   # how each scene is drawn
-    seed: int = 0                                             # master seed; every scene seed derives from it
-    n_train: int = 2000                                       # scenes in the train split
-    n_val: int = 250                                          # scenes in the val split
-    n_test: int = 250                                         # scenes in the test split
-    captions_per_image: int = 5                               # retrieval captions per scene (templates cycle)
-    questions_per_type: int = 1                               # questions of each type per scene, when answerable
-    question_types: Tuple[str, ...] = QUESTION_TYPES          # which question types to ask
-    max_length: int = 40                                      # token length of every text (ViLT's 40)
+    scene: SceneConfig = field(default_factory=SceneConfig)  # how each scene is drawn
+    seed: int = 0  # master seed; every scene seed derives from it
+    n_train: int = 2000  # scenes in the train split
+    n_val: int = 250  # scenes in the val split
+    n_test: int = 250  # scenes in the test split
+    captions_per_image: int = 5  # retrieval captions per scene (templates cycle)
+    questions_per_type: int = 1  # questions of each type per scene, when answerable
+    question_types: tuple[str, ...] = QUESTION_TYPES  # which question types to ask
+    max_length: int = 40  # token length of every text (ViLT's 40)
 
-    def validate(self) -> "DatasetConfig":
+    def validate(self) -> DatasetConfig:
         self.scene.validate()
         for name in ("n_train", "n_val", "n_test"):
             value = getattr(self, name)
@@ -66,8 +66,11 @@ class DatasetConfig:
         if unknown or not self.question_types:
             raise bad_value("question_types", self.question_types, QUESTION_TYPES)
         if not isinstance(self.max_length, int) or self.max_length < self.longest_text():
-            raise bad_value("max_length", self.max_length,
-                            f"an integer >= {self.longest_text()} (the longest caption with [CLS] and [SEP])")
+            raise bad_value(
+                "max_length",
+                self.max_length,
+                f"an integer >= {self.longest_text()} (the longest caption with [CLS] and [SEP])",
+            )
         return self
 
     def longest_text(self) -> int:
@@ -93,12 +96,12 @@ class SceneSplit:
     """One split: scenes, their cached renderings and all their text."""
 
     name: str
-    scenes: List[Scene]
-    images: torch.Tensor                   # uint8 [N, 3, H, W], rendered once
-    captions: List[List[str]]              # per scene, captions_per_image strings
-    questions: List[List[Question]]        # per scene
-    matches: List[MatchItem]               # flat, (true, its negative) pairs, about three pairs per scene
-    skipped_duplicates: int = 0            # scenes dropped because an earlier split rendered the same image
+    scenes: list[Scene]
+    images: torch.Tensor  # uint8 [N, 3, H, W], rendered once
+    captions: list[list[str]]  # per scene, captions_per_image strings
+    questions: list[list[Question]]  # per scene
+    matches: list[MatchItem]  # flat, (true, its negative) pairs, about three pairs per scene
+    skipped_duplicates: int = 0  # scenes dropped because an earlier split rendered the same image
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -113,7 +116,7 @@ def image_digest(array: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def _matches(scenes: Sequence[Scene], index: int, rng: np.random.Generator) -> List[MatchItem]:
+def _matches(scenes: Sequence[Scene], index: int, rng: np.random.Generator) -> list[MatchItem]:
     """True statements and their hard negatives for scene ``index``; a negative is kept only if verified false."""
     scene, items = scenes[index], []
 
@@ -148,14 +151,16 @@ def _build_split(config: DatasetConfig, split: str, seen: set) -> SceneSplit:
         scenes.append(scene)
         arrays.append(array)
     seen.update(image_digest(a) for a in arrays)
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()   # [N, H, W, 3] -> [N, 3, H, W]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # [N, H, W, 3] -> [N, 3, H, W]
 
     def stream(scene: Scene, k: int) -> np.random.Generator:
         return np.random.default_rng(list(scene.seed) + [k])
 
     captions = [lang.captions(s, config.captions_per_image, stream(s, _CAPTION_STREAM)) for s in scenes]
-    questions = [lang.questions(s, config.scene, stream(s, _QUESTION_STREAM), config.question_types,
-                                config.questions_per_type) for s in scenes]
+    questions = [
+        lang.questions(s, config.scene, stream(s, _QUESTION_STREAM), config.question_types, config.questions_per_type)
+        for s in scenes
+    ]
     matches = [m for i, s in enumerate(scenes) for m in _matches(scenes, i, stream(s, _MATCH_STREAM))]
     return SceneSplit(split, scenes, images, captions, questions, matches, skipped)
 
@@ -165,30 +170,30 @@ class SyntheticData:
 
     def __init__(self, config: DatasetConfig = DatasetConfig()):
         self.config = config.validate()
-        self.answers: List[str] = lang.answer_vocabulary(config.scene)          # QA classes, index = label
+        self.answers: list[str] = lang.answer_vocabulary(config.scene)  # QA classes, index = label
         self.answer_to_index = {a: i for i, a in enumerate(self.answers)}
         self.tokenizer = WordTokenizer.from_vocabulary(lang.vocabulary(config.scene), config.max_length)
         seen: set = set()
-        self.splits: Dict[str, SceneSplit] = {s: _build_split(config, s, seen) for s in SPLITS}
+        self.splits: dict[str, SceneSplit] = {s: _build_split(config, s, seen) for s in SPLITS}
 
     def split(self, name: str) -> SceneSplit:
         if name not in self.splits:
             raise bad_value("split", name, SPLITS)
         return self.splits[name]
 
-    def retrieval(self, split: str) -> "RetrievalDataset":
+    def retrieval(self, split: str) -> RetrievalDataset:
         return RetrievalDataset(self.split(split), self.tokenizer)
 
-    def gallery(self, split: str) -> "RetrievalGallery":
+    def gallery(self, split: str) -> RetrievalGallery:
         return RetrievalGallery.build(self.split(split), self.tokenizer)
 
-    def qa(self, split: str) -> "QADataset":
+    def qa(self, split: str) -> QADataset:
         return QADataset(self.split(split), self.tokenizer, self.answer_to_index)
 
-    def matching(self, split: str) -> "MatchingDataset":
+    def matching(self, split: str) -> MatchingDataset:
         return MatchingDataset(self.split(split), self.tokenizer)
 
-    def detection(self, split: str, label_by: str = "shape") -> "DetectionDataset":
+    def detection(self, split: str, label_by: str = "shape") -> DetectionDataset:
         return DetectionDataset(self.split(split), self.config.scene, label_by)
 
     def describe(self) -> str:
@@ -196,7 +201,7 @@ class SyntheticData:
         return "\n".join(format_statistics(split_statistics(self.splits[s])) for s in SPLITS)
 
 
-def _text(tokenizer: WordTokenizer, text: str) -> Dict[str, torch.Tensor]:
+def _text(tokenizer: WordTokenizer, text: str) -> dict[str, torch.Tensor]:
     encoded = tokenizer.encode(text)
     return {k: torch.tensor(v, dtype=torch.long) for k, v in encoded.items()}
 
@@ -211,47 +216,58 @@ class RetrievalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i, text = self.pairs[k]
-        return {"pixel_values": self.split.pixel_values(i), **_text(self.tokenizer, text),
-                "image_index": torch.tensor(i, dtype=torch.long)}
+        return {
+            "pixel_values": self.split.pixel_values(i),
+            **_text(self.tokenizer, text),
+            "image_index": torch.tensor(i, dtype=torch.long),
+        }
 
 
 @dataclass
 class RetrievalGallery:
     """A whole split for R@K: every image once, every caption once, and which image each caption belongs to."""
 
-    pixel_values: torch.Tensor             # float [N, 3, H, W]
-    input_ids: torch.Tensor                # int64 [T, L]
-    attention_mask: torch.Tensor           # int64 [T, L]
-    text_to_image: torch.Tensor            # int64 [T], index into pixel_values
-    texts: List[str]
+    pixel_values: torch.Tensor  # float [N, 3, H, W]
+    input_ids: torch.Tensor  # int64 [T, L]
+    attention_mask: torch.Tensor  # int64 [T, L]
+    text_to_image: torch.Tensor  # int64 [T], index into pixel_values
+    texts: list[str]
 
     @classmethod
-    def build(cls, split: SceneSplit, tokenizer: WordTokenizer) -> "RetrievalGallery":
+    def build(cls, split: SceneSplit, tokenizer: WordTokenizer) -> RetrievalGallery:
         texts = [c for caps in split.captions for c in caps]
         owners = [i for i, caps in enumerate(split.captions) for _ in caps]
         encoded = tokenizer(texts)
-        return cls(split.images.float() / 255.0, encoded["input_ids"], encoded["attention_mask"],
-                   torch.tensor(owners, dtype=torch.long), texts)
+        return cls(
+            split.images.float() / 255.0,
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            torch.tensor(owners, dtype=torch.long),
+            texts,
+        )
 
 
 class QADataset(Dataset):
     """(image, question) -> answer index; ``question_type`` indexes QUESTION_TYPES."""
 
-    def __init__(self, split: SceneSplit, tokenizer: WordTokenizer, answer_to_index: Dict[str, int]):
+    def __init__(self, split: SceneSplit, tokenizer: WordTokenizer, answer_to_index: dict[str, int]):
         self.split, self.tokenizer, self.answer_to_index = split, tokenizer, answer_to_index
         self.items = [(i, q) for i, qs in enumerate(split.questions) for q in qs]
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i, q = self.items[k]
-        return {"pixel_values": self.split.pixel_values(i), **_text(self.tokenizer, q.text),
-                "answer": torch.tensor(self.answer_to_index[q.answer], dtype=torch.long),
-                "question_type": torch.tensor(QUESTION_TYPES.index(q.qtype), dtype=torch.long),
-                "relational": torch.tensor(q.relational, dtype=torch.bool)}
+        return {
+            "pixel_values": self.split.pixel_values(i),
+            **_text(self.tokenizer, q.text),
+            "answer": torch.tensor(self.answer_to_index[q.answer], dtype=torch.long),
+            "question_type": torch.tensor(QUESTION_TYPES.index(q.qtype), dtype=torch.long),
+            "relational": torch.tensor(q.relational, dtype=torch.bool),
+        }
 
 
 class MatchingDataset(Dataset):
@@ -263,11 +279,14 @@ class MatchingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.matches)
 
-    def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         m = self.split.matches[k]
-        return {"pixel_values": self.split.pixel_values(m.scene_index), **_text(self.tokenizer, m.text),
-                "label": torch.tensor(int(m.label), dtype=torch.long),
-                "negative_kind": torch.tensor(NEGATIVE_KINDS.index(m.kind), dtype=torch.long)}
+        return {
+            "pixel_values": self.split.pixel_values(m.scene_index),
+            **_text(self.tokenizer, m.text),
+            "label": torch.tensor(int(m.label), dtype=torch.long),
+            "negative_kind": torch.tensor(NEGATIVE_KINDS.index(m.kind), dtype=torch.long),
+        }
 
 
 class DetectionDataset(Dataset):
@@ -281,10 +300,13 @@ class DetectionDataset(Dataset):
             raise bad_value("label_by", label_by, DETECTION_LABELS)
         self.split, self.label_by = split, label_by
         self.shapes, self.colours = list(scene_config.shapes), list(scene_config.colours)
-        names = {"object": ["object"], "shape": self.shapes,
-                 "colour_shape": [f"{c} {s}" for c in self.colours for s in self.shapes]}[label_by]
-        self.class_names: List[str] = ["background"] + names     # index = label
-        self.num_classes = len(self.class_names)                  # background included, as torchvision counts
+        names = {
+            "object": ["object"],
+            "shape": self.shapes,
+            "colour_shape": [f"{c} {s}" for c in self.colours for s in self.shapes],
+        }[label_by]
+        self.class_names: list[str] = ["background"] + names  # index = label
+        self.num_classes = len(self.class_names)  # background included, as torchvision counts
 
     def label(self, colour: str, shape: str) -> int:
         if self.label_by == "object":
@@ -296,17 +318,19 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, k: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         objects = self.split.scenes[k].objects
-        return {"pixel_values": self.split.pixel_values(k),
-                "boxes": torch.tensor([o.box for o in objects], dtype=torch.float32),
-                "labels": torch.tensor([self.label(o.colour, o.shape) for o in objects], dtype=torch.long)}
+        return {
+            "pixel_values": self.split.pixel_values(k),
+            "boxes": torch.tensor([o.box for o in objects], dtype=torch.float32),
+            "labels": torch.tensor([self.label(o.colour, o.shape) for o in objects], dtype=torch.long),
+        }
 
 
-def collate(batch: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, object]:
+def collate(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, object]:
     """Stack a list of items into a dict of batched tensors; per-item tensors whose shapes differ
     (detection ``boxes`` / ``labels``) stay a list of tensors, the form torchvision detectors take."""
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for key in batch[0]:
         values = [item[key] for item in batch]
         same = all(v.shape == values[0].shape for v in values)
@@ -316,10 +340,11 @@ def collate(batch: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, object]:
 
 # ---------------------------------------------------------------- statistics
 
-def split_statistics(split: SceneSplit) -> Dict[str, object]:
+
+def split_statistics(split: SceneSplit) -> dict[str, object]:
     """Counts that reveal a degenerate split: answer balance per question type, true/false balance, ..."""
     questions = [q for qs in split.questions for q in qs]
-    by_type: Dict[str, Counter] = {t: Counter() for t in QUESTION_TYPES}
+    by_type: dict[str, Counter] = {t: Counter() for t in QUESTION_TYPES}
     for q in questions:
         by_type[q.qtype][q.answer] += 1
     by_type = {t: c for t, c in by_type.items() if c}
@@ -339,7 +364,7 @@ def split_statistics(split: SceneSplit) -> Dict[str, object]:
         "relational_share": sum(q.relational for q in questions) / n_q,
         "answers": dict(answers.most_common()),
         "answers_by_type": {t: dict(c.most_common()) for t, c in by_type.items()},
-        "majority_share_by_type": majority,                   # accuracy of always answering the commonest answer
+        "majority_share_by_type": majority,  # accuracy of always answering the commonest answer
         "majority_share": max(answers.values()) / n_q if answers else 0.0,
         "statements": len(split.matches),
         "true_share": sum(m.label for m in split.matches) / max(len(split.matches), 1),
@@ -347,12 +372,15 @@ def split_statistics(split: SceneSplit) -> Dict[str, object]:
     }
 
 
-def degenerate_warnings(stats: Dict[str, object], threshold: float = 0.6) -> List[str]:
+def degenerate_warnings(stats: dict[str, object], threshold: float = 0.6) -> list[str]:
     """Lines naming what a model could exploit without looking: one answer above ``threshold`` of a
     question type, true/false far from even, or a question type missing."""
-    warnings = [f"question type {t!r}: answer {max(stats['answers_by_type'][t], key=stats['answers_by_type'][t].get)!r}"
-                f" is {share:.0%} of its questions" for t, share in stats["majority_share_by_type"].items()
-                if share > threshold]
+    warnings = [
+        f"question type {t!r}: answer {max(stats['answers_by_type'][t], key=stats['answers_by_type'][t].get)!r}"
+        f" is {share:.0%} of its questions"
+        for t, share in stats["majority_share_by_type"].items()
+        if share > threshold
+    ]
     if abs(stats["true_share"] - 0.5) > 0.1:
         warnings.append(f"true statements are {stats['true_share']:.0%} of matching examples")
     missing = [t for t in QUESTION_TYPES if t not in stats["question_types"]]
@@ -361,14 +389,16 @@ def degenerate_warnings(stats: Dict[str, object], threshold: float = 0.6) -> Lis
     return warnings
 
 
-def format_statistics(stats: Dict[str, object]) -> str:
+def format_statistics(stats: dict[str, object]) -> str:
     """A printable block of :func:`split_statistics`, warnings last."""
-    lines = [f"split {stats['split']}: {stats['scenes']} scenes ({stats['skipped_duplicates']} duplicates skipped), "
-             f"{stats['captions']} captions, {stats['questions']} questions, {stats['statements']} statements",
-             f"  objects per scene: {stats['objects_per_scene']}",
-             f"  relational questions: {stats['relational_share']:.1%}; most common answer overall "
-             f"{stats['majority_share']:.1%}",
-             f"  statements true: {stats['true_share']:.1%}; kinds: {stats['negative_kinds']}"]
+    lines = [
+        f"split {stats['split']}: {stats['scenes']} scenes ({stats['skipped_duplicates']} duplicates skipped), "
+        f"{stats['captions']} captions, {stats['questions']} questions, {stats['statements']} statements",
+        f"  objects per scene: {stats['objects_per_scene']}",
+        f"  relational questions: {stats['relational_share']:.1%}; most common answer overall "
+        f"{stats['majority_share']:.1%}",
+        f"  statements true: {stats['true_share']:.1%}; kinds: {stats['negative_kinds']}",
+    ]
     for t, count in stats["question_types"].items():
         answers = ", ".join(f"{a} {n}" for a, n in stats["answers_by_type"][t].items())
         lines.append(f"  {t:<17} {count:>6}  majority {stats['majority_share_by_type'][t]:.0%}  [{answers}]")

@@ -12,28 +12,73 @@ docs/reference.md section 9; the code is ours.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from vlpbench.study.data.scenes import Scene, SceneConfig, SceneObject
 
-NUMBER_WORDS: Tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
-NON_RELATIONAL_TYPES: Tuple[str, ...] = (
-    "shape", "colour", "size", "horizontal", "vertical", "count_shape", "count_objects")
-RELATIONAL_TYPES: Tuple[str, ...] = (
-    "closest_shape", "furthest_shape", "closest_colour", "left_of", "above", "same_shape_count")
-QUESTION_TYPES: Tuple[str, ...] = NON_RELATIONAL_TYPES + RELATIONAL_TYPES
-NEGATIVE_KINDS: Tuple[str, ...] = ("none", "random", "binding", "relation")
-RELATIONS: Tuple[str, ...] = ("left of", "right of", "above", "below")
-OPPOSITE: Dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-CAPTION_TEMPLATES: Tuple[str, ...] = ("listing", "pair", "relation", "attribute", "count")
-MARGIN_FRACTION = 0.05          # spatial margin as a fraction of the canvas side
+NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+NON_RELATIONAL_TYPES: tuple[str, ...] = (
+    "shape",
+    "colour",
+    "size",
+    "horizontal",
+    "vertical",
+    "count_shape",
+    "count_objects",
+)
+RELATIONAL_TYPES: tuple[str, ...] = (
+    "closest_shape",
+    "furthest_shape",
+    "closest_colour",
+    "left_of",
+    "above",
+    "same_shape_count",
+)
+QUESTION_TYPES: tuple[str, ...] = NON_RELATIONAL_TYPES + RELATIONAL_TYPES
+NEGATIVE_KINDS: tuple[str, ...] = ("none", "random", "binding", "relation")
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+OPPOSITE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+CAPTION_TEMPLATES: tuple[str, ...] = ("listing", "pair", "relation", "attribute", "count")
+MARGIN_FRACTION = 0.05  # spatial margin as a fraction of the canvas side
 _PUNCTUATION = (",", ":", "?")
-_TEMPLATE_WORDS = ("a", "and", "the", "is", "of", "there", "are", "objects", "object", "what", "shape", "colour",
-                   "size", "on", "or", "at", "how", "many", "closest", "to", "furthest", "from", "other",
-                   "have", "same", "as", "left", "right", "above", "below", "top", "bottom", "no")
+_TEMPLATE_WORDS = (
+    "a",
+    "and",
+    "the",
+    "is",
+    "of",
+    "there",
+    "are",
+    "objects",
+    "object",
+    "what",
+    "shape",
+    "colour",
+    "size",
+    "on",
+    "or",
+    "at",
+    "how",
+    "many",
+    "closest",
+    "to",
+    "furthest",
+    "from",
+    "other",
+    "have",
+    "same",
+    "as",
+    "left",
+    "right",
+    "above",
+    "below",
+    "top",
+    "bottom",
+    "no",
+)
 
 
 def margin_px(scene: Scene) -> float:
@@ -46,7 +91,7 @@ def plural(shape: str) -> str:
     return shape + "s"
 
 
-def vocabulary(config: SceneConfig) -> List[str]:
+def vocabulary(config: SceneConfig) -> list[str]:
     """Every word the generator can emit for ``config``, sorted: the tokenizer's vocabulary."""
     words = set(_TEMPLATE_WORDS) | set(_PUNCTUATION) | set(config.sizes) | set(config.colours)
     words |= set(config.shapes) | {plural(s) for s in config.shapes}
@@ -54,15 +99,21 @@ def vocabulary(config: SceneConfig) -> List[str]:
     return sorted(words)
 
 
-def answer_vocabulary(config: SceneConfig) -> List[str]:
+def answer_vocabulary(config: SceneConfig) -> list[str]:
     """The closed set of single-word answers, in a fixed order (the QA head's classes)."""
-    return (["yes", "no", "left", "right", "top", "bottom"] + list(config.sizes) + list(config.shapes)
-            + list(config.colours) + list(NUMBER_WORDS[: config.max_objects + 1]))
+    return (
+        ["yes", "no", "left", "right", "top", "bottom"]
+        + list(config.sizes)
+        + list(config.shapes)
+        + list(config.colours)
+        + list(NUMBER_WORDS[: config.max_objects + 1])
+    )
 
 
 # ---------------------------------------------------------------- spatial relations on the scene graph
 
-def relation_holds(a: SceneObject, relation: str, b: SceneObject, margin: float) -> Optional[bool]:
+
+def relation_holds(a: SceneObject, relation: str, b: SceneObject, margin: float) -> bool | None:
     """True/False when "a <relation> b" is clearly so/not so; None inside the margin (unsaid)."""
     d = {"left of": b.cx - a.cx, "right of": a.cx - b.cx, "above": b.cy - a.cy, "below": a.cy - b.cy}[relation]
     if abs(d) < margin:
@@ -75,10 +126,11 @@ def distance(a: SceneObject, b: SceneObject) -> float:
     return math.hypot(a.cx - b.cx, a.cy - b.cy)
 
 
-def extreme_neighbour(scene: Scene, anchor: SceneObject, nearest: bool) -> Optional[SceneObject]:
+def extreme_neighbour(scene: Scene, anchor: SceneObject, nearest: bool) -> SceneObject | None:
     """The object closest to (``nearest``) or furthest from ``anchor``; None if not clear by the margin."""
-    others = sorted((o for o in scene.objects if o is not anchor), key=lambda o: distance(anchor, o),
-                    reverse=not nearest)
+    others = sorted(
+        (o for o in scene.objects if o is not anchor), key=lambda o: distance(anchor, o), reverse=not nearest
+    )
     if len(others) >= 2 and abs(distance(anchor, others[0]) - distance(anchor, others[1])) < margin_px(scene):
         return None
     return others[0]
@@ -86,14 +138,15 @@ def extreme_neighbour(scene: Scene, anchor: SceneObject, nearest: bool) -> Optio
 
 # ---------------------------------------------------------------- statements (true/false)
 
+
 @dataclass(frozen=True)
 class Statement:
     """A claim about a scene. ``a``/``b`` are (colour, shape); ``relation`` is one of RELATIONS."""
 
-    form: str                                   # "pair" ("a A and a B") or "relation" ("the A is R the B")
-    a: Tuple[str, str]
-    b: Tuple[str, str]
-    relation: Optional[str] = None
+    form: str  # "pair" ("a A and a B") or "relation" ("the A is R the B")
+    a: tuple[str, str]
+    b: tuple[str, str]
+    relation: str | None = None
 
     @property
     def text(self) -> str:
@@ -102,14 +155,14 @@ class Statement:
         return f"the {self.a[0]} {self.a[1]} is {self.relation} the {self.b[0]} {self.b[1]}"
 
 
-def _find(scene: Scene, colour_shape: Tuple[str, str]) -> Optional[SceneObject]:
+def _find(scene: Scene, colour_shape: tuple[str, str]) -> SceneObject | None:
     for obj in scene.objects:
         if (obj.colour, obj.shape) == colour_shape:
             return obj
     return None
 
 
-def evaluate(statement: Statement, scene: Scene) -> Optional[bool]:
+def evaluate(statement: Statement, scene: Scene) -> bool | None:
     """Truth of ``statement`` for ``scene``; None when a relation falls inside the margin."""
     a, b = _find(scene, statement.a), _find(scene, statement.b)
     if a is None or b is None or a is b:
@@ -119,21 +172,31 @@ def evaluate(statement: Statement, scene: Scene) -> Optional[bool]:
     return relation_holds(a, statement.relation, b, margin_px(scene))
 
 
-def true_pair(scene: Scene, rng: np.random.Generator, distinct_shapes: bool = False) -> Optional[Statement]:
+def true_pair(scene: Scene, rng: np.random.Generator, distinct_shapes: bool = False) -> Statement | None:
     """A true "a A and a B" statement; with ``distinct_shapes`` only over objects whose shapes differ."""
-    pairs = [(a, b) for a in scene.objects for b in scene.objects
-             if a is not b and (not distinct_shapes or a.shape != b.shape)]
+    pairs = [
+        (a, b)
+        for a in scene.objects
+        for b in scene.objects
+        if a is not b and (not distinct_shapes or a.shape != b.shape)
+    ]
     if not pairs:
         return None
     a, b = pairs[int(rng.integers(len(pairs)))]
     return Statement("pair", (a.colour, a.shape), (b.colour, b.shape))
 
 
-def true_relation(scene: Scene, rng: np.random.Generator) -> Optional[Statement]:
+def true_relation(scene: Scene, rng: np.random.Generator) -> Statement | None:
     """A true "the A is R the B" statement over a pair whose relation is clear by the margin."""
     m = margin_px(scene)
-    options = [(a, r, b) for a in scene.objects for b in scene.objects if a is not b
-               for r in RELATIONS if relation_holds(a, r, b, m)]
+    options = [
+        (a, r, b)
+        for a in scene.objects
+        for b in scene.objects
+        if a is not b
+        for r in RELATIONS
+        if relation_holds(a, r, b, m)
+    ]
     if not options:
         return None
     a, r, b = options[int(rng.integers(len(options)))]
@@ -153,8 +216,9 @@ def relation_negative(positive: Statement) -> Statement:
     return Statement(positive.form, positive.a, positive.b, OPPOSITE[positive.relation])
 
 
-def random_negative(scene: Scene, other: Scene, form: str, rng: np.random.Generator,
-                    tries: int = 20) -> Optional[Statement]:
+def random_negative(
+    scene: Scene, other: Scene, form: str, rng: np.random.Generator, tries: int = 20
+) -> Statement | None:
     """A statement true of ``other`` (another scene) and false of ``scene``; None if none found in ``tries``."""
     make = true_pair if form == "pair" else true_relation
     for _ in range(tries):
@@ -166,6 +230,7 @@ def random_negative(scene: Scene, other: Scene, form: str, rng: np.random.Genera
 
 # ---------------------------------------------------------------- captions
 
+
 def _phrase(obj: SceneObject, with_size: bool = True) -> str:
     return f"a {obj.size} {obj.colour} {obj.shape}" if with_size else f"a {obj.colour} {obj.shape}"
 
@@ -176,7 +241,7 @@ def _join(parts: Sequence[str]) -> str:
 
 def caption(scene: Scene, template: str, rng: np.random.Generator) -> str:
     """One true caption of ``scene`` in ``template`` (one of CAPTION_TEMPLATES)."""
-    if template == "listing":                                   # every object, left to right
+    if template == "listing":  # every object, left to right
         ordered = sorted(scene.objects, key=lambda o: o.cx)
         return f"{NUMBER_WORDS[len(ordered)]} objects : " + _join([_phrase(o) for o in ordered])
     if template == "pair":
@@ -193,12 +258,13 @@ def caption(scene: Scene, template: str, rng: np.random.Generator) -> str:
     raise KeyError(template)
 
 
-def captions(scene: Scene, count: int, rng: np.random.Generator) -> List[str]:
+def captions(scene: Scene, count: int, rng: np.random.Generator) -> list[str]:
     """``count`` captions cycling through CAPTION_TEMPLATES (listing first, which names the whole scene)."""
     return [caption(scene, CAPTION_TEMPLATES[i % len(CAPTION_TEMPLATES)], rng) for i in range(count)]
 
 
 # ---------------------------------------------------------------- questions
+
 
 @dataclass(frozen=True)
 class Question:
@@ -217,7 +283,7 @@ def _pick(rng: np.random.Generator, items: Sequence):
     return items[int(rng.integers(len(items)))] if items else None
 
 
-def _target_first(rng: np.random.Generator, options: Dict[str, list]):
+def _target_first(rng: np.random.Generator, options: dict[str, list]):
     """Pick an answer uniformly among those with candidates, then a candidate: balances yes/no, left/right."""
     answers = [k for k in options if options[k]]
     if not answers:
@@ -226,7 +292,7 @@ def _target_first(rng: np.random.Generator, options: Dict[str, list]):
     return answer, _pick(rng, options[answer])
 
 
-def _ask(scene: Scene, qtype: str, rng: np.random.Generator, config: SceneConfig) -> Optional[Question]:
+def _ask(scene: Scene, qtype: str, rng: np.random.Generator, config: SceneConfig) -> Question | None:
     objs, m, half = scene.objects, margin_px(scene), scene.canvas / 2
     if qtype == "shape":
         o = _pick(rng, objs)
@@ -241,8 +307,9 @@ def _ask(scene: Scene, qtype: str, rng: np.random.Generator, config: SceneConfig
     if qtype in ("horizontal", "vertical"):
         coord = (lambda o: o.cx) if qtype == "horizontal" else (lambda o: o.cy)
         low, high = ("left", "right") if qtype == "horizontal" else ("top", "bottom")
-        answer, o = _target_first(rng, {low: [o for o in objs if coord(o) <= half - m],
-                                        high: [o for o in objs if coord(o) >= half + m]})
+        answer, o = _target_first(
+            rng, {low: [o for o in objs if coord(o) <= half - m], high: [o for o in objs if coord(o) >= half + m]}
+        )
         where = "on the left or right" if qtype == "horizontal" else "at the top or bottom"
         return None if o is None else Question(f"is the {o.colour} object {where} ?", answer, qtype)
     if qtype == "count_shape":
@@ -259,31 +326,47 @@ def _ask(scene: Scene, qtype: str, rng: np.random.Generator, config: SceneConfig
         o, t = pair
         what = "colour" if qtype == "closest_colour" else "shape"
         where = "closest to" if nearest else "furthest from"
-        return Question(f"what {what} is the object {where} the {o.colour} object ?",
-                        t.colour if what == "colour" else t.shape, qtype)
+        return Question(
+            f"what {what} is the object {where} the {o.colour} object ?",
+            t.colour if what == "colour" else t.shape,
+            qtype,
+        )
     if qtype in ("left_of", "above"):
         relation = "left of" if qtype == "left_of" else "above"
         pairs = [(a, b) for a in objs for b in objs if a is not b]
-        answer, pair = _target_first(rng, {"yes": [p for p in pairs if relation_holds(p[0], relation, p[1], m) is True],
-                                           "no": [p for p in pairs if relation_holds(p[0], relation, p[1], m) is False]})
-        return None if pair is None else Question(
-            f"is the {pair[0].colour} object {relation} the {pair[1].colour} object ?", answer, qtype)
+        answer, pair = _target_first(
+            rng,
+            {
+                "yes": [p for p in pairs if relation_holds(p[0], relation, p[1], m) is True],
+                "no": [p for p in pairs if relation_holds(p[0], relation, p[1], m) is False],
+            },
+        )
+        return (
+            None
+            if pair is None
+            else Question(f"is the {pair[0].colour} object {relation} the {pair[1].colour} object ?", answer, qtype)
+        )
     if qtype == "same_shape_count":
         o = _pick(rng, objs)
         n = sum(p.shape == o.shape for p in objs if p is not o)
-        return Question(f"how many other objects have the same shape as the {o.colour} object ?",
-                        NUMBER_WORDS[n], qtype)
+        return Question(
+            f"how many other objects have the same shape as the {o.colour} object ?", NUMBER_WORDS[n], qtype
+        )
     raise KeyError(qtype)
 
 
-def questions(scene: Scene, config: SceneConfig, rng: np.random.Generator,
-              types: Sequence[str] = QUESTION_TYPES, per_type: int = 1) -> List[Question]:
+def questions(
+    scene: Scene,
+    config: SceneConfig,
+    rng: np.random.Generator,
+    types: Sequence[str] = QUESTION_TYPES,
+    per_type: int = 1,
+) -> list[Question]:
     """Up to ``per_type`` questions of each type in ``types``; a type the scene cannot answer is skipped."""
-    out: List[Question] = []
+    out: list[Question] = []
     for qtype in types:
         for _ in range(per_type):
             q = _ask(scene, qtype, rng, config)
             if q is not None and q not in out:
                 out.append(q)
     return out
-

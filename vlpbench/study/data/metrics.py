@@ -6,12 +6,12 @@ constant similarity matrix scores chance-level recall, never perfect.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from vlpbench.study.data.language import NEGATIVE_KINDS, QUESTION_TYPES
 from vlpbench.errors import bad_value
+from vlpbench.study.data.language import NEGATIVE_KINDS, QUESTION_TYPES
 
 
 def _as_tensor(x, name: str, dim: int) -> torch.Tensor:
@@ -21,7 +21,7 @@ def _as_tensor(x, name: str, dim: int) -> torch.Tensor:
     return t
 
 
-def retrieval_recall(similarity, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+def retrieval_recall(similarity, text_to_image, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@K both ways from ``similarity`` [n_images, n_texts] and ``text_to_image`` [n_texts].
 
     ``tr_r{k}`` (text retrieval, image query): an image counts if any of its captions is in its top k texts.
@@ -33,30 +33,33 @@ def retrieval_recall(similarity, text_to_image, ks: Sequence[int] = (1, 5, 10)) 
     if owner.numel() != n_texts:
         raise bad_value("text_to_image length", owner.numel(), f"one entry per text column ({n_texts})")
     if n_texts and (owner.min() < 0 or owner.max() >= n_images):
-        raise bad_value("text_to_image entry", int(owner.max() if owner.max() >= n_images else owner.min()),
-                        f"image indices 0 to {n_images - 1}")
+        raise bad_value(
+            "text_to_image entry",
+            int(owner.max() if owner.max() >= n_images else owner.min()),
+            f"image indices 0 to {n_images - 1}",
+        )
     if any(int(k) < 1 for k in ks):
         raise bad_value("ks", tuple(ks), "positive integers")
     truth = torch.zeros(n_images, n_texts, dtype=torch.bool)
-    truth[owner, torch.arange(n_texts)] = True                        # [n_images, n_texts]
+    truth[owner, torch.arange(n_texts)] = True  # [n_images, n_texts]
     if not bool(truth.any(dim=1).all()):
         missing = int((~truth.any(dim=1)).nonzero()[0])
         raise bad_value("text_to_image", f"no caption for image {missing}", "at least one text per image")
 
     # Image query: rank of its best caption = texts of other images scoring >= that caption.
-    best = sim.masked_fill(~truth, float("-inf")).max(dim=1, keepdim=True).values          # [n_images, 1]
-    tr_rank = ((sim >= best) & ~truth).sum(dim=1)                                            # [n_images]
+    best = sim.masked_fill(~truth, float("-inf")).max(dim=1, keepdim=True).values  # [n_images, 1]
+    tr_rank = ((sim >= best) & ~truth).sum(dim=1)  # [n_images]
     # Text query: rank of its image = other images scoring >= it.
-    own = sim[owner, torch.arange(n_texts)].unsqueeze(0)                                     # [1, n_texts]
-    ir_rank = ((sim >= own) & ~truth).sum(dim=0)                                             # [n_texts]
-    out: Dict[str, float] = {}
+    own = sim[owner, torch.arange(n_texts)].unsqueeze(0)  # [1, n_texts]
+    ir_rank = ((sim >= own) & ~truth).sum(dim=0)  # [n_texts]
+    out: dict[str, float] = {}
     for k in ks:
         out[f"tr_r{k}"] = float((tr_rank < k).double().mean())
         out[f"ir_r{k}"] = float((ir_rank < k).double().mean())
     return out
 
 
-def qa_accuracy(predictions, answers, relational, question_type=None) -> Dict[str, float]:
+def qa_accuracy(predictions, answers, relational, question_type=None) -> dict[str, float]:
     """Accuracy of predicted answer indices, overall and split non-relational / relational.
 
     ``predictions`` and ``answers`` are int [N] (or logits [N, A] for ``predictions``); ``relational`` bool [N];
@@ -76,8 +79,13 @@ def qa_accuracy(predictions, answers, relational, question_type=None) -> Dict[st
     def mean(mask: torch.Tensor) -> float:
         return float(correct[mask].mean()) if bool(mask.any()) else float("nan")
 
-    out = {"accuracy": mean(torch.ones_like(rel)), "non_relational": mean(~rel), "relational": mean(rel),
-           "n": int(rel.numel()), "n_relational": int(rel.sum())}
+    out = {
+        "accuracy": mean(torch.ones_like(rel)),
+        "non_relational": mean(~rel),
+        "relational": mean(rel),
+        "n": int(rel.numel()),
+        "n_relational": int(rel.sum()),
+    }
     if question_type is not None:
         qt = _as_tensor(question_type, "question_type", 1).long()
         for i, name in enumerate(QUESTION_TYPES):
@@ -86,7 +94,7 @@ def qa_accuracy(predictions, answers, relational, question_type=None) -> Dict[st
     return out
 
 
-def matching_accuracy(predictions, labels, negative_kind) -> Dict[str, float]:
+def matching_accuracy(predictions, labels, negative_kind) -> dict[str, float]:
     """Accuracy of true/false predictions, overall and per kind of example.
 
     ``predictions`` int/bool [N] (1 = the text matches the image); ``labels`` int [N]; ``negative_kind``
@@ -106,7 +114,7 @@ def matching_accuracy(predictions, labels, negative_kind) -> Dict[str, float]:
     return out
 
 
-def pairwise_matching(scores, labels, negative_kind) -> Dict[str, float]:
+def pairwise_matching(scores, labels, negative_kind) -> dict[str, float]:
     """Threshold-free matching: the share of (true statement, its negative) pairs whose true statement scores
     higher, overall and per negative kind (chance 0.5; ties count half).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Dict, Iterable, List, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ SPECIAL_TOKENS = (PAD, CLS, SEP, MASK, UNK)
 _WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 
 
-def split_words(text: str) -> List[str]:
+def split_words(text: str) -> list[str]:
     """Lower-case ``text`` and split it into words and single punctuation marks."""
     return _WORD.findall(text.lower())
 
@@ -35,12 +35,12 @@ class WordTokenizer:
         tokens = list(SPECIAL_TOKENS) + [w for w in words if w not in SPECIAL_TOKENS]
         if len(set(tokens)) != len(tokens):
             raise VlpbenchError("tokenizer vocabulary has repeated words")
-        self.id_to_token: List[str] = tokens
-        self.token_to_id: Dict[str, int] = {t: i for i, t in enumerate(tokens)}
-        self.max_length = max_length                 # fixed length of every encoded sequence
+        self.id_to_token: list[str] = tokens
+        self.token_to_id: dict[str, int] = {t: i for i, t in enumerate(tokens)}
+        self.max_length = max_length  # fixed length of every encoded sequence
 
     @classmethod
-    def from_vocabulary(cls, words: Iterable[str], max_length: int = 40) -> "WordTokenizer":
+    def from_vocabulary(cls, words: Iterable[str], max_length: int = 40) -> WordTokenizer:
         """Tokenizer over ``words`` (e.g. :func:`vlpbench.study.data.language.vocabulary`), sorted for stable ids."""
         return cls(sorted(set(words)), max_length)
 
@@ -68,12 +68,12 @@ class WordTokenizer:
     def unk_token_id(self) -> int:
         return self.token_to_id[UNK]
 
-    def tokenize(self, text: str) -> List[int]:
+    def tokenize(self, text: str) -> list[int]:
         """Ids of the words of ``text`` without specials; unknown words become [UNK]."""
         unk = self.unk_token_id
         return [self.token_to_id.get(w, unk) for w in split_words(text)]
 
-    def encode(self, text: str, max_length: int | None = None) -> Dict[str, List[int]]:
+    def encode(self, text: str, max_length: int | None = None) -> dict[str, list[int]]:
         """``{"input_ids", "attention_mask"}`` of length ``max_length``; long texts are cut before [SEP]."""
         length = self.max_length if max_length is None else max_length
         ids = [self.cls_token_id] + self.tokenize(text)[: length - 2] + [self.sep_token_id]
@@ -81,12 +81,13 @@ class WordTokenizer:
         pad = length - len(ids)
         return {"input_ids": ids + [self.pad_token_id] * pad, "attention_mask": mask + [0] * pad}
 
-    def __call__(self, texts: str | Sequence[str], max_length: int | None = None) -> Dict[str, torch.Tensor]:
+    def __call__(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Encode one text or a batch: ``input_ids`` / ``attention_mask`` as int64 [B, L]."""
         batch = [texts] if isinstance(texts, str) else list(texts)
         encoded = [self.encode(t, max_length) for t in batch]
-        return {key: torch.tensor([e[key] for e in encoded], dtype=torch.long)
-                for key in ("input_ids", "attention_mask")}
+        return {
+            key: torch.tensor([e[key] for e in encoded], dtype=torch.long) for key in ("input_ids", "attention_mask")
+        }
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Words of ``ids`` joined by spaces; specials dropped unless ``skip_special_tokens`` is False."""
@@ -108,11 +109,14 @@ class WordTokenizer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary and max length as JSON."""
         with open(path, "w", encoding="utf-8") as f:
-            json.dump({"format": "vlpbench-word-tokenizer", "max_length": self.max_length,
-                       "tokens": self.id_to_token}, f, indent=0)
+            json.dump(
+                {"format": "vlpbench-word-tokenizer", "max_length": self.max_length, "tokens": self.id_to_token},
+                f,
+                indent=0,
+            )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "WordTokenizer":
+    def load(cls, path: str | os.PathLike) -> WordTokenizer:
         """Read a tokenizer written by :meth:`save`; a missing or malformed file raises VlpbenchError."""
         try:
             with open(path, encoding="utf-8") as f:
@@ -124,4 +128,4 @@ class WordTokenizer:
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list) or list(tokens[: len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
             raise VlpbenchError(f"tokenizer file {str(path)!r}: field 'tokens' must list {SPECIAL_TOKENS} first")
-        return cls(tokens[len(SPECIAL_TOKENS):], int(data.get("max_length", 40)))
+        return cls(tokens[len(SPECIAL_TOKENS) :], int(data.get("max_length", 40)))
