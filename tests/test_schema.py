@@ -149,9 +149,9 @@ def test_each_wrong_field_is_named(record, path, value, message):
                 "config": {},
                 "workload": {},
                 "env": {},
-                "metrics": {"qa": 0.5},
+                "metrics": {"qa": "high"},
             },
-            "metrics.qa is 0.5 (float); accepted: a JSON object",
+            "metrics.qa is 'high' (str); accepted: a number, null or a JSON object",
         ),
     ],
 )

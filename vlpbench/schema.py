@@ -166,6 +166,8 @@ _KINDS: dict[str, tuple[Any, str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "bool?": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "object": (lambda v: isinstance(v, dict), "a JSON object"),
+    # an accuracy metric: one measured value (`vlpbench eval`), null when undefined, or the study's seed block
+    "metric": (lambda v: v is None or _is_number(v) or isinstance(v, dict), "a number, null or a JSON object"),
     "list": (lambda v: isinstance(v, list), "a JSON list"),
     "any": (lambda v: True, "anything"),
 }
@@ -234,7 +236,7 @@ LATENCY: dict[str, Spec] = {
     "?memory": "object",
     "?taxonomy": TAXONOMY,
 }
-ACCURACY: dict[str, Spec] = {**COMMON, "?metrics": {"*": "object"}, "?seeds": ["int"]}
+ACCURACY: dict[str, Spec] = {**COMMON, "?metrics": {"*": "metric"}, "?seeds": ["int"]}
 
 
 def _type_name(v: Any) -> str:

@@ -115,6 +115,10 @@ ST = ["study", "--out", "{root}/study"]
 CASES = [
     # ---- list / describe
     (["list", "gadgets"], "'gadgets'"),
+    # ---- peak
+    (["peak", "--threads", "0"], "thread count 0"),
+    (["peak", "--threads", "many"], "many"),
+    (["peak", "--device", "tpu"], "'tpu'"),
     (["list", "--plugin", "no_such_plugin"], "'no_such_plugin'"),
     (["list", "--plugin", "broken_plugin"], "'broken_plugin'"),
     (["list", "arch", "*", "extra"], "extra"),
@@ -128,7 +132,8 @@ CASES = [
     (["compare", "--arch", "vilt,nope"], "'nope'"),
     (["compare", "--arch", ","], "nothing to compare"),
     (["compare"], "nothing to compare"),
-    (["compare", "--visual", "grid-r50"], "--interaction"),
+    (["compare", "--text", "bert-base-embed"], "--visual"),
+    (["compare", "--visual", "grid-r50", "--backend", "caffe"], "'caffe'"),
     (["compare", "--interaction", "co-attention"], "--visual"),
     (["compare", "--visual", "grid-r50", "--interaction", "fusion-9000"], "'fusion-9000'"),
     (["compare", "--visual", "nope-visual", "--interaction", "co-attention"], "'nope-visual'"),

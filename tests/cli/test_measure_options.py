@@ -71,7 +71,7 @@ def test_compare_trace_variant_target_ci_and_progress(capsys, tmp_path):
         (["--variant", "onnx"], "invalid variant 'onnx'; accepted: eager, jit-freeze, inductor"),
         (["--variant", "cuda-graphs"], "'cuda-graphs' needs a CUDA device"),
         (["--target-ci", "2"], "invalid target CI 2.0; accepted: a fraction in \\(0, 1\\)"),
-        (["--max-time", "0"], "invalid max_time_s 0.0"),
+        (["--max-time", "0"], "invalid --max-time '0'"),
     ],
 )
 def test_bad_measurement_options(capsys, tmp_path, argv, message):

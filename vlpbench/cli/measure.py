@@ -427,9 +427,9 @@ def compare_specs(args) -> list[Any]:
             continue
         name = target if "+" in target else ARCH.resolve(target)
         arch_cfg = None if "+" in target else ARCH.get(name).config
-        visual = VISUAL.resolve(target.split("+")[0]) if arch_cfg is None else arch_cfg.visual
+        visual = VISUAL.resolve(target.split("+")[0]) if arch_cfg is None else getattr(arch_cfg, "visual", None)
         spec_overrides: dict[str, Any] = dict(overrides) if "+" not in target else {}
-        if backend_overrides(visual, args.backend, nested=False):
+        if visual is not None and backend_overrides(visual, args.backend, nested=False):
             base = dict(getattr(arch_cfg, "visual_overrides", None) or {})
             spec_overrides["visual_overrides"] = {**base, "backend": args.backend}
         if "+" in target and args.head:

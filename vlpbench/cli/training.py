@@ -154,6 +154,8 @@ def _train_detector(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from vlpbench.study.evaluate_real import EvalSpec, evaluate, summary
 
+    if not os.path.isdir(args.root):  # before the checkpoint is opened: the cheap check first
+        raise bad_value("--root", args.root, "an existing directory with the dataset's official files")
     _set_threads(args)
     spec = EvalSpec(
         task=args.task,

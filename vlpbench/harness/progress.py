@@ -36,12 +36,14 @@ class Progress:
         self.every_s = every_s
         self._clock = clock
         self._last: float | None = None
+        self._phase: str | None = None
 
     def update(self, phase: str, i: int, n: int, elapsed_s: float, eta_s: float | None, bound: str = "") -> None:
         now = self._clock()
-        if self._last is not None and now - self._last < self.every_s and i < n:
+        # throttled within a phase; the first line of each phase (warm-up, timed) and the last always print
+        if self._last is not None and phase == self._phase and now - self._last < self.every_s and i < n:
             return
-        self._last = now
+        self._last, self._phase = now, phase
         left = f", ~{_fmt_s(eta_s)} left" if eta_s is not None else ""
         of = f"{bound}{n}"
         print(

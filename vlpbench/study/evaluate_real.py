@@ -144,14 +144,14 @@ def load_for_task(weights: str, task: str) -> Loaded:
             )
         task_model, tokenizer = load_own(weights)
         return Loaded(task_model, "own", task_model.arch, tuple(task_model.image_size), tokenizer.max_length, tokenizer)
-    from vlpbench.architectures.loaders import checkpoint_type, load_checkpoint
+    from vlpbench.architectures.loaders import checkpoint_type, load_hf_checkpoint
 
     family = checkpoint_type(weights)
     fits = TASK_CHECKPOINTS[task]
     accepted = ", ".join(HEAD_CLASSES[h] for h in fits.values())
     if family not in fits:
         raise VlpbenchError(f"--weights {weights!r} is a {family!r} checkpoint; accepted for --task {task}: {accepted}")
-    model = load_checkpoint(weights)
+    model = load_hf_checkpoint(weights)
     if model.task != fits[family]:
         raise VlpbenchError(
             f"--weights {weights!r} is a {model.hf_class} (config.json 'architectures'); accepted for "
