@@ -27,6 +27,7 @@ before the embedder; grid and region embedders normalise inside (ImageNet statis
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ def mask_tokens(
     return out, labels
 
 
-class TaskModel(nn.Module):
+class TaskModel(nn.Module, metaclass=abc.ABCMeta):
     """What both families share: the architecture, the QA head, image normalisation, the region cache.
 
     Subclasses set ``family`` and implement ``match_logits``, ``qa_logits`` and ``alignment``.
@@ -157,20 +158,23 @@ class TaskModel(nn.Module):
     def run(self, batch: dict[str, Any]) -> InteractionOutput:
         return self.interact(self.visual(batch), batch["input_ids"], batch["attention_mask"])
 
+    @abc.abstractmethod
     def qa_logits(self, out: InteractionOutput) -> torch.Tensor:
-        raise NotImplementedError
+        """Defined by each family's task model."""
 
     def qa_logits_of(self, batch: dict[str, Any], split: str = "train") -> torch.Tensor:
         """[B, A] answer logits of a QA batch (images from ``split``'s region cache when there is one)."""
         return self.qa_logits(self.interact(self.visual(batch, split), batch["input_ids"], batch["attention_mask"]))
 
+    @abc.abstractmethod
     def match_logits(self, out: InteractionOutput) -> torch.Tensor:
-        raise NotImplementedError
+        """Defined by each family's task model."""
 
+    @abc.abstractmethod
     def alignment(
         self, retrieval: dict[str, Any], generator: torch.Generator, align_only: bool
     ) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Defined by each family's task model: the family's alignment losses on a retrieval batch."""
 
     def forward(
         self,
