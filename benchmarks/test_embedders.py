@@ -47,8 +47,11 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("preset", PROFILES[profile], ids=[n for _, n in PROFILES[profile]])
 
 
-def region_backend(component: str, name: str, backend: str):
-    """Overrides putting a region-feature embedder (registry tag "region") on ``backend``; {} for the others."""
+def region_backend(component: str, name: str, backend: str, tiny: bool = False):
+    """Overrides putting a region-feature embedder (registry tag "region") on ``backend``; {} for the others.
+
+    detectron2's C4 res5 head is made of bottleneck blocks, so the smoke profile's tiny C4 (a ResNet-18)
+    moves to depth 50 on that backend: the smoke run checks the pipeline, not a size."""
     from vlpbench.presets import load_all
     from vlpbench.registry import VISUAL
 
@@ -57,6 +60,9 @@ def region_backend(component: str, name: str, backend: str):
     load_all()
     if component != "visual" or "region" not in VISUAL.get(name).tags or backend == "torchvision":
         return {}
+    config = VISUAL.get(name).make_config(tiny=tiny)
+    if backend == "detectron2" and tiny and config.arch == "c4" and config.depth < 50:
+        return {"backend": backend, "depth": 50}
     return {"backend": backend}
 
 
@@ -70,7 +76,7 @@ def test_embedder_latency(benchmark, preset, bench_options, bench_run, capsys):
         target=name,
         component=component,
         device=bench_options["device"],
-        overrides=region_backend(component, name, bench_options["backend"]),
+        overrides=region_backend(component, name, bench_options["backend"], tiny=bench_options["profile"] == "smoke"),
         threads=bench_options["threads"],
         tiny=bench_options["profile"] == "smoke",
         protocol=Protocol(warmup=warmup, min_iters=min_iters, min_time_s=min_time),
