@@ -27,13 +27,11 @@ from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.rpn import AnchorGenerator
-from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBN
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from vlpbench.embedders.rcnn_heads import (
     NMS_BOXES,
@@ -76,22 +74,6 @@ STAGES = (
     "det.nms",
     "select",
 )
-
-
-class FrozenBatchNorm2d(_TorchvisionFrozenBN):
-    """torchvision's FrozenBatchNorm2d (same buffers, same checkpoints) that runs as one fused
-    ``F.batch_norm`` when no gradient is needed, as detectron2's does.
-
-    torchvision's forward computes ``x * scale + bias``: two passes over every activation and a temporary
-    as large as it.  Measured at 800x1333 on 1 CPU thread (benchmarks/bench_region_backends.py), that made
-    our R50-FPN backbone 1.07x detectron2's on the same convolutions.  Training (``x.requires_grad``) keeps
-    torchvision's form, whose backward does not compute unused weight gradients.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.requires_grad:
-            return super().forward(x)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
 @dataclass(frozen=True)
