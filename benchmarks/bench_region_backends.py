@@ -50,7 +50,11 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     nets = {"fpn": ("frcnn-r50-fpn", {}), "c4": ("butd-r101-c4", {"rpn_post_nms_top_n": args.c4_proposals})}
-    for key in args.only.split(","):
+    wanted = args.only.split(",")
+    unknown = [k for k in wanted if k not in nets]
+    if unknown:
+        p.error(f"invalid --only {','.join(unknown)!r}; accepted: a comma-separated list of {', '.join(nets)}")
+    for key in wanted:
         name, kw = nets[key]
         tv, d2 = pair(name, **kw)
         x = tv.make_inputs(1, generator=torch.Generator().manual_seed(1), device="cpu")["pixel_values"]
