@@ -1,11 +1,13 @@
 """torchvision backend / detectron2 backend, same weights and same work, interleaved in one process.
 
     GLIBC_TUNABLES=... flock /work/timing.lock .venv/bin/python benchmarks/bench_region_backends.py \
-        --rounds 2 --c4-proposals 100
+        --rounds 4 --c4-proposals 100 [--profile-backbone]
 
 Both backends of each network get the same weights (the torchvision model's, calibrated once) and the same
 settings where they can differ: detectron2's unrounded anchors and its score-filtered, batched detection NMS.
 So both run on the same proposals and RoIs.  Prints per-stage medians and the ratio of the totals.
+``--profile-backbone`` then runs one ``torch.profiler`` pass over each backend's backbone on the same
+normalised input and prints the operators by self CPU time (one pass each: a look at the kernels, not a timing).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--c4-proposals", type=int, default=300)
     p.add_argument("--only", default="fpn,c4")
+    p.add_argument("--profile-backbone", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     nets = {"fpn": ("frcnn-r50-fpn", {}), "c4": ("butd-r101-c4", {"rpn_post_nms_top_n": args.c4_proposals})}
@@ -80,6 +83,22 @@ def main():
             b = statistics.median(m[stage] for m in runs["detectron2"])
             print(f"{stage:<14}{a:>12.1f}{b:>12.1f}{a / max(b, 1e-9):>8.2f}")
         print("raw totals:", {k: [round(m["total"]) for m in v] for k, v in runs.items()}, flush=True)
+        if args.profile_backbone:
+            profile_backbones(name, tv, d2, x)
+
+
+def profile_backbones(name, tv, d2, x, rows: int = 8):
+    """One profiled pass over each backbone (after one unprofiled pass), operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        images = tv.transform(x)  # the same normalised, padded input for both
+        for label, backbone in (("torchvision", tv.backbone), ("detectron2", d2.model.backbone)):
+            backbone(images)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                backbone(images)
+            print(f"\n{name} {label} backbone, one profiled pass")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), flush=True)
 
 
 if __name__ == "__main__":
