@@ -1,20 +1,30 @@
-"""Where the calibration references' learning stalls: a QA-only loop around Santoro et al.'s RN / CNN+MLP.
+"""Where the study's learning stalls: a QA-only loop around a calibration reference or a small VLP preset.
 
-This is the instrument behind the README's "Accuracy study: measured here" paragraph, not the study itself
-(the study trains through ``vlpbench train`` / ``vlpbench study``).  It trains ``RelationalQA`` of
-``vlpbench.study.relational`` on the generated data of a design (``vlpbench.study.runner.DATA_DESIGNS``)
-with plain Adam at a constant learning rate, batches drawn with replacement, and prints the test accuracy
-per question type every ``--eval-every`` steps as JSON lines.  Two switches take one difficulty away each:
+This is the instrument behind the README's "Accuracy study: measured here" section, not the study itself
+(the study trains through ``vlpbench train`` / ``vlpbench study``).  It trains on the QA split of a data design
+(``vlpbench.study.runner.DATA_DESIGNS``) with plain Adam (optionally after a linear warm-up), batches drawn
+with replacement, and prints the test accuracy per question type every ``--eval-every`` steps as JSON lines.
+
+The model is either Santoro et al.'s RN / CNN+MLP (``--kind``, ``vlpbench.study.relational``) or, with
+``--arch``, a small preset of the study (``vilt-small``, ``clip-small``, ...) with its QA head, built exactly
+as the trainer builds it.  Switches that each take one difficulty away (references only):
 
 * ``--objects oracle`` replaces the CNN by the ground truth: each cell of the grid holds the one-hot
   colour and shape of its object (zeros when empty), so only the question-object binding is left to learn;
 * ``--question positional`` replaces the GRU by word embeddings concatenated position by position and one
-  linear layer, the closest thing to Sort-of-CLEVR's fixed binary question code our word questions allow.
+  linear layer; ``--question bow`` by the multi-hot bag of the question's words, which for the generator's
+  templates is the whole question, the closest thing to Sort-of-CLEVR's fixed binary question code;
+* ``--dropout`` sets the dropout before the answer layer of ``f`` (the paper's 0.5) and ``--min-objects``
+  the fewest objects per scene (the design's six by default).
 
-Example (about 3 minutes on 2 idle cores)::
+``--probe`` prints, before training, how much the model's answer depends on the image at initialisation:
+the relative change of the QA logits when the images of a batch are rolled by one (questions kept), and for
+dual encoders the mean cosine between the pooled image embeddings of different images.
 
-    .venv/bin/python tools/study_diagnostic.py --kind rn --objects oracle --question positional \\
-        --n-train 10000 --batch-size 128 --steps 3000
+Example (about 2 minutes on 2 idle cores)::
+
+    .venv/bin/python tools/study_diagnostic.py --kind rn --objects oracle --question bow --dropout 0 \\
+        --min-objects 2 --steps 2000
 """
 
 from __future__ import annotations
@@ -26,13 +36,16 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import VlpbenchError
-from vlpbench.study.data import SyntheticData, collate, qa_accuracy
+from vlpbench.study.data import SyntheticData, qa_accuracy
 from vlpbench.study.data.language import QUESTION_TYPES
 from vlpbench.study.relational import KINDS, RelationalConfig, RelationalQA
 from vlpbench.study.runner import DATA_DESIGNS
+
+QUESTIONS = ("gru", "positional", "bow")
 
 
 class PositionalQuestion(nn.Module):
@@ -45,6 +58,22 @@ class PositionalQuestion(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.proj(self.embed(input_ids).flatten(1))
+
+
+class BagOfWords(nn.Module):
+    """Word ids [B, L] -> the multi-hot vector of the words present [B, vocab_size] (no parameters).
+
+    Every question template of the generator names its type by its words and at most one colour, so this
+    code identifies the question exactly, as Sort-of-CLEVR's binary question code does.
+    """
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(input_ids), self.vocab_size, device=input_ids.device)
+        return out.scatter_add_(1, input_ids, attention_mask.to(out.dtype)).clamp_(max=1)
 
 
 class GivenObjects(nn.Module):
@@ -70,45 +99,31 @@ def oracle_cells(split, spec, channels: int) -> torch.Tensor:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kind", choices=KINDS, default="rn")
-    p.add_argument("--data", choices=sorted(DATA_DESIGNS), default="default")
-    p.add_argument("--objects", choices=("pixels", "oracle"), default="pixels")
-    p.add_argument("--question", choices=("gru", "positional"), default="gru")
-    p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--questions-per-type", type=int, default=2)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--channels", type=int, default=24)
-    p.add_argument("--g-dim", type=int, default=64)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    types = {} if not a.types else {"question_types": tuple(a.types.split(","))}
-    spec = dataclasses.replace(
-        DATA_DESIGNS[a.data], n_train=a.n_train, questions_per_type=a.questions_per_type, **types
-    )
-    try:
-        data = SyntheticData(spec.dataset_config())
-    except VlpbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    sets = {}
-    for split in ("train", "test"):
-        ds = data.qa(split)
-        batch = collate([ds[k] for k in range(len(ds))])
-        if a.objects == "oracle":
-            cells = oracle_cells(data.split(split), spec, a.channels)
-            batch["pixel_values"] = cells[torch.tensor([i for i, _ in ds.items])]
-        else:
-            batch["pixel_values"] = batch["pixel_values"] * 2 - 1  # as RelationalTaskModel centres them
-        sets[split] = batch
+def question_tensors(data: SyntheticData, split: str) -> dict[str, torch.Tensor]:
+    """Every QA item of ``split`` without its image: ids, mask, answer, type, relational, image_index."""
+    ds = data.qa(split)
+    encoded = data.tokenizer([q.text for _, q in ds.items])
+    return {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "answer": torch.tensor([data.answer_to_index[q.answer] for _, q in ds.items]),
+        "question_type": torch.tensor([QUESTION_TYPES.index(q.qtype) for _, q in ds.items]),
+        "relational": torch.tensor([q.relational for _, q in ds.items]),
+        "image_index": torch.tensor([i for i, _ in ds.items]),
+    }
+
+
+def build_spec(a: argparse.Namespace):
+    overrides = {"n_train": a.n_train, "questions_per_type": a.questions_per_type}
+    if a.types:
+        overrides["question_types"] = tuple(a.types.split(","))
+    if a.min_objects is not None:
+        overrides["min_objects"] = a.min_objects
+    return dataclasses.replace(DATA_DESIGNS[a.data], **overrides)
+
+
+def build_reference(a: argparse.Namespace, data: SyntheticData, spec) -> nn.Module:
+    question_dim = data.tokenizer.vocab_size if a.question == "bow" else RelationalConfig.question_dim
     cfg = RelationalConfig(
         kind=a.kind,
         image_size=(spec.canvas, spec.canvas),
@@ -116,28 +131,143 @@ def main(argv: list[str] | None = None) -> int:
         vocab_size=data.tokenizer.vocab_size,
         num_answers=len(data.answers),
         g_dim=a.g_dim,
+        question_dim=question_dim,
+        dropout=RelationalConfig.dropout if a.dropout is None else a.dropout,
     )
     model = RelationalQA(cfg)
     if a.objects == "oracle":
         model.objects = GivenObjects()
     if a.question == "positional":
         model.question = PositionalQuestion(cfg.vocab_size, spec.max_length, cfg.question_dim)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-    train, test = sets["train"], sets["test"]
+    elif a.question == "bow":
+        model.question = BagOfWords(cfg.vocab_size)
+    return model
+
+
+class Runner:
+    """The model and the way a batch of question indices becomes answer logits."""
+
+    def __init__(self, a: argparse.Namespace, data: SyntheticData, spec):
+        self.a, self.data = a, data
+        self.images = {s: data.split(s).images for s in ("train", "test")}  # uint8 [N, 3, H, W]
+        if a.arch:
+            from vlpbench.presets import load_all
+            from vlpbench.study.training import TrainConfig, build_task_model, cache_regions
+
+            load_all()
+            cfg = TrainConfig(arch=a.arch, data=spec, seed=a.seed, regions="oracle")
+            self.task = build_task_model(cfg, data)
+            cache_regions(self.task, data, None, oracle=True)  # region presets read ground-truth boxes
+            self.model: nn.Module = self.task
+        else:
+            self.task = None
+            self.model = build_reference(a, data, spec)
+            if a.objects == "oracle":
+                self.images = {s: oracle_cells(data.split(s), spec, a.channels) for s in self.images}
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+        if self.task is not None and self.task.visual_cache is not None:
+            self.task.model.visual.eval()  # the frozen detector
+
+    def logits(self, q: dict[str, torch.Tensor], split: str, idx: torch.Tensor, roll_images: bool = False):
+        image_index = q["image_index"][idx]
+        if roll_images:
+            image_index = image_index.roll(1)
+        images = self.images[split][image_index]
+        ids, mask = q["input_ids"][idx], q["attention_mask"][idx]
+        if self.task is not None:
+            batch = {"pixel_values": images.float() / 255.0, "input_ids": ids, "attention_mask": mask}
+            return self.task.qa_logits_of({**batch, "image_index": image_index}, split)
+        pixels = images if self.a.objects == "oracle" else images.float() / 255.0 * 2 - 1  # as the task model
+        return self.model(pixels, ids, mask)
+
+    @torch.no_grad()
+    def probe(self, q: dict[str, torch.Tensor]) -> dict[str, float]:
+        """How much the answer depends on the image at this point: logits change when images are rolled."""
+        self.train(False)
+        idx = torch.arange(min(64, len(q["answer"])))
+        base = self.logits(q, "train", idx)
+        rolled = self.logits(q, "train", idx, roll_images=True)
+        out = {"qa_logits_image_swap": float((base - rolled).norm() / base.norm())}
+        if self.task is not None and self.task.family == "dual":
+            image_index = q["image_index"][idx]
+            batch = {
+                "pixel_values": self.images["train"][image_index].float() / 255.0,
+                "input_ids": q["input_ids"][idx],
+                "attention_mask": q["attention_mask"][idx],
+                "image_index": image_index,
+            }
+            emb = F.normalize(self.task.run(batch).image_embeds, dim=-1)
+            off = ~torch.eye(len(emb), dtype=torch.bool)
+            out["image_embedding_cosine"] = float((emb @ emb.t())[off].mean())
+        self.train(True)
+        return {k: round(v, 4) for k, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kind", choices=KINDS, default="rn")
+    p.add_argument("--arch", default="", help="a small preset of the study (vilt-small, ...) instead of --kind")
+    p.add_argument("--data", choices=sorted(DATA_DESIGNS), default="default")
+    p.add_argument("--objects", choices=("pixels", "oracle"), default="pixels")
+    p.add_argument("--question", choices=QUESTIONS, default="gru")
+    p.add_argument("--dropout", type=float, default=None, help="references: dropout before f's answer layer")
+    p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
+    p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--questions-per-type", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up of the learning rate")
+    p.add_argument("--channels", type=int, default=24)
+    p.add_argument("--g-dim", type=int, default=64)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--probe", action="store_true", help="print the image's influence at initialisation first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None):
+        p.error("--objects, --question and --dropout change the references only; drop them with --arch")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    try:
+        spec = build_spec(a)
+        data = SyntheticData(spec.dataset_config())
+        runner = Runner(a, data, spec)
+    except VlpbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train, test = question_tensors(data, "train"), question_tensors(data, "test")
+    params = runner.parameters()
+    opt = torch.optim.Adam(params, lr=a.lr)
+    warmup = max(1, a.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     n, start = len(train["answer"]), time.perf_counter()
-    print(json.dumps({"config": vars(a), "train_questions": n, "test_questions": len(test["answer"])}), flush=True)
+    head = {"config": vars(a), "train_questions": n, "test_questions": len(test["answer"])}
+    if a.probe:
+        head["probe"] = runner.probe(train)
+    print(json.dumps(head), flush=True)
+    runner.train(True)
     for step in range(1, a.steps + 1):
         idx = torch.randint(n, (a.batch_size,))
-        logits = model(train["pixel_values"][idx], train["input_ids"][idx], train["attention_mask"][idx])
-        loss = nn.functional.cross_entropy(logits, train["answer"][idx])
+        loss = F.cross_entropy(runner.logits(train, "train", idx), train["answer"][idx])
         opt.zero_grad()
         loss.backward()
+        if a.arch:
+            nn.utils.clip_grad_norm_(params, 1.0)  # as the trainer
         opt.step()
+        sched.step()
         if step % a.eval_every == 0 or step == a.steps:
-            model.eval()
+            runner.train(False)
             with torch.no_grad():
-                test_logits = model(test["pixel_values"], test["input_ids"], test["attention_mask"])
-            model.train()
+                chunks = torch.arange(len(test["answer"])).split(256)
+                test_logits = torch.cat([runner.logits(test, "test", c) for c in chunks])
+            runner.train(True)
             acc = qa_accuracy(test_logits, test["answer"], test["relational"], test["question_type"])
             per_type = {t: round(acc[f"type_{t}"], 3) for t in QUESTION_TYPES if f"type_{t}" in acc}
             row = {

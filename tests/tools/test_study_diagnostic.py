@@ -64,3 +64,46 @@ def test_loop_reports_json_lines(tool, capsys, objects, question):
     assert 0 <= rows[-1]["non_relational"] <= 1 and set(rows[-1]["by_type"]) <= set(
         DATA_DESIGNS["default"].question_types
     )
+
+
+def test_bag_of_words_tells_every_generated_question_apart(tool):
+    spec = dataclasses.replace(DATA_DESIGNS["default"], n_train=30, n_val=2, n_test=2)
+    data = SyntheticData(spec.dataset_config())
+    q = tool.question_tensors(data, "train")
+    codes = tool.BagOfWords(data.tokenizer.vocab_size)(q["input_ids"], q["attention_mask"])
+    assert set(codes.unique().tolist()) == {0.0, 1.0} and codes[:, 0].sum() == 0  # padding is not a word
+    texts = [qq.text for _, qq in data.qa("train").items]
+    by_code: dict[tuple, set] = {}
+    for code, text in zip(codes.tolist(), texts):
+        by_code.setdefault(tuple(code), set()).add(text)
+    assert all(len(same) == 1 for same in by_code.values())  # one code, one question
+    assert len(by_code) == len(set(texts))
+
+
+def test_reference_options_reach_the_model(tool, capsys):
+    rc = tool.main(
+        ["--objects", "oracle", "--question", "bow", "--dropout", "0", "--min-objects", "2"]
+        + ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1", "--probe"]
+    )
+    assert rc == 0
+    head = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert head["config"]["min_objects"] == 2 and head["config"]["dropout"] == 0.0
+    assert head["probe"]["qa_logits_image_swap"] > 0  # the oracle objects reach the logits
+
+
+def test_small_preset_loop_probes_the_image_influence(tool, capsys):
+    rc = tool.main(
+        ["--arch", "clip-small", "--n-train", "20", "--steps", "2", "--eval-every", "2"]
+        + ["--batch-size", "4", "--threads", "1", "--probe", "--warmup-steps", "2"]
+    )
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    probe = lines[0]["probe"]
+    assert 0 < probe["qa_logits_image_swap"] and -1 <= probe["image_embedding_cosine"] <= 1
+    assert lines[-1]["step"] == 2 and 0 <= lines[-1]["non_relational"] <= 1
+
+
+def test_reference_switches_are_refused_with_a_preset(tool):
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--arch", "vilt-small", "--objects", "oracle"])
+    assert e.value.code == 2
