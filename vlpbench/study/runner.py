@@ -37,7 +37,9 @@ from vlpbench.study.training import DataSpec
 # The generated data designs (vlpbench.study.data).  "default" follows Sort-of-CLEVR (Santoro et al. 2017,
 # section 5.3): six objects of unique colour, two shapes, one size, and its question set (shape, left / right,
 # top / bottom; closest / furthest shape, count of same shape); each object is centred in one cell of a 4 x 4
-# grid, i.e. one cell of the reference CNN's 4 x 4 feature map and 2 x 2 patches of the 8 px patch grid.
+# grid: one cell of the reference CNN's 4 x 4 feature map (whose receptive fields are centred on the cells'
+# corners, so each feature cell also sees its neighbours; README "Measured here") and 2 x 2 patches of the 8 px
+# patch grid.
 # "free" is the study's former design: 2-6 objects anywhere, three shapes, two sizes, 13 question types.
 SORT_OF_CLEVR_TYPES = ("shape", "horizontal", "vertical", "closest_shape", "furthest_shape", "same_shape_count")
 DATA_DESIGNS = {
@@ -104,8 +106,9 @@ PROFILES = {
     # the former 40% alignment-only phase left QA under one epoch of the questions.  Whether a model passes
     # the bar at this budget is what the table reports; see the README for the measured learning curves.
     "default": Profile(steps=1000, detector_steps=200),
-    # the budget for passing the bar: ~10x the questions (Santoro et al. train Sort-of-CLEVR for ~3.9M
-    # questions), 10,000 training scenes; meant for `--device cuda` (on 2 CPU cores it is days, not measured)
+    # a larger budget meant for `--device cuda`: ~10x the questions (Santoro et al. train Sort-of-CLEVR for
+    # ~3.9M questions), 10,000 training scenes.  Whether it passes the bar is not measured (on 2 CPU cores it
+    # is days); the README's "Measured here" says what limits learning before the budget does
     "full": Profile(steps=20000, batch_size=64, detector_steps=2000, n_train=10000, n_val=500, n_test=1000),
     # one seed, fewer steps: a look, not the measurement (one seed: no spread, so the findings give no verdict)
     "quick": Profile(seeds=(0,), steps=400, detector_steps=100, n_train=1000, n_val=150, n_test=150),
