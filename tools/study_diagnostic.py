@@ -148,7 +148,7 @@ class Runner:
     """The model and the way a batch of question indices becomes answer logits."""
 
     def __init__(self, a: argparse.Namespace, data: SyntheticData, spec):
-        self.a, self.data = a, data
+        self.a = a
         self.images = {s: data.split(s).images for s in ("train", "test")}  # uint8 [N, 3, H, W]
         if a.arch:
             from vlpbench.presets import load_all
@@ -173,17 +173,29 @@ class Runner:
         if self.task is not None and self.task.visual_cache is not None:
             self.task.model.visual.eval()  # the frozen detector
 
-    def logits(self, q: dict[str, torch.Tensor], split: str, idx: torch.Tensor, roll_images: bool = False):
+    def batch(self, q: dict[str, torch.Tensor], split: str, idx: torch.Tensor, roll_images: bool = False):
+        """The questions ``idx`` of ``q`` with their images (rolled by one with ``roll_images``), as the
+        task models take them: pixels in [0, 1] for a preset, centred (or oracle cells) for a reference."""
         image_index = q["image_index"][idx]
         if roll_images:
             image_index = image_index.roll(1)
         images = self.images[split][image_index]
-        ids, mask = q["input_ids"][idx], q["attention_mask"][idx]
         if self.task is not None:
-            batch = {"pixel_values": images.float() / 255.0, "input_ids": ids, "attention_mask": mask}
-            return self.task.qa_logits_of({**batch, "image_index": image_index}, split)
-        pixels = images if self.a.objects == "oracle" else images.float() / 255.0 * 2 - 1  # as the task model
-        return self.model(pixels, ids, mask)
+            pixels = images.float() / 255.0
+        else:  # as RelationalTaskModel centres them; oracle cells are used as they are
+            pixels = images if self.a.objects == "oracle" else images.float() / 255.0 * 2 - 1
+        return {
+            "pixel_values": pixels,
+            "input_ids": q["input_ids"][idx],
+            "attention_mask": q["attention_mask"][idx],
+            "image_index": image_index,
+        }
+
+    def logits(self, q: dict[str, torch.Tensor], split: str, idx: torch.Tensor, roll_images: bool = False):
+        b = self.batch(q, split, idx, roll_images)
+        if self.task is not None:
+            return self.task.qa_logits_of(b, split)
+        return self.model(b["pixel_values"], b["input_ids"], b["attention_mask"])
 
     @torch.no_grad()
     def probe(self, q: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -194,14 +206,7 @@ class Runner:
         rolled = self.logits(q, "train", idx, roll_images=True)
         out = {"qa_logits_image_swap": float((base - rolled).norm() / base.norm())}
         if self.task is not None and self.task.family == "dual":
-            image_index = q["image_index"][idx]
-            batch = {
-                "pixel_values": self.images["train"][image_index].float() / 255.0,
-                "input_ids": q["input_ids"][idx],
-                "attention_mask": q["attention_mask"][idx],
-                "image_index": image_index,
-            }
-            emb = F.normalize(self.task.run(batch).image_embeds, dim=-1)
+            emb = F.normalize(self.task.run(self.batch(q, "train", idx)).image_embeds, dim=-1)
             off = ~torch.eye(len(emb), dtype=torch.bool)
             out["image_embedding_cosine"] = float((emb @ emb.t())[off].mean())
         self.train(True)
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad()
         loss.backward()
         if a.arch:
-            nn.utils.clip_grad_norm_(params, 1.0)  # as the trainer
+            nn.utils.clip_grad_norm_(params, 1.0)  # as the trainer; the references' rows were measured unclipped
         opt.step()
         sched.step()
         if step % a.eval_every == 0 or step == a.steps:
