@@ -15,7 +15,10 @@ as the trainer builds it.  Switches that each take one difficulty away (referenc
   linear layer; ``--question bow`` by the multi-hot bag of the question's words, which for the generator's
   templates is the whole question, the closest thing to Sort-of-CLEVR's fixed binary question code;
 * ``--dropout`` sets the dropout before the answer layer of ``f`` (the paper's 0.5) and ``--min-objects``
-  the fewest objects per scene (the design's six by default).
+  the fewest objects per scene (the design's six by default);
+* ``--freeze-cnn`` keeps the CNN at its random initialisation (``RelationalConfig.freeze_cnn``): trained
+  jointly with the QA loss, the CNN's cells lose the colour the questions name (README "Measured here"),
+  which ``--colour-probe`` measures: a linear read-out of each cell's colour from the CNN as it is.
 
 ``--probe`` prints, before training, how much the model's answer depends on the image at initialisation:
 the relative change of the QA logits when the images of a batch are rolled by one (questions kept), and for
@@ -58,22 +61,6 @@ class PositionalQuestion(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.proj(self.embed(input_ids).flatten(1))
-
-
-class BagOfWords(nn.Module):
-    """Word ids [B, L] -> the multi-hot vector of the words present [B, vocab_size] (no parameters).
-
-    Every question template of the generator names its type by its words and at most one colour, so this
-    code identifies the question exactly, as Sort-of-CLEVR's binary question code does.
-    """
-
-    def __init__(self, vocab_size: int):
-        super().__init__()
-        self.vocab_size = vocab_size
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(input_ids), self.vocab_size, device=input_ids.device)
-        return out.scatter_add_(1, input_ids, attention_mask.to(out.dtype)).clamp_(max=1)
 
 
 class GivenObjects(nn.Module):
@@ -123,7 +110,6 @@ def build_spec(a: argparse.Namespace):
 
 
 def build_reference(a: argparse.Namespace, data: SyntheticData, spec) -> nn.Module:
-    question_dim = data.tokenizer.vocab_size if a.question == "bow" else RelationalConfig.question_dim
     cfg = RelationalConfig(
         kind=a.kind,
         image_size=(spec.canvas, spec.canvas),
@@ -131,16 +117,15 @@ def build_reference(a: argparse.Namespace, data: SyntheticData, spec) -> nn.Modu
         vocab_size=data.tokenizer.vocab_size,
         num_answers=len(data.answers),
         g_dim=a.g_dim,
-        question_dim=question_dim,
+        question="bow" if a.question == "bow" else "gru",
         dropout=RelationalConfig.dropout if a.dropout is None else a.dropout,
+        freeze_cnn=a.freeze_cnn,
     )
     model = RelationalQA(cfg)
     if a.objects == "oracle":
         model.objects = GivenObjects()
     if a.question == "positional":
         model.question = PositionalQuestion(cfg.vocab_size, spec.max_length, cfg.question_dim)
-    elif a.question == "bow":
-        model.question = BagOfWords(cfg.vocab_size)
     return model
 
 
@@ -197,6 +182,40 @@ class Runner:
             return self.task.qa_logits_of(b, split)
         return self.model(b["pixel_values"], b["input_ids"], b["attention_mask"])
 
+    def colour_probe(self, data: SyntheticData, spec, steps: int = 300) -> float:
+        """How much colour the reference CNN's cells hold now: a linear read-out of each cell's object colour
+        (one of the design's colours or "empty"), fitted on the train split's cells for ``steps`` Adam steps
+        with the CNN fixed, scored on the test split's occupied cells (chance: one over the colours).
+
+        BatchNorm normalises by the statistics of each chunk of 256 images, as in training, and its running
+        averages are put back afterwards, so probing does not change the model."""
+        cnn = self.model.objects
+        saved = {k: v.clone() for k, v in cnn.state_dict().items()}
+        features, labels = {}, {}
+        with torch.no_grad():
+            cnn.train()
+            for split in ("train", "test"):
+                pixels = self.images[split].float() / 255.0 * 2 - 1
+                features[split] = torch.cat([cnn(chunk) for chunk in pixels.split(256)])  # [N, cells, C]
+                onehot = oracle_cells(data.split(split), spec, self.a.channels)[..., : len(spec.scene_config().colours)]
+                empty = torch.full(onehot.shape[:-1], onehot.shape[-1])
+                labels[split] = torch.where(onehot.sum(-1) > 0, onehot.argmax(-1), empty)  # [N, cells]
+        cnn.load_state_dict(saved)
+        classes = int(labels["train"].max()) + 1
+        head = nn.Linear(features["train"].shape[-1], classes)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            idx = torch.randint(len(features["train"]), (256,), generator=gen)
+            loss = F.cross_entropy(head(features["train"][idx]).flatten(0, 1), labels["train"][idx].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred, truth = head(features["test"]).argmax(-1), labels["test"]
+            occupied = truth < classes - 1
+            return float((pred[occupied] == truth[occupied]).float().mean())
+
     @torch.no_grad()
     def probe(self, q: dict[str, torch.Tensor]) -> dict[str, float]:
         """How much the answer depends on the image at this point: logits change when images are rolled."""
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", choices=("pixels", "oracle"), default="pixels")
     p.add_argument("--question", choices=QUESTIONS, default="gru")
     p.add_argument("--dropout", type=float, default=None, help="references: dropout before f's answer layer")
+    p.add_argument("--freeze-cnn", action="store_true", help="references: keep the CNN at its random initialisation")
     p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
     p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -233,11 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--g-dim", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--probe", action="store_true", help="print the image's influence at initialisation first")
+    p.add_argument(
+        "--colour-probe",
+        action="store_true",
+        help="references on pixels: at every evaluation (and at step 0), the linear colour read-out of the CNN's cells",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None):
-        p.error("--objects, --question and --dropout change the references only; drop them with --arch")
+    if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None or a.freeze_cnn):
+        p.error("--objects, --question, --dropout and --freeze-cnn change the references only; drop them with --arch")
+    if a.colour_probe and (a.arch or a.objects != "pixels"):
+        p.error("--colour-probe reads the reference CNN: it needs --kind with --objects pixels")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     try:
@@ -256,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     head = {"config": vars(a), "train_questions": n, "test_questions": len(test["answer"])}
     if a.probe:
         head["probe"] = runner.probe(train)
+    if a.colour_probe:
+        head["colour_probe"] = round(runner.colour_probe(data, spec), 4)
     print(json.dumps(head), flush=True)
     runner.train(True)
     for step in range(1, a.steps + 1):
@@ -283,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                 "relational": round(acc["relational"], 4),
                 "by_type": per_type,
             }
+            if a.colour_probe:
+                row["colour_probe"] = round(runner.colour_probe(data, spec), 4)
             print(json.dumps(row), flush=True)
     return 0
 

@@ -42,8 +42,34 @@ def test_forward_shapes_and_one_step(kind):
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_frozen_cnn_gets_no_gradient_and_still_normalises_per_batch():
+    torch.manual_seed(0)
+    model = RelationalQA(RelationalConfig(image_size=(32, 32), conv_layers=3, freeze_cnn=True, **TINY))
+    ids = torch.tensor([[1, 7, 8, 9, 2, 0], [1, 7, 2, 0, 0, 0]])
+    model(torch.rand(2, 3, 32, 32), ids, (ids > 0).long()).sum().backward()
+    assert all(p.grad is None for p in model.objects.parameters())
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("objects."))
+    bn = model.objects.net[1]
+    assert bn.training and int(bn.num_batches_tracked) == 1  # batch statistics, running averages kept
+
+
+@pytest.mark.parametrize("kind", ["rn", "cnn-mlp"])
+def test_bag_of_words_question_is_the_multi_hot_of_the_words(kind):
+    torch.manual_seed(0)
+    model = RelationalQA(RelationalConfig(kind=kind, question="bow", image_size=(32, 32), conv_layers=3, **TINY))
+    ids = torch.tensor([[1, 7, 7, 9, 0], [9, 1, 7, 0, 0]])
+    code = model.question(ids, (ids > 0).long())
+    assert code.shape == (2, 20) and torch.equal(code[0], code[1])  # word order and repeats do not matter
+    assert code[0].nonzero().flatten().tolist() == [1, 7, 9]  # padding (id 0) is not a word
+    assert model(torch.rand(2, 3, 32, 32), ids, (ids > 0).long()).shape == (2, 5)
+
+
 def test_bad_config_is_a_clear_error():
     with pytest.raises(VlpbenchError, match="invalid kind 'mlp'"):
         RelationalQA(RelationalConfig(kind="mlp"))
     with pytest.raises(VlpbenchError, match="invalid conv_layers"):
         RelationalQA(RelationalConfig(image_size=(8, 8), conv_layers=0, **TINY))
+    with pytest.raises(VlpbenchError, match="invalid question 'lstm'.*gru, bow"):
+        RelationalQA(RelationalConfig(question="lstm", **TINY))
+    with pytest.raises(VlpbenchError, match="invalid dropout"):
+        RelationalQA(RelationalConfig(dropout=1.0, **TINY))

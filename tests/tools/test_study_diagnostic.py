@@ -6,8 +6,10 @@ import json
 import pathlib
 
 import pytest
+import torch
 
 from vlpbench.study.data import SyntheticData
+from vlpbench.study.relational import BagOfWords
 from vlpbench.study.runner import DATA_DESIGNS
 
 TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "study_diagnostic.py"
@@ -70,7 +72,7 @@ def test_bag_of_words_tells_every_generated_question_apart(tool):
     spec = dataclasses.replace(DATA_DESIGNS["default"], n_train=30, n_val=2, n_test=2)
     data = SyntheticData(spec.dataset_config())
     q = tool.question_tensors(data, "train")
-    codes = tool.BagOfWords(data.tokenizer.vocab_size)(q["input_ids"], q["attention_mask"])
+    codes = BagOfWords(data.tokenizer.vocab_size)(q["input_ids"], q["attention_mask"])
     assert set(codes.unique().tolist()) == {0.0, 1.0} and codes[:, 0].sum() == 0  # padding is not a word
     texts = [qq.text for _, qq in data.qa("train").items]
     by_code: dict[tuple, set] = {}
@@ -91,6 +93,47 @@ def test_reference_options_reach_the_model(tool, capsys):
     assert head["probe"]["qa_logits_image_swap"] > 0  # the oracle objects reach the logits
 
 
+def test_freeze_cnn_keeps_the_cnn_at_init_and_trains_the_rest(tool, monkeypatch):
+    built = {}
+    build = tool.build_reference
+
+    def spy(*args):
+        model = build(*args)
+        built["model"], built["init"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+        return model
+
+    monkeypatch.setattr(tool, "build_reference", spy)
+    args = ["--question", "bow", "--freeze-cnn", "--n-train", "20", "--steps", "2", "--batch-size", "4"]
+    assert tool.main(args + ["--threads", "1"]) == 0
+    now, init = built["model"].state_dict(), built["init"]
+    conv = [k for k in now if k.startswith("objects.") and k.endswith("weight")]
+    assert conv and all(torch.equal(now[k], init[k]) for k in conv)  # conv and BatchNorm affine: untouched
+    assert not torch.equal(now["f.0.weight"], init["f.0.weight"])  # f learns
+
+
+def test_colour_probe_reads_the_cnn_without_changing_it(tool, capsys, monkeypatch):
+    built = {}
+    build = tool.build_reference
+
+    def spy(*args):
+        model = build(*args)
+        built["model"], built["init"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+        return model
+
+    monkeypatch.setattr(tool, "build_reference", spy)
+    args = ["--colour-probe", "--n-train", "40", "--steps", "0", "--threads", "1"]
+    assert tool.main(args) == 0
+    probe = json.loads(capsys.readouterr().out.splitlines()[0])["colour_probe"]
+    assert 1 / 6 < probe <= 1  # six colours: a random CNN's cells already tell them apart better than chance
+    now = built["model"].state_dict()
+    assert all(torch.equal(now[k], v) for k, v in built["init"].items())  # BatchNorm statistics put back
+    assert tool.main(args) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["colour_probe"] == probe  # deterministic
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--colour-probe", "--objects", "oracle"])
+    assert e.value.code == 2
+
+
 def test_small_preset_loop_probes_the_image_influence(tool, capsys):
     rc = tool.main(
         ["--arch", "clip-small", "--n-train", "20", "--steps", "2", "--eval-every", "2"]
@@ -106,4 +149,7 @@ def test_small_preset_loop_probes_the_image_influence(tool, capsys):
 def test_reference_switches_are_refused_with_a_preset(tool):
     with pytest.raises(SystemExit) as e:
         tool.main(["--arch", "vilt-small", "--objects", "oracle"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--arch", "vilt-small", "--freeze-cnn"])
     assert e.value.code == 2

@@ -25,6 +25,7 @@ from torch import nn
 from vlpbench.errors import bad_value
 
 KINDS = ("rn", "cnn-mlp")
+QUESTIONS = ("gru", "bow")
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,18 @@ class RelationalConfig:
     f_dim: int = 256  # answer MLP width (paper 256)
     dropout: float = 0.5  # before the last layer of f (paper)
     num_answers: int = 2
+    question: str = "gru"  # "gru" (GRU over word embeddings) or "bow" (the multi-hot bag of words, no parameters)
+    freeze_cnn: bool = False  # keep the CNN at its random initialisation (BatchNorm still normalises per batch)
 
     def validate(self) -> RelationalConfig:
         if self.kind not in KINDS:
             raise bad_value("kind", self.kind, KINDS)
+        if self.question not in QUESTIONS:
+            raise bad_value("question", self.question, QUESTIONS)
+        if not isinstance(self.freeze_cnn, bool):
+            raise bad_value("freeze_cnn", self.freeze_cnn, "true or false")
+        if not 0.0 <= self.dropout < 1.0:
+            raise bad_value("dropout", self.dropout, "a probability in [0, 1)")
         for name in (
             "channels",
             "conv_layers",
@@ -104,6 +113,22 @@ class QuestionEncoder(nn.Module):
         return (out * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+class BagOfWords(nn.Module):
+    """Word ids [B, L] (mask [B, L]) -> the multi-hot vector of the words present [B, vocab_size]; no parameters.
+
+    Every question template of the generator names its type by its words and at most one colour, so this code
+    identifies the question exactly, as Sort-of-CLEVR's binary question code does (Santoro et al., section 5.3).
+    """
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(input_ids), self.vocab_size, device=input_ids.device)
+        return out.scatter_add_(1, input_ids, attention_mask.to(out.dtype)).clamp_(max=1)
+
+
 def _mlp(dims, dropout: float = 0.0, last_relu: bool = False) -> nn.Sequential:
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -123,17 +148,20 @@ class RelationalQA(nn.Module):
         self.cfg = cfg.validate()
         self.image_size = tuple(cfg.image_size)
         self.objects = ConvObjects(cfg)
-        self.question = QuestionEncoder(cfg)
+        if cfg.freeze_cnn:
+            self.objects.requires_grad_(False)
+        self.question: nn.Module = QuestionEncoder(cfg) if cfg.question == "gru" else BagOfWords(cfg.vocab_size)
+        question_dim = cfg.question_dim if cfg.question == "gru" else cfg.vocab_size
         h, w = cfg.grid()
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         self.register_buffer("coords", torch.stack([xs.flatten(), ys.flatten()], -1), persistent=False)  # [h*w, 2]
         obj_dim = cfg.channels + 2
         if cfg.kind == "rn":
-            self.g = _mlp([2 * obj_dim + cfg.question_dim] + [cfg.g_dim] * cfg.g_layers, last_relu=True)
+            self.g = _mlp([2 * obj_dim + question_dim] + [cfg.g_dim] * cfg.g_layers, last_relu=True)
             self.f = _mlp([cfg.g_dim, cfg.f_dim, cfg.f_dim, cfg.num_answers], dropout=cfg.dropout)
         else:
             self.f = _mlp(
-                [h * w * obj_dim + cfg.question_dim, cfg.f_dim, cfg.f_dim, cfg.f_dim, cfg.num_answers],
+                [h * w * obj_dim + question_dim, cfg.f_dim, cfg.f_dim, cfg.f_dim, cfg.num_answers],
                 dropout=cfg.dropout,
             )
 
