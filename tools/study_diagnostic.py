@@ -22,7 +22,10 @@ as the trainer builds it.  Switches that each take one difficulty away (referenc
 
 ``--probe`` prints, before training, how much the model's answer depends on the image at initialisation:
 the relative change of the QA logits when the images of a batch are rolled by one (questions kept), and for
-dual encoders the mean cosine between the pooled image embeddings of different images.
+dual encoders the mean cosine between the pooled image embeddings of different images; and, for models that
+read pixels, how much the logits of "is the <colour> object on the left or right ?" change when a lone
+object moves from the far left to the far right, against when it is recoloured.  ``--freeze-patch`` keeps a
+patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does the references' CNN).
 
 Example (about 2 minutes on 2 idle cores)::
 
@@ -45,6 +48,7 @@ from torch import nn
 from vlpbench.errors import VlpbenchError
 from vlpbench.study.data import SyntheticData, qa_accuracy
 from vlpbench.study.data.language import QUESTION_TYPES
+from vlpbench.study.data.scenes import Scene, SceneObject
 from vlpbench.study.relational import KINDS, RelationalConfig, RelationalQA
 from vlpbench.study.runner import DATA_DESIGNS
 
@@ -133,7 +137,7 @@ class Runner:
     """The model and the way a batch of question indices becomes answer logits."""
 
     def __init__(self, a: argparse.Namespace, data: SyntheticData, spec):
-        self.a = a
+        self.a, self.data, self.spec = a, data, spec
         self.images = {s: data.split(s).images for s in ("train", "test")}  # uint8 [N, 3, H, W]
         if a.arch:
             from vlpbench.presets import load_all
@@ -144,6 +148,11 @@ class Runner:
             self.task = build_task_model(cfg, data)
             cache_regions(self.task, data, None, oracle=True)  # region presets read ground-truth boxes
             self.model: nn.Module = self.task
+            if a.freeze_patch:
+                proj = getattr(self.task.model.visual, "proj", None)
+                if not isinstance(proj, nn.Conv2d):
+                    raise VlpbenchError(f"--freeze-patch: {a.arch} has no patch projection (patch presets have one)")
+                proj.requires_grad_(False)
         else:
             self.task = None
             self.model = build_reference(a, data, spec)
@@ -164,23 +173,58 @@ class Runner:
         image_index = q["image_index"][idx]
         if roll_images:
             image_index = image_index.roll(1)
-        images = self.images[split][image_index]
-        if self.task is not None:
-            pixels = images.float() / 255.0
-        else:  # as RelationalTaskModel centres them; oracle cells are used as they are
-            pixels = images if self.a.objects == "oracle" else images.float() / 255.0 * 2 - 1
         return {
-            "pixel_values": pixels,
+            "pixel_values": self.pixels(self.images[split][image_index]),
             "input_ids": q["input_ids"][idx],
             "attention_mask": q["attention_mask"][idx],
             "image_index": image_index,
         }
 
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> what the model reads: [0, 1] for a preset, centred to [-1, 1] for a reference (as
+        RelationalTaskModel centres them); oracle cells are used as they are."""
+        if self.task is not None:
+            return images.float() / 255.0
+        return images if self.a.objects == "oracle" else images.float() / 255.0 * 2 - 1
+
     def logits(self, q: dict[str, torch.Tensor], split: str, idx: torch.Tensor, roll_images: bool = False):
-        b = self.batch(q, split, idx, roll_images)
+        return self.logits_of(self.batch(q, split, idx, roll_images), split)
+
+    def logits_of(self, b: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         if self.task is not None:
             return self.task.qa_logits_of(b, split)
         return self.model(b["pixel_values"], b["input_ids"], b["attention_mask"])
+
+    @torch.no_grad()
+    def position_probe(self, data: SyntheticData, spec) -> dict[str, float]:
+        """Can the answer see where an object is, compared with what colour it is?  One square of the first
+        colour in a middle-row cell at the far left, the same at the far right, and a second colour at the far
+        left, each asked "is the <first colour> object on the left or right ?": the relative change of the QA
+        logits when the object moves (left -> right) and when it is recoloured, averaged over the rows."""
+        cfg = spec.scene_config()
+        cell, (first, second) = cfg.canvas / cfg.grid, cfg.colours[:2]
+        r = cfg.radius_px(cfg.sizes[0])
+
+        def image(colour: str, col: int, row: int) -> torch.Tensor:
+            obj = SceneObject(
+                colour, cfg.shapes[-1], cfg.sizes[0], (col + 0.5) * cell, (row + 0.5) * cell, r, cfg.canvas
+            )
+            return torch.from_numpy(Scene((0,), cfg.canvas, [obj]).render_array()).permute(2, 0, 1)
+
+        rows = range(1, cfg.grid - 1)
+        images = torch.stack(
+            [image(c, col, row) for row in rows for c, col in ((first, 0), (first, cfg.grid - 1), (second, 0))]
+        )
+        enc = data.tokenizer([f"is the {first} object on the left or right ?"] * len(images))
+        self.train(False)
+        batch = {"pixel_values": self.pixels(images), **enc, "image_index": torch.zeros(len(images), dtype=torch.long)}
+        logits = self.logits_of(batch, "test").view(len(rows), 3, -1)
+        self.train(True)
+        base = logits[:, 0].norm(dim=-1)
+        return {
+            "qa_logits_move_left_right": float(((logits[:, 1] - logits[:, 0]).norm(dim=-1) / base).mean()),
+            "qa_logits_recolour": float(((logits[:, 2] - logits[:, 0]).norm(dim=-1) / base).mean()),
+        }
 
     def colour_probe(self, data: SyntheticData, spec, steps: int = 300) -> float:
         """How much colour the reference CNN's cells hold now: a linear read-out of each cell's object colour
@@ -224,6 +268,8 @@ class Runner:
         base = self.logits(q, "train", idx)
         rolled = self.logits(q, "train", idx, roll_images=True)
         out = {"qa_logits_image_swap": float((base - rolled).norm() / base.norm())}
+        if self.a.objects == "pixels" and (self.task is None or self.task.visual_cache is None):
+            out.update(self.position_probe(self.data, self.spec))  # region presets read cached regions instead
         if self.task is not None and self.task.family == "dual":
             emb = F.normalize(self.task.run(self.batch(q, "train", idx)).image_embeds, dim=-1)
             off = ~torch.eye(len(emb), dtype=torch.bool)
@@ -241,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--question", choices=QUESTIONS, default="gru")
     p.add_argument("--dropout", type=float, default=None, help="references: dropout before f's answer layer")
     p.add_argument("--freeze-cnn", action="store_true", help="references: keep the CNN at its random initialisation")
+    p.add_argument(
+        "--freeze-patch", action="store_true", help="patch presets: keep the patch projection at its initialisation"
+    )
     p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
     p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -263,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None or a.freeze_cnn):
         p.error("--objects, --question, --dropout and --freeze-cnn change the references only; drop them with --arch")
+    if a.freeze_patch and not a.arch:
+        p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
     if a.colour_probe and (a.arch or a.objects != "pixels"):
         p.error("--colour-probe reads the reference CNN: it needs --kind with --objects pixels")
     torch.set_num_threads(a.threads)

@@ -146,6 +146,39 @@ def test_small_preset_loop_probes_the_image_influence(tool, capsys):
     assert lines[-1]["step"] == 2 and 0 <= lines[-1]["non_relational"] <= 1
 
 
+def test_position_probe_sees_a_reference_move_the_object_and_skips_cached_regions(tool, capsys):
+    args = ["--n-train", "20", "--steps", "0", "--threads", "1", "--probe"]
+    assert tool.main(args + ["--kind", "cnn-mlp"]) == 0
+    probe = json.loads(capsys.readouterr().out.splitlines()[0])["probe"]
+    assert probe["qa_logits_move_left_right"] > 0 and probe["qa_logits_recolour"] > 0
+    assert tool.main(args + ["--arch", "uniter-small"]) == 0  # regions come from the cache, not the pixels
+    probe = json.loads(capsys.readouterr().out.splitlines()[0])["probe"]
+    assert "qa_logits_move_left_right" not in probe and probe["qa_logits_image_swap"] > 0
+
+
+def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys):
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    args = ["--arch", "vilt-small", "--freeze-patch", "--n-train", "20", "--steps", "2", "--batch-size", "4"]
+    assert tool.main(args + ["--threads", "1"]) == 0
+    proj = runners[0].task.model.visual.proj
+    assert not any(p.requires_grad for p in proj.parameters())
+    assert all(p.requires_grad for n, p in runners[0].task.named_parameters() if "visual.proj" not in n)
+    assert tool.main(["--arch", "uniter-small", "--freeze-patch", "--n-train", "20", "--threads", "1"]) == 2
+    assert "has no patch projection" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--kind", "rn", "--freeze-patch"])
+    assert e.value.code == 2
+
+
+def _spy_init(base, seen):
+    def init(self, *args, **kwargs):
+        base.__init__(self, *args, **kwargs)
+        seen.append(self)
+
+    return init
+
+
 def test_reference_switches_are_refused_with_a_preset(tool):
     with pytest.raises(SystemExit) as e:
         tool.main(["--arch", "vilt-small", "--objects", "oracle"])
