@@ -68,6 +68,7 @@ class PatchEmbedConfig:
     norm_eps: float = 1e-5  # eps of ln_pre
     max_image_len: int = -1  # keep this many random patches (ViLT pre-training: 200); -1 = all
     sample_seed: int = 0  # seed of the patch-sampling generator (reproducible sampling)
+    pos_std: float = 0.02  # std of the position embeddings' truncated-normal init (ViLT, timm: 0.02)
 
 
 def vilt_resize_shape(
@@ -135,6 +136,7 @@ class PatchEmbedder(nn.Module):
         norm_eps: float = 1e-5,
         max_image_len: int = -1,
         sample_seed: int = 0,
+        pos_std: float = 0.02,
     ):
         super().__init__()
         image_size = tuple(int(s) for s in image_size)
@@ -148,6 +150,8 @@ class PatchEmbedder(nn.Module):
             )
         if pos_interp not in POS_INTERP:
             raise bad_value("pos_interp", pos_interp, POS_INTERP)
+        if not (isinstance(pos_std, (int, float)) and pos_std > 0):
+            raise bad_value("pos_std", pos_std, "a positive number (the position embeddings' init std)")
         self.image_size = image_size
         self.patch_size = patch_size
         self.in_chans = in_chans
@@ -174,7 +178,7 @@ class PatchEmbedder(nn.Module):
         # [1, 1 + Gh*Gw, D]: class position first, then the stored grid in raster order
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.pos_grid[0] * self.pos_grid[1], dim))
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if pre_norm else None
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=pos_std)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self._generator: torch.Generator | None = None
 
@@ -192,6 +196,7 @@ class PatchEmbedder(nn.Module):
             norm_eps=cfg.norm_eps,
             max_image_len=cfg.max_image_len,
             sample_seed=cfg.sample_seed,
+            pos_std=cfg.pos_std,
         )
 
     # -- Benchmarkable -------------------------------------------------------------------------------------

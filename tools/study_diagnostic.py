@@ -25,7 +25,8 @@ the relative change of the QA logits when the images of a batch are rolled by on
 dual encoders the mean cosine between the pooled image embeddings of different images; and, for models that
 read pixels, how much the logits of "is the <colour> object on the left or right ?" change when a lone
 object moves from the far left to the far right, against when it is recoloured.  ``--freeze-patch`` keeps a
-patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does the references' CNN).
+patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does the references' CNN), and
+``--pos-std`` re-initialises its position embeddings at another scale.
 
 Example (about 2 minutes on 2 idle cores)::
 
@@ -148,6 +149,12 @@ class Runner:
             self.task = build_task_model(cfg, data)
             cache_regions(self.task, data, None, oracle=True)  # region presets read ground-truth boxes
             self.model: nn.Module = self.task
+            if a.pos_std is not None:
+                pos = getattr(self.task.model.visual, "pos_embed", None)
+                if not isinstance(pos, nn.Parameter):
+                    raise VlpbenchError(f"--pos-std: {a.arch} has no position embeddings (patch presets have them)")
+                with torch.no_grad():  # as the embedder's own init, at another scale (PatchEmbedConfig.pos_std)
+                    nn.init.trunc_normal_(pos, std=a.pos_std)
             if a.freeze_patch:
                 proj = getattr(self.task.model.visual, "proj", None)
                 if not isinstance(proj, nn.Conv2d):
@@ -290,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--freeze-patch", action="store_true", help="patch presets: keep the patch projection at its initialisation"
     )
+    p.add_argument(
+        "--pos-std",
+        type=float,
+        default=None,
+        help="patch presets: re-initialise the position embeddings at this std (the presets' is 0.02)",
+    )
     p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
     p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -312,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None or a.freeze_cnn):
         p.error("--objects, --question, --dropout and --freeze-cnn change the references only; drop them with --arch")
+    if a.pos_std is not None and not (a.arch and a.pos_std > 0):
+        p.error("--pos-std re-initialises a preset's position embeddings: it needs --arch and a std > 0")
     if a.freeze_patch and not a.arch:
         p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
     if a.colour_probe and (a.arch or a.objects != "pixels"):

@@ -103,6 +103,8 @@ def test_patch_sampling_is_seeded_and_keeps_cls():
         dict(max_image_len=0),
         dict(pos_interp="nearest"),
         dict(pos_interp="none", pos_grid=(3, 3)),
+        dict(pos_std=0),
+        dict(pos_std="0.5"),
     ],
 )
 def test_patch_bad_config(kwargs):
@@ -110,6 +112,15 @@ def test_patch_bad_config(kwargs):
     base.update(kwargs)
     with pytest.raises(VlpbenchError):
         PatchEmbedder(**base)
+
+
+def test_position_embedding_init_scale_is_configurable():
+    torch.manual_seed(0)
+    default = PatchEmbedder((64, 64), 8, 64)
+    torch.manual_seed(0)
+    wide = PatchEmbedder((64, 64), 8, 64, pos_std=0.5)
+    assert abs(float(default.pos_embed.std()) - 0.02) < 0.002 and abs(float(wide.pos_embed.std()) - 0.5) < 0.05
+    assert torch.equal(default.proj.weight, wide.proj.weight)  # only the position embeddings change
 
 
 def test_patch_bad_input():
