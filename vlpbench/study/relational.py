@@ -2,8 +2,10 @@
 
 Both read the image with the same small CNN (``conv_layers`` 3x3 stride-2 convolutions, BatchNorm, ReLU:
 on Sort-of-CLEVR four layers of 24 channels turn 75x75 pixels into 5x5 "objects") and the question with a
-GRU over word embeddings (the paper's LSTM for CLEVR; Sort-of-CLEVR gave a binary question code, our
-questions are words).  They differ only in how image and question meet:
+GRU over word embeddings (``question="gru"``; the paper's LSTM for CLEVR) or as the multi-hot bag of its
+words (``question="bow"``: Sort-of-CLEVR gave a binary question code, and for the generator's templates the
+bag is one).  With ``freeze_cnn`` the CNN stays at its random initialisation.  They differ only in how
+image and question meet:
 
 * CNN+MLP: the flattened feature map, concatenated with the question, through an MLP (``f``);
 * RN: ``g`` (an MLP) over every ordered pair of feature-map cells, each cell tagged with its (x, y)

@@ -35,16 +35,17 @@ from vlpbench.store import SCHEMA, RunDir, atomic_write_json, atomic_write_text,
 from vlpbench.study.training import DataSpec
 
 # The generated data designs (vlpbench.study.data).  "default" follows Sort-of-CLEVR (Santoro et al. 2017,
-# section 5.3): six objects of unique colour, two shapes, one size, and its question set (shape, left / right,
-# top / bottom; closest / furthest shape, count of same shape); each object is centred in one cell of a 4 x 4
-# grid: one cell of the reference CNN's 4 x 4 feature map (whose receptive fields are centred on the cells'
-# corners, so each feature cell also sees its neighbours; README "Measured here") and 2 x 2 patches of the 8 px
-# patch grid.
+# section 5.3): objects of unique colour, two shapes, one size, and its question set (shape, left / right,
+# top / bottom; closest / furthest shape, count of same shape), with two to six objects where Sort-of-CLEVR
+# always has six (fewer objects per scene learn faster: README "Measured here"); each object is centred in
+# one cell of a 4 x 4 grid: one cell of the reference CNN's 4 x 4 feature map (whose receptive fields are
+# centred on the cells' corners, so each feature cell also sees its neighbours; README "Measured here") and
+# 2 x 2 patches of the 8 px patch grid.
 # "free" is the study's former design: 2-6 objects anywhere, three shapes, two sizes, 13 question types.
 SORT_OF_CLEVR_TYPES = ("shape", "horizontal", "vertical", "closest_shape", "furthest_shape", "same_shape_count")
 DATA_DESIGNS = {
     "default": DataSpec(
-        min_objects=6,
+        min_objects=2,
         max_objects=6,
         shapes=("circle", "square"),
         sizes=("large",),
