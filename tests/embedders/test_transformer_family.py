@@ -119,7 +119,10 @@ def test_position_embedding_init_scale_is_configurable():
     default = PatchEmbedder((64, 64), 8, 64)
     torch.manual_seed(0)
     wide = PatchEmbedder((64, 64), 8, 64, pos_std=0.5)
-    assert abs(float(default.pos_embed.detach().std()) - 0.02) < 0.002 and abs(float(wide.pos_embed.detach().std()) - 0.5) < 0.05
+    assert (
+        abs(float(default.pos_embed.detach().std()) - 0.02) < 0.002
+        and abs(float(wide.pos_embed.detach().std()) - 0.5) < 0.05
+    )
     assert torch.equal(default.proj.weight, wide.proj.weight)  # only the position embeddings change
 
 

@@ -147,9 +147,10 @@ def test_cli_train_exposes_objectives_schedule_and_references(tmp_path, capsys):
     assert summary["align_steps"] == 0 and summary["augment"] == "randaugment"
     cfg = load_checkpoint(str(tmp_path / "v" / "checkpoint.pt"))["config"]
     assert cfg["weight_decay"] == 0.05 and cfg["warmup_frac"] == 0.5 and cfg["objectives"]["wpa"] == 0.1
-    rc = main(base + ["--arch", "rn-small", "--run-dir", str(tmp_path / "rn")])
+    rc = main(base + ["--arch", "rn-small", "--run-dir", str(tmp_path / "rn"), "--align-frac", "0.5"])
     summary = json.loads(capsys.readouterr().out)
     assert rc == 0 and summary["family"] == "reference" and summary["qa_seen"] == 8
+    assert summary["align_steps"] == 0 and summary["pairs_seen"] == 8  # QA at every step, nothing else read
     assert main(base + ["--arch", "vilt-small", "--run-dir", str(tmp_path / "x"), "--objective", "wpa"]) == 2
     assert "invalid --objective 'wpa'" in capsys.readouterr().err
     assert main(base + ["--arch", "vilt-small", "--run-dir", str(tmp_path / "x"), "--data", "huge"]) == 2

@@ -558,8 +558,10 @@ def train(
         disable=not cfg.progress or rank != 0,
         dynamic_ncols=True,
     )
-    pairs_per_step = len(TASKS) * cfg.batch_size * world
-    align_steps = int(cfg.align_frac * cfg.steps)
+    # a reference trains QA at every step: it has no alignment phase, and QA is the only batch it reads
+    reference = task.family == "reference"
+    pairs_per_step = (1 if reference else len(TASKS)) * cfg.batch_size * world
+    align_steps = 0 if reference else int(cfg.align_frac * cfg.steps)
 
     def checkpoint() -> None:
         if rank == 0:
@@ -607,8 +609,10 @@ def train(
                 checkpoint()
     bar.close()
     wall = wall_before + time.perf_counter() - start
+    qa_seen = world * cfg.batch_size * max(0, step - align_steps)
     pairs_seen = world * cfg.batch_size * (min(step, align_steps) + len(TASKS) * max(0, step - align_steps))
-    qa_seen = world * cfg.batch_size * (step if task.family == "reference" else max(0, step - align_steps))
+    if reference:
+        pairs_seen = qa_seen
     summary = {
         "steps": step,
         "pairs_seen": pairs_seen,
