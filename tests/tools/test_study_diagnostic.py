@@ -93,16 +93,22 @@ def test_reference_options_reach_the_model(tool, capsys):
     assert head["probe"]["qa_logits_image_swap"] > 0  # the oracle objects reach the logits
 
 
-def test_freeze_cnn_keeps_the_cnn_at_init_and_trains_the_rest(tool, monkeypatch):
-    built = {}
+@pytest.fixture
+def built(tool, monkeypatch):
+    """The reference the tool builds next, and a copy of its state at initialisation."""
+    seen: dict = {}
     build = tool.build_reference
 
     def spy(*args):
         model = build(*args)
-        built["model"], built["init"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+        seen["model"], seen["init"] = model, {k: v.clone() for k, v in model.state_dict().items()}
         return model
 
     monkeypatch.setattr(tool, "build_reference", spy)
+    return seen
+
+
+def test_freeze_cnn_keeps_the_cnn_at_init_and_trains_the_rest(tool, built):
     args = ["--question", "bow", "--freeze-cnn", "--n-train", "20", "--steps", "2", "--batch-size", "4"]
     assert tool.main(args + ["--threads", "1"]) == 0
     now, init = built["model"].state_dict(), built["init"]
@@ -111,16 +117,7 @@ def test_freeze_cnn_keeps_the_cnn_at_init_and_trains_the_rest(tool, monkeypatch)
     assert not torch.equal(now["f.0.weight"], init["f.0.weight"])  # f learns
 
 
-def test_colour_probe_reads_the_cnn_without_changing_it(tool, capsys, monkeypatch):
-    built = {}
-    build = tool.build_reference
-
-    def spy(*args):
-        model = build(*args)
-        built["model"], built["init"] = model, {k: v.clone() for k, v in model.state_dict().items()}
-        return model
-
-    monkeypatch.setattr(tool, "build_reference", spy)
+def test_colour_probe_reads_the_cnn_without_changing_it(tool, capsys, built):
     args = ["--colour-probe", "--n-train", "40", "--steps", "0", "--threads", "1"]
     assert tool.main(args) == 0
     probe = json.loads(capsys.readouterr().out.splitlines()[0])["colour_probe"]
