@@ -227,8 +227,9 @@ REGION_ARCHS = ("vse-small", "vilbert-small", "uniter-small")
 # each measured (README "Measured here"): the question is the multi-hot bag of its words (Sort-of-CLEVR hands
 # the model a fixed binary question code, which this is for our templates), no dropout, and the CNN stays at
 # its random initialisation: trained jointly with the QA loss its cells lost the colour the questions name
-# (a linear colour probe fell from 87% to 39% of occupied cells in 1,500 steps) and neither reference left
-# the answer priors in 9,000 steps, while on the frozen CNN the RN passes 90% non-relational by 6,000.
+# (a linear colour read-out fell from 87% to 30% of occupied cells in 1,500 steps) and neither reference
+# left the answer priors (RN: 7,000 steps, CNN+MLP: 10,000), while on the frozen CNN the RN passes 90%
+# non-relational by step 6,000 (99% over three seeds at 16,000).
 _RN = RelationalConfig(
     kind="rn",
     channels=24,
