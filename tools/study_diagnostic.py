@@ -139,6 +139,7 @@ class Runner:
 
     def __init__(self, a: argparse.Namespace, data: SyntheticData, spec):
         self.a, self.data, self.spec = a, data, spec
+        self._colour_labels: dict[str, torch.Tensor] = {}
         self.images = {s: data.split(s).images for s in ("train", "test")}  # uint8 [N, 3, H, W]
         if a.arch:
             from vlpbench.presets import load_all
@@ -203,12 +204,12 @@ class Runner:
         return self.model(b["pixel_values"], b["input_ids"], b["attention_mask"])
 
     @torch.no_grad()
-    def position_probe(self, data: SyntheticData, spec) -> dict[str, float]:
+    def position_probe(self) -> dict[str, float]:
         """Can the answer see where an object is, compared with what colour it is?  One square of the first
         colour in a middle-row cell at the far left, the same at the far right, and a second colour at the far
         left, each asked "is the <first colour> object on the left or right ?": the relative change of the QA
         logits when the object moves (left -> right) and when it is recoloured, averaged over the rows."""
-        cfg = spec.scene_config()
+        cfg = self.spec.scene_config()
         cell, (first, second) = cfg.canvas / cfg.grid, cfg.colours[:2]
         r = cfg.radius_px(cfg.sizes[0])
 
@@ -222,7 +223,7 @@ class Runner:
         images = torch.stack(
             [image(c, col, row) for row in rows for c, col in ((first, 0), (first, cfg.grid - 1), (second, 0))]
         )
-        enc = data.tokenizer([f"is the {first} object on the left or right ?"] * len(images))
+        enc = self.data.tokenizer([f"is the {first} object on the left or right ?"] * len(images))
         self.train(False)
         batch = {"pixel_values": self.pixels(images), **enc, "image_index": torch.zeros(len(images), dtype=torch.long)}
         logits = self.logits_of(batch, "test").view(len(rows), 3, -1)
@@ -233,7 +234,17 @@ class Runner:
             "qa_logits_recolour": float(((logits[:, 2] - logits[:, 0]).norm(dim=-1) / base).mean()),
         }
 
-    def colour_probe(self, data: SyntheticData, spec, steps: int = 300) -> float:
+    def colour_labels(self, split: str) -> torch.Tensor:
+        """[N, cells]: the colour index of the object in each cell of ``split``'s scenes, or the number of
+        colours where the cell is empty (computed once per split)."""
+        if split not in self._colour_labels:
+            colours = len(self.spec.scene_config().colours)
+            onehot = oracle_cells(self.data.split(split), self.spec, self.a.channels)[..., :colours]
+            empty = torch.full(onehot.shape[:-1], colours)
+            self._colour_labels[split] = torch.where(onehot.sum(-1) > 0, onehot.argmax(-1), empty)
+        return self._colour_labels[split]
+
+    def colour_probe(self, steps: int = 300) -> float:
         """How much colour the reference CNN's cells hold now: a linear read-out of each cell's object colour
         (one of the design's colours or "empty"), fitted on the train split's cells for ``steps`` Adam steps
         with the CNN fixed, scored on the test split's occupied cells (chance: one over the colours).
@@ -246,11 +257,9 @@ class Runner:
         with torch.no_grad():
             cnn.train()
             for split in ("train", "test"):
-                pixels = self.images[split].float() / 255.0 * 2 - 1
+                pixels = self.pixels(self.images[split])
                 features[split] = torch.cat([cnn(chunk) for chunk in pixels.split(256)])  # [N, cells, C]
-                onehot = oracle_cells(data.split(split), spec, self.a.channels)[..., : len(spec.scene_config().colours)]
-                empty = torch.full(onehot.shape[:-1], onehot.shape[-1])
-                labels[split] = torch.where(onehot.sum(-1) > 0, onehot.argmax(-1), empty)  # [N, cells]
+                labels[split] = self.colour_labels(split)
         cnn.load_state_dict(saved)
         classes = int(labels["train"].max()) + 1
         head = nn.Linear(features["train"].shape[-1], classes)
@@ -276,7 +285,7 @@ class Runner:
         rolled = self.logits(q, "train", idx, roll_images=True)
         out = {"qa_logits_image_swap": float((base - rolled).norm() / base.norm())}
         if self.a.objects == "pixels" and (self.task is None or self.task.visual_cache is None):
-            out.update(self.position_probe(self.data, self.spec))  # region presets read cached regions instead
+            out.update(self.position_probe())  # region presets read cached regions instead
         if self.task is not None and self.task.family == "dual":
             emb = F.normalize(self.task.run(self.batch(q, "train", idx)).image_embeds, dim=-1)
             off = ~torch.eye(len(emb), dtype=torch.bool)
@@ -350,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.probe:
         head["probe"] = runner.probe(train)
     if a.colour_probe:
-        head["colour_probe"] = round(runner.colour_probe(data, spec), 4)
+        head["colour_probe"] = round(runner.colour_probe(), 4)
     print(json.dumps(head), flush=True)
     runner.train(True)
     for step in range(1, a.steps + 1):
@@ -379,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 "by_type": per_type,
             }
             if a.colour_probe:
-                row["colour_probe"] = round(runner.colour_probe(data, spec), 4)
+                row["colour_probe"] = round(runner.colour_probe(), 4)
             print(json.dumps(row), flush=True)
     return 0
 
