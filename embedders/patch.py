@@ -69,6 +69,8 @@ class PatchEmbedConfig:
     max_image_len: int = -1  # keep this many random patches (ViLT pre-training: 200); -1 = all
     sample_seed: int = 0  # seed of the patch-sampling generator (reproducible sampling)
     pos_std: float = 0.02  # std of the position embeddings' truncated-normal init (ViLT, timm: 0.02)
+    pos_init: str = "normal"  # "normal" (truncated normal, pos_std) or "sincos" (2-D sine-cosine values, as MAE)
+    freeze_proj: bool = False  # keep the patch projection at its initialisation (no gradient)
 
 
 def vilt_resize_shape(
@@ -119,6 +121,29 @@ def vilt_preprocess(
     return pixels, mask
 
 
+POS_INITS = ("normal", "sincos")
+
+
+def sincos_position_embedding(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """2-D sine-cosine position embeddings (as MAE's ``get_2d_sincos_pos_embed``): [1, 1 + Gh*Gw, dim], the
+    class position zero, then the grid in raster order.  The first half of the channels encodes the row, the
+    second the column, each as sin / cos of the index at dim / 4 frequencies ``temperature ** (-k / (dim / 4))``;
+    a low frequency is close to linear in the index, so "left or right" is one direction of the embedding."""
+    if dim % 4:
+        raise bad_value("dim", dim, "a multiple of 4 for pos_init='sincos' (sin and cos of rows and columns)")
+    quarter = dim // 4
+    omega = temperature ** (-torch.arange(quarter, dtype=torch.float64) / quarter)  # [D/4]
+    rows, cols = torch.meshgrid(
+        torch.arange(grid[0], dtype=torch.float64), torch.arange(grid[1], dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for index in (rows.flatten(), cols.flatten()):
+        angle = index[:, None] * omega[None]  # [G, D/4]
+        parts += [angle.sin(), angle.cos()]
+    table = torch.cat(parts, dim=1).float()  # [G, D]
+    return torch.cat([torch.zeros(1, dim), table])[None]
+
+
 class PatchEmbedder(nn.Module):
     """pixel_values [B, C, H, W] in [0, 1] -> VisualTokens(features [B, 1 + N, D], mask [B, 1 + N])."""
 
@@ -137,6 +162,8 @@ class PatchEmbedder(nn.Module):
         max_image_len: int = -1,
         sample_seed: int = 0,
         pos_std: float = 0.02,
+        pos_init: str = "normal",
+        freeze_proj: bool = False,
     ):
         super().__init__()
         image_size = tuple(int(s) for s in image_size)
@@ -152,6 +179,10 @@ class PatchEmbedder(nn.Module):
             raise bad_value("pos_interp", pos_interp, POS_INTERP)
         if not (isinstance(pos_std, (int, float)) and pos_std > 0):
             raise bad_value("pos_std", pos_std, "a positive number (the position embeddings' init std)")
+        if pos_init not in POS_INITS:
+            raise bad_value("pos_init", pos_init, POS_INITS)
+        if not isinstance(freeze_proj, bool):
+            raise bad_value("freeze_proj", freeze_proj, "true or false")
         self.image_size = image_size
         self.patch_size = patch_size
         self.in_chans = in_chans
@@ -174,11 +205,17 @@ class PatchEmbedder(nn.Module):
         self.num_kept = num_patches if max_image_len < 0 else min(max_image_len, num_patches)
 
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, bias=conv_bias)
+        if freeze_proj:
+            self.proj.requires_grad_(False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         # [1, 1 + Gh*Gw, D]: class position first, then the stored grid in raster order
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.pos_grid[0] * self.pos_grid[1], dim))
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if pre_norm else None
-        nn.init.trunc_normal_(self.pos_embed, std=pos_std)
+        if pos_init == "sincos":
+            with torch.no_grad():
+                self.pos_embed.copy_(sincos_position_embedding(self.pos_grid, dim))
+        else:
+            nn.init.trunc_normal_(self.pos_embed, std=pos_std)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self._generator: torch.Generator | None = None
 
@@ -197,6 +234,8 @@ class PatchEmbedder(nn.Module):
             max_image_len=cfg.max_image_len,
             sample_seed=cfg.sample_seed,
             pos_std=cfg.pos_std,
+            pos_init=cfg.pos_init,
+            freeze_proj=cfg.freeze_proj,
         )
 
     # -- Benchmarkable -------------------------------------------------------------------------------------

@@ -25,8 +25,11 @@ the relative change of the QA logits when the images of a batch are rolled by on
 dual encoders the mean cosine between the pooled image embeddings of different images; and, for models that
 read pixels, how much the logits of "is the <colour> object on the left or right ?" change when a lone
 object moves from the far left to the far right, against when it is recoloured.  ``--freeze-patch`` keeps a
-patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does the references' CNN), and
-``--pos-std`` re-initialises its position embeddings at another scale.
+patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does the references' CNN),
+``--pos-std`` re-initialises its position embeddings at another scale, and ``--pos-sincos`` sets them to
+2-D sine-cosine values (``PatchEmbedConfig.pos_init="sincos"``).  ``--kernel 4`` gives the references'
+convolutions kernel 4 (padding 1), which centres each feature cell on a 16-pixel scene cell instead of on its
+corner.
 
 Example (about 2 minutes on 2 idle cores)::
 
@@ -46,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlpbench.embedders.patch import sincos_position_embedding
 from vlpbench.errors import VlpbenchError
 from vlpbench.study.data import SyntheticData, qa_accuracy
 from vlpbench.study.data.language import QUESTION_TYPES
@@ -119,6 +123,7 @@ def build_reference(a: argparse.Namespace, data: SyntheticData, spec) -> nn.Modu
         kind=a.kind,
         image_size=(spec.canvas, spec.canvas),
         channels=a.channels,
+        kernel=a.kernel,
         vocab_size=data.tokenizer.vocab_size,
         num_answers=len(data.answers),
         g_dim=a.g_dim,
@@ -156,6 +161,12 @@ class Runner:
                     raise VlpbenchError(f"--pos-std: {a.arch} has no position embeddings (patch presets have them)")
                 with torch.no_grad():  # as the embedder's own init, at another scale (PatchEmbedConfig.pos_std)
                     nn.init.trunc_normal_(pos, std=a.pos_std)
+            if a.pos_sincos:
+                pos = getattr(self.task.model.visual, "pos_embed", None)
+                if not isinstance(pos, nn.Parameter):
+                    raise VlpbenchError(f"--pos-sincos: {a.arch} has no position embeddings (patch presets have them)")
+                with torch.no_grad():  # as PatchEmbedConfig.pos_init="sincos" builds them
+                    pos.copy_(sincos_position_embedding(self.task.model.visual.pos_grid, pos.shape[-1]))
             if a.freeze_patch:
                 proj = getattr(self.task.model.visual, "proj", None)
                 if not isinstance(proj, nn.Conv2d):
@@ -312,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="patch presets: re-initialise the position embeddings at this std (the presets' is 0.02)",
     )
+    p.add_argument(
+        "--pos-sincos",
+        action="store_true",
+        help="patch presets: position embeddings start from 2-D sine-cosine values (PatchEmbedConfig.pos_init)",
+    )
     p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
     p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -321,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up of the learning rate")
     p.add_argument("--channels", type=int, default=24)
+    p.add_argument("--kernel", type=int, default=3, help="references: conv kernel side (4 centres cells on objects)")
     p.add_argument("--g-dim", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--probe", action="store_true", help="print the image's influence at initialisation first")
@@ -336,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--objects, --question, --dropout and --freeze-cnn change the references only; drop them with --arch")
     if a.pos_std is not None and not (a.arch and a.pos_std > 0):
         p.error("--pos-std re-initialises a preset's position embeddings: it needs --arch and a std > 0")
+    if a.pos_sincos and (not a.arch or a.pos_std is not None):
+        p.error("--pos-sincos sets a preset's position embeddings: it needs --arch, and not --pos-std")
     if a.freeze_patch and not a.arch:
         p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
     if a.colour_probe and (a.arch or a.objects != "pixels"):

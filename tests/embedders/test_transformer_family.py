@@ -10,7 +10,7 @@ import torch
 from doubles import StageRecorder
 from vlpbench.architectures.common import box_features
 from vlpbench.architectures.compose import ArchConfig, VLPModel
-from vlpbench.embedders.patch import PatchEmbedder, vilt_resize_shape
+from vlpbench.embedders.patch import PatchEmbedder, sincos_position_embedding, vilt_resize_shape
 from vlpbench.embedders.text import BertEmbedder, ClipTextEmbedder, load_tokenizer
 from vlpbench.errors import VlpbenchError
 from vlpbench.layers import padding_to_attn_mask
@@ -105,6 +105,9 @@ def test_patch_sampling_is_seeded_and_keeps_cls():
         dict(pos_interp="none", pos_grid=(3, 3)),
         dict(pos_std=0),
         dict(pos_std="0.5"),
+        dict(pos_init="learned"),
+        dict(pos_init="sincos", dim=6),
+        dict(freeze_proj="yes"),
     ],
 )
 def test_patch_bad_config(kwargs):
@@ -124,6 +127,29 @@ def test_position_embedding_init_scale_is_configurable():
         and abs(float(wide.pos_embed.detach().std()) - 0.5) < 0.05
     )
     assert torch.equal(default.proj.weight, wide.proj.weight)  # only the position embeddings change
+
+
+def test_sincos_position_embedding_reads_rows_and_columns_linearly():
+    emb = PatchEmbedder((64, 64), 8, 64, pos_init="sincos")
+    pos = emb.pos_embed.detach()[0]
+    assert pos.shape == (65, 64) and torch.equal(pos[0], torch.zeros(64))  # the class position is zero
+    table = torch.as_tensor(sincos_position_embedding((8, 8), 64))[0, 1:].view(8, 8, 64)
+    torch.testing.assert_close(pos[1:].view(8, 8, 64), table)
+    # each half encodes one axis: the row half is the same along a row, the column half along a column
+    assert torch.equal(table[:, 0, :32], table[:, 5, :32]) and torch.equal(table[0, :, 32:], table[5, :, 32:])
+    assert not torch.equal(table[0, 0, :32], table[1, 0, :32])
+    # a fixed linear read-out separates the left half of the grid from the right half
+    cols = table.view(64, 64)
+    left = (torch.arange(64) % 8 < 4).float() * 2 - 1
+    w = torch.linalg.lstsq(torch.cat([cols, torch.ones(64, 1)], 1), left[:, None]).solution
+    assert torch.equal((torch.cat([cols, torch.ones(64, 1)], 1) @ w).sign().flatten(), left)
+
+
+def test_frozen_patch_projection_gets_no_gradient():
+    emb = PatchEmbedder((32, 32), 8, 16, freeze_proj=True)
+    emb(pixel_values=torch.rand(2, 3, 32, 32)).features.sum().backward()
+    assert emb.proj.weight.grad is None and emb.proj.bias.grad is None
+    assert emb.pos_embed.grad is not None and emb.cls_token.grad is not None  # the rest still learns
 
 
 def test_patch_bad_input():

@@ -64,6 +64,25 @@ def test_bag_of_words_question_is_the_multi_hot_of_the_words(kind):
     assert model(torch.rand(2, 3, 32, 32), ids, (ids > 0).long()).shape == (2, 5)
 
 
+def test_kernel_four_centres_each_cell_on_its_pixels():
+    """With kernel 4 (padding 1) the receptive field of cell (i, j) is centred on pixels 16 i .. 16 i + 15; with
+    the paper's kernel 3 (padding 1) on the corner 16 i (measured by the gradient of one cell's output)."""
+    centres = {}
+    for kernel in (3, 4):
+        model = RelationalQA(RelationalConfig(kernel=kernel, image_size=(64, 64), **TINY)).objects.net
+        for m in model:
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.constant_(m.weight, 1.0)
+                torch.nn.init.zeros_(m.bias)
+        model.eval()
+        x = torch.ones(1, 3, 64, 64, requires_grad=True)
+        model(x)[0, 0, 1, 1].backward()
+        w = x.grad[0, 0].sum(1)
+        centres[kernel] = float((w / w.sum() * torch.arange(64.0)).sum())
+        assert RelationalConfig(kernel=kernel, image_size=(64, 64)).grid() == (4, 4)
+    assert abs(centres[3] - 16.0) < 1e-3 and abs(centres[4] - 23.5) < 1e-3
+
+
 def test_bad_config_is_a_clear_error():
     with pytest.raises(VlpbenchError, match="invalid kind 'mlp'"):
         RelationalQA(RelationalConfig(kind="mlp"))
@@ -71,5 +90,7 @@ def test_bad_config_is_a_clear_error():
         RelationalQA(RelationalConfig(image_size=(8, 8), conv_layers=0, **TINY))
     with pytest.raises(VlpbenchError, match="invalid question 'lstm'.*gru, bow"):
         RelationalQA(RelationalConfig(question="lstm", **TINY))
+    with pytest.raises(VlpbenchError, match="invalid kernel 0"):
+        RelationalQA(RelationalConfig(kernel=0, **TINY))
     with pytest.raises(VlpbenchError, match="invalid dropout"):
         RelationalQA(RelationalConfig(dropout=1.0, **TINY))

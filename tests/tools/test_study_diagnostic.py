@@ -156,7 +156,8 @@ def test_position_probe_sees_a_reference_move_the_object_and_skips_cached_region
 def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys):
     runners = []
     monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
-    args = ["--arch", "vilt-small", "--freeze-patch", "--n-train", "20", "--steps", "2", "--batch-size", "4"]
+    # clip-small: vilt-small's study preset already freezes its projection (PatchEmbedConfig.freeze_proj)
+    args = ["--arch", "clip-small", "--freeze-patch", "--n-train", "20", "--steps", "2", "--batch-size", "4"]
     assert tool.main(args + ["--threads", "1"]) == 0
     proj = runners[0].task.model.visual.proj
     assert not any(p.requires_grad for p in proj.parameters())
@@ -169,6 +170,29 @@ def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys)
     with pytest.raises(SystemExit) as e:
         tool.main(["--kind", "rn", "--freeze-patch"])
     assert e.value.code == 2
+
+
+def test_pos_sincos_sets_a_preset_position_embeddings(tool, monkeypatch, capsys):
+    from vlpbench.embedders.patch import sincos_position_embedding
+
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    args = ["--arch", "clip-small", "--pos-sincos", "--n-train", "20", "--steps", "0", "--threads", "1"]
+    assert tool.main(args) == 0
+    visual = runners[0].task.model.visual
+    torch.testing.assert_close(visual.pos_embed.detach(), sincos_position_embedding(visual.pos_grid, visual.dim))
+    assert tool.main(["--arch", "uniter-small", "--pos-sincos", "--n-train", "20", "--threads", "1"]) == 2
+    assert "has no position embeddings" in capsys.readouterr().err
+    for bad in (["--kind", "rn", "--pos-sincos"], ["--arch", "clip-small", "--pos-sincos", "--pos-std", "0.5"]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(bad)
+        assert e.value.code == 2
+
+
+def test_kernel_reaches_the_reference(tool, built):
+    assert tool.main(["--kernel", "4", "--n-train", "20", "--steps", "0", "--threads", "1"]) == 0
+    model = built["model"]
+    assert model.cfg.kernel == 4 and model.objects.net[0].kernel_size == (4, 4)
 
 
 def _spy_init(base, seen):

@@ -36,6 +36,7 @@ class RelationalConfig:
     image_size: tuple[int, int] = (64, 64)
     channels: int = 24  # conv channels (the paper's 24)
     conv_layers: int = 4  # stride-2 convolutions: 64 px -> 4 x 4 cells
+    kernel: int = 3  # conv kernel side (padding (kernel - 1) // 2); 4 centres each cell on 2**conv_layers px
     vocab_size: int = 64
     embed_dim: int = 32  # word embedding
     question_dim: int = 64  # GRU hidden = question code
@@ -59,6 +60,7 @@ class RelationalConfig:
         for name in (
             "channels",
             "conv_layers",
+            "kernel",
             "vocab_size",
             "embed_dim",
             "question_dim",
@@ -73,10 +75,11 @@ class RelationalConfig:
         return self
 
     def grid(self) -> tuple[int, int]:
-        """Feature-map cells (h, w) after the stride-2 convolutions (padding 1, kernel 3)."""
+        """Feature-map cells (h, w) after the stride-2 convolutions (kernel ``kernel``, padding (kernel - 1) // 2)."""
         h, w = self.image_size
+        k, pad = self.kernel, (self.kernel - 1) // 2
         for _ in range(self.conv_layers):
-            h, w = (h + 1) // 2, (w + 1) // 2
+            h, w = (h + 2 * pad - k) // 2 + 1, (w + 2 * pad - k) // 2 + 1
         return h, w
 
 
@@ -87,7 +90,8 @@ class ConvObjects(nn.Module):
         super().__init__()
         layers, c_in = [], 3
         for _ in range(cfg.conv_layers):
-            layers += [nn.Conv2d(c_in, cfg.channels, 3, stride=2, padding=1), nn.BatchNorm2d(cfg.channels), nn.ReLU()]
+            conv = nn.Conv2d(c_in, cfg.channels, cfg.kernel, stride=2, padding=(cfg.kernel - 1) // 2)
+            layers += [conv, nn.BatchNorm2d(cfg.channels), nn.ReLU()]
             c_in = cfg.channels
         self.net = nn.Sequential(*layers)
 
