@@ -29,7 +29,9 @@ patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does 
 ``--pos-std`` re-initialises its position embeddings at another scale, and ``--pos-sincos`` sets them to
 2-D sine-cosine values (``PatchEmbedConfig.pos_init="sincos"``).  ``--kernel 4`` gives the references'
 convolutions kernel 4 (padding 1), which centres each feature cell on a 16-pixel scene cell instead of on its
-corner.
+corner.  Region presets read the features of the ground-truth boxes from an untrained detector, or from
+``--detector`` (a ``vlpbench train-detector`` file); with them ``--colour-probe`` prints linear read-outs of
+each object's colour and shape from those features.
 
 Example (about 2 minutes on 2 idle cores)::
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -51,6 +54,7 @@ from torch import nn
 
 from vlpbench.embedders.patch import sincos_position_embedding
 from vlpbench.errors import VlpbenchError
+from vlpbench.presets.small import REGION_ARCHS
 from vlpbench.study.data import SyntheticData, qa_accuracy
 from vlpbench.study.data.language import QUESTION_TYPES
 from vlpbench.study.data.scenes import Scene, SceneObject
@@ -151,9 +155,11 @@ class Runner:
             from vlpbench.study.training import TrainConfig, build_task_model, cache_regions
 
             load_all()
-            cfg = TrainConfig(arch=a.arch, data=spec, seed=a.seed, regions="oracle")
+            cfg = TrainConfig(arch=a.arch, data=spec, seed=a.seed, regions="oracle", detector=a.detector)
             self.task = build_task_model(cfg, data)
-            cache_regions(self.task, data, None, oracle=True)  # region presets read ground-truth boxes
+            if a.detector and not self.task.region:
+                raise VlpbenchError(f"--detector: {a.arch} reads no regions (region presets: vse, vilbert, uniter)")
+            cache_regions(self.task, data, a.detector, oracle=True)  # region presets read ground-truth boxes
             self.model: nn.Module = self.task
             if a.pos_std is not None:
                 pos = getattr(self.task.model.visual, "pos_embed", None)
@@ -287,6 +293,33 @@ class Runner:
             occupied = truth < classes - 1
             return float((pred[occupied] == truth[occupied]).float().mean())
 
+    def region_probe(self, steps: int = 500) -> dict[str, float]:
+        """What a region preset's cached ground-truth-box features hold: linear read-outs of each object's colour
+        and shape (features standardised on the train split, ``steps`` full-batch Adam steps), scored on the
+        test split's objects.  The detector is frozen, so this holds for the whole run."""
+        cfg, cache = self.spec.scene_config(), self.task.visual_cache
+        out = {}
+        for attr, names in (("colour", cfg.colours), ("shape", cfg.shapes)):
+            x, y = {}, {}
+            for split in ("train", "test"):
+                x[split] = cache[split]["features"][cache[split]["mask"].bool()]  # objects in scene order
+                y[split] = torch.tensor(
+                    [names.index(getattr(o, attr)) for scene in self.data.split(split).scenes for o in scene.objects]
+                )
+            mean, std = x["train"].mean(0), x["train"].std(0) + 1e-6
+            gen = torch.Generator().manual_seed(0)
+            head = nn.Linear(x["train"].shape[1], len(names))
+            nn.init.normal_(head.weight, std=0.01, generator=gen)
+            opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+            for _ in range(steps):
+                loss = F.cross_entropy(head((x["train"] - mean) / std), y["train"])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                out[f"region_{attr}"] = float((head((x["test"] - mean) / std).argmax(-1) == y["test"]).float().mean())
+        return out
+
     @torch.no_grad()
     def probe(self, q: dict[str, torch.Tensor]) -> dict[str, float]:
         """How much the answer depends on the image at this point: logits change when images are rolled."""
@@ -344,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--colour-probe",
         action="store_true",
-        help="references on pixels: at every evaluation (and at step 0), the linear colour read-out of the CNN's cells",
+        help="references on pixels: at every evaluation (and at step 0), the linear colour read-out of the CNN's "
+        "cells; region presets: the colour and shape read-outs of their (fixed) region features, once",
     )
+    p.add_argument("--detector", default=None, help="region presets: detector.pt from `vlpbench train-detector`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
@@ -357,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pos-sincos sets a preset's position embeddings: it needs --arch, and not --pos-std")
     if a.freeze_patch and not a.arch:
         p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
-    if a.colour_probe and (a.arch or a.objects != "pixels"):
-        p.error("--colour-probe reads the reference CNN: it needs --kind with --objects pixels")
+    if a.colour_probe and (a.objects != "pixels" or (a.arch and a.arch not in REGION_ARCHS)):
+        p.error("--colour-probe reads the reference CNN (--kind, --objects pixels) or a region preset's features")
+    if a.detector is not None and not (a.arch in REGION_ARCHS and os.path.isfile(a.detector)):
+        p.error(f"--detector {a.detector!r}: needs a region preset ({', '.join(REGION_ARCHS)}) and an existing file")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     try:
@@ -378,7 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.probe:
         head["probe"] = runner.probe(train)
     if a.colour_probe:
-        head["colour_probe"] = round(runner.colour_probe(), 4)
+        if runner.task is not None:  # a region preset (checked above): its features are fixed
+            head["region_probe"] = {k: round(v, 4) for k, v in runner.region_probe().items()}
+        else:
+            head["colour_probe"] = round(runner.colour_probe(), 4)
     print(json.dumps(head), flush=True)
     runner.train(True)
     for step in range(1, a.steps + 1):
@@ -406,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 "relational": round(acc["relational"], 4),
                 "by_type": per_type,
             }
-            if a.colour_probe:
+            if a.colour_probe and runner.task is None:
                 row["colour_probe"] = round(runner.colour_probe(), 4)
             print(json.dumps(row), flush=True)
     return 0

@@ -271,6 +271,7 @@ CASES = [
     (D + ["--seed", BIG], BIG),
     (D + ["--threads", "0"], "0"),
     (D + ["--n-val", "0"], "0"),
+    (D + ["--labels", "colour"], "'colour'"),
     (["train-detector", "--out", "{file}"], "a-file.txt"),
     (["train-detector", "--out", "{ro}"], "/sys"),
     (["train-detector"], "--out"),

@@ -210,3 +210,28 @@ def test_reference_switches_are_refused_with_a_preset(tool):
     with pytest.raises(SystemExit) as e:
         tool.main(["--arch", "vilt-small", "--freeze-cnn"])
     assert e.value.code == 2
+
+
+def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tmp_path, monkeypatch, capsys):
+    from vlpbench.presets import load_all
+    from vlpbench.study.detector import DetectorConfig, train_detector
+
+    load_all()
+    spec = dataclasses.replace(DATA_DESIGNS["default"], n_train=20)
+    det = train_detector(
+        DetectorConfig(arch="uniter-small", steps=1, batch_size=2, labels="colour_shape"),
+        SyntheticData(spec.dataset_config()),
+        str(tmp_path),
+        progress=False,
+    )["weights"]
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    args = ["--arch", "uniter-small", "--colour-probe", "--n-train", "20", "--steps", "0", "--threads", "1"]
+    assert tool.main(args + ["--detector", det]) == 0
+    probe = json.loads(capsys.readouterr().out.splitlines()[0])["region_probe"]
+    assert set(probe) == {"region_colour", "region_shape"} and all(0 <= v <= 1 for v in probe.values())
+    assert runners[0].task.model.visual.box_predictor.cls_score.out_features == 1 + 6 * 2  # the detector's classes
+    for bad in (["--detector", str(tmp_path / "missing.pt")], ["--arch", "vilt-small", "--detector", det]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(args + bad)
+        assert e.value.code == 2

@@ -145,7 +145,15 @@ def _train_detector(args: argparse.Namespace) -> int:
     _set_threads(args)
     data = SyntheticData(_data_spec(args).dataset_config())
     summary = train_detector(
-        DetectorConfig(arch=args.arch, steps=args.steps, seed=args.seed, tiny=args.tiny), data, args.out
+        DetectorConfig(
+            arch=args.arch,
+            steps=args.steps,
+            seed=args.seed,
+            tiny=args.tiny,
+            **({"labels": args.labels} if args.labels else {}),
+        ).validate(),
+        data,
+        args.out,
     )
     print(json.dumps(summary, indent=1))
     return 0
@@ -272,6 +280,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=_int_type("--steps", 1), default=150)
     p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--labels", help="box classes: shape (default), colour_shape (each colour-shape pair) or object")
     _add_threads(p)
     _add_data(p)
     p.set_defaults(func=_train_detector)

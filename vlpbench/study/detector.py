@@ -24,10 +24,10 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
-from vlpbench.errors import VlpbenchError
+from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.registry import ARCH, VISUAL
 from vlpbench.store import atomic_write_json
-from vlpbench.study.data import SyntheticData, collate
+from vlpbench.study.data import DETECTION_LABELS, SyntheticData, collate
 from vlpbench.study.schedule import lr_lambda
 
 
@@ -39,6 +39,14 @@ class DetectorConfig:
     lr: float = 1e-3  # AdamW peak learning rate (warm-up then cosine)
     seed: int = 0
     tiny: bool = False
+    # what the box classifier is trained to tell apart: "shape", "colour_shape" (each colour and shape, as
+    # bottom-up-attention trains object and attribute classes, colours among them) or "object" (one class)
+    labels: str = "shape"
+
+    def validate(self) -> DetectorConfig:
+        if self.labels not in DETECTION_LABELS:
+            raise bad_value("labels", self.labels, DETECTION_LABELS)
+        return self
 
 
 def region_overrides(arch: str, tiny: bool = False):
@@ -52,7 +60,7 @@ def region_overrides(arch: str, tiny: bool = False):
 
 
 def build_detector(arch: str, tiny: bool = False, weights: str | None = None, num_classes: int | None = None):
-    """``num_classes``: background + the data's shapes (the detector is trained to tell shapes apart)."""
+    """``num_classes``: background + the classes the detector is trained on (``DetectorConfig.labels``)."""
     visual, overrides = region_overrides(arch, tiny)
     if weights is not None:
         overrides["weights"] = weights
@@ -67,15 +75,17 @@ def _targets(batch, scale: float):
 
 def train_detector(cfg: DetectorConfig, data: SyntheticData, out_dir: str, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate and save; returns {"weights": path, "recall": {...}, ...} (also in detector.json)."""
+    cfg.validate()
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    det_train = data.detection("train", label_by="shape")
+    det_train = data.detection("train", label_by=cfg.labels)
     emb = build_detector(cfg.arch, cfg.tiny, num_classes=det_train.num_classes)
     num_classes = emb.box_predictor.cls_score.out_features
     if det_train.num_classes != num_classes:
         raise VlpbenchError(
             f"region embedder of {cfg.arch!r} has {num_classes} classes but the data has "
-            f"{det_train.num_classes} (background + shapes); accepted: num_classes={det_train.num_classes}"
+            f"{det_train.num_classes} (background + {cfg.labels} classes); "
+            f"accepted: num_classes={det_train.num_classes}"
         )
     canvas = data.config.scene.canvas
     scale = emb.image_size[0] / canvas

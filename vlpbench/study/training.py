@@ -240,8 +240,10 @@ def build_task_model(
         if not os.path.isfile(cfg.detector):
             raise bad_value("detector weights", cfg.detector, "an existing detector.pt from `vlpbench train-detector`")
         visual_over["weights"] = cfg.detector
-    if is_region(arch_cfg.visual):
-        visual_over["num_classes"] = 1 + len(cfg.data.shapes)  # background + shapes, as the detector trains
+    if is_region(arch_cfg.visual):  # background + the classes the detector was trained on
+        visual_over["num_classes"] = (
+            detector_classes(cfg.detector) if cfg.detector is not None else 1 + len(cfg.data.shapes)
+        )
     arch_cfg = dataclasses.replace(arch_cfg, text_overrides=text_over, visual_overrides=visual_over)
     torch.manual_seed(cfg.seed)
     model = entry.builder(arch_cfg)
@@ -270,6 +272,15 @@ def build_reference(cfg: TrainConfig, vocab_size: int, num_answers: int) -> Rela
     )
     torch.manual_seed(cfg.seed)
     return RelationalTaskModel(RelationalQA(ref))
+
+
+def detector_classes(path: str) -> int:
+    """Box classes (background included) of a detector.pt, read from its classifier's weight."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return int(state["box_predictor.cls_score.weight"].shape[0])
+    except Exception as e:
+        raise bad_value("detector weights", path, f"a detector.pt from `vlpbench train-detector` ({e})") from e
 
 
 def is_region(visual: str) -> bool:
