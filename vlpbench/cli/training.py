@@ -280,7 +280,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=_int_type("--steps", 1), default=150)
     p.add_argument("--seed", type=_int_type("--seed", 0, MAX_TRAIN_SEED), default=0)
     p.add_argument("--tiny", action="store_true")
-    p.add_argument("--labels", help="box classes: shape (default), colour_shape (each colour-shape pair) or object")
+    p.add_argument("--labels", help="box classes: colour_shape (each colour-shape pair; default), shape or object")
     _add_threads(p)
     _add_data(p)
     p.set_defaults(func=_train_detector)

@@ -29,7 +29,14 @@ _BLOCK = dict(width=WIDTH, depth=2, heads=4, mlp_dim=2 * WIDTH)
 _TINY_BLOCK = dict(width=32, depth=1, heads=2, mlp_dim=64)
 
 # -- visual embedders at small size (overrides of the full-size registry entries) -------------------
-VILT_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(6, 6))  # 8x8 grid, interpolated
+# The study's ViLT reads positions from 2-D sine-cosine position embeddings and keeps its patch projection at
+# its random initialisation.  With the presets' former truncated-normal embeddings (std 0.02, 2.6% of a patch
+# token's norm) and a trained projection, vilt-small answered every left/right and top/bottom question with
+# one answer through 6,000 QA steps; with both changes it passed 90% non-relational by step 6,000 (README
+# "Measured here", fourth round).
+VILT_PATCH = dict(
+    image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(6, 6), pos_init="sincos", freeze_proj=True
+)  # 8x8 grid, interpolated
 CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8))
 GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True)  # 2x2 C5 cells x 2048
 REGIONS = dict(

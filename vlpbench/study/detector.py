@@ -39,9 +39,13 @@ class DetectorConfig:
     lr: float = 1e-3  # AdamW peak learning rate (warm-up then cosine)
     seed: int = 0
     tiny: bool = False
-    # what the box classifier is trained to tell apart: "shape", "colour_shape" (each colour and shape, as
-    # bottom-up-attention trains object and attribute classes, colours among them) or "object" (one class)
-    labels: str = "shape"
+    # What the box classifier is trained to tell apart: "colour_shape" (each colour-shape pair), "shape" or
+    # "object" (one class).  Bottom-up-attention trains object and attribute classes (colours among the
+    # attributes) for the same reason: region features keep what the classifier needs.  Trained on shapes alone
+    # (200 steps), a linear read-out found the colour of 47% of the objects in the region features (100% with
+    # colour_shape; 80% untrained), and uniter-small answered "what shape is the <colour> object" at its 70% prior
+    # after 4,000 QA steps (95% with colour_shape).  README "Measured here", fourth round.
+    labels: str = "colour_shape"
 
     def validate(self) -> DetectorConfig:
         if self.labels not in DETECTION_LABELS:
