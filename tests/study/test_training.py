@@ -97,7 +97,13 @@ def test_cli_train_and_error(tmp_path, capsys):
             "--no-progress",
         ]
     )
-    assert rc == 0 and json.loads(capsys.readouterr().out)["steps"] == 2
+    summary, result = _documents(capsys.readouterr().out)
+    assert rc == 0 and summary["steps"] == 2 and summary["finished"]
+    # the finished model is scored on the generated test split, as the study scores its runs
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text()) == result
+    assert result["split"] == "test" and 0 <= result["metrics"]["qa.non_relational"] <= 1
+    assert {"retrieval.tr_r1", "matching.pairwise_binding"} <= set(result["metrics"])
+    assert result["bar"]["passed"] == (result["metrics"]["qa.non_relational"] >= result["bar"]["qa.non_relational"])
     assert main(["train", "--arch", "nope", "--run-dir", str(tmp_path / "x")]) == 2
     assert "unknown architecture 'nope'" in capsys.readouterr().err
 
@@ -142,19 +148,32 @@ def test_cli_train_exposes_objectives_schedule_and_references(tmp_path, capsys):
             "0.05",
         ]
     )
-    summary = json.loads(capsys.readouterr().out)
+    summary = _documents(capsys.readouterr().out)[0]
     assert rc == 0 and summary["loss"] == "itc+mlm+itm+wpa(0.1)+bert-masking+hard-negatives+match+qa"
     assert summary["align_steps"] == 0 and summary["augment"] == "randaugment"
     cfg = load_checkpoint(str(tmp_path / "v" / "checkpoint.pt"))["config"]
     assert cfg["weight_decay"] == 0.05 and cfg["warmup_frac"] == 0.5 and cfg["objectives"]["wpa"] == 0.1
-    rc = main(base + ["--arch", "rn-small", "--run-dir", str(tmp_path / "rn"), "--align-frac", "0.5"])
-    summary = json.loads(capsys.readouterr().out)
+    rc = main(base + ["--arch", "rn-small", "--run-dir", str(tmp_path / "rn"), "--align-frac", "0.5", "--no-eval"])
+    (summary,) = _documents(capsys.readouterr().out)  # --no-eval: the summary only
+    assert not (tmp_path / "rn" / "metrics.json").exists()
     assert rc == 0 and summary["family"] == "reference" and summary["qa_seen"] == 8
     assert summary["align_steps"] == 0 and summary["pairs_seen"] == 8  # QA at every step, nothing else read
     assert main(base + ["--arch", "vilt-small", "--run-dir", str(tmp_path / "x"), "--objective", "wpa"]) == 2
     assert "invalid --objective 'wpa'" in capsys.readouterr().err
     assert main(base + ["--arch", "vilt-small", "--run-dir", str(tmp_path / "x"), "--data", "huge"]) == 2
     assert "invalid --data 'huge'" in capsys.readouterr().err
+
+
+def _documents(text: str) -> list:
+    """The JSON documents printed one after another."""
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+    return docs
 
 
 def _karpathy(root, names):

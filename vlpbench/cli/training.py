@@ -60,6 +60,7 @@ def _check_file(path: str, what: str, accepted: str) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from vlpbench.presets import load_all
+    from vlpbench.study.data import SyntheticData
     from vlpbench.study.training import TrainConfig, train
 
     load_all()
@@ -88,10 +89,32 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         regions=args.regions,
     )
-    _, summary = train(cfg, args.run_dir, stop_after=args.stop_after)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps(summary, indent=1))
+    data = SyntheticData(cfg.data.dataset_config())
+    task, summary = train(cfg, args.run_dir, data=data, stop_after=args.stop_after)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0
+    print(json.dumps(summary, indent=1))
+    if summary["finished"] and not args.no_eval:
+        print(json.dumps(evaluate_run(task, data, args.run_dir), indent=1))
     return 0
+
+
+def evaluate_run(task, data, run_dir: str) -> dict:
+    """The finished model on the test split of the data it trained on, as ``vlpbench study`` scores a run
+    (QA by type, retrieval over a 100-image gallery, matching), with the study's non-relational bar;
+    written atomically to ``run_dir/metrics.json``."""
+    from vlpbench.store import atomic_write_json
+    from vlpbench.study.evaluate import evaluate_all
+    from vlpbench.study.runner import BAR
+
+    metrics = evaluate_all(task, data, "test")
+    result = {
+        "split": "test",
+        "metrics": metrics,
+        "bar": {"qa.non_relational": BAR, "passed": metrics["qa.non_relational"] >= BAR},
+    }
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
+    return result
 
 
 def _objectives(args: argparse.Namespace):
@@ -270,6 +293,11 @@ def register(sub) -> None:
     )
     _add_data(p)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="skip scoring the finished model on the generated test split (run_dir/metrics.json)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA for torchrun DDP runs when present)")
     _add_threads(p)
     p.set_defaults(func=_train)
