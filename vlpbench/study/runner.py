@@ -109,8 +109,8 @@ PROFILES = {
     "default": Profile(steps=1000, detector_steps=200),
     # a larger budget meant for `--device cuda`: ~10x the questions (Santoro et al. train Sort-of-CLEVR for
     # ~3.9M questions), 10,000 training scenes.  Whether every model passes the bar is not measured (on 2 CPU
-    # cores it is days); vilt-small passed it in one `vlpbench train` run of 12,000 steps at batch 32 (under a
-    # third of this budget's questions), and the README's "Measured here" says what limits the other models
+    # cores it is days); vilt-small passed it in `vlpbench train` runs of 12,000 steps at batch 32 (seeds 0-2;
+    # under a third of this budget's questions), and the README's "Measured here" says what limits the others
     "full": Profile(steps=20000, batch_size=64, detector_steps=2000, n_train=10000, n_val=500, n_test=1000),
     # one seed, fewer steps: a look, not the measurement (one seed: no spread, so the findings give no verdict)
     "quick": Profile(seeds=(0,), steps=400, detector_steps=100, n_train=1000, n_val=150, n_test=150),
