@@ -157,22 +157,19 @@ class Runner:
             load_all()
             cfg = TrainConfig(arch=a.arch, data=spec, seed=a.seed, regions="oracle", detector=a.detector)
             self.task = build_task_model(cfg, data)
-            if a.detector and not self.task.region:
-                raise VlpbenchError(f"--detector: {a.arch} reads no regions (region presets: vse, vilbert, uniter)")
             cache_regions(self.task, data, a.detector, oracle=True)  # region presets read ground-truth boxes
             self.model: nn.Module = self.task
-            if a.pos_std is not None:
-                pos = getattr(self.task.model.visual, "pos_embed", None)
+            if a.pos_std is not None or a.pos_sincos:  # at most one of them (checked in main)
+                visual = self.task.model.visual
+                pos = getattr(visual, "pos_embed", None)
                 if not isinstance(pos, nn.Parameter):
-                    raise VlpbenchError(f"--pos-std: {a.arch} has no position embeddings (patch presets have them)")
-                with torch.no_grad():  # as the embedder's own init, at another scale (PatchEmbedConfig.pos_std)
-                    nn.init.trunc_normal_(pos, std=a.pos_std)
-            if a.pos_sincos:
-                pos = getattr(self.task.model.visual, "pos_embed", None)
-                if not isinstance(pos, nn.Parameter):
-                    raise VlpbenchError(f"--pos-sincos: {a.arch} has no position embeddings (patch presets have them)")
-                with torch.no_grad():  # as PatchEmbedConfig.pos_init="sincos" builds them
-                    pos.copy_(sincos_position_embedding(self.task.model.visual.pos_grid, pos.shape[-1]))
+                    flag = "--pos-sincos" if a.pos_sincos else "--pos-std"
+                    raise VlpbenchError(f"{flag}: {a.arch} has no position embeddings (patch presets have them)")
+                with torch.no_grad():  # as the embedder builds them (PatchEmbedConfig.pos_init / pos_std)
+                    if a.pos_sincos:
+                        pos.copy_(sincos_position_embedding(visual.pos_grid, pos.shape[-1]))
+                    else:
+                        nn.init.trunc_normal_(pos, std=a.pos_std)
             if a.freeze_patch:
                 proj = getattr(self.task.model.visual, "proj", None)
                 if not isinstance(proj, nn.Conv2d):

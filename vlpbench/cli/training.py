@@ -95,26 +95,10 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(summary, indent=1))
     if summary["finished"] and not args.no_eval:
+        from vlpbench.study.evaluate import evaluate_run
+
         print(json.dumps(evaluate_run(task, data, args.run_dir), indent=1))
     return 0
-
-
-def evaluate_run(task, data, run_dir: str) -> dict:
-    """The finished model on the test split of the data it trained on, as ``vlpbench study`` scores a run
-    (QA by type, retrieval over a 100-image gallery, matching), with the study's non-relational bar;
-    written atomically to ``run_dir/metrics.json``."""
-    from vlpbench.store import atomic_write_json
-    from vlpbench.study.evaluate import evaluate_all
-    from vlpbench.study.runner import BAR
-
-    metrics = evaluate_all(task, data, "test")
-    result = {
-        "split": "test",
-        "metrics": metrics,
-        "bar": {"qa.non_relational": BAR, "passed": metrics["qa.non_relational"] >= BAR},
-    }
-    atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
-    return result
 
 
 def _objectives(args: argparse.Namespace):

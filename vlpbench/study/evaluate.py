@@ -16,11 +16,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from vlpbench.store import atomic_write_json
 from vlpbench.study.data import (
     SyntheticData,
     collate,
@@ -172,6 +174,22 @@ def evaluate_all(
         "matching": rule,
     }
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))} | {"_notes": notes}
+
+
+def evaluate_run(task: TaskModel, data: SyntheticData, run_dir: str) -> dict[str, Any]:
+    """A finished ``vlpbench train`` model on the test split of the data it trained on, scored as the study
+    scores a run (:func:`evaluate_all`) and held to the study's non-relational bar; written atomically to
+    ``run_dir/metrics.json``."""
+    from vlpbench.study.runner import BAR  # the runner imports this module's callers, not the reverse
+
+    metrics = evaluate_all(task, data, "test")
+    result = {
+        "split": "test",
+        "metrics": metrics,
+        "bar": {"qa.non_relational": BAR, "passed": metrics["qa.non_relational"] >= BAR},
+    }
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), result)
+    return result
 
 
 def numeric(metrics: dict[str, Any]) -> list[str]:

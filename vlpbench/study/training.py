@@ -275,9 +275,10 @@ def build_reference(cfg: TrainConfig, vocab_size: int, num_answers: int) -> Rela
 
 
 def detector_classes(path: str) -> int:
-    """Box classes (background included) of a detector.pt, read from its classifier's weight."""
+    """Box classes (background included) of a detector.pt, read from its classifier's weight's shape (the file
+    is memory-mapped, so the weights the embedder loads next are not read twice)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return int(state["box_predictor.cls_score.weight"].shape[0])
     except Exception as e:
         raise bad_value("detector weights", path, f"a detector.pt from `vlpbench train-detector` ({e})") from e
