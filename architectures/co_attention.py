@@ -16,7 +16,9 @@ from the same inputs), each followed by a post-norm residual and the stream's ow
 
 Visual input: tokens are projected from ``visual_spec.dim`` to the visual width and LayerNorm-ed.  With
 boxes (region features) the 5-d location (x1, y1, x2, y2, area ratio; boxes already normalised) goes
-through Linear(5, visual_hidden) and is added first; without boxes (grid / patch tokens) that is skipped.
+through Linear(5, visual_hidden) and is added first (``box_code="linear+sincos"`` also adds a fixed sine-cosine
+code of the box centre, :data:`architectures.common.BOX_CODES`); without boxes (grid / patch tokens) that is
+skipped.  ``freeze_visual_proj`` keeps the visual projection at its initialisation.
 A whole-image token (masked mean of the features; box [0, 0, 1, 1], area 1 when boxes exist) is
 prepended unless the visual spec already has a summary token (``has_cls``, e.g. ViLT patches), so
 region and grid tokens both get one and the visual pooler always reads a whole-image summary.
@@ -41,6 +43,8 @@ from vlpbench.layers import Attention, Block, Mlp, init_std, init_transformer_we
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
+from .common import box_sincos, check_box_code
+
 
 @dataclass(frozen=True)
 class CoAttentionConfig:
@@ -60,6 +64,9 @@ class CoAttentionConfig:
     eps: float = 1e-12  # LayerNorm epsilon (BERT)
     act: str = "gelu"  # feed-forward activation
     default_visual_tokens: int = 36  # regions for make_inputs when the visual spec leaves the count open
+    box_code: str = "linear"  # region boxes: "linear" (ViLBERT) or "linear+sincos" (architectures.common)
+    box_grid: float = 8.0  # sincos box code: grid cells per image side
+    freeze_visual_proj: bool = False  # keep the visual projection at its initialisation
 
 
 class CoAttentionLayer(nn.Module):
@@ -118,7 +125,11 @@ class CoAttentionInteraction(nn.Module):
                 raise bad_value(name, ids, f"strictly increasing layer indices in 0..{n}")
         if text_spec.num_tokens is not None and text_spec.num_tokens > cfg.max_text_len:
             raise bad_value("text length", text_spec.num_tokens, f"at most {cfg.max_text_len} tokens")
+        check_box_code(cfg.box_code, cfg.box_grid, cfg.visual_hidden)
+        if not isinstance(cfg.freeze_visual_proj, bool):
+            raise bad_value("freeze_visual_proj", cfg.freeze_visual_proj, "true or false")
         self.cfg = cfg
+        self.box_code, self.box_grid = cfg.box_code, float(cfg.box_grid)
         self.visual_dim, self.text_dim = visual_spec.dim, text_spec.dim
         self.has_boxes = visual_spec.has_boxes
         self.add_image_token = not visual_spec.has_cls
@@ -155,6 +166,8 @@ class CoAttentionInteraction(nn.Module):
         self.steps = _schedule(v_ids, t_ids, cfg.visual_layers, cfg.text_layers)
         # vilbert_beta's init_bert_weights: every Linear N(0, 0.02), biases 0, LayerNorm 1 / 0
         init_transformer_weights(self, init_std(min(cfg.text_hidden, cfg.visual_hidden, cfg.bi_hidden)))
+        if cfg.freeze_visual_proj:
+            self.v_proj.requires_grad_(False)
 
     @classmethod
     def from_config(
@@ -220,6 +233,8 @@ class CoAttentionInteraction(nn.Module):
             area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
             loc = torch.cat([boxes, area[..., None]], dim=-1)  # [B, N, 4] -> [B, N, 5]
             x = x + self.v_loc(loc.to(x.dtype))
+            if self.box_code == "linear+sincos":
+                x = x + box_sincos(boxes.to(x.dtype), x.shape[-1], self.box_grid)
         return self.v_norm(x), mask
 
     def forward(self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage) -> InteractionOutput:

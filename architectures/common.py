@@ -1,5 +1,5 @@
 """Helpers every interaction shares: seeded inputs that match two token specs, the up-front token checks,
-and UNITER's box-location feature."""
+and the box-location codes of region tokens (UNITER's feature, and a fixed sine-cosine code of the centre)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from vlpbench.errors import VlpbenchError, bad_value
+from vlpbench.layers import sincos_2d
 from vlpbench.types import TextTokens, TokenSpec, VisualTokens
 
 DEFAULT_TOKENS = {"vision": 36, "text": 40}  # token counts for make_inputs when a spec leaves them open
@@ -17,6 +18,31 @@ def box_features(boxes: torch.Tensor) -> torch.Tensor:
     """UNITER's location feature: boxes [B, N, 4] (x1, y1, x2, y2 in [0, 1]) -> [B, N, 7] (+ w, h, w*h)."""
     wh = boxes[..., 2:] - boxes[..., :2]  # [B, N, 2]
     return torch.cat([boxes, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
+
+
+# How an interaction adds a region token's box: "linear" (the papers': a Linear of the box coordinates), or
+# "linear+sincos": also a fixed 2-D sine-cosine code of the box centre in units of 1 / box_grid of the image,
+# the code ViLT-style patch tokens get from sine-cosine position embeddings (vlpbench.layers.sincos_2d).
+BOX_CODES = ("linear", "linear+sincos")
+
+
+def check_box_code(box_code: str, box_grid: float, width: int) -> None:
+    if box_code not in BOX_CODES:
+        raise bad_value("box_code", box_code, BOX_CODES)
+    if box_code != "linear" and width % 4:
+        raise bad_value("width", width, f"a multiple of 4 for box_code={box_code!r} (sin and cos of x and y)")
+    if isinstance(box_grid, bool) or not isinstance(box_grid, (int, float)) or not box_grid > 0:
+        raise bad_value("box_grid", box_grid, "a number > 0 (grid cells per image side)")
+
+
+def box_sincos(boxes: torch.Tensor, dim: int, grid: float) -> torch.Tensor:
+    """boxes [B, N, 4] (x1, y1, x2, y2 in [0, 1]) -> [B, N, dim]: the sine-cosine code of the box centre,
+    rows then columns, in units of 1 / ``grid`` of the image side, so that a box centred on patch (r, c) of a
+    ``grid`` x ``grid`` patch grid gets that patch's sine-cosine position embedding
+    (:func:`vlpbench.embedders.patch.sincos_position_embedding`)."""
+    cx = (boxes[..., 0] + boxes[..., 2]) / 2 * grid - 0.5
+    cy = (boxes[..., 1] + boxes[..., 3]) / 2 * grid - 0.5
+    return sincos_2d(cy, cx, dim)
 
 
 def make_interaction_inputs(

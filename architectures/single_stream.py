@@ -6,7 +6,10 @@ build the padding mask) -> ``encoder`` (the pre-norm layers and the final LayerN
 
 It takes any visual embedder: tokens of another width are projected by a Linear, and region
 features (``TokenSpec.has_boxes``) get UNITER's 7-d location encoding (x1, y1, x2, y2, w, h, w*h) ->
-Linear, added to the projected feature.  Weight names follow :mod:`vlpbench.layers` so
+Linear, added to the projected feature; ``box_code="linear+sincos"`` adds a fixed sine-cosine code of the box
+centre beside it (:data:`architectures.common.BOX_CODES`), and ``freeze_visual_proj`` keeps the projection
+of the visual tokens at its initialisation (the study's region presets use both: README "Measured here").
+Weight names follow :mod:`vlpbench.layers` so
 :mod:`architectures.loaders` can map transformers' ``ViltModel`` onto it.
 """
 
@@ -23,7 +26,7 @@ from vlpbench.layers import Encoder, init_std, init_transformer_weights, padding
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
-from .common import box_features, check_tokens, make_interaction_inputs
+from .common import box_features, box_sincos, check_box_code, check_tokens, make_interaction_inputs
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class SingleStreamConfig:
     eps: float = 1e-12  # LayerNorm eps (ViLT keeps BERT's 1e-12)
     modality_types: int = 2  # modality-type embedding rows (0 text, 1 image; NLVR2 adds 2)
     dropout: float = 0.0  # hidden / attention dropout (training only)
+    box_code: str = "linear"  # region boxes: "linear" (UNITER) or "linear+sincos" (architectures.common)
+    box_grid: float = 8.0  # sincos box code: grid cells per image side
+    freeze_visual_proj: bool = False  # keep the visual-token projection at its initialisation
 
 
 class SingleStreamInteraction(nn.Module):
@@ -57,10 +63,20 @@ class SingleStreamInteraction(nn.Module):
         eps: float = 1e-12,
         modality_types: int = 2,
         dropout: float = 0.0,
+        box_code: str = "linear",
+        box_grid: float = 8.0,
+        freeze_visual_proj: bool = False,
     ):
         super().__init__()
         if width % heads:
             raise bad_value("width", width, f"a multiple of heads={heads}")
+        check_box_code(box_code, box_grid, width)
+        if not isinstance(freeze_visual_proj, bool):
+            raise bad_value("freeze_visual_proj", freeze_visual_proj, "true or false")
+        if freeze_visual_proj and visual_spec.dim == width:
+            raise bad_value(
+                "freeze_visual_proj", freeze_visual_proj, f"false: visual tokens of width {width} are not projected"
+            )
         self.visual_spec, self.text_spec = visual_spec, text_spec
         self.output_dim = width
         self.text_proj = nn.Linear(text_spec.dim, width) if text_spec.dim != width else nn.Identity()
@@ -73,8 +89,11 @@ class SingleStreamInteraction(nn.Module):
         self.norm = nn.LayerNorm(width, eps=eps)
         self.pooler = nn.Linear(width, width)
         self.act = act
+        self.box_code, self.box_grid = box_code, float(box_grid)
         # ViLT / UNITER initialise every Linear, Embedding and LayerNorm of the model this way
         init_transformer_weights(self, init_std(width))
+        if freeze_visual_proj:
+            self.visual_proj.requires_grad_(False)
 
     @classmethod
     def from_config(
@@ -91,6 +110,9 @@ class SingleStreamInteraction(nn.Module):
             eps=cfg.eps,
             modality_types=cfg.modality_types,
             dropout=cfg.dropout,
+            box_code=cfg.box_code,
+            box_grid=cfg.box_grid,
+            freeze_visual_proj=cfg.freeze_visual_proj,
         )
 
     def workload(self) -> dict[str, Any]:
@@ -107,6 +129,8 @@ class SingleStreamInteraction(nn.Module):
         v = self.visual_proj(visual.features)
         if self.box_proj is not None:
             v = v + self.box_proj(box_features(visual.boxes.to(v.dtype)))
+            if self.box_code == "linear+sincos":
+                v = v + box_sincos(visual.boxes.to(v.dtype), v.shape[-1], self.box_grid)
         v = v + self.modality.weight[image_type]
         x = torch.cat([t, v], dim=1)  # [B, L, W] + [B, N, W] -> [B, L + N, W]
         mask = torch.cat([text.mask, visual.mask], dim=1)

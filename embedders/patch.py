@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import bad_value
-from vlpbench.layers import CLIP_MEAN, CLIP_STD
+from vlpbench.layers import CLIP_MEAN, CLIP_STD, sincos_2d
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import TokenSpec, VisualTokens
 
@@ -125,22 +125,13 @@ POS_INITS = ("normal", "sincos")
 
 
 def sincos_position_embedding(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """2-D sine-cosine position embeddings (as MAE's ``get_2d_sincos_pos_embed``): [1, 1 + Gh*Gw, dim], the
-    class position zero, then the grid in raster order.  The first half of the channels encodes the row, the
-    second the column, each as sin / cos of the index at dim / 4 frequencies ``temperature ** (-k / (dim / 4))``;
-    a low frequency is close to linear in the index, so "left or right" is one direction of the embedding."""
+    """2-D sine-cosine position embeddings (:func:`vlpbench.layers.sincos_2d` of the patch rows and columns, as
+    MAE's ``get_2d_sincos_pos_embed``): [1, 1 + Gh*Gw, dim], the class position zero, then the grid in raster
+    order."""
     if dim % 4:
         raise bad_value("dim", dim, "a multiple of 4 for pos_init='sincos' (sin and cos of rows and columns)")
-    quarter = dim // 4
-    omega = temperature ** (-torch.arange(quarter, dtype=torch.float64) / quarter)  # [D/4]
-    rows, cols = torch.meshgrid(
-        torch.arange(grid[0], dtype=torch.float64), torch.arange(grid[1], dtype=torch.float64), indexing="ij"
-    )
-    parts = []
-    for index in (rows.flatten(), cols.flatten()):
-        angle = index[:, None] * omega[None]  # [G, D/4]
-        parts += [angle.sin(), angle.cos()]
-    table = torch.cat(parts, dim=1).float()  # [G, D]
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    table = sincos_2d(rows.flatten().double(), cols.flatten().double(), dim, temperature).float()  # [G, D]
     return torch.cat([torch.zeros(1, dim), table])[None]
 
 

@@ -31,7 +31,9 @@ patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does 
 convolutions kernel 4 (padding 1), which centres each feature cell on a 16-pixel scene cell instead of on its
 corner.  Region presets read the features of the ground-truth boxes from an untrained detector, or from
 ``--detector`` (a ``vlpbench train-detector`` file); with them ``--colour-probe`` prints linear read-outs of
-each object's colour and shape from those features.
+each object's colour, shape and image half from those features.  ``--box-code`` sets how a region preset's
+interaction adds the box (``linear`` as the papers, ``linear+sincos`` with a sine-cosine code of its centre),
+and ``--visual-proj frozen`` / ``trained`` keeps its visual-token projection at its initialisation or trains it.
 
 Example (about 2 minutes on 2 idle cores)::
 
@@ -52,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlpbench.architectures.common import BOX_CODES
 from vlpbench.embedders.patch import sincos_position_embedding
 from vlpbench.errors import VlpbenchError
 from vlpbench.presets.small import REGION_ARCHS
@@ -170,6 +173,16 @@ class Runner:
                         pos.copy_(sincos_position_embedding(visual.pos_grid, pos.shape[-1]))
                     else:
                         nn.init.trunc_normal_(pos, std=a.pos_std)
+            inter = self.task.model.interaction
+            if a.box_code is not None:
+                if getattr(inter, "box_proj", None) is None and getattr(inter, "v_loc", None) is None:
+                    raise VlpbenchError(f"--box-code: {a.arch} reads no boxes (fusion region presets do)")
+                inter.box_code = a.box_code
+            if a.visual_proj is not None:
+                proj = getattr(inter, "visual_proj", getattr(inter, "v_proj", None))
+                if not isinstance(proj, nn.Linear):
+                    raise VlpbenchError(f"--visual-proj: {a.arch} has no visual-token projection (fusion presets do)")
+                proj.requires_grad_(a.visual_proj == "trained")
             if a.freeze_patch:
                 proj = getattr(self.task.model.visual, "proj", None)
                 if not isinstance(proj, nn.Conv2d):
@@ -291,21 +304,27 @@ class Runner:
             return float((pred[occupied] == truth[occupied]).float().mean())
 
     def region_probe(self, steps: int = 500) -> dict[str, float]:
-        """What a region preset's cached ground-truth-box features hold: linear read-outs of each object's colour
-        and shape (features standardised on the train split, ``steps`` full-batch Adam steps), scored on the
-        test split's objects.  The detector is frozen, so this holds for the whole run."""
+        """What a region preset's cached ground-truth-box features hold: linear read-outs of each object's colour,
+        shape, and half of the image (left / right, top / bottom: the answers of the position questions, which
+        the features must carry for a model that reads no box, as VSE), features standardised on the train
+        split, ``steps`` full-batch Adam steps, scored on the test split's objects.  The detector is frozen,
+        so this holds for the whole run."""
         cfg, cache = self.spec.scene_config(), self.task.visual_cache
+        labels = {
+            "colour": lambda o: cfg.colours.index(o.colour),
+            "shape": lambda o: cfg.shapes.index(o.shape),
+            "horizontal": lambda o: int(o.cx >= o.canvas / 2),
+            "vertical": lambda o: int(o.cy >= o.canvas / 2),
+        }
         out = {}
-        for attr, names in (("colour", cfg.colours), ("shape", cfg.shapes)):
+        for attr, label in labels.items():
             x, y = {}, {}
             for split in ("train", "test"):
                 x[split] = cache[split]["features"][cache[split]["mask"].bool()]  # objects in scene order
-                y[split] = torch.tensor(
-                    [names.index(getattr(o, attr)) for scene in self.data.split(split).scenes for o in scene.objects]
-                )
+                y[split] = torch.tensor([label(o) for scene in self.data.split(split).scenes for o in scene.objects])
             mean, std = x["train"].mean(0), x["train"].std(0) + 1e-6
             gen = torch.Generator().manual_seed(0)
-            head = nn.Linear(x["train"].shape[1], len(names))
+            head = nn.Linear(x["train"].shape[1], int(y["train"].max()) + 1)
             nn.init.normal_(head.weight, std=0.01, generator=gen)
             opt = torch.optim.Adam(head.parameters(), lr=1e-2)
             for _ in range(steps):
@@ -358,6 +377,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="patch presets: position embeddings start from 2-D sine-cosine values (PatchEmbedConfig.pos_init)",
     )
+    p.add_argument(
+        "--box-code",
+        choices=BOX_CODES,
+        default=None,
+        help="region presets with a box: how the box is added (default: the preset's; architectures.common)",
+    )
+    p.add_argument(
+        "--visual-proj",
+        choices=("frozen", "trained"),
+        default=None,
+        help="fusion presets: keep the visual-token projection at its initialisation or train it "
+        "(default: the preset's freeze_visual_proj)",
+    )
     p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
     p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -387,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pos-std re-initialises a preset's position embeddings: it needs --arch and a std > 0")
     if a.pos_sincos and (not a.arch or a.pos_std is not None):
         p.error("--pos-sincos sets a preset's position embeddings: it needs --arch, and not --pos-std")
+    if (a.box_code or a.visual_proj) and not a.arch:
+        p.error("--box-code and --visual-proj change a preset's interaction: they need --arch")
     if a.freeze_patch and not a.arch:
         p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
     if a.colour_probe and (a.objects != "pixels" or (a.arch and a.arch not in REGION_ARCHS)):

@@ -161,6 +161,22 @@ class Block(nn.Module):
         return self.ln2(x + self.mlp(x))
 
 
+def sincos_2d(rows: torch.Tensor, cols: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """2-D sine-cosine codes of positions (as MAE's ``get_2d_sincos_pos_embed``): rows, cols [...] (grid units,
+    fractional allowed) -> [..., dim].  The first half of the channels encodes the row, the second the column,
+    each as sin / cos of the position at dim / 4 frequencies ``temperature ** (-k / (dim / 4))``; a low
+    frequency is close to linear in the position, so "left or right" is one direction of the code."""
+    if dim % 4:
+        raise ValueError(f"dim {dim}: a multiple of 4 (sin and cos of rows and columns)")
+    quarter = dim // 4
+    omega = temperature ** (-torch.arange(quarter, dtype=torch.float64, device=rows.device) / quarter)  # [D/4]
+    parts = []
+    for index in (rows, cols):
+        angle = index.to(torch.float64)[..., None] * omega  # [..., D/4]
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=-1).to(rows.dtype if rows.is_floating_point() else torch.float32)
+
+
 REFERENCE_WIDTH = 768  # BERT-base / ViT-B: the width the 0.02 initialisation was chosen for
 
 

@@ -229,9 +229,30 @@ def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tm
     args = ["--arch", "uniter-small", "--colour-probe", "--n-train", "20", "--steps", "0", "--threads", "1"]
     assert tool.main(args + ["--detector", det]) == 0
     probe = json.loads(capsys.readouterr().out.splitlines()[0])["region_probe"]
-    assert set(probe) == {"region_colour", "region_shape"} and all(0 <= v <= 1 for v in probe.values())
+    assert set(probe) == {"region_colour", "region_shape", "region_horizontal", "region_vertical"}
+    assert all(0 <= v <= 1 for v in probe.values())
     assert runners[0].task.model.visual.box_predictor.cls_score.out_features == 1 + 6 * 2  # the detector's classes
     for bad in (["--detector", str(tmp_path / "missing.pt")], ["--arch", "vilt-small", "--detector", det]):
         with pytest.raises(SystemExit) as e:
             tool.main(args + bad)
+        assert e.value.code == 2
+
+
+def test_box_code_and_visual_proj_reach_a_region_preset(tool, monkeypatch, capsys):
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    base = ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
+    for arch, proj_name in (("uniter-small", "visual_proj"), ("vilbert-small", "v_proj")):
+        for code, proj in (("linear", "trained"), ("linear+sincos", "frozen")):
+            assert tool.main(["--arch", arch, "--box-code", code, "--visual-proj", proj] + base) == 0
+            inter = runners[-1].task.model.interaction
+            assert inter.box_code == code
+            assert getattr(inter, proj_name).weight.requires_grad == (proj == "trained")
+    assert tool.main(["--arch", "clip-small", "--box-code", "linear"] + base) == 2
+    assert "reads no boxes" in capsys.readouterr().err
+    assert tool.main(["--arch", "clip-small", "--visual-proj", "frozen"] + base) == 2
+    assert "no visual-token projection" in capsys.readouterr().err
+    for bad in (["--kind", "rn", "--box-code", "linear"], ["--arch", "uniter-small", "--box-code", "fourier"]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(bad)
         assert e.value.code == 2
