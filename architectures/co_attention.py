@@ -125,9 +125,7 @@ class CoAttentionInteraction(nn.Module):
                 raise bad_value(name, ids, f"strictly increasing layer indices in 0..{n}")
         if text_spec.num_tokens is not None and text_spec.num_tokens > cfg.max_text_len:
             raise bad_value("text length", text_spec.num_tokens, f"at most {cfg.max_text_len} tokens")
-        check_box_code(cfg.box_code, cfg.box_grid, cfg.visual_hidden)
-        if not isinstance(cfg.freeze_visual_proj, bool):
-            raise bad_value("freeze_visual_proj", cfg.freeze_visual_proj, "true or false")
+        check_box_code(cfg.box_code, cfg.box_grid, cfg.visual_hidden, cfg.freeze_visual_proj)
         self.cfg = cfg
         self.box_code, self.box_grid = cfg.box_code, float(cfg.box_grid)
         self.visual_dim, self.text_dim = visual_spec.dim, text_spec.dim

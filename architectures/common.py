@@ -26,7 +26,10 @@ def box_features(boxes: torch.Tensor) -> torch.Tensor:
 BOX_CODES = ("linear", "linear+sincos")
 
 
-def check_box_code(box_code: str, box_grid: float, width: int) -> None:
+def check_box_code(box_code: str, box_grid: float, width: int, freeze_visual_proj: bool) -> None:
+    """The region options an interaction shares: its box code and whether its visual projection is frozen."""
+    if not isinstance(freeze_visual_proj, bool):
+        raise bad_value("freeze_visual_proj", freeze_visual_proj, "true or false")
     if box_code not in BOX_CODES:
         raise bad_value("box_code", box_code, BOX_CODES)
     if box_code != "linear" and width % 4:

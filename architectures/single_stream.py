@@ -70,9 +70,7 @@ class SingleStreamInteraction(nn.Module):
         super().__init__()
         if width % heads:
             raise bad_value("width", width, f"a multiple of heads={heads}")
-        check_box_code(box_code, box_grid, width)
-        if not isinstance(freeze_visual_proj, bool):
-            raise bad_value("freeze_visual_proj", freeze_visual_proj, "true or false")
+        check_box_code(box_code, box_grid, width, freeze_visual_proj)
         if freeze_visual_proj and visual_spec.dim == width:
             raise bad_value(
                 "freeze_visual_proj", freeze_visual_proj, f"false: visual tokens of width {width} are not projected"

@@ -316,24 +316,26 @@ class Runner:
             "horizontal": lambda o: int(o.cx >= o.canvas / 2),
             "vertical": lambda o: int(o.cy >= o.canvas / 2),
         }
+        x = {s: cache[s]["features"][cache[s]["mask"].bool()] for s in ("train", "test")}  # objects in scene order
+        mean, std = x["train"].mean(0), x["train"].std(0) + 1e-6
+        z = {s: (v - mean) / std for s, v in x.items()}  # standardised on the train split
         out = {}
         for attr, label in labels.items():
-            x, y = {}, {}
-            for split in ("train", "test"):
-                x[split] = cache[split]["features"][cache[split]["mask"].bool()]  # objects in scene order
-                y[split] = torch.tensor([label(o) for scene in self.data.split(split).scenes for o in scene.objects])
-            mean, std = x["train"].mean(0), x["train"].std(0) + 1e-6
+            y = {
+                s: torch.tensor([label(o) for scene in self.data.split(s).scenes for o in scene.objects])
+                for s in ("train", "test")
+            }
             gen = torch.Generator().manual_seed(0)
-            head = nn.Linear(x["train"].shape[1], int(y["train"].max()) + 1)
+            head = nn.Linear(z["train"].shape[1], int(y["train"].max()) + 1)
             nn.init.normal_(head.weight, std=0.01, generator=gen)
             opt = torch.optim.Adam(head.parameters(), lr=1e-2)
             for _ in range(steps):
-                loss = F.cross_entropy(head((x["train"] - mean) / std), y["train"])
+                loss = F.cross_entropy(head(z["train"]), y["train"])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                out[f"region_{attr}"] = float((head((x["test"] - mean) / std).argmax(-1) == y["test"]).float().mean())
+                out[f"region_{attr}"] = float((head(z["test"]).argmax(-1) == y["test"]).float().mean())
         return out
 
     @torch.no_grad()
