@@ -158,8 +158,11 @@ class Runner:
             from vlpbench.study.training import TrainConfig, build_task_model, cache_regions
 
             load_all()
-            cfg = TrainConfig(arch=a.arch, data=spec, seed=a.seed, regions="oracle", detector=a.detector)
+            qa_norm = {} if a.qa_norm is None else {"qa_norm": a.qa_norm}
+            cfg = TrainConfig(arch=a.arch, data=spec, seed=a.seed, regions="oracle", detector=a.detector, **qa_norm)
             self.task = build_task_model(cfg, data)
+            if a.qa_norm is not None and self.task.family != "dual":
+                raise VlpbenchError(f"--qa-norm: {a.arch} is a fusion model (the dual presets' QA head has it)")
             cache_regions(self.task, data, a.detector, oracle=True)  # region presets read ground-truth boxes
             self.model: nn.Module = self.task
             if a.pos_std is not None or a.pos_sincos:  # at most one of them (checked in main)
@@ -392,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
         help="fusion presets: keep the visual-token projection at its initialisation or train it "
         "(default: the preset's freeze_visual_proj)",
     )
+    p.add_argument(
+        "--qa-norm",
+        choices=("batch", "none"),
+        default=None,
+        help="dual presets: standardise each pooled embedding over the batch before the QA head, or not "
+        "(default: the trainer's, batch)",
+    )
     p.add_argument("--types", default="", help="comma-separated question types (default: the design's)")
     p.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: the design's)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -421,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pos-std re-initialises a preset's position embeddings: it needs --arch and a std > 0")
     if a.pos_sincos and (not a.arch or a.pos_std is not None):
         p.error("--pos-sincos sets a preset's position embeddings: it needs --arch, and not --pos-std")
+    if a.qa_norm is not None and not a.arch:
+        p.error("--qa-norm changes a dual preset's QA head: it needs --arch")
     if (a.box_code or a.visual_proj) and not a.arch:
         p.error("--box-code and --visual-proj change a preset's interaction: they need --arch")
     if a.freeze_patch and not a.arch:

@@ -81,3 +81,39 @@ def test_objective_config_errors():
         ObjectiveConfig(wpa=-1).validate()
     with pytest.raises(VlpbenchError, match="invalid augment 'flip'"):
         TrainConfig(arch="vilt-small", augment="flip").validate()
+
+
+def test_dual_qa_head_standardises_each_embedding_over_the_batch(data):
+    """qa_norm="batch" removes what every image embedding shares (clip-small's class token at init), so the head
+    reads only what differs between images; "none" keeps it.  In eval mode a sample's input to the head does not
+    depend on the rest of its batch (running statistics)."""
+    from vlpbench.types import InteractionOutput
+
+    torch.manual_seed(0)
+    img, txt = torch.randn(8, 32), torch.randn(8, 32)
+    shared = 100.0 * torch.randn(32)
+    pair = {}
+    for norm in ("batch", "none"):
+        task = build_task_model(TrainConfig(arch="clip-small", tiny=True, data=SPEC, qa_norm=norm), data)
+        task.train()
+        plain = task.pooled_pair(InteractionOutput(image_embeds=img, text_embeds=txt))
+        shifted = task.pooled_pair(InteractionOutput(image_embeds=img + shared, text_embeds=txt))
+        pair[norm] = (plain, shifted)
+        task.eval()
+        whole = task.pooled_pair(InteractionOutput(image_embeds=img, text_embeds=txt))
+        half = task.pooled_pair(InteractionOutput(image_embeds=img[:4], text_embeds=txt[:4]))
+        torch.testing.assert_close(whole[:4], half)
+    torch.testing.assert_close(pair["batch"][0], pair["batch"][1], atol=1e-4, rtol=1e-4)
+    assert float((pair["none"][0] - pair["none"][1]).abs().max()) > 0.1
+
+
+def test_qa_norm_errors_and_old_configs():
+    with pytest.raises(VlpbenchError, match="invalid qa_norm 'layer'"):
+        TrainConfig(arch="clip-small", qa_norm="layer").validate()
+    with pytest.raises(VlpbenchError, match="invalid batch_size 1"):
+        TrainConfig(arch="clip-small", batch_size=1).validate()
+    TrainConfig(arch="clip-small", batch_size=1, qa_norm="none").validate()
+    TrainConfig(arch="vilt-small", batch_size=1).validate()  # fusion models have no such head
+    old = TrainConfig(arch="clip-small").to_dict()
+    del old["qa_norm"]  # a run written before the option: it trained without the standardisation
+    assert TrainConfig.from_dict(old).qa_norm == "none"

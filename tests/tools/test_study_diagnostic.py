@@ -256,3 +256,20 @@ def test_box_code_and_visual_proj_reach_a_region_preset(tool, monkeypatch, capsy
         with pytest.raises(SystemExit) as e:
             tool.main(bad)
         assert e.value.code == 2
+
+
+def test_qa_norm_reaches_a_dual_preset(tool, monkeypatch, capsys):
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    base = ["--arch", "clip-small", "--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
+    for flag, norm in (([], "batch"), (["--qa-norm", "none"], "none"), (["--qa-norm", "batch"], "batch")):
+        assert tool.main(base + flag) == 0
+        task = runners[-1].task
+        assert task.qa_norm == norm
+        assert isinstance(task.qa_image_norm, torch.nn.BatchNorm1d) == (norm == "batch")
+    assert tool.main(["--arch", "vilt-small", "--qa-norm", "none"] + base[2:]) == 2
+    assert "is a fusion model" in capsys.readouterr().err
+    for bad in (["--kind", "rn", "--qa-norm", "none"], ["--arch", "clip-small", "--qa-norm", "layer"]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(bad)
+        assert e.value.code == 2

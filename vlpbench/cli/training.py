@@ -79,6 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         warmup_frac=args.warmup_frac,
         align_frac=args.align_frac,
         loss=args.loss,
+        qa_norm=args.qa_norm,
         augment=args.augment,
         objectives=_objectives(args),
         tiny=args.tiny,
@@ -255,6 +256,11 @@ def register(sub) -> None:
         "from step 0, as the study's profiles)",
     )
     p.add_argument("--loss", default="auto", help="dual encoders: infonce, hinge or auto (hinge for VSE)")
+    p.add_argument(
+        "--qa-norm",
+        default="batch",
+        help="dual encoders' QA head: batch (standardise each pooled embedding over the batch) or none",
+    )
     p.add_argument(
         "--objective",
         action="append",

@@ -4,7 +4,8 @@ Two classes, one per interaction family (read from the interaction's registry ta
 
 * :class:`DualTaskModel` (classes a and b, ``logits_per_image`` filled): retrieval pairs -> InfoNCE over
   ``logits_per_image`` (CLIP) or the VSE++ hinge (VSE); QA -> a VQA head on the shallow interaction
-  ``[image; text; image * text]`` of the normalised pooled embeddings; matching statements (true, random,
+  ``[image; text; image * text]`` of the pooled embeddings, each standardised over the batch (``qa_norm``)
+  and normalised; matching statements (true, random,
   binding- and relation-swapped) -> a logistic loss on ``scale * (cos - bias)``, so dual encoders see the
   same hard negatives as the fusion models.
 * :class:`FusionTaskModel` (classes c and d): retrieval pairs -> MLM on the positives plus ITM against a
@@ -46,6 +47,7 @@ from vlpbench.types import InteractionOutput, VisualTokens
 FIRST_WORD_ID = 5  # ids below are [PAD] [CLS] [SEP] [MASK] [UNK]
 MASK_ID = 3
 MASKINGS = ("mask", "bert")
+QA_NORMS = ("batch", "none")
 CONTRASTIVE = ("auto", "infonce", "hinge")
 
 
@@ -208,12 +210,21 @@ class DualTaskModel(TaskModel):
         objectives: ObjectiveConfig,
         loss: str = "infonce",
         pixel_processor: str | None = None,
+        qa_norm: str = "batch",
     ):
         super().__init__(model, num_answers=num_answers, objectives=objectives, pixel_processor=pixel_processor)
         if loss not in ("infonce", "hinge"):
             raise bad_value("loss", loss, ("infonce", "hinge"))
+        if qa_norm not in QA_NORMS:
+            raise bad_value("qa_norm", qa_norm, QA_NORMS)
         self.loss_kind = loss
         dim = model.interaction.output_dim
+        # The QA head standardises each pooled embedding over the batch first (BatchNorm without affine, as MAE's
+        # linear probe, He et al. 2022).  Without it clip-small's image embeddings of different images had cosine
+        # 0.9999 at init (the class token's own embedding dominates), and the QA head answered from the priors.
+        self.qa_norm = qa_norm
+        self.qa_image_norm = nn.BatchNorm1d(dim, affine=False) if qa_norm == "batch" else nn.Identity()
+        self.qa_text_norm = nn.BatchNorm1d(dim, affine=False) if qa_norm == "batch" else nn.Identity()
         self.qa = HEAD.build("vqa", context={"in_dim": 3 * dim}, num_answers=num_answers)
         self.match_scale = nn.Parameter(torch.tensor(10.0))
         # bias at 0: the initial logits sit at the 50% base rate of the statements.  At 0.5 every logit
@@ -227,8 +238,10 @@ class DualTaskModel(TaskModel):
         return (F.normalize(out.image_embeds, dim=-1) * F.normalize(out.text_embeds, dim=-1)).sum(-1)
 
     def pooled_pair(self, out: InteractionOutput) -> torch.Tensor:
-        """The shallow interaction [B, 3E] = [i; t; i * t] of normalised embeddings."""
-        i, t = F.normalize(out.image_embeds, dim=-1), F.normalize(out.text_embeds, dim=-1)
+        """The shallow interaction [B, 3E] = [i; t; i * t] of the (batch-standardised, ``qa_norm``) embeddings,
+        each normalised to unit length."""
+        i = F.normalize(self.qa_image_norm(out.image_embeds), dim=-1)
+        t = F.normalize(self.qa_text_norm(out.text_embeds), dim=-1)
         return torch.cat([i, t, i * t], dim=-1)
 
     def qa_logits(self, out: InteractionOutput) -> torch.Tensor:

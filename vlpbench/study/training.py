@@ -51,7 +51,7 @@ from vlpbench.study.augment import AUGMENTS, augment_batch
 from vlpbench.study.data import DatasetConfig, SceneConfig, SyntheticData, collate
 from vlpbench.study.data.language import QUESTION_TYPES
 from vlpbench.study.data.scenes import SHAPE_NAMES, SIZE_NAMES
-from vlpbench.study.objectives import DualTaskModel, FusionTaskModel, ObjectiveConfig, TaskModel
+from vlpbench.study.objectives import QA_NORMS, DualTaskModel, FusionTaskModel, ObjectiveConfig, TaskModel
 from vlpbench.study.relational import RelationalQA, RelationalTaskModel
 from vlpbench.study.schedule import lr_lambda
 from vlpbench.types import VisualTokens
@@ -124,6 +124,7 @@ class TrainConfig:
     align_frac: float = 0.4  # share of steps (the first) training only the alignment objective
     grad_clip: float = 1.0
     loss: str = "auto"  # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
+    qa_norm: str = "batch"  # dual encoders' QA head: "batch" (standardise each pooled embedding) or "none"
     objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # weights and options per objective
     augment: str = "none"  # "none" or "randaugment" (truth-preserving ops, vlpbench.study.augment)
     tiny: bool = False  # build the preset's tiny variant (smoke tests)
@@ -149,6 +150,17 @@ class TrainConfig:
             raise bad_value("align_frac", self.align_frac, "a fraction in [0, 1)")
         if self.loss not in ("auto", "infonce", "hinge"):
             raise bad_value("loss", self.loss, ("auto", "infonce", "hinge"))
+        if self.qa_norm not in QA_NORMS:
+            raise bad_value("qa_norm", self.qa_norm, QA_NORMS)
+        if (
+            self.qa_norm == "batch"
+            and self.batch_size < 2
+            and self.arch not in REFERENCE_ARCHS
+            and family_of(ARCH.config(self.arch).interaction) == "dual"
+        ):
+            raise bad_value(
+                "batch_size", self.batch_size, "at least 2 with qa_norm='batch' (it standardises over the batch)"
+            )
         if self.device not in DEVICES:
             raise bad_value("device", self.device, DEVICES)
         if self.regions not in REGION_SOURCES:
@@ -166,6 +178,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
+        d.setdefault("qa_norm", "none")  # written before the option existed: those runs trained without it
         d["data"] = DataSpec(**d.get("data", {}))
         d["objectives"] = ObjectiveConfig(**d.get("objectives", {}))
         return cls(**d)
@@ -251,7 +264,12 @@ def build_task_model(
     if family_of(arch_cfg.interaction) == "dual":
         loss = cfg.loss if cfg.loss != "auto" else ("hinge" if arch_cfg.interaction == "vse-gpo" else "infonce")
         task: TaskModel = DualTaskModel(
-            model, num_answers=num_answers, objectives=cfg.objectives, loss=loss, pixel_processor=processor
+            model,
+            num_answers=num_answers,
+            objectives=cfg.objectives,
+            loss=loss,
+            pixel_processor=processor,
+            qa_norm=cfg.qa_norm,
         )
     else:
         task = FusionTaskModel(
