@@ -26,13 +26,16 @@ def box_features(boxes: torch.Tensor) -> torch.Tensor:
 BOX_CODES = ("linear", "linear+sincos")
 
 
-def check_box_code(box_code: str, box_grid: float, width: int, freeze_visual_proj: bool) -> None:
-    """The region options an interaction shares: its box code and whether its visual projection is frozen."""
+def check_box_code(
+    box_code: str, box_grid: float, width: int, freeze_visual_proj: bool = False, accepted: tuple[str, ...] = BOX_CODES
+) -> None:
+    """The region options an interaction shares: its box code (one of ``accepted``) and whether its visual
+    projection is frozen."""
     if not isinstance(freeze_visual_proj, bool):
         raise bad_value("freeze_visual_proj", freeze_visual_proj, "true or false")
-    if box_code not in BOX_CODES:
-        raise bad_value("box_code", box_code, BOX_CODES)
-    if box_code != "linear" and width % 4:
+    if box_code not in accepted:
+        raise bad_value("box_code", box_code, accepted)
+    if "sincos" in box_code and width % 4:
         raise bad_value("width", width, f"a multiple of 4 for box_code={box_code!r} (sin and cos of x and y)")
     if isinstance(box_grid, bool) or not isinstance(box_grid, (int, float)) or not box_grid > 0:
         raise bad_value("box_grid", box_grid, "a number > 0 (grid cells per image side)")

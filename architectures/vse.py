@@ -3,7 +3,10 @@
 Taxonomy class (a): the interaction is a dot product of two pooled embeddings.
 
 * image side (timed as VE, ``image_pool``): Linear (or Linear + residual 2-layer MLP, VSE-infinity's
-  "backbone" mode) to the joint width, GPO pooling, L2 normalisation;
+  "backbone" mode) to the joint width, GPO pooling, L2 normalisation.  VSE-infinity reads region features
+  alone; ``box_code="sincos"`` (vlpbench's option, off by default) appends to each region feature the fixed
+  2-D sine-cosine code of its box centre (``architectures.common.box_sincos``, ``embed_dim`` wide) before the
+  projection, so that a non-linear projection can bind what a region is to where it is before pooling;
 * text side (timed as TE, ``text_pool``): Linear to the joint width when the text width differs
   (VSE-infinity's BERT text encoder), GPO pooling, L2 normalisation;
 * ``similarity`` (MI): the [B_img, B_txt] cosine-similarity matrix.
@@ -28,7 +31,10 @@ from vlpbench.errors import bad_value
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
+from .common import box_sincos, check_box_code
+
 VISUAL_PROJ = ("linear", "mlp")
+VSE_BOX_CODES = ("none", "sincos")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class VSEConfig:
     gpo_hidden: int = 32  # GPO BiGRU hidden size per direction
     temperature: float = 0.1  # softmax temperature of the GPO weights
     default_visual_tokens: int = 36  # tokens for make_inputs when the visual spec leaves the count open
+    box_code: str = "none"  # "none" (VSE-infinity: region features alone) or "sincos" (box-centre code appended)
+    box_grid: float = 8.0  # sincos box code: grid cells per image side
 
 
 def positional_encoding_1d(dim: int, length: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -139,20 +147,27 @@ class VSEInteraction(nn.Module):
         temperature: float = 0.1,
         visual_tokens: int = 36,
         text_tokens: int = 40,
+        box_code: str = "none",
+        box_grid: float = 8.0,
     ):
         super().__init__()
         if embed_dim < 2:
             raise bad_value("embed_dim", embed_dim, "an integer >= 2")
+        check_box_code(box_code, box_grid, embed_dim, accepted=VSE_BOX_CODES)
         self.visual_dim, self.text_dim = visual_dim, text_dim
         self.output_dim = embed_dim
         self.visual_tokens, self.text_tokens = visual_tokens, text_tokens
-        self.image_proj = VisualProjection(visual_dim, embed_dim, visual_proj)
+        self.box_code, self.box_grid = box_code, float(box_grid)
+        code_dim = embed_dim if box_code == "sincos" else 0
+        self.image_proj = VisualProjection(visual_dim + code_dim, embed_dim, visual_proj)
         self.text_proj = nn.Linear(text_dim, embed_dim) if text_dim != embed_dim else nn.Identity()
         self.image_gpo = GPO(gpo_pe_dim, gpo_hidden, temperature)
         self.text_gpo = GPO(gpo_pe_dim, gpo_hidden, temperature)
 
     @classmethod
     def from_config(cls, cfg: VSEConfig, *, visual_spec: TokenSpec, text_spec: TokenSpec) -> VSEInteraction:
+        if cfg.box_code != "none" and not visual_spec.has_boxes:
+            raise bad_value("box_code", cfg.box_code, "'none' for a visual embedder without boxes (regions have them)")
         return cls(
             visual_spec.dim,
             text_spec.dim,
@@ -163,6 +178,8 @@ class VSEInteraction(nn.Module):
             temperature=cfg.temperature,
             visual_tokens=visual_spec.num_tokens or cfg.default_visual_tokens,
             text_tokens=text_spec.num_tokens or 40,
+            box_code=cfg.box_code,
+            box_grid=cfg.box_grid,
         )
 
     # -- Benchmarkable -------------------------------------------------------------------------
@@ -174,7 +191,12 @@ class VSEInteraction(nn.Module):
         v = torch.randn(batch_size, self.visual_tokens, self.visual_dim, generator=generator, device=g).to(device)
         t = torch.randn(batch_size, self.text_tokens, self.text_dim, generator=generator, device=g).to(device)
         ones = lambda x: torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # noqa: E731
-        return {"visual": VisualTokens(v, ones(v)), "text": TextTokens(t, ones(t))}
+        boxes = None
+        if self.box_code != "none":
+            xy = torch.rand(batch_size, self.visual_tokens, 2, generator=generator, device=g) * 0.5
+            wh = torch.rand(batch_size, self.visual_tokens, 2, generator=generator, device=g) * 0.5
+            boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
+        return {"visual": VisualTokens(v, ones(v), boxes=boxes), "text": TextTokens(t, ones(t))}
 
     def workload(self) -> dict[str, Any]:
         return {"visual_tokens": self.visual_tokens, "text_len": self.text_tokens, "embed_dim": self.output_dim}
@@ -182,7 +204,11 @@ class VSEInteraction(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def pool_image(self, visual: VisualTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """-> L2-normalised image embeddings [B, E] and GPO weights [B, N]."""
-        pooled, weights = self.image_gpo(self.image_proj(visual.features), visual.mask)
+        features = visual.features
+        if self.box_code == "sincos":  # [B, N, Dv] + [B, N, E] -> [B, N, Dv + E]
+            code = box_sincos(visual.boxes.to(features.dtype), self.output_dim, self.box_grid)
+            features = torch.cat([features, code], dim=-1)
+        pooled, weights = self.image_gpo(self.image_proj(features), visual.mask)
         return F.normalize(pooled, dim=-1), weights
 
     def pool_text(self, text: TextTokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,6 +219,8 @@ class VSEInteraction(nn.Module):
     def _check(self, visual: VisualTokens, text: TextTokens) -> None:
         if visual.features.shape[-1] != self.visual_dim:
             raise bad_value("visual token width", visual.features.shape[-1], f"{self.visual_dim} (the visual spec)")
+        if self.box_code != "none" and visual.boxes is None:
+            raise bad_value("VisualTokens.boxes", None, f"region boxes [B, N, 4] for box_code={self.box_code!r}")
         if text.features.shape[-1] != self.text_dim:
             raise bad_value("text token width", text.features.shape[-1], f"{self.text_dim} (the text spec)")
 

@@ -115,3 +115,46 @@ def test_bad_box_code_options_are_clear_errors():
     same_width = TokenSpec(dim=32, num_tokens=4, has_boxes=True)
     with pytest.raises(VlpbenchError, match="not projected"):
         SingleStreamInteraction(same_width, TSPEC, width=32, depth=1, heads=2, mlp_dim=8, freeze_visual_proj=True)
+
+
+def vse(**kw):
+    from vlpbench.architectures.vse import VSEConfig, VSEInteraction
+
+    torch.manual_seed(0)
+    return VSEInteraction.from_config(
+        VSEConfig(embed_dim=32, visual_proj="mlp", **kw), visual_spec=VSPEC, text_spec=TSPEC
+    )
+
+
+def test_vse_sincos_appends_the_centre_code_before_the_projection():
+    """box_code="sincos": the projection reads [region feature; box-centre code], so moving a box changes the
+    image embedding; "none" (VSE-infinity) ignores boxes entirely."""
+    m = vse(box_code="sincos").eval()
+    assert m.image_proj.fc.in_features == 40 + 32
+    visual, text = inputs()
+    seen = {}
+    m.image_proj.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    with torch.no_grad():
+        image = m(visual, text).image_embeds
+        code = box_sincos(visual.boxes, 32, 8.0)
+        torch.testing.assert_close(seen["x"], torch.cat([visual.features, code], dim=-1))
+        moved = VisualTokens(visual.features, visual.mask, boxes=visual.boxes.flip(-1))
+        assert float((m(moved, text).image_embeds - image).abs().max()) > 1e-3
+        plain = vse().eval()
+        assert plain.image_proj.fc.in_features == 40
+        torch.testing.assert_close(plain(moved, text).image_embeds, plain(visual, text).image_embeds)
+    assert m.make_inputs(2, generator=torch.Generator().manual_seed(0))["visual"].boxes.shape == (2, 4, 4)
+
+
+def test_vse_box_code_errors():
+    for kw, match in ((dict(box_code="linear"), "box_code"), (dict(box_code="sincos", box_grid=-1), "box_grid")):
+        with pytest.raises(VlpbenchError, match=match):
+            vse(**kw)
+    from vlpbench.architectures.vse import VSEConfig, VSEInteraction
+
+    no_boxes = TokenSpec(dim=40, num_tokens=4)
+    with pytest.raises(VlpbenchError, match="without boxes"):
+        VSEInteraction.from_config(VSEConfig(embed_dim=32, box_code="sincos"), visual_spec=no_boxes, text_spec=TSPEC)
+    visual, text = inputs()
+    with pytest.raises(VlpbenchError, match="VisualTokens.boxes"):
+        vse(box_code="sincos")(VisualTokens(visual.features, visual.mask), text)
