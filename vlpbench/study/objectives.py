@@ -220,8 +220,8 @@ class DualTaskModel(TaskModel):
         self.loss_kind = loss
         dim = model.interaction.output_dim
         # The QA head standardises each pooled embedding over the batch first (BatchNorm without affine, as MAE's
-        # linear probe, He et al. 2022).  Without it clip-small's image embeddings of different images had cosine
-        # 0.9999 at init (the class token's own embedding dominates), and the QA head answered from the priors.
+        # linear probe, He et al. 2022).  Without it clip-small's image embeddings of different images differed by
+        # 0.5% of their norm at init (the class token's own embedding dominates); its QA head answered from the priors.
         self.qa_norm = qa_norm
         self.qa_image_norm = nn.BatchNorm1d(dim, affine=False) if qa_norm == "batch" else nn.Identity()
         self.qa_text_norm = nn.BatchNorm1d(dim, affine=False) if qa_norm == "batch" else nn.Identity()
