@@ -86,9 +86,10 @@ SINGLE = dict(_BLOCK)
 REGION_CODE = dict(box_code="linear+sincos", box_grid=8.0, freeze_visual_proj=True)
 DUAL = dict(_BLOCK, embed_dim=WIDTH)
 # vse-small appends a fixed sine-cosine code of each box centre to its region features and projects them with
-# VSE-infinity's Linear + residual MLP: with the Linear alone (the code added or not) it answered the position
-# questions with one answer; with both, and the dual QA head's batch standardisation, it passed 90%
-# non-relational in the QA-only loop by step 24,000 on 40,000 scenes (README "Measured here", sixth round).
+# VSE-infinity's Linear + residual MLP: with the Linear alone (the code added or not) its position answers
+# stayed at or near chance; with both, and the dual QA head's batch standardisation, it passed 90%
+# non-relational in the QA-only loop by step 24,000 on 40,000 scenes, and under `vlpbench train` by step
+# 8,000 (seed 0; README "Measured here", sixth round).
 VSE = dict(embed_dim=WIDTH, visual_proj="mlp", box_code="sincos", box_grid=8.0)
 COATTN = dict(
     text_hidden=WIDTH,
