@@ -51,6 +51,15 @@ def box_sincos(boxes: torch.Tensor, dim: int, grid: float) -> torch.Tensor:
     return sincos_2d(cy, cx, dim)
 
 
+def random_boxes(
+    batch_size: int, n: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Seeded boxes [B, N, 4] (x1, y1, x2, y2 in [0, 1]): corners in [0, 0.5), sides in [0, 0.5)."""
+    xy = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
+    wh = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
+    return torch.cat([xy, xy + wh], dim=-1).to(device)
+
+
 def make_interaction_inputs(
     visual_spec: TokenSpec,
     text_spec: TokenSpec,
@@ -66,11 +75,7 @@ def make_interaction_inputs(
 
     n = visual_spec.num_tokens or DEFAULT_TOKENS["vision"]
     length = text_spec.num_tokens or DEFAULT_TOKENS["text"]
-    boxes = None
-    if visual_spec.has_boxes:
-        xy = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
-        wh = torch.rand(batch_size, n, 2, generator=generator, device=generator.device) * 0.5
-        boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
+    boxes = random_boxes(batch_size, n, generator=generator, device=device) if visual_spec.has_boxes else None
     visual = VisualTokens(
         rand(batch_size, n, visual_spec.dim),
         torch.ones(batch_size, n, dtype=torch.bool, device=device),

@@ -31,7 +31,7 @@ from vlpbench.errors import bad_value
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
-from .common import box_sincos, check_box_code
+from .common import box_sincos, check_box_code, random_boxes
 
 VISUAL_PROJ = ("linear", "mlp")
 VSE_BOX_CODES = ("none", "sincos")
@@ -193,9 +193,7 @@ class VSEInteraction(nn.Module):
         ones = lambda x: torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # noqa: E731
         boxes = None
         if self.box_code != "none":
-            xy = torch.rand(batch_size, self.visual_tokens, 2, generator=generator, device=g) * 0.5
-            wh = torch.rand(batch_size, self.visual_tokens, 2, generator=generator, device=g) * 0.5
-            boxes = torch.cat([xy, xy + wh], dim=-1).to(device)
+            boxes = random_boxes(batch_size, self.visual_tokens, generator=generator, device=device)
         return {"visual": VisualTokens(v, ones(v), boxes=boxes), "text": TextTokens(t, ones(t))}
 
     def workload(self) -> dict[str, Any]:
