@@ -164,3 +164,91 @@ def test_parallel_jobs_report_the_first_failure_clearly(tmp_path):
             log=lambda *a: None,
         )
     assert not list(tmp_path.glob("runs/*/seed0/metrics.json"))
+
+
+# ---- `vlpbench study-table`: the same tables from finished `vlpbench train` runs ------------------------
+TRAIN = ["--tiny", "--batch-size", "4", "--n-train", "24", "--n-val", "8", "--n-test", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def train_runs(tmp_path_factory):
+    from vlpbench.cli import main
+
+    root = tmp_path_factory.mktemp("train-runs")
+    runs = {}
+    for arch in ("clip-small", "vilt-small"):
+        for seed in (0, 1, 2):
+            run = root / f"{arch}-s{seed}"
+            argv = ["train", "--arch", arch, "--seed", str(seed), "--steps", "2", "--run-dir", str(run), *TRAIN]
+            assert main(argv) == 0
+            runs[arch, seed] = run
+    return root, runs
+
+
+def _passing(src, dst):
+    """A copy of a run whose metrics.json says it passed the bar (the table's comparison needs passed models)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "metrics.json").read_text())
+    m["metrics"]["qa.non_relational"] = 0.95
+    (dst / "metrics.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_study_table_from_train_runs(train_runs, tmp_path, capsys):
+    import json
+
+    from vlpbench.cli import main
+
+    _, runs = train_runs
+    assert main(["study-table", *map(str, runs.values()), "--out", str(tmp_path / "t")]) == 0
+    acc = {r["arch"]: r for r in RunDir.open(tmp_path / "t" / "records").records() if r["kind"] == "accuracy"}
+    assert set(acc) == {"clip-small", "vilt-small"}
+    for arch, rec in acc.items():
+        validate_record(rec)
+        assert rec["seeds"] == [0, 1, 2] and rec["train"]["steps"] == 2
+        scored = [json.loads((runs[arch, s] / "metrics.json").read_text())["metrics"] for s in (0, 1, 2)]
+        for k in TABLE_METRICS:
+            assert rec["metrics"][k] == summarize_seeds([m[k] for m in scored])
+    md = (tmp_path / "t" / "accuracy.md").read_text()
+    assert "| baseline (no image) |" in md and "Latency: measured" not in md  # nothing was timed here
+    assert "Not compared: " in md and "not trained at this budget" in md  # two steps pass nothing
+    assert "Shallow (a, b) against deep (c, d)" not in md
+    # runs that passed the bar over three seeds are compared: best shallow (clip) against best deep (vilt)
+    passing = [str(_passing(runs[k], tmp_path / f"{k[0]}-{k[1]}")) for k in runs]
+    assert main(["study-table", *passing, "--out", str(tmp_path / "p")]) == 0
+    md = (tmp_path / "p" / "accuracy.md").read_text()
+    assert "Shallow (a, b) against deep (c, d)" in md and "| qa.relational |" in md
+    assert "clip-small" in md.split("Shallow")[1] and "vilt-small" in md.split("Shallow")[1]
+
+
+def test_study_table_bad_runs(train_runs, tmp_path, capsys):
+    import shutil
+
+    from vlpbench.cli import main
+
+    root, runs = train_runs
+    clip0, clip1 = str(runs["clip-small", 0]), str(runs["clip-small", 1])
+    other = tmp_path / "steps3"
+    assert main(["train", "--arch", "clip-small", "--steps", "3", "--run-dir", str(other), *TRAIN]) == 0
+    twin = tmp_path / "twin"
+    shutil.copytree(runs["clip-small", 0], twin)
+    unscored = tmp_path / "unscored"
+    assert main(["train", "--arch", "clip-small", "--steps", "2", "--run-dir", str(unscored), "--no-eval", *TRAIN]) == 0
+    partial = tmp_path / "partial"
+    argv = ["train", "--arch", "clip-small", "--steps", "3", "--stop-after", "1", "--run-dir", str(partial), *TRAIN]
+    assert main(argv) == 0
+    capsys.readouterr()
+    for dirs, expected in [
+        ([clip0, str(other)], "differ in steps"),
+        ([clip0, clip1, str(twin)], "seed given twice"),
+        ([clip0, str(unscored)], "has not been scored"),
+        ([clip0, str(partial)], "has not finished"),
+        ([clip0, str(root)], "a `vlpbench train` run directory"),
+    ]:
+        assert main(["study-table", *dirs, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "accuracy.md").exists()

@@ -209,6 +209,14 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_table(args: argparse.Namespace) -> int:
+    from vlpbench.study.runner import table_from_runs
+
+    _check_out(args.out, "--out")
+    table_from_runs(args.run_dirs, args.out)
+    return 0
+
+
 def _seeds(text: str) -> tuple:
     seeds = []
     for part in text.split(","):
@@ -359,3 +367,12 @@ def register(sub) -> None:
     )
     _add_threads(p)
     p.set_defaults(func=_study)
+
+    p = sub.add_parser(
+        "study-table",
+        help="the study's tables (passed column, calibration, shallow against deep) from finished "
+        "`vlpbench train` runs on one data design under one budget",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished, scored `vlpbench train` run directories")
+    p.add_argument("--out", required=True, help="folder for accuracy.md, accuracy.csv and records/")
+    p.set_defaults(func=_study_table)

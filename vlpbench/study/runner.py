@@ -32,7 +32,7 @@ from vlpbench.harness.env import DEFAULT_THREADS
 from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCHS, SMALL_ARCHS
 from vlpbench.registry import ARCH
 from vlpbench.store import SCHEMA, RunDir, atomic_write_json, atomic_write_text, config_key
-from vlpbench.study.training import DataSpec
+from vlpbench.study.training import RESUMABLE_FIELDS, DataSpec
 
 # The generated data designs (vlpbench.study.data).  "default" follows Sort-of-CLEVR (Santoro et al. 2017,
 # section 5.3): objects of unique colour, two shapes, one size, and its question set (shape, left / right,
@@ -522,12 +522,18 @@ def write_tables(
                 f"Regions from detector {det['weights']} (val box recall@0.5 of the K regions "
                 f"{det['recall']['regions_recall@0.5']:.3f}, "
                 f"of detections {det['recall']['detections_recall@0.5']:.3f})."
+                + (
+                    "  Rows marked oracle read the ground-truth boxes; the detector computes their features."
+                    if any(r["config"]["train"].get("regions") == "oracle" for r in records)
+                    else ""
+                )
             )
-        lines.append(
-            f"Latency: measured here, batch 1, {DEFAULT_THREADS} CPU thread, random weights: the small model "
-            "(median of >= 3 timed iterations) and the full-size preset (median of 3, after 1 warm-up); "
-            "time_ms (paper) is the full-size preset's figure from the ViLT paper (GPU), not measured."
-        )
+        if latency or full_latency:
+            lines.append(
+                f"Latency: measured here, batch 1, {DEFAULT_THREADS} CPU thread, random weights: the small model "
+                "(median of >= 3 timed iterations) and the full-size preset (median of 3, after 1 warm-up); "
+                "time_ms (paper) is the full-size preset's figure from the ViLT paper (GPU), not measured."
+            )
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return {"csv": csv_path, "md": md_path}
 
@@ -604,3 +610,113 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
         "tables": paths,
         "wall_s": time.perf_counter() - start,
     }
+
+
+# ---- tables from `vlpbench train` runs -------------------------------------------------------------------
+# what every run of one table must share: the same test split and the same training budget
+SHARED_FIELDS = ("data", "steps", "batch_size", "lr", "weight_decay", "warmup_frac", "align_frac")
+# what may differ between the seeds of one architecture (besides the seed itself)
+PER_RUN_FIELDS = ("seed", *RESUMABLE_FIELDS)
+
+
+def load_train_run(run_dir: str) -> dict[str, Any]:
+    """A finished, scored ``vlpbench train`` run as a study result: {"metrics", "train", "config"}."""
+    import torch
+
+    from vlpbench.errors import VlpbenchError
+
+    paths = {n: os.path.join(run_dir, n) for n in ("checkpoint.pt", "train_summary.json", "metrics.json")}
+    if not os.path.isdir(run_dir) or not os.path.exists(paths["checkpoint.pt"]):
+        raise bad_value("run directory", run_dir, "a `vlpbench train` run directory (with checkpoint.pt)")
+    summary = json.load(open(paths["train_summary.json"])) if os.path.exists(paths["train_summary.json"]) else {}
+    if not summary.get("finished"):
+        raise VlpbenchError(
+            f"run {run_dir!r} has not finished training; accepted: finished runs (the same `vlpbench train` "
+            "command resumes it)"
+        )
+    if not os.path.exists(paths["metrics.json"]):
+        raise VlpbenchError(
+            f"run {run_dir!r} has not been scored (no metrics.json); accepted: scored runs (the same "
+            "`vlpbench train` command without --no-eval scores a finished run)"
+        )
+    scored = json.load(open(paths["metrics.json"]))
+    ckpt = torch.load(paths["checkpoint.pt"], map_location="cpu", weights_only=False)
+    config = dict(ckpt["config"])
+    if ckpt.get("step") != config.get("steps"):
+        raise VlpbenchError(
+            f"run {run_dir!r}: checkpoint.pt is at step {ckpt.get('step')} of {config.get('steps')}; accepted: "
+            "the final checkpoint of a finished run"
+        )
+    return {"metrics": scored["metrics"], "train": summary, "config": config, "run_dir": run_dir}
+
+
+def group_runs(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs by architecture, seeds in order; a clear error when they cannot share one table."""
+    from vlpbench.errors import VlpbenchError
+
+    def differ(a: dict[str, Any], b: dict[str, Any], skip: Sequence[str]) -> list[str]:
+        return sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k))
+
+    first = results[0]
+    for r in results[1:]:
+        diff = [k for k in SHARED_FIELDS if r["config"].get(k) != first["config"].get(k)]
+        if diff:
+            raise VlpbenchError(
+                f"runs {first['run_dir']!r} and {r['run_dir']!r} differ in {', '.join(diff)}; accepted: runs "
+                "on the same data under the same budget (one table compares like with like)"
+            )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(r["config"]["arch"], []).append(r)
+    for arch, runs in groups.items():
+        runs.sort(key=lambda r: r["config"]["seed"])
+        seeds = [r["config"]["seed"] for r in runs]
+        if len(set(seeds)) < len(seeds):
+            raise VlpbenchError(f"{arch}: seed given twice ({seeds}); accepted: one run per (architecture, seed)")
+        for r in runs[1:]:
+            diff = differ(runs[0]["config"], r["config"], PER_RUN_FIELDS)
+            if diff:
+                raise VlpbenchError(
+                    f"{arch}: runs {runs[0]['run_dir']!r} and {r['run_dir']!r} differ in {', '.join(diff)}; "
+                    "accepted: seeds of one configuration"
+                )
+    return groups
+
+
+def table_from_runs(run_dirs: Sequence[str], out_dir: str, log=print) -> dict[str, Any]:
+    """The study's tables (passed column, calibration, shallow against deep among passed models over >= 3
+    seeds) from finished, scored ``vlpbench train`` runs on one data design under one budget.  No latency
+    is measured here (``vlpbench study`` or ``vlpbench compare`` measure it)."""
+    from vlpbench.presets import load_all
+    from vlpbench.study.data import SyntheticData
+    from vlpbench.study.training import TrainConfig
+
+    if not run_dirs:
+        raise bad_value("run directories", [], "one or more `vlpbench train` run directories")
+    load_all()
+    groups = group_runs([load_train_run(d) for d in run_dirs])
+    cfg = TrainConfig.from_dict(next(iter(groups.values()))[0]["config"])
+    profile = Profile(
+        archs=tuple(a for a in groups if a in SMALL_ARCHS),
+        references=tuple(a for a in groups if a in REFERENCE_ARCHS),
+        seeds=(),
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        tiny=cfg.tiny,
+        latency=False,
+    )
+    data = SyntheticData(cfg.data.dataset_config())
+    os.makedirs(out_dir, exist_ok=True)
+    store = RunDir.open(os.path.join(out_dir, "records"), create=True, label="accuracy")
+    records = []
+    for arch, runs in groups.items():
+        weights = runs[0]["config"].get("detector")
+        det_json = os.path.join(os.path.dirname(weights), "detector.json") if weights else ""
+        detector = json.load(open(det_json)) if det_json and os.path.exists(det_json) else None
+        rec = accuracy_record(arch, runs, replace(profile, tiny=runs[0]["config"]["tiny"]), detector, cfg.data.__dict__)
+        rec["runs"] = [r["run_dir"] for r in runs]
+        store.write(rec)
+        records.append(rec)
+    paths = write_tables(records, {}, out_dir, None, baselines(data, profile))
+    log(open(paths["md"]).read())
+    return {"records": records, "tables": paths}
