@@ -156,7 +156,9 @@ def test_position_probe_sees_a_reference_move_the_object_and_skips_cached_region
 def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys):
     runners = []
     monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
-    # clip-small: vilt-small's study preset already freezes its projection (PatchEmbedConfig.freeze_proj)
+    # the study presets already freeze their patch projections (PatchEmbedConfig.freeze_proj): a clip-small
+    # whose projection trains, as CLIP's does, is what the switch is for
+    monkeypatch.setitem(_visual_overrides("clip-small"), "freeze_proj", False)
     args = ["--arch", "clip-small", "--freeze-patch", "--n-train", "20", "--steps", "2", "--batch-size", "4"]
     assert tool.main(args + ["--threads", "1"]) == 0
     proj = runners[0].task.model.visual.proj
@@ -177,6 +179,7 @@ def test_pos_sincos_sets_a_preset_position_embeddings(tool, monkeypatch, capsys)
 
     runners = []
     monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    monkeypatch.setitem(_visual_overrides("clip-small"), "pos_init", "normal")  # as CLIP's, not the study's
     args = ["--arch", "clip-small", "--pos-sincos", "--n-train", "20", "--steps", "0", "--threads", "1"]
     assert tool.main(args) == 0
     visual = runners[0].task.model.visual
@@ -193,6 +196,14 @@ def test_kernel_reaches_the_reference(tool, built):
     assert tool.main(["--kernel", "4", "--n-train", "20", "--steps", "0", "--threads", "1"]) == 0
     model = built["model"]
     assert model.cfg.kernel == 4 and model.objects.net[0].kernel_size == (4, 4)
+
+
+def _visual_overrides(arch):
+    from vlpbench.presets import load_all
+    from vlpbench.registry import ARCH
+
+    load_all()
+    return ARCH.get(arch).config.visual_overrides
 
 
 def _spy_init(base, seen):
