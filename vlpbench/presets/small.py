@@ -41,9 +41,7 @@ VILT_PATCH = dict(
 # standardisation clip-small passed 90% non-relational in the QA-only loop (32,000 steps on 40,000 scenes);
 # the 24,000-step trainer run that failed with its positions at chance was built without them (README
 # "Measured here", sixth and seventh rounds).
-CLIP_PATCH = dict(
-    image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8), pos_init="sincos", freeze_proj=True
-)
+CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8), pos_init="sincos", freeze_proj=True)
 GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True)  # 2x2 C5 cells x 2048
 REGIONS = dict(
     depth=18,
