@@ -295,6 +295,12 @@ CASES = [
     (ST + ["--threads", "0"], "0"),
     (["study", "--out", "{file}"], "a-file.txt"),
     (["study", "--out", "{ro}"], "/sys"),
+    # ---- study-table
+    (["study-table", "{missing}", "--out", "{root}/table"], "missing"),
+    (["study-table", "{root}", "--out", "{root}/table"], "a `vlpbench train` run directory"),
+    (["study-table", "--out", "{root}/table"], "RUN_DIR"),
+    (["study-table", "{root}"], "--out"),
+    (["study-table", "{root}", "--out", "{file}"], "a-file.txt"),
 ]
 
 MEASURING = ("compare", "sweep")
