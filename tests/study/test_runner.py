@@ -216,6 +216,14 @@ def test_study_table_from_train_runs(train_runs, tmp_path, capsys):
     assert "| baseline (no image) |" in md and "Latency: measured" not in md  # nothing was timed here
     assert "Not compared: " in md and "not trained at this budget" in md  # two steps pass nothing
     assert "Shallow (a, b) against deep (c, d)" not in md
+    # rows over different seeds say so, and a single seed shows no spread
+    one = [str(runs["clip-small", 0]), *(str(runs["vilt-small", s]) for s in (0, 1, 2))]
+    assert main(["study-table", *one, "--out", str(tmp_path / "one")]) == 0
+    md = (tmp_path / "one" / "accuracy.md").read_text()
+    assert "over each row's seeds" in md and "Seeds: clip-small 0; vilt-small 0, 1, 2" in md
+    clip_row = next(line for line in md.splitlines() if line.startswith("| clip-small"))
+    assert "(one seed)" in clip_row and "±" not in clip_row
+    assert "clip-small (fewer than 3 seeds)" in md or "clip-small (not trained at this budget)" in md
     # runs that passed the bar over three seeds are compared: best shallow (clip) against best deep (vilt)
     passing = [str(_passing(runs[k], tmp_path / f"{k[0]}-{k[1]}")) for k in runs]
     assert main(["study-table", *passing, "--out", str(tmp_path / "p")]) == 0

@@ -445,6 +445,13 @@ def calibration(records: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _cell(m: dict[str, Any]) -> str:
+    """mean ± std in %, or the one value of a single seed (no spread to show)."""
+    if len(m["seeds"]) < 2:
+        return f"{100 * m['mean']:.1f} (one seed)"
+    return f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}"
+
+
 def write_tables(
     records: list[dict[str, Any]],
     latency: dict[str, float],
@@ -473,7 +480,7 @@ def write_tables(
                 rec["arch"] + (" (oracle: ground-truth boxes)" if oracle else ""),
                 rec["class"],
                 rec["full_size"] or "-",
-                *[f"{100 * m[k]['mean']:.1f} ± {100 * m[k]['std']:.1f}" if k in m else "" for k in TABLE_METRICS],
+                *[_cell(m[k]) if k in m else "" for k in TABLE_METRICS],
                 "yes" if passed(rec) else "no",
                 f"{latency[rec['arch']]:.2f}" if latency.get(rec["arch"]) is not None else "",
                 f"{full_latency[rec['arch']]:,.0f}" if full_latency.get(rec["arch"]) is not None else "",
@@ -486,10 +493,13 @@ def write_tables(
     buf = io.StringIO(newline="")
     csv.writer(buf).writerows([header, *rows])
     atomic_write_text(csv_path, buf.getvalue())
-    seeds = records[0]["seeds"] if records else []
+    seeds = {r["arch"]: r["seeds"] for r in records}
+    same = len({tuple(v) for v in seeds.values()}) <= 1
+    over = f"seeds {next(iter(seeds.values()), [])}" if same else "each row's seeds"
     lines = [
-        f"# Accuracy per class and task (test split, % mean ± std over seeds {seeds})",
+        f"# Accuracy per class and task (test split, % mean ± std over {over})",
         "",
+        *([] if same else ["Seeds: " + "; ".join(f"{a} {', '.join(map(str, v))}" for a, v in seeds.items()), ""]),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
