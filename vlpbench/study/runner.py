@@ -26,13 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vlpbench.errors import bad_value
+from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.harness import env as envmod
 from vlpbench.harness.env import DEFAULT_THREADS
 from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCHS, SMALL_ARCHS
 from vlpbench.registry import ARCH
 from vlpbench.store import SCHEMA, RunDir, atomic_write_json, atomic_write_text, config_key
-from vlpbench.study.training import RESUMABLE_FIELDS, DataSpec
+from vlpbench.study.training import RESUMABLE_FIELDS, DataSpec, load_checkpoint
 
 # The generated data designs (vlpbench.study.data).  "default" follows Sort-of-CLEVR (Santoro et al. 2017,
 # section 5.3): objects of unique colour, two shapes, one size, and its question set (shape, left / right,
@@ -631,10 +631,6 @@ PER_RUN_FIELDS = ("seed", *RESUMABLE_FIELDS)
 
 def load_train_run(run_dir: str) -> dict[str, Any]:
     """A finished, scored ``vlpbench train`` run as a study result: {"metrics", "train", "config"}."""
-    import torch
-
-    from vlpbench.errors import VlpbenchError
-
     paths = {n: os.path.join(run_dir, n) for n in ("checkpoint.pt", "train_summary.json", "metrics.json")}
     if not os.path.isdir(run_dir) or not os.path.exists(paths["checkpoint.pt"]):
         raise bad_value("run directory", run_dir, "a `vlpbench train` run directory (with checkpoint.pt)")
@@ -650,7 +646,7 @@ def load_train_run(run_dir: str) -> dict[str, Any]:
             "`vlpbench train` command without --no-eval scores a finished run)"
         )
     scored = json.load(open(paths["metrics.json"]))
-    ckpt = torch.load(paths["checkpoint.pt"], map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(paths["checkpoint.pt"])  # an unreadable file is a clear error there
     config = dict(ckpt["config"])
     if ckpt.get("step") != config.get("steps"):
         raise VlpbenchError(
@@ -662,7 +658,6 @@ def load_train_run(run_dir: str) -> dict[str, Any]:
 
 def group_runs(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Runs by architecture, seeds in order; a clear error when they cannot share one table."""
-    from vlpbench.errors import VlpbenchError
 
     def differ(a: dict[str, Any], b: dict[str, Any], skip: Sequence[str]) -> list[str]:
         return sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k))
