@@ -694,23 +694,12 @@ def table_from_runs(run_dirs: Sequence[str], out_dir: str, log=print) -> dict[st
     is measured here (``vlpbench study`` or ``vlpbench compare`` measure it)."""
     from vlpbench.presets import load_all
     from vlpbench.study.data import SyntheticData
-    from vlpbench.study.training import TrainConfig
 
     if not run_dirs:
         raise bad_value("run directories", [], "one or more `vlpbench train` run directories")
     load_all()
     groups = group_runs([load_train_run(d) for d in run_dirs])
-    cfg = TrainConfig.from_dict(next(iter(groups.values()))[0]["config"])
-    profile = Profile(
-        archs=tuple(a for a in groups if a in SMALL_ARCHS),
-        references=tuple(a for a in groups if a in REFERENCE_ARCHS),
-        seeds=(),
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        tiny=cfg.tiny,
-        latency=False,
-    )
-    data = SyntheticData(cfg.data.dataset_config())
+    spec = DataSpec(**next(iter(groups.values()))[0]["config"]["data"])  # shared by every run (group_runs)
     os.makedirs(out_dir, exist_ok=True)
     store = RunDir.open(os.path.join(out_dir, "records"), create=True, label="accuracy")
     records = []
@@ -718,10 +707,11 @@ def table_from_runs(run_dirs: Sequence[str], out_dir: str, log=print) -> dict[st
         weights = runs[0]["config"].get("detector")
         det_json = os.path.join(os.path.dirname(weights), "detector.json") if weights else ""
         detector = json.load(open(det_json)) if det_json and os.path.exists(det_json) else None
-        rec = accuracy_record(arch, runs, replace(profile, tiny=runs[0]["config"]["tiny"]), detector, cfg.data.__dict__)
+        rec = accuracy_record(arch, runs, Profile(tiny=runs[0]["config"]["tiny"]), detector, spec.__dict__)
         rec["runs"] = [r["run_dir"] for r in runs]
         store.write(rec)
         records.append(rec)
-    paths = write_tables(records, {}, out_dir, None, baselines(data, profile))
+    # the runs were scored as evaluate_run scores them: the default gallery, which Profile's default matches
+    paths = write_tables(records, {}, out_dir, None, baselines(SyntheticData(spec.dataset_config()), Profile()))
     log(open(paths["md"]).read())
     return {"records": records, "tables": paths}
