@@ -2,7 +2,7 @@
 
 Pipeline, one named stage each::
 
-    preprocess (ImageNet normalise) -> backbone (ResNet stem + layer1..4, stride 32)
+    preprocess (ImageNet normalise) -> backbone (ResNet stem + layer1..4, stride 32; or to layer3, C4, stride 16)
     -> flatten ([B, C, h, w] -> [B, h*w, C]) -> sample (optional, Pixel-BERT) -> project (optional)
 
 The trunk is torchvision's ResNet (Bottleneck blocks, v1.5 stride on the 3x3 conv) with random
@@ -37,24 +37,37 @@ class GridConfig:
     pool: int = 1  # max-pool the C5 map with this kernel and stride (1 = none)
     sample_tokens: int | None = None  # Pixel-BERT: keep this many random grid positions; None = all
     sample_seed: int = 0  # seed of the position sampling (same positions every call)
-    out_dim: int | None = None  # Linear projection of the 2048-d tokens; None = no projection
+    out_dim: int | None = None  # Linear projection of the 2048-d (C4: 1024-d) tokens; None = no projection
     blocks: tuple[int, int, int, int] | None = None  # blocks per stage; None = the standard ones for `depth`
     width_per_group: int = 64  # bottleneck width per 64 planes (64 = standard; tests shrink it)
+    # emit each token's grid cell as its box (VisualTokens.boxes, normalised x1, y1, x2, y2), so that an
+    # interaction's box code tells it where the token sits.  Not Pixel-BERT's: it adds no position to its pixel
+    # tokens (Huang et al. 2020, section 3.2), and an interaction's attention is blind to token order.
+    cell_boxes: bool = False
+    # the map read as tokens: 5 = C5 (layer4, stride 32, 2048-d; Pixel-BERT's), 4 = C4 (layer3, stride 16,
+    # 1024-d; a finer grid for small images, where a C5 cell covers a quarter of a 64 px canvas)
+    out_stage: int = 5
 
 
-def grid_shape(image_size: tuple[int, int]) -> tuple[int, int]:
-    """[H, W] pixels -> [h, w] of the stride-32 C5 map, as the conv arithmetic gives (five halvings, each a ceil)."""
+OUT_STAGES = {4: 1024, 5: 2048}  # output stage -> token width (Bottleneck expansion 4 x 256 / 512 planes)
+
+
+def grid_shape(image_size: tuple[int, int], out_stage: int = 5) -> tuple[int, int]:
+    """[H, W] pixels -> [h, w] of the C5 (stride 32) or C4 (stride 16) map, as the conv arithmetic gives (one
+    halving per stage, each a ceil)."""
     h, w = image_size
-    for _ in range(5):
+    for _ in range(out_stage):
         h, w = math.ceil(h / 2), math.ceil(w / 2)
     return h, w
 
 
-def _resnet_trunk(blocks: tuple[int, int, int, int], width_per_group: int) -> nn.Sequential:
-    """torchvision ResNet (Bottleneck) without avgpool/fc: [B, 3, H, W] -> [B, 2048, H/32, W/32]."""
+def _resnet_trunk(blocks: tuple[int, int, int, int], width_per_group: int, out_stage: int = 5) -> nn.Sequential:
+    """torchvision ResNet (Bottleneck) without avgpool/fc: [B, 3, H, W] -> [B, 2048, H/32, W/32] (C5), or
+    without layer4 -> [B, 1024, H/16, W/16] (C4)."""
     net = ResNet(Bottleneck, list(blocks), width_per_group=width_per_group)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    return nn.Sequential(stem, net.layer1, net.layer2, net.layer3, net.layer4)
+    layers = [net.layer1, net.layer2, net.layer3, net.layer4][: out_stage - 1]
+    return nn.Sequential(stem, *layers)
 
 
 class GridEmbedder(nn.Module):
@@ -76,15 +89,22 @@ class GridEmbedder(nn.Module):
         sample_seed: int = 0,
         out_dim: int | None = None,
         depth: int | None = None,
+        cell_boxes: bool = False,
+        out_stage: int = 5,
     ):
         super().__init__()
+        if out_stage not in OUT_STAGES:
+            raise bad_value("out_stage", out_stage, sorted(OUT_STAGES))
         h, w = (int(s) for s in image_size)
         if h < MIN_SIDE or w < MIN_SIDE:
             raise bad_value("image_size", [h, w], f"both sides >= {MIN_SIDE} px (the ResNet trunk has stride 32)")
         self.image_size = (h, w)
-        c5 = grid_shape(self.image_size)
+        self.out_stage = out_stage
+        c5 = grid_shape(self.image_size, out_stage)
         if not isinstance(pool, int) or not 1 <= pool <= min(c5):
-            raise bad_value("pool", pool, f"an integer from 1 to {min(c5)} (the C5 grid is {c5[0]}x{c5[1]} at {h}x{w})")
+            raise bad_value(
+                "pool", pool, f"an integer from 1 to {min(c5)} (the C{out_stage} grid is {c5[0]}x{c5[1]} at {h}x{w})"
+            )
         self.pool = pool
         self.grid = (c5[0] // pool, c5[1] // pool)  # tokens after the optional max-pool
         n = self.grid[0] * self.grid[1]
@@ -94,12 +114,15 @@ class GridEmbedder(nn.Module):
             )
         if out_dim is not None and out_dim <= 0:
             raise bad_value("out_dim", out_dim, "a positive width or None")
+        if not isinstance(cell_boxes, bool):
+            raise bad_value("cell_boxes", cell_boxes, "true or false")
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.channels_last = channels_last
         self.sample_tokens = sample_tokens
         self.sample_seed = sample_seed
         self.depth = depth
+        self.cell_boxes = cell_boxes
         self.proj = nn.Linear(feature_dim, out_dim) if out_dim is not None else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -113,16 +136,21 @@ class GridEmbedder(nn.Module):
         blocks = tuple(cfg.blocks) if cfg.blocks is not None else RESNET_BLOCKS[cfg.depth]
         if len(blocks) != 4 or min(blocks) < 1:
             raise bad_value("blocks", blocks, "four positive block counts")
-        trunk = _resnet_trunk(blocks, cfg.width_per_group)
+        if cfg.out_stage not in OUT_STAGES:
+            raise bad_value("out_stage", cfg.out_stage, sorted(OUT_STAGES))
+        trunk = _resnet_trunk(blocks, cfg.width_per_group, cfg.out_stage)
         return cls(
             trunk,
             image_size=cfg.image_size,
+            feature_dim=OUT_STAGES[cfg.out_stage],
+            out_stage=cfg.out_stage,
             channels_last=cfg.channels_last,
             pool=cfg.pool,
             sample_tokens=cfg.sample_tokens,
             sample_seed=cfg.sample_seed,
             out_dim=cfg.out_dim,
             depth=cfg.depth,
+            cell_boxes=cfg.cell_boxes,
         )
 
     # -- Benchmarkable -------------------------------------------------------------------------
@@ -135,7 +163,9 @@ class GridEmbedder(nn.Module):
     def output_spec(self) -> TokenSpec:
         n = self.sample_tokens or self.grid[0] * self.grid[1]
         dim = self.proj.out_features if self.proj is not None else self.feature_dim
-        return TokenSpec(dim=dim, num_tokens=n, has_boxes=False, has_cls=False, modality="vision", schema="grid")
+        return TokenSpec(
+            dim=dim, num_tokens=n, has_boxes=self.cell_boxes, has_cls=False, modality="vision", schema="grid"
+        )
 
     def workload(self) -> dict[str, Any]:
         return {
@@ -143,6 +173,7 @@ class GridEmbedder(nn.Module):
             "grid": list(self.grid),
             "pool": self.pool,
             "backbone": f"resnet{self.depth}",
+            "feature_map": f"C{self.out_stage}",
             "visual_tokens": self.output_spec().num_tokens,
             "sample_tokens": self.sample_tokens,
             "channels_last": self.channels_last,
@@ -154,6 +185,14 @@ class GridEmbedder(nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(self.sample_seed)
         idx = torch.rand(batch, n, generator=gen).argsort(dim=1)[:, : self.sample_tokens]
         return idx.to(device)
+
+    @staticmethod
+    def grid_boxes(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        """An h x w grid's cells, row-major as the tokens: -> [h*w, 4] (x1, y1, x2, y2, in [0, 1])."""
+        ys = torch.arange(h, dtype=torch.float32, device=device) / h
+        xs = torch.arange(w, dtype=torch.float32, device=device) / w
+        y1, x1 = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([x1, y1, x1 + 1 / w, y1 + 1 / h], dim=-1).reshape(h * w, 4)
 
     def forward(self, pixel_values: torch.Tensor, stage: StageFn = null_stage) -> VisualTokens:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
@@ -172,12 +211,17 @@ class GridEmbedder(nn.Module):
         with stage("flatten"):
             b, c, h, w = fmap.shape
             tokens = fmap.permute(0, 2, 3, 1).reshape(b, h * w, c)  # [B, C, h, w] -> [B, h*w, C]
+            boxes = None
+            if self.cell_boxes:
+                boxes = self.grid_boxes(h, w, tokens.device).to(tokens.dtype).expand(b, -1, -1)  # [B, h*w, 4]
         if self.sample_tokens is not None:
             with stage("sample"):
                 idx = self._sample_index(b, h * w, tokens.device)  # [B, K]
                 tokens = tokens.gather(1, idx[:, :, None].expand(-1, -1, c))  # [B, N, C] -> [B, K, C]
+                if boxes is not None:
+                    boxes = boxes.gather(1, idx[:, :, None].expand(-1, -1, 4))  # [B, N, 4] -> [B, K, 4]
         if self.proj is not None:
             with stage("project"):
                 tokens = self.proj(tokens)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return VisualTokens(features=tokens, mask=mask, extras={"grid": [h, w]})
+        return VisualTokens(features=tokens, mask=mask, boxes=boxes, extras={"grid": [h, w]})

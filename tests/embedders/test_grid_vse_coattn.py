@@ -501,3 +501,86 @@ def test_grid_pool_max_pools_the_c5_map_and_checks_its_size():
     assert "pool" in stage_names(pooled) and "pool" not in stage_names(plain)
     with pytest.raises(VlpbenchError, match="invalid pool 9"):
         GridEmbedder.from_config(dataclasses.replace(cfg, pool=9))
+
+
+def test_grid_cell_boxes_name_each_tokens_cell_through_pool_and_sampling():
+    from vlpbench.embedders.grid import GridConfig, GridEmbedder
+
+    torch.manual_seed(0)
+    cfg = GridConfig(depth=50, image_size=(160, 224), blocks=(1, 1, 1, 1), width_per_group=8, pool=2)
+    plain = GridEmbedder.from_config(cfg).eval()
+    boxed = GridEmbedder.from_config(dataclasses.replace(cfg, cell_boxes=True)).eval()
+    boxed.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 160, 224)
+    with torch.no_grad():
+        a, b = plain(x), boxed(x)
+    torch.testing.assert_close(b.features, a.features)  # the option adds boxes, nothing else
+    assert a.boxes is None and not plain.output_spec().has_boxes and boxed.output_spec().has_boxes
+    # the 2 x 3 pooled grid, row-major: token 4 is row 1, column 1 -> x in [1/3, 2/3], y in [1/2, 1]
+    assert b.boxes.shape == (2, 6, 4)
+    torch.testing.assert_close(b.boxes[1, 4], torch.tensor([1 / 3, 0.5, 2 / 3, 1.0]))
+    torch.testing.assert_close(b.boxes[0, 0], torch.tensor([0.0, 0.0, 1 / 3, 0.5]))
+    # each token's box is the cell its feature came from: the max-pooled map cell (r, c) is token r * 3 + c
+    with torch.no_grad():
+        fmap = plain.trunk((x - plain.mean) / plain.std)
+    cell = F.max_pool2d(fmap, 2)[:, :, 1, 2]  # row 1, column 2 -> box x [2/3, 1], y [1/2, 1]
+    k = int(((b.boxes[0] - torch.tensor([2 / 3, 0.5, 1.0, 1.0])).abs().sum(-1) < 1e-6).nonzero())
+    torch.testing.assert_close(b.features[:, k], cell)
+    # sampled tokens keep their own cells
+    sampled = GridEmbedder.from_config(dataclasses.replace(cfg, cell_boxes=True, sample_tokens=4)).eval()
+    sampled.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        s = sampled(x)
+    idx = sampled._sample_index(2, 6, torch.device("cpu"))
+    torch.testing.assert_close(s.boxes, b.boxes.gather(1, idx[..., None].expand(-1, -1, 4)))
+    torch.testing.assert_close(s.features, b.features.gather(1, idx[..., None].expand(-1, -1, 2048)))
+    with pytest.raises(VlpbenchError, match="cell_boxes"):
+        GridEmbedder.from_config(dataclasses.replace(cfg, cell_boxes="yes"))
+
+
+def test_single_stream_reads_grid_cell_boxes_with_the_box_code():
+    """A grid with cell boxes feeds a single-stream with uniter-small's box code: swapping two tokens' cells
+    changes the output: the position is in the tokens."""
+    cfg = ArchConfig(
+        visual="grid-r50",
+        text="bert-base-embed",
+        interaction="single-stream",
+        visual_overrides=dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=8, cell_boxes=True),
+        text_overrides=dict(vocab_size=30, dim=32, max_len=8, text_len=8),
+        interaction_overrides=dict(width=32, depth=1, heads=2, mlp_dim=64, box_code="linear+sincos"),
+    )
+    torch.manual_seed(0)
+    model = VLPModel.from_config(cfg).eval()
+    inter = model.interaction
+    assert inter.box_proj is not None
+    with torch.no_grad():
+        v = model.visual(pixel_values=torch.rand(1, 3, 64, 64))
+        text = model.text(input_ids=torch.randint(3, 30, (1, 8)), attention_mask=torch.ones(1, 8, dtype=torch.long))
+        out = inter(v, text).last_hidden_state[:, 0]
+        swapped = VisualTokens(features=v.features, mask=v.mask, boxes=v.boxes[:, [1, 0, 2, 3]])
+        out_swapped = inter(swapped, text).last_hidden_state[:, 0]
+    assert not torch.allclose(out, out_swapped, atol=1e-5)
+
+
+def test_grid_c4_is_the_trunk_without_layer4():
+    """out_stage=4 reads layer3's map (stride 16, 1024-d): the same weights as the C5 trunk's first stages."""
+    from vlpbench.embedders.grid import GridConfig, GridEmbedder
+
+    torch.manual_seed(0)
+    cfg = GridConfig(depth=50, image_size=(64, 96), blocks=(1, 1, 1, 1), width_per_group=8)
+    c5 = GridEmbedder.from_config(cfg).eval()
+    c4 = GridEmbedder.from_config(dataclasses.replace(cfg, out_stage=4, cell_boxes=True)).eval()
+    assert len(c4.trunk) == len(c5.trunk) - 1
+    c4.trunk.load_state_dict(c5.trunk[:-1].state_dict())
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        out = c4(x)
+        ref = c5.trunk[:-1]((x - c5.mean) / c5.std)  # [2, 1024, 4, 6]
+    assert grid_shape((64, 96), 4) == (4, 6) == c4.grid and grid_shape((64, 96)) == (2, 3) == c5.grid
+    spec = c4.output_spec()
+    assert out.features.shape == (2, 24, 1024) == (2, spec.num_tokens, spec.dim)
+    torch.testing.assert_close(out.features, ref.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(out.boxes[0, 7], torch.tensor([1 / 6, 0.25, 2 / 6, 0.5]))  # row 1, column 1
+    assert c4.workload()["feature_map"] == "C4" and c5.workload()["feature_map"] == "C5"
+    with pytest.raises(VlpbenchError, match="out_stage"):
+        GridEmbedder.from_config(dataclasses.replace(cfg, out_stage=3))
