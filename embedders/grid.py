@@ -47,6 +47,9 @@ class GridConfig:
     # the map read as tokens: 5 = C5 (layer4, stride 32, 2048-d; Pixel-BERT's), 4 = C4 (layer3, stride 16,
     # 1024-d; a finer grid for small images, where a C5 cell covers a quarter of a 64 px canvas)
     out_stage: int = 5
+    # keep the trunk at its random initialisation (no gradient; BatchNorm still normalises each batch), as the
+    # study's calibration references keep their CNN (vlpbench.study.relational, freeze_cnn)
+    freeze_trunk: bool = False
 
 
 OUT_STAGES = {4: 1024, 5: 2048}  # output stage -> token width (Bottleneck expansion 4 x 256 / 512 planes)
@@ -91,6 +94,7 @@ class GridEmbedder(nn.Module):
         depth: int | None = None,
         cell_boxes: bool = False,
         out_stage: int = 5,
+        freeze_trunk: bool = False,
     ):
         super().__init__()
         if out_stage not in OUT_STAGES:
@@ -116,6 +120,8 @@ class GridEmbedder(nn.Module):
             raise bad_value("out_dim", out_dim, "a positive width or None")
         if not isinstance(cell_boxes, bool):
             raise bad_value("cell_boxes", cell_boxes, "true or false")
+        if not isinstance(freeze_trunk, bool):
+            raise bad_value("freeze_trunk", freeze_trunk, "true or false")
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.channels_last = channels_last
@@ -128,6 +134,9 @@ class GridEmbedder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if channels_last:
             self.trunk.to(memory_format=torch.channels_last)
+        self.freeze_trunk = freeze_trunk
+        if freeze_trunk:
+            self.trunk.requires_grad_(False)
 
     @classmethod
     def from_config(cls, cfg: GridConfig) -> GridEmbedder:
@@ -144,6 +153,7 @@ class GridEmbedder(nn.Module):
             image_size=cfg.image_size,
             feature_dim=OUT_STAGES[cfg.out_stage],
             out_stage=cfg.out_stage,
+            freeze_trunk=cfg.freeze_trunk,
             channels_last=cfg.channels_last,
             pool=cfg.pool,
             sample_tokens=cfg.sample_tokens,

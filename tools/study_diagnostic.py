@@ -55,9 +55,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.architectures.common import BOX_CODES
+from vlpbench.embedders.grid import GridEmbedder
 from vlpbench.embedders.patch import sincos_position_embedding
 from vlpbench.errors import VlpbenchError
-from vlpbench.presets.small import REGION_ARCHS
+from vlpbench.presets.small import GRID_ARCHS, REGION_ARCHS
 from vlpbench.study.data import SyntheticData, qa_accuracy
 from vlpbench.study.data.language import QUESTION_TYPES
 from vlpbench.study.data.scenes import Scene, SceneObject
@@ -191,6 +192,11 @@ class Runner:
                 if not isinstance(proj, nn.Conv2d):
                     raise VlpbenchError(f"--freeze-patch: {a.arch} has no patch projection (patch presets have one)")
                 proj.requires_grad_(False)
+            if a.freeze_cnn:  # a grid preset's ResNet trunk, as GridConfig(freeze_trunk=True) keeps it
+                visual = self.task.model.visual
+                if not isinstance(visual, GridEmbedder):
+                    raise VlpbenchError(f"--freeze-cnn: {a.arch} has no grid trunk (references and grid presets do)")
+                visual.trunk.requires_grad_(False)
         else:
             self.task = None
             self.model = build_reference(a, data, spec)
@@ -367,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", choices=("pixels", "oracle"), default="pixels")
     p.add_argument("--question", choices=QUESTIONS, default="gru")
     p.add_argument("--dropout", type=float, default=None, help="references: dropout before f's answer layer")
-    p.add_argument("--freeze-cnn", action="store_true", help="references: keep the CNN at its random initialisation")
+    p.add_argument(
+        "--freeze-cnn",
+        action="store_true",
+        help="references: keep the CNN at its random initialisation; grid presets (pixelbert-small): the ResNet trunk",
+    )
     p.add_argument(
         "--freeze-patch", action="store_true", help="patch presets: keep the patch projection at its initialisation"
     )
@@ -425,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None or a.freeze_cnn):
-        p.error("--objects, --question, --dropout and --freeze-cnn change the references only; drop them with --arch")
+    if a.arch and (a.objects != "pixels" or a.question != "gru" or a.dropout is not None):
+        p.error("--objects, --question and --dropout change the references only; drop them with --arch")
+    if a.arch and a.freeze_cnn and a.arch not in GRID_ARCHS:
+        p.error(f"--freeze-cnn with --arch freezes a grid preset's trunk ({', '.join(GRID_ARCHS)}), not {a.arch}'s")
     if a.pos_std is not None and not (a.arch and a.pos_std > 0):
         p.error("--pos-std re-initialises a preset's position embeddings: it needs --arch and a std > 0")
     if a.pos_sincos and (not a.arch or a.pos_std is not None):

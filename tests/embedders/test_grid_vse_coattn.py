@@ -584,3 +584,23 @@ def test_grid_c4_is_the_trunk_without_layer4():
     assert c4.workload()["feature_map"] == "C4" and c5.workload()["feature_map"] == "C5"
     with pytest.raises(VlpbenchError, match="out_stage"):
         GridEmbedder.from_config(dataclasses.replace(cfg, out_stage=3))
+
+
+def test_grid_freeze_trunk_leaves_only_the_projection_trainable():
+    from vlpbench.embedders.grid import GridConfig, GridEmbedder
+
+    cfg = GridConfig(depth=50, image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=8, out_dim=16)
+    frozen = GridEmbedder.from_config(dataclasses.replace(cfg, freeze_trunk=True))
+    assert not any(p.requires_grad for p in frozen.trunk.parameters())
+    assert all(p.requires_grad for p in frozen.proj.parameters())
+    before = {
+        k: v.clone() for k, v in frozen.trunk.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
+    opt = torch.optim.SGD([p for p in frozen.parameters() if p.requires_grad], lr=0.1)
+    frozen(torch.rand(2, 3, 64, 64)).features.sum().backward()
+    opt.step()
+    after = frozen.trunk.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # weights and BatchNorm affine unchanged
+    assert all(p.requires_grad for p in GridEmbedder.from_config(cfg).trunk.parameters())
+    with pytest.raises(VlpbenchError, match="freeze_trunk"):
+        GridEmbedder.from_config(dataclasses.replace(cfg, freeze_trunk=1))

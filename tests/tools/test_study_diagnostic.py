@@ -284,3 +284,13 @@ def test_qa_norm_reaches_a_dual_preset(tool, monkeypatch, capsys):
         with pytest.raises(SystemExit) as e:
             tool.main(bad)
         assert e.value.code == 2
+
+
+def test_freeze_cnn_with_a_grid_preset_keeps_its_trunk_at_init(tool, monkeypatch):
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    args = ["--arch", "pixelbert-small", "--freeze-cnn", "--n-train", "20", "--steps", "1", "--batch-size", "4"]
+    assert tool.main(args + ["--threads", "1"]) == 0
+    model = runners[0].task.model
+    assert not any(p.requires_grad for p in model.visual.trunk.parameters())
+    assert any(p.requires_grad for p in model.interaction.parameters())
