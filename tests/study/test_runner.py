@@ -260,3 +260,23 @@ def test_study_table_bad_runs(train_runs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err
     assert not (tmp_path / "out" / "accuracy.md").exists()
+
+
+def test_profile_objective_weights_reach_the_run_and_the_table(tmp_path):
+    from vlpbench.study.data import SyntheticData
+    from vlpbench.study.runner import objective_departures, run_one
+
+    assert get_profile("full").objectives == {"clip-small": {"align": 0.1, "match": 0.1}}
+    assert get_profile("default").objectives == {}
+    profile = get_profile("smoke", objectives={"clip-small": {"align": 0.1, "match": 0.1}})
+    data = SyntheticData(profile.data_spec().dataset_config())
+    clip = run_one("clip-small", 0, profile, data, str(tmp_path / "clip"), None, progress=False)
+    vilt = run_one("vilt-small", 0, profile, data, str(tmp_path / "vilt"), None, progress=False)
+    assert clip["config"]["objectives"]["align"] == 0.1 and clip["config"]["objectives"]["match"] == 0.1
+    assert vilt["config"]["objectives"]["itm"] == 1.0  # other architectures keep the defaults
+    records = [
+        {"arch": "clip-small", "config": {"train": clip["config"]}},
+        {"arch": "vilt-small", "config": {"train": vilt["config"]}},
+        {"arch": "rn-small", "config": {"train": {"objectives": {"align": 0.0}}}},
+    ]
+    assert objective_departures(records) == ["clip-small: align 0.1, match 0.1"]
