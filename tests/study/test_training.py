@@ -29,7 +29,16 @@ def data():
 
 
 def cfg(**kw):
-    base = dict(arch="vilt-small", tiny=True, steps=4, batch_size=4, data=SPEC, progress=False, checkpoint_every=2)
+    base = dict(
+        arch="vilt-small",
+        tiny=True,
+        steps=4,
+        batch_size=4,
+        data=SPEC,
+        progress=False,
+        checkpoint_every=2,
+        align_frac=0.4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -140,8 +149,6 @@ def test_cli_train_exposes_objectives_schedule_and_references(tmp_path, capsys):
             "bert",
             "--augment",
             "randaugment",
-            "--align-frac",
-            "0",
             "--warmup-frac",
             "0.5",
             "--weight-decay",
@@ -150,7 +157,7 @@ def test_cli_train_exposes_objectives_schedule_and_references(tmp_path, capsys):
     )
     summary = _documents(capsys.readouterr().out)[0]
     assert rc == 0 and summary["loss"] == "itc+mlm+itm+wpa(0.1)+bert-masking+hard-negatives+match+qa"
-    assert summary["align_steps"] == 0 and summary["augment"] == "randaugment"
+    assert summary["align_steps"] == 0 and summary["augment"] == "randaugment"  # --align-frac defaults to 0
     cfg = load_checkpoint(str(tmp_path / "v" / "checkpoint.pt"))["config"]
     assert cfg["weight_decay"] == 0.05 and cfg["warmup_frac"] == 0.5 and cfg["objectives"]["wpa"] == 0.1
     rc = main(base + ["--arch", "rn-small", "--run-dir", str(tmp_path / "rn"), "--align-frac", "0.5", "--no-eval"])
@@ -238,7 +245,7 @@ DDP_SCRIPT = textwrap.dedent("""
     load_all()
     out = sys.argv[1]
     cfg = TrainConfig(arch="vilt-small", tiny=True, steps=3, batch_size=4, progress=False,
-                      data=DataSpec(n_train=24, n_val=8, n_test=8))
+                      data=DataSpec(n_train=24, n_val=8, n_test=8), align_frac=0.4)
     task, summary = train(cfg, os.path.join(out, "run"))
     torch.save(task.state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
 """)

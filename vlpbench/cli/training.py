@@ -259,9 +259,9 @@ def register(sub) -> None:
     p.add_argument(
         "--align-frac",
         type=_float_type("--align-frac", 0.0),
-        default=0.4,
-        help="share of steps (the first) training only the alignment objective (0: every objective "
-        "from step 0, as the study's profiles)",
+        default=0.0,
+        help="share of steps (the first) training only the alignment objective (default 0: every "
+        "objective from step 0, as the study's profiles)",
     )
     p.add_argument("--loss", default="auto", help="dual encoders: infonce, hinge or auto (hinge for VSE)")
     p.add_argument(

@@ -12,9 +12,9 @@ decay) in two phases, the same for every family:
 2. joint: every objective of the family (+ MLM for fusion models) and the task heads (QA, matching),
    each on its own ``batch_size`` pairs.
 
-The study's profiles set ``align_frac=0`` (every objective from step 0): with 40% alignment-only steps QA
-saw under one epoch of the questions.  The calibration references (``rn-small``, ``cnn-mlp-small``,
-:mod:`vlpbench.study.relational`) train QA only, on the same QA batches.  Every architecture sees the
+The default, as in the study's profiles, is ``align_frac=0`` (every objective from step 0): with 40%
+alignment-only steps QA saw under one epoch of the questions.  The calibration references (``rn-small``,
+``cnn-mlp-small``, :mod:`vlpbench.study.relational`) train QA only, on the same QA batches.  Every architecture sees the
 same number of image-text pairs (``pairs_seen``) and QA questions (``qa_seen``); ``objectives``
 (:class:`~vlpbench.study.objectives.ObjectiveConfig`) sets each objective's weight and the seed papers'
 options, ``augment`` the truth-preserving RandAugment, ``regions`` the ground-truth-box oracle, ``device``
@@ -121,7 +121,7 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 0.01
     warmup_frac: float = 0.1  # share of steps in linear warm-up, then cosine decay to 0
-    align_frac: float = 0.4  # share of steps (the first) training only the alignment objective
+    align_frac: float = 0.0  # share of steps (the first) training only the alignment objective
     grad_clip: float = 1.0
     loss: str = "auto"  # dual encoders: "infonce" or "hinge"; "auto" = hinge for vse-gpo
     qa_norm: str = "batch"  # dual encoders' QA head: "batch" (standardise each pooled embedding) or "none"
