@@ -115,10 +115,10 @@ PROFILES = {
     # in the QA-only loop (40,000 steps at batch 64; on 10,000 scenes it over-fitted: 86.5% at 48,000; README
     # "Measured here", fifth round).  Whether every model passes the bar under the trainer's schedule is not
     # measured (on 2 CPU cores it is days); vilt-small passed it in `vlpbench train` runs of 12,000 steps at
-    # batch 32 on 10,000 scenes (seeds 0-2), and the README's "Measured here" says what limits the others
+    # batch 32 on 10,000 scenes (seeds 0-2), and the README's "Measured here" says what limits the others.
     # clip-small trains InfoNCE and matching at weight 0.1 beside QA: at weight 1 its position answers stayed at
-    # chance through 24,000 trainer steps; at 0.1 it passed the bar by 24,000 (README "Measured here", eighth
-    # round)
+    # chance through 24,000 trainer steps; at 0.1 it passed the bar by 24,000 on seeds 0-2 (README "Measured
+    # here", eighth and ninth rounds)
     "full": Profile(
         steps=48000,
         batch_size=64,
