@@ -134,9 +134,14 @@ class GridEmbedder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if channels_last:
             self.trunk.to(memory_format=torch.channels_last)
-        self.freeze_trunk = freeze_trunk
+        self.freeze_trunk = False
         if freeze_trunk:
-            self.trunk.requires_grad_(False)
+            self.freeze()
+
+    def freeze(self) -> None:
+        """Keep the trunk at its present weights: no gradient (BatchNorm still normalises each batch)."""
+        self.trunk.requires_grad_(False)
+        self.freeze_trunk = True
 
     @classmethod
     def from_config(cls, cfg: GridConfig) -> GridEmbedder:

@@ -196,7 +196,7 @@ class Runner:
                 visual = self.task.model.visual
                 if not isinstance(visual, GridEmbedder):
                     raise VlpbenchError(f"--freeze-cnn: {a.arch} has no grid trunk (references and grid presets do)")
-                visual.trunk.requires_grad_(False)
+                visual.freeze()
         else:
             self.task = None
             self.model = build_reference(a, data, spec)
