@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import bad_value
-from vlpbench.layers import Attention, Encoder, Mlp, init_std, init_transformer_weights, padding_to_attn_mask
+from vlpbench.layers import Attention, Encoder, Mlp, attn_bias, init_std, init_transformer_weights
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
 from .common import box_features, check_tokens, make_interaction_inputs
-from .dual_encoder import last_layer_first_token, masked_mean
+from .dual_encoder import first_or_mean, last_layer_first_token
 
 PATHS = ("itm", "itc")
 
@@ -100,16 +100,6 @@ class CrossAttentionBlock(nn.Module):
         x = self.ln1(x + self.attn(x, attn_mask=attn_mask))
         x = self.ln_cross(x + self.cross(x, context=context, attn_mask=context_mask))  # text queries, image keys
         return self.ln2(x + self.mlp(x))
-
-
-def _first_or_mean(x: torch.Tensor, mask: torch.Tensor, has_cls: bool) -> torch.Tensor:
-    """x [B, T, D] -> [B, D]: the summary token when the stream has one, else the mean of the real tokens."""
-    return x[:, 0] if has_cls else masked_mean(x, mask)
-
-
-def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """All-real sequences skip the mask, so SDPA takes its unmasked kernel."""
-    return None if bool(mask.all()) else padding_to_attn_mask(mask, dtype)
 
 
 class CrossAttentionInteraction(nn.Module):
@@ -195,14 +185,14 @@ class CrossAttentionInteraction(nn.Module):
         v = self.embed_image(visual)
         if self.image_encoder is None:
             return v
-        return self.image_norm(self.image_encoder(v, attn_mask=_bias(visual.mask, v.dtype)))
+        return self.image_norm(self.image_encoder(v, attn_mask=attn_bias(visual.mask, v.dtype)))
 
     def encode_image_cls(self, visual: VisualTokens) -> torch.Tensor:
         """-> [B, W], the image [CLS] (or mean) after the encoder; with a class token the last ViT layer
         runs for that row only (exactly ``encode_image(visual)[:, 0]``, as the CLIP tower does)."""
         if self.image_encoder is None or not self.visual_spec.has_cls:
-            return _first_or_mean(self.encode_image(visual), visual.mask, self.visual_spec.has_cls)
-        v, bias = self.embed_image(visual), _bias(visual.mask, visual.features.dtype)
+            return first_or_mean(self.encode_image(visual), visual.mask, self.visual_spec.has_cls)
+        v, bias = self.embed_image(visual), attn_bias(visual.mask, visual.features.dtype)
         for blk in self.image_encoder.layers[:-1]:
             v = blk(v, attn_mask=bias)
         return self.image_norm(last_layer_first_token(self.image_encoder.layers[-1], v, bias))
@@ -210,7 +200,7 @@ class CrossAttentionInteraction(nn.Module):
     def encode_text(self, text: TextTokens) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> [B, L, W] after the BERT layers, and the text's additive mask (None when all tokens are real)."""
         t = self.text_in(text.features)
-        bias = _bias(text.mask, t.dtype)
+        bias = attn_bias(text.mask, t.dtype)
         return (t if self.text_encoder is None else self.text_encoder(t, attn_mask=bias)), bias
 
     def fuse(
@@ -237,8 +227,8 @@ class CrossAttentionInteraction(nn.Module):
         with stage("text_encoder", "TE"):
             t, t_bias = self.encode_text(text)
         with stage("fusion"):
-            x = self.fuse(t, t_bias, v, _bias(visual.mask, v.dtype))
-            pooled = _first_or_mean(x, text.mask, self.text_spec.has_cls)
+            x = self.fuse(t, t_bias, v, attn_bias(visual.mask, v.dtype))
+            pooled = first_or_mean(x, text.mask, self.text_spec.has_cls)
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=x.shape[1])
 
     def _itc(self, visual: VisualTokens, text: TextTokens, stage: StageFn) -> InteractionOutput:
@@ -246,7 +236,7 @@ class CrossAttentionInteraction(nn.Module):
             image = self.vision_proj(self.encode_image_cls(visual))
         with stage("text_encoder", "TE"):
             t, _ = self.encode_text(text)
-            txt = self.text_proj(_first_or_mean(t, text.mask, self.text_spec.has_cls))
+            txt = self.text_proj(first_or_mean(t, text.mask, self.text_spec.has_cls))
         with stage("similarity"):
             image, txt, logits = self.similarity(image, txt)
         return InteractionOutput(image_embeds=image, text_embeds=txt, logits_per_image=logits)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import bad_value
-from vlpbench.layers import Encoder, init_std, init_transformer_weights, padding_to_attn_mask
+from vlpbench.layers import Encoder, attn_bias, init_std, init_transformer_weights
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
@@ -42,6 +42,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x [B, T, D], mask [B, T] bool -> [B, D] mean over the real tokens."""
     m = mask.to(x.dtype)[..., None]  # [B, T, 1]
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def first_or_mean(x: torch.Tensor, mask: torch.Tensor, has_cls: bool) -> torch.Tensor:
+    """x [B, T, D] -> [B, D]: the summary token when the stream has one, else the mean of the real tokens."""
+    return x[:, 0] if has_cls else masked_mean(x, mask)
 
 
 def last_layer_first_token(blk: nn.Module, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
@@ -145,7 +150,7 @@ class DualEncoderInteraction(nn.Module):
                 )
             return self.visual_projection(visual.pooled)
         x = self.visual_in(visual.features)
-        attn_mask = None if bool(visual.mask.all()) else padding_to_attn_mask(visual.mask, x.dtype)
+        attn_mask = attn_bias(visual.mask, x.dtype)
         if not self.visual_spec.has_cls:  # no class token: mean-pool the real tokens
             return self.visual_projection(self.ln_post(masked_mean(self.tower(x, attn_mask=attn_mask), visual.mask)))
         for blk in self.tower.layers[:-1]:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vlpbench.errors import bad_value
-from vlpbench.layers import Encoder, init_std, init_transformer_weights, padding_to_attn_mask
+from vlpbench.layers import Encoder, attn_bias, init_std, init_transformer_weights
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
@@ -133,7 +133,7 @@ class SingleStreamInteraction(nn.Module):
         x = torch.cat([t, v], dim=1)  # [B, L, W] + [B, N, W] -> [B, L + N, W]
         mask = torch.cat([text.mask, visual.mask], dim=1)
         # all-real sequences skip the mask so SDPA can take its unmasked kernel
-        return x, None if bool(mask.all()) else padding_to_attn_mask(mask, x.dtype)
+        return x, attn_bias(mask, x.dtype)
 
     def use_fast_path(self, attn_mask: torch.Tensor | None) -> bool:
         """Inference without padding runs each layer as one fused native op (``torch._transformer_encoder_layer_fwd``,
@@ -183,7 +183,7 @@ class SingleStreamInteraction(nn.Module):
         ``forward_features`` computes.  ViLT starts these layers from ViT-B/32 (timm's vit_base_patch32_384);
         :func:`architectures.loaders.load_timm_vit` loads such a checkpoint, and this checks the load."""
         x = self.visual_proj(visual.features)
-        return self.run_encoder(x, None if bool(visual.mask.all()) else padding_to_attn_mask(visual.mask, x.dtype))
+        return self.run_encoder(x, attn_bias(visual.mask, x.dtype))
 
     def forward(
         self, visual: VisualTokens, text: TextTokens, stage: StageFn = null_stage, image_type: int = 1

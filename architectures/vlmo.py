@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.errors import bad_value
-from vlpbench.layers import Attention, Mlp, init_std, init_transformer_weights, padding_to_attn_mask
+from vlpbench.layers import Attention, Mlp, attn_bias, init_std, init_transformer_weights
 from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
 from .common import box_features, check_tokens, make_interaction_inputs
-from .dual_encoder import masked_mean
+from .dual_encoder import first_or_mean
 
 MODES = ("fusion", "dual")
 EXPERTS = ("vision", "language", "vl")
@@ -114,16 +114,6 @@ class MoMEBlock(nn.Module):
             return self._ffn(x, expert)
         # static routing by position: [B, :L] text -> language expert, [B, L:] image -> vision expert
         return torch.cat([self._ffn(x[:, :split], "language"), self._ffn(x[:, split:], "vision")], dim=1)
-
-
-def _first_or_mean(x: torch.Tensor, mask: torch.Tensor, has_cls: bool) -> torch.Tensor:
-    """x [B, T, D] -> [B, D]: the summary token when the stream has one, else the mean of the real tokens."""
-    return x[:, 0] if has_cls else masked_mean(x, mask)
-
-
-def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """All-real sequences skip the mask, so SDPA takes its unmasked kernel."""
-    return None if bool(mask.all()) else padding_to_attn_mask(mask, dtype)
 
 
 class MoMEInteraction(nn.Module):
@@ -203,10 +193,10 @@ class MoMEInteraction(nn.Module):
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, expert: str, has_cls: bool) -> torch.Tensor:
         """One modality through every block with its expert: [B, T, W] -> [CLS] (or mean) [B, W]."""
-        bias = _bias(mask, x.dtype)
+        bias = attn_bias(mask, x.dtype)
         for blk in self.blocks:
             x = blk(x, expert, attn_mask=bias)
-        return _first_or_mean(self.norm(x), mask, has_cls)
+        return first_or_mean(self.norm(x), mask, has_cls)
 
     def similarity(self, image: torch.Tensor, text: torch.Tensor):
         """[B, E], [B, E] -> unit-norm [B, E], [B, E] and logits_per_image [B, B]."""
@@ -234,7 +224,7 @@ class MoMEInteraction(nn.Module):
         with stage("fuse"):
             x = torch.cat([self.embed_text(text), self.embed_image(visual)], dim=1)  # [B, L + N, W]
             mask = torch.cat([text.mask, visual.mask], dim=1)
-            bias = _bias(mask, x.dtype)
+            bias = attn_bias(mask, x.dtype)
         with stage("modality_layers"):
             for blk in self.blocks[: self.first_vl]:
                 x = blk(x, attn_mask=bias, split=length)
@@ -243,5 +233,5 @@ class MoMEInteraction(nn.Module):
                 x = blk(x, "vl", attn_mask=bias)
         with stage("pooler"):
             x = self.norm(x)
-            pooled = torch.tanh(self.pooler(_first_or_mean(x[:, :length], text.mask, self.text_spec.has_cls)))
+            pooled = torch.tanh(self.pooler(first_or_mean(x[:, :length], text.mask, self.text_spec.has_cls)))
         return InteractionOutput(last_hidden_state=x, pooler_output=pooled, text_len=length)

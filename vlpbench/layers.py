@@ -41,6 +41,23 @@ def padding_to_attn_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch
     return bias[:, None, None, :]
 
 
+def _graph_capturing() -> bool:
+    """True inside ``torch.cuda.graph`` capture, where reading a tensor on the host is forbidden."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def attn_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Like :func:`padding_to_attn_mask`, but None when every token is real, so SDPA takes its unmasked kernel.
+
+    Deciding that reads the mask on the host.  Under CUDA-graph capture, which forbids such a read, the
+    additive mask is always built: an all-real mask adds zeros, so the output is the same, through the
+    masked kernel.
+    """
+    if mask is None or (not _graph_capturing() and bool(mask.all())):
+        return None
+    return padding_to_attn_mask(mask, dtype)
+
+
 class Attention(nn.Module):
     """Multi-head attention.
 

@@ -123,8 +123,17 @@ def _cuda_graph(flat: _Flat, args: tuple[Any, ...]) -> Callable[..., Any]:
             flat(*args)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = flat(*args)
+    try:
+        with torch.cuda.graph(graph):
+            static_out = flat(*args)
+    except RuntimeError as exc:  # torch.AcceleratorError is one: a host read or a sync inside the forward
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VlpbenchError(
+            f"variant 'cuda-graphs' could not capture this model's forward ({first}); a CUDA graph replays "
+            "fixed shapes with no host reads or synchronisation inside the forward, which rules out "
+            "data-dependent steps such as a detector's NMS and proposal counts; "
+            f"accepted for this model: {', '.join(v for v in VARIANTS if v != 'cuda-graphs')}"
+        ) from exc
 
     def replay(*a):
         graph.replay()
