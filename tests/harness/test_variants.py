@@ -70,3 +70,43 @@ def test_text_embedders_compile_without_graph_breaks():
     bad = dict(inputs, input_ids=inputs["input_ids"].clone().fill_(10**6))
     with pytest.raises(VlpbenchError, match="token id 1000000"):
         m(**bad)  # eager CPU keeps the one-line error
+
+
+def test_cuda_graph_capture_failure_is_a_clear_error(monkeypatch):
+    """A forward that cannot be captured (host reads, data-dependent shapes) stops with an error naming the
+    variants the model accepts, not torch's cudaErrorStreamCapture* traceback.  Capture needs a GPU, so the
+    CUDA stream and graph calls are stood in for; the forward raises what torch raises inside capture."""
+    import contextlib
+
+    from vlpbench.harness import variants
+
+    class _Stream:
+        def wait_stream(self, other):
+            pass
+
+    def forward(*args):
+        if capturing:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore lines")
+        return torch.zeros(1)
+
+    capturing = False
+
+    @contextlib.contextmanager
+    def graph(g):
+        nonlocal capturing
+        capturing = True
+        try:
+            yield
+        finally:
+            capturing = False
+
+    monkeypatch.setattr(torch.cuda, "Stream", _Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    with pytest.raises(VlpbenchError, match="could not capture") as info:
+        variants._cuda_graph(forward, ())
+    message = str(info.value)
+    assert "operation not permitted when stream is capturing" in message and "more lines" not in message
+    assert "accepted for this model: eager, jit-freeze, inductor, inductor-freeze" in message

@@ -289,3 +289,18 @@ def test_class_margin_names_the_deciding_comparison(ve, te, mi, cls, by):
     assert got_by == by and ratio > 1
     assert tables.is_close_call(t) == (ratio < 1.1)
     assert tables.is_close_call(t) == (abs(ve - mi) / min(ve, mi) < 0.1)
+
+
+def test_label_tells_settings_apart():
+    """Rows of one model measured under two settings (a GPU run's fp32, bf16 autocast, cuda-graphs) must
+    not share a configuration name."""
+    base = {"arch": "vilt-b32", "workload": {"image_size": [384, 640], "text_len": 40, "batch_size": 1}}
+    fp32 = dict(base, spec={"dtype": "float32", "amp": False, "variant": "eager", "tf32": False})
+    amp = dict(base, spec={"dtype": "bfloat16", "amp": True, "variant": "eager", "tf32": False})
+    cast = dict(base, spec={"dtype": "float16", "amp": False, "variant": "eager", "tf32": True})
+    graphs = dict(base, spec={"dtype": "float32", "amp": False, "variant": "cuda-graphs", "tf32": False})
+    assert tables.label(fp32) == "vilt-b32 [384x640, L=40, B=1]"
+    assert tables.label(amp) == "vilt-b32 [384x640, L=40, B=1] bfloat16 autocast"
+    assert tables.label(cast) == "vilt-b32 [384x640, L=40, B=1] float16, tf32"
+    assert tables.label(graphs) == "vilt-b32 [384x640, L=40, B=1] cuda-graphs"
+    assert len({tables.label(r) for r in (fp32, amp, cast, graphs)}) == 4

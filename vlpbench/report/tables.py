@@ -77,10 +77,26 @@ def is_tiny(rec: Record) -> bool:
     return bool((rec.get("spec") or {}).get("tiny"))
 
 
+def settings_label(rec: Record) -> str:
+    """What departs from fp32 eager: `` bfloat16 autocast, tf32, cuda-graphs`` (empty for fp32 eager), so that
+    rows of one model under two settings are told apart."""
+    spec = rec.get("spec") or {}
+    parts = []
+    dtype = spec.get("dtype", "float32")
+    if dtype != "float32":
+        parts.append(f"{dtype} autocast" if spec.get("amp") else dtype)
+    if spec.get("tf32"):
+        parts.append("tf32")
+    if spec.get("variant", "eager") != "eager":
+        parts.append(str(spec["variant"]))
+    return " " + ", ".join(parts) if parts else ""
+
+
 def label(rec: Record) -> str:
-    """A short configuration name: ``vilt-b32 (tiny) [64x96, L=16, B=1]``."""
+    """A short configuration name: ``vilt-b32 (tiny) [64x96, L=16, B=1]``, then any departure from fp32 eager
+    (``settings_label``)."""
     tiny = " (tiny)" if is_tiny(rec) else ""
-    return f"{rec['arch']}{tiny} [{workload_label(rec)}]"
+    return f"{rec['arch']}{tiny} [{workload_label(rec)}]{settings_label(rec)}"
 
 
 def quartiles(stats: dict[str, Any]) -> tuple[float, float]:
