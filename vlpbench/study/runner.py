@@ -114,8 +114,9 @@ PROFILES = {
     # ~3.9M) on 40,000 training scenes, the budget at which the CNN+MLP reference passed 90% non-relational
     # in the QA-only loop (40,000 steps at batch 64; on 10,000 scenes it over-fitted: 86.5% at 48,000; README
     # "Measured here", fifth round).  Whether every model passes the bar under the trainer's schedule is not
-    # measured (on 2 CPU cores it is days); vilt-small passed it in `vlpbench train` runs of 12,000 steps at
-    # batch 32 on 10,000 scenes (seeds 0-2), and the README's "Measured here" says what limits the others.
+    # measured (on 2 CPU cores it is days).  In `vlpbench train` runs at batch 32 on 10,000 scenes, seeds 0-2
+    # each, vse-small and vilt-small passed it by 12,000 steps and uniter-small (ground-truth boxes) by 36,000;
+    # the README's "Measured here" says what limits vilbert-small and pixelbert-small.
     # clip-small trains InfoNCE and matching at weight 0.1 beside QA: at weight 1 its position answers stayed at
     # chance through 24,000 trainer steps; at 0.1 it passed the bar by 24,000 on seeds 0-2 (README "Measured
     # here", eighth and ninth rounds)
