@@ -24,7 +24,8 @@ prepended unless the visual spec already has a summary token (``has_cls``, e.g. 
 region and grid tokens both get one and the visual pooler always reads a whole-image summary.
 Text input: projected from ``text_spec.dim`` to the text width when they differ (inside ``text_only``).
 
-Outputs: ``pooler_output`` [B, bi_hidden] = ReLU(Linear(text[:, 0])) * ReLU(Linear(visual[:, 0]));
+Outputs: ``pooler_output`` [B, bi_hidden] = ReLU(Linear(text[:, 0])) * ReLU(Linear(visual[:, 0])) (``fusion="sum"``:
+the sum, vilbert_beta's other ``fusion_method``);
 ``last_hidden_state`` holds the **text stream only** [B, L, text_hidden] (``text_len`` = L), because the
 two streams have different widths (768 / 1024) and ViLBERT never projects them to a common one; the
 visual stream [B, 1+N, visual_hidden] is in ``extras["visual_hidden_state"]`` with ``extras["visual_mask"]``.
@@ -44,6 +45,9 @@ from vlpbench.stages import StageFn, null_stage
 from vlpbench.types import InteractionOutput, TextTokens, TokenSpec, VisualTokens
 
 from .common import box_sincos, check_box_code
+
+# How the two first-token poolers are joined: vilbert_beta's ``fusion_method`` ("mul" by default, or "sum").
+FUSIONS = ("mul", "sum")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class CoAttentionConfig:
     box_code: str = "linear"  # region boxes: "linear" (ViLBERT) or "linear+sincos" (architectures.common)
     box_grid: float = 8.0  # sincos box code: grid cells per image side
     freeze_visual_proj: bool = False  # keep the visual projection at its initialisation
+    fusion: str = "mul"  # pooled text and image: "mul" (ViLBERT's default fusion_method) or "sum" (its other)
 
 
 class CoAttentionLayer(nn.Module):
@@ -126,6 +131,9 @@ class CoAttentionInteraction(nn.Module):
         if text_spec.num_tokens is not None and text_spec.num_tokens > cfg.max_text_len:
             raise bad_value("text length", text_spec.num_tokens, f"at most {cfg.max_text_len} tokens")
         check_box_code(cfg.box_code, cfg.box_grid, cfg.visual_hidden, cfg.freeze_visual_proj)
+        if cfg.fusion not in FUSIONS:
+            raise bad_value("fusion", cfg.fusion, FUSIONS)
+        self.fusion = cfg.fusion
         self.cfg = cfg
         self.box_code, self.box_grid = cfg.box_code, float(cfg.box_grid)
         self.visual_dim, self.text_dim = visual_spec.dim, text_spec.dim
@@ -254,7 +262,8 @@ class CoAttentionInteraction(nn.Module):
                 else:
                     t = self.text_layers[i](t, attn_mask=t_bias)
         with stage("pool"):
-            pooled = torch.relu(self.t_pool(t[:, 0])) * torch.relu(self.v_pool(v[:, 0]))  # [B, bi_hidden]
+            t_pooled, v_pooled = torch.relu(self.t_pool(t[:, 0])), torch.relu(self.v_pool(v[:, 0]))
+            pooled = t_pooled * v_pooled if self.fusion == "mul" else t_pooled + v_pooled  # [B, bi_hidden]
         return InteractionOutput(
             last_hidden_state=t,
             pooler_output=pooled,

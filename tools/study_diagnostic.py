@@ -182,6 +182,10 @@ class Runner:
                 if getattr(inter, "box_proj", None) is None and getattr(inter, "v_loc", None) is None:
                     raise VlpbenchError(f"--box-code: {a.arch} reads no boxes (fusion region presets do)")
                 inter.box_code = a.box_code
+            if a.fusion is not None:
+                if not hasattr(inter, "fusion"):
+                    raise VlpbenchError(f"--fusion: {a.arch} has no pooled fusion (co-attention presets do)")
+                inter.fusion = a.fusion
             if a.visual_proj is not None:
                 proj = getattr(inter, "visual_proj", getattr(inter, "v_proj", None))
                 if not isinstance(proj, nn.Linear):
@@ -406,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default: the preset's freeze_visual_proj)",
     )
     p.add_argument(
+        "--fusion",
+        choices=("mul", "sum"),
+        default=None,
+        help="co-attention presets: join the pooled text and image by product (ViLBERT's default) or sum",
+    )
+    p.add_argument(
         "--qa-norm",
         choices=("batch", "none"),
         default=None,
@@ -445,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pos-sincos sets a preset's position embeddings: it needs --arch, and not --pos-std")
     if a.qa_norm is not None and not a.arch:
         p.error("--qa-norm changes a dual preset's QA head: it needs --arch")
-    if (a.box_code or a.visual_proj) and not a.arch:
-        p.error("--box-code and --visual-proj change a preset's interaction: they need --arch")
+    if (a.box_code or a.visual_proj or a.fusion) and not a.arch:
+        p.error("--box-code, --visual-proj and --fusion change a preset's interaction: they need --arch")
     if a.freeze_patch and not a.arch:
         p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
     if a.colour_probe and (a.objects != "pixels" or (a.arch and a.arch not in REGION_ARCHS)):

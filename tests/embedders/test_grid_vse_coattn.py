@@ -421,6 +421,29 @@ def test_coattention_layer_matches_vilbert_formulas(coattn_region):
     torch.testing.assert_close(got_t, ref_t, rtol=1e-5, atol=1e-5)
 
 
+def test_coattention_fusion_sum_and_mul():
+    """vilbert_beta's two fusion_method values: the pooled text and image joined by product (default) or sum."""
+    vspec = TokenSpec(dim=40, num_tokens=5, has_boxes=True)
+    tspec = TokenSpec(dim=32, num_tokens=6, has_cls=True, modality="text")
+    ctx = {"visual_spec": vspec, "text_spec": tspec}
+    torch.manual_seed(0)
+    mul = INTERACTION.build("co-attention", tiny=True, context=ctx).eval()
+    torch.manual_seed(0)
+    add = INTERACTION.build("co-attention", tiny=True, fusion="sum", context=ctx).eval()
+    assert mul.cfg.fusion == "mul" and add.cfg.fusion == "sum"
+    v = region_inputs(2, 5, 40, seed=11)
+    t = TextTokens(torch.randn(2, 6, 32, generator=gen(12)), torch.ones(2, 6, dtype=torch.bool))
+    with torch.no_grad():
+        a, b = mul(v, t), add(v, t)
+        t_p = torch.relu(add.t_pool(b.last_hidden_state[:, 0]))
+        v_p = torch.relu(add.v_pool(b.extras["visual_hidden_state"][:, 0]))
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state)  # same weights: only the join differs
+    torch.testing.assert_close(a.pooler_output, t_p * v_p)
+    torch.testing.assert_close(b.pooler_output, t_p + v_p)
+    with pytest.raises(VlpbenchError, match="invalid fusion 'concat'.*mul.*sum"):
+        INTERACTION.build("co-attention", tiny=True, fusion="concat", context=ctx)
+
+
 def test_coattention_with_grid_tokens_end_to_end():
     model = VLPModel.from_config(
         ArchConfig(visual="grid-r50", text="bigru-text", interaction="co-attention", head="itm", tiny=True)

@@ -269,6 +269,21 @@ def test_box_code_and_visual_proj_reach_a_region_preset(tool, monkeypatch, capsy
         assert e.value.code == 2
 
 
+def test_fusion_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    base = ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
+    for fusion in ("sum", "mul"):
+        assert tool.main(["--arch", "vilbert-small", "--fusion", fusion] + base) == 0
+        assert runners[-1].task.model.interaction.fusion == fusion
+    assert tool.main(["--arch", "uniter-small", "--fusion", "sum"] + base) == 2
+    assert "no pooled fusion" in capsys.readouterr().err
+    for bad in (["--kind", "rn", "--fusion", "sum"], ["--arch", "vilbert-small", "--fusion", "concat"]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(bad)
+        assert e.value.code == 2
+
+
 def test_qa_norm_reaches_a_dual_preset(tool, monkeypatch, capsys):
     runners = []
     monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
