@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlpbench.architectures.co_attention import FUSIONS
 from vlpbench.architectures.common import BOX_CODES
 from vlpbench.embedders.grid import GridEmbedder
 from vlpbench.embedders.patch import sincos_position_embedding
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--fusion",
-        choices=("mul", "sum"),
+        choices=FUSIONS,
         default=None,
         help="co-attention presets: join the pooled text and image by product (ViLBERT's default) or sum",
     )
