@@ -248,9 +248,14 @@ def test_study_table_bad_runs(train_runs, tmp_path, capsys):
     partial = tmp_path / "partial"
     argv = ["train", "--arch", "clip-small", "--steps", "3", "--stop-after", "1", "--run-dir", str(partial), *TRAIN]
     assert main(argv) == 0
+    # the learning rate is the architecture's, so seeds of one architecture must share it
+    lr_run = tmp_path / "lr"
+    argv = ["train", "--arch", "clip-small", "--steps", "2", "--seed", "1", "--lr", "5e-4", "--run-dir", str(lr_run)]
+    assert main([*argv, *TRAIN]) == 0
     capsys.readouterr()
     for dirs, expected in [
         ([clip0, str(other)], "differ in steps"),
+        ([clip0, str(lr_run)], "differ in lr"),
         ([clip0, clip1, str(twin)], "seed given twice"),
         ([clip0, str(unscored)], "has not been scored"),
         ([clip0, str(partial)], "has not finished"),
@@ -274,9 +279,11 @@ def test_profile_objective_weights_reach_the_run_and_the_table(tmp_path):
     vilt = run_one("vilt-small", 0, profile, data, str(tmp_path / "vilt"), None, progress=False)
     assert clip["config"]["objectives"]["align"] == 0.1 and clip["config"]["objectives"]["match"] == 0.1
     assert vilt["config"]["objectives"]["itm"] == 1.0  # other architectures keep the defaults
+    assert profile.lr is None and vilt["config"]["lr"] == 1e-3  # each architecture's own learning rate
     records = [
         {"arch": "clip-small", "config": {"train": clip["config"]}},
         {"arch": "vilt-small", "config": {"train": vilt["config"]}},
+        {"arch": "vilbert-small", "config": {"train": {"objectives": {}, "lr": 2e-4}}},
         {"arch": "rn-small", "config": {"train": {"objectives": {"align": 0.0}}}},
     ]
-    assert objective_departures(records) == ["clip-small: align 0.1, match 0.1"]
+    assert objective_departures(records) == ["clip-small: align 0.1, match 0.1", "vilbert-small: lr 0.0002"]

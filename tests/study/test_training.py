@@ -62,6 +62,22 @@ def test_resume_equals_uninterrupted(tmp_path, data):
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
 
 
+def test_learning_rate_defaults_to_the_architectures(capsys):
+    from vlpbench.presets.small import ARCH_LR, STUDY_LR, study_lr
+
+    assert study_lr("vilt-small") == STUDY_LR == 1e-3 and study_lr("vilbert-small") == ARCH_LR["vilbert-small"]
+    assert TrainConfig(arch="vilbert-small").lr == 2e-4 and TrainConfig(arch="uniter-small").lr == 1e-3
+    assert TrainConfig(arch="vilbert-small", lr=1e-3).lr == 1e-3  # an explicit rate wins
+    c = TrainConfig(arch="vilbert-small")
+    assert TrainConfig.from_dict(c.to_dict()).lr == 2e-4
+    with pytest.raises(VlpbenchError, match="invalid lr"):
+        TrainConfig(arch="vilt-small", lr=0.0).validate()
+    # `vlpbench train --help` names the rates the presets set
+    assert main(["train", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{STUDY_LR:g}" in out and all(f"{lr:g} for {a}" in out for a, lr in ARCH_LR.items())
+
+
 def test_resume_refuses_other_config_and_arch(tmp_path, data):
     train(cfg(steps=2), str(tmp_path / "r"), data=data, stop_after=1)
     with pytest.raises(VlpbenchError, match=r"configuration differs \(lr"):

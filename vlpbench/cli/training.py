@@ -242,7 +242,11 @@ def register(sub) -> None:
         "--batch-size", type=_int_type("--batch-size", 1), default=32, help="pairs per task per step per process"
     )
     p.add_argument(
-        "--lr", type=_float_type("--lr", 0.0, inclusive=False), default=1e-3, help="AdamW peak learning rate"
+        "--lr",
+        type=_float_type("--lr", 0.0, inclusive=False),
+        default=None,
+        help="AdamW peak learning rate (default: the architecture's study rate, vlpbench.presets.small.study_lr: "
+        "0.001, 0.0002 for vilbert-small; the run's train_summary.json records it)",
     )
     p.add_argument(
         "--weight-decay",

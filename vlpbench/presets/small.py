@@ -248,6 +248,20 @@ SMALL_ARCHS = ("vse-small", "clip-small", "vilbert-small", "uniter-small", "pixe
 REGION_ARCHS = ("vse-small", "vilbert-small", "uniter-small")
 GRID_ARCHS = ("pixelbert-small",)
 
+# -- the study's learning rate (AdamW peak) per architecture; `vlpbench train --lr` overrides it --------
+# 1e-3 for every model but vilbert-small, whose post-norm BERT streams and co-attention are ViLBERT's.  At
+# 1e-3 its position answers stayed at chance through 40,000 QA-only steps; on the position questions alone it
+# answered 98% by step 6,000 at 2e-4, and stayed at chance at 1e-3 (README "Measured here", eleventh round).
+# ViLBERT itself pre-trains at 1e-4 (jiasenlu/vilbert_beta, train_concap.py, --learning_rate).
+STUDY_LR = 1e-3
+ARCH_LR = {"vilbert-small": 2e-4}
+
+
+def study_lr(arch: str) -> float:
+    """The study's AdamW peak learning rate for ``arch``: its :data:`ARCH_LR` entry, else :data:`STUDY_LR`."""
+    return ARCH_LR.get(arch, STUDY_LR)
+
+
 # -- calibration references (QA models, not VLP architectures: the study's own table, not ARCH) -------
 # Santoro et al. 2017's CNN+MLP and Relation Network (vlpbench.study.relational) at the study's size: four
 # stride-2 convolutions of 24 channels (64 px -> 4 x 4 cells, one object per cell in the "cells" layout),

@@ -29,7 +29,7 @@ from typing import Any
 from vlpbench.errors import VlpbenchError, bad_value
 from vlpbench.harness import env as envmod
 from vlpbench.harness.env import DEFAULT_THREADS
-from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCHS, SMALL_ARCHS
+from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCHS, SMALL_ARCHS, STUDY_LR
 from vlpbench.registry import ARCH
 from vlpbench.store import SCHEMA, RunDir, atomic_write_json, atomic_write_text, config_key
 from vlpbench.study.objectives import ObjectiveConfig
@@ -87,7 +87,7 @@ class Profile:
     gallery_images: int = 100
     captions: int = 2
     tiny: bool = False
-    lr: float = 1e-3
+    lr: float | None = None  # AdamW peak learning rate for every model; None: each one's (presets.small.study_lr)
     align_frac: float = 0.0
     device: str = "auto"  # training device: cpu, cuda or auto
     regions: str = "detected"  # region models: "detected" or "oracle" (ground-truth boxes)
@@ -469,13 +469,17 @@ def _cell(m: dict[str, Any]) -> str:
 
 
 def objective_departures(records: list[dict[str, Any]]) -> list[str]:
-    """Per row, the objective settings that differ from :class:`ObjectiveConfig`'s defaults: ["clip-small: align
-    0.1, match 0.1", ...] (references train QA alone and are skipped)."""
+    """Per row, the settings that differ from the study's defaults, :class:`ObjectiveConfig`'s weights and
+    :data:`STUDY_LR`: ["clip-small: align 0.1, match 0.1", "vilbert-small: lr 0.0002", ...] (references train
+    QA alone and are skipped)."""
     default = asdict(ObjectiveConfig())
     out = []
     for r in records:
-        obj = r["config"]["train"].get("objectives") or {}
+        train = r["config"]["train"]
+        obj = train.get("objectives") or {}
         changed = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in obj.items() if v != default.get(k)]
+        if train.get("lr", STUDY_LR) != STUDY_LR:
+            changed.append(f"lr {train['lr']:g}")
         if changed and r["arch"] not in REFERENCE_ARCHS:
             out.append(f"{r['arch']}: " + ", ".join(changed))
     return out
@@ -557,7 +561,9 @@ def write_tables(
         ]
         weights = objective_departures(records)
         if weights:
-            lines.append("Objective weights other than the trainer's defaults: " + "; ".join(weights) + ".")
+            lines.append(
+                "Objective weights and learning rates other than the trainer's defaults: " + "; ".join(weights) + "."
+            )
         det = next((r["detector"] for r in records if r.get("detector")), None)
         if det:
             lines.append(
@@ -656,7 +662,8 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
 
 # ---- tables from `vlpbench train` runs -------------------------------------------------------------------
 # what every run of one table must share: the same test split and the same training budget
-SHARED_FIELDS = ("data", "steps", "batch_size", "lr", "weight_decay", "warmup_frac", "align_frac")
+# (the learning rate is the architecture's, as its objective weights are: presets.small.study_lr)
+SHARED_FIELDS = ("data", "steps", "batch_size", "weight_decay", "warmup_frac", "align_frac")
 # what may differ between the seeds of one architecture (besides the seed itself)
 PER_RUN_FIELDS = ("seed", *RESUMABLE_FIELDS)
 

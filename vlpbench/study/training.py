@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from vlpbench.embedders.patch import PROCESSOR_NORMALISATION
 from vlpbench.errors import VlpbenchError, bad_value
-from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_TINY
+from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_TINY, study_lr
 from vlpbench.registry import ARCH, INTERACTION, VISUAL
 from vlpbench.store import atomic_write_bytes, atomic_write_json, atomic_write_text
 from vlpbench.study.augment import AUGMENTS, augment_batch
@@ -118,7 +118,7 @@ class TrainConfig:
     seed: int = 0  # model init, batch order and masks
     steps: int = 300  # optimiser steps
     batch_size: int = 32  # pairs per task per step per process
-    lr: float = 1e-3  # AdamW peak learning rate
+    lr: float | None = None  # AdamW peak learning rate; None: the architecture's (presets.small.study_lr)
     weight_decay: float = 0.01
     warmup_frac: float = 0.1  # share of steps in linear warm-up, then cosine decay to 0
     align_frac: float = 0.0  # share of steps (the first) training only the alignment objective
@@ -135,6 +135,10 @@ class TrainConfig:
     device: str = "auto"  # "cpu", "cuda" or "auto" (CUDA for torchrun DDP runs when present)
     regions: str = "detected"  # region architectures: "detected" or "oracle" (ground-truth boxes)
 
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = study_lr(self.arch)
+
     def validate(self) -> TrainConfig:
         if self.arch not in REFERENCE_ARCHS:
             ARCH.resolve(self.arch)
@@ -142,7 +146,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise bad_value(name, v, "an integer >= 1")
-        if not self.lr > 0:
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise bad_value("lr", self.lr, "a positive number")
         if not 0 <= self.warmup_frac < 1:
             raise bad_value("warmup_frac", self.warmup_frac, "a fraction in [0, 1)")
