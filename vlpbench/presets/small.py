@@ -251,7 +251,8 @@ GRID_ARCHS = ("pixelbert-small",)
 # -- the study's learning rate (AdamW peak) per architecture; `vlpbench train --lr` overrides it --------
 # 1e-3 for every model but vilbert-small, whose post-norm BERT streams and co-attention are ViLBERT's.  At
 # 1e-3 its position answers stayed at chance through 40,000 QA-only steps; on the position questions alone it
-# answered 98% by step 6,000 at 2e-4, and stayed at chance at 1e-3 (README "Measured here", eleventh round).
+# answered 98% by step 6,000 at 2e-4, and stayed at chance at 1e-3 and 4e-4 (README "Measured here", eleventh
+# round).
 # ViLBERT itself pre-trains at 1e-4 (jiasenlu/vilbert_beta, train_concap.py, --learning_rate).
 STUDY_LR = 1e-3
 ARCH_LR = {"vilbert-small": 2e-4}
