@@ -48,6 +48,11 @@ from .common import box_sincos, check_box_code
 
 # How the two first-token poolers are joined: vilbert_beta's ``fusion_method`` ("mul" by default, or "sum").
 FUSIONS = ("mul", "sum")
+# The visual stream's first token, which the visual pooler reads: "mean" (ViLBERT: the mean of the region
+# features, box [0, 0, 1, 1]), "learned" (a learned embedding with that box, which carries no image content
+# until it attends to the regions) or "none" (no extra token; the visual pooler reads the masked mean of the
+# visual stream's output).  Visual specs with their own summary token (``has_cls``) never get one.
+IMAGE_TOKENS = ("mean", "learned", "none")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class CoAttentionConfig:
     box_grid: float = 8.0  # sincos box code: grid cells per image side
     freeze_visual_proj: bool = False  # keep the visual projection at its initialisation
     fusion: str = "mul"  # pooled text and image: "mul" (ViLBERT's default fusion_method) or "sum" (its other)
+    image_token: str = "mean"  # the visual stream's first token: "mean" (ViLBERT), "learned" or "none" (IMAGE_TOKENS)
 
 
 class CoAttentionLayer(nn.Module):
@@ -138,7 +144,7 @@ class CoAttentionInteraction(nn.Module):
         self.box_code, self.box_grid = cfg.box_code, float(cfg.box_grid)
         self.visual_dim, self.text_dim = visual_spec.dim, text_spec.dim
         self.has_boxes = visual_spec.has_boxes
-        self.add_image_token = not visual_spec.has_cls
+        self.has_cls = visual_spec.has_cls
         self.visual_tokens = visual_spec.num_tokens or cfg.default_visual_tokens
         self.text_tokens = text_spec.num_tokens or 40
         self.output_dim = cfg.bi_hidden
@@ -172,8 +178,21 @@ class CoAttentionInteraction(nn.Module):
         self.steps = _schedule(v_ids, t_ids, cfg.visual_layers, cfg.text_layers)
         # vilbert_beta's init_bert_weights: every Linear N(0, 0.02), biases 0, LayerNorm 1 / 0
         init_transformer_weights(self, init_std(min(cfg.text_hidden, cfg.visual_hidden, cfg.bi_hidden)))
+        self.use_image_token(cfg.image_token)
         if cfg.freeze_visual_proj:
             self.v_proj.requires_grad_(False)
+
+    def use_image_token(self, mode: str) -> None:
+        """Set the visual stream's first token (:data:`IMAGE_TOKENS`); a "learned" one starts at N(0, init std)."""
+        if mode not in IMAGE_TOKENS:
+            raise bad_value("image_token", mode, IMAGE_TOKENS)
+        self.image_token = "cls" if self.has_cls else mode
+        self.add_image_token = self.image_token in ("mean", "learned")
+        self.image_embed = None  # "learned": replaces the projected mean feature
+        if self.image_token == "learned":
+            hidden = self.cfg.visual_hidden
+            self.image_embed = nn.Parameter(torch.empty(1, 1, hidden, device=self.v_proj.weight.device))
+            nn.init.normal_(self.image_embed, std=init_std(hidden))
 
     @classmethod
     def from_config(
@@ -235,6 +254,8 @@ class CoAttentionInteraction(nn.Module):
                 full = boxes.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(boxes.shape[0], 1, 4)
                 boxes = torch.cat([full, boxes], dim=1)
         x = self.v_proj(feats)
+        if self.image_embed is not None:  # the token's content is learned, not the features' mean
+            x = torch.cat([self.image_embed.to(x.dtype).expand(x.shape[0], 1, -1), x[:, 1:]], dim=1)
         if self.has_boxes:
             area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
             loc = torch.cat([boxes, area[..., None]], dim=-1)  # [B, N, 4] -> [B, N, 5]
@@ -262,7 +283,12 @@ class CoAttentionInteraction(nn.Module):
                 else:
                     t = self.text_layers[i](t, attn_mask=t_bias)
         with stage("pool"):
-            t_pooled, v_pooled = torch.relu(self.t_pool(t[:, 0])), torch.relu(self.v_pool(v[:, 0]))
+            if self.image_token == "none":  # masked mean of the visual stream
+                m = v_mask[..., None].to(v.dtype)
+                v_first = (v * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+            else:
+                v_first = v[:, 0]
+            t_pooled, v_pooled = torch.relu(self.t_pool(t[:, 0])), torch.relu(self.v_pool(v_first))
             pooled = t_pooled * v_pooled if self.fusion == "mul" else t_pooled + v_pooled  # [B, bi_hidden]
         return InteractionOutput(
             last_hidden_state=t,

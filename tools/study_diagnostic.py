@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlpbench.architectures.co_attention import FUSIONS
+from vlpbench.architectures.co_attention import FUSIONS, IMAGE_TOKENS
 from vlpbench.architectures.common import BOX_CODES
 from vlpbench.embedders.grid import GridEmbedder
 from vlpbench.embedders.patch import sincos_position_embedding
@@ -187,6 +187,10 @@ class Runner:
                 if not hasattr(inter, "fusion"):
                     raise VlpbenchError(f"--fusion: {a.arch} has no pooled fusion (co-attention presets do)")
                 inter.fusion = a.fusion
+            if a.image_token is not None:
+                if not hasattr(inter, "use_image_token"):
+                    raise VlpbenchError(f"--image-token: {a.arch} has no image token (co-attention presets do)")
+                inter.use_image_token(a.image_token)
             if a.visual_proj is not None:
                 proj = getattr(inter, "visual_proj", getattr(inter, "v_proj", None))
                 if not isinstance(proj, nn.Linear):
@@ -415,6 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=FUSIONS,
         default=None,
         help="co-attention presets: join the pooled text and image by product (ViLBERT's default) or sum",
+    )
+    p.add_argument(
+        "--image-token",
+        choices=IMAGE_TOKENS,
+        default=None,
+        help="co-attention presets: the visual stream's first token, the mean region feature (ViLBERT's), "
+        "a learned one, or none (the visual pooler then reads the mean of the visual stream)",
     )
     p.add_argument(
         "--qa-norm",

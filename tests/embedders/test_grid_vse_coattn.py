@@ -444,6 +444,64 @@ def test_coattention_fusion_sum_and_mul():
         INTERACTION.build("co-attention", tiny=True, fusion="concat", context=ctx)
 
 
+def test_coattention_image_token_choices():
+    """The visual stream's first token: ViLBERT's mean feature, a learned one, or none (pooler reads the mean)."""
+    vspec = TokenSpec(dim=40, num_tokens=5, has_boxes=True)
+    tspec = TokenSpec(dim=32, num_tokens=6, has_cls=True, modality="text")
+    ctx = {"visual_spec": vspec, "text_spec": tspec}
+    models = {}
+    for mode in ("mean", "learned", "none"):
+        torch.manual_seed(0)
+        models[mode] = INTERACTION.build("co-attention", tiny=True, image_token=mode, context=ctx).eval()
+    mean, learned, none = models["mean"], models["learned"], models["none"]
+    n_mean = sum(p.numel() for p in mean.parameters())
+    assert sum(p.numel() for p in learned.parameters()) == n_mean + mean.cfg.visual_hidden
+    assert sum(p.numel() for p in none.parameters()) == n_mean
+    assert [m.workload()["visual_tokens"] for m in models.values()] == [6, 6, 5]
+    v, other = region_inputs(2, 5, 40, seed=13), region_inputs(2, 5, 40, seed=14)
+    t = TextTokens(torch.randn(2, 6, 32, generator=gen(15)), torch.ones(2, 6, dtype=torch.bool))
+    loc0 = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
+    with torch.no_grad():
+        emb, mask = learned.embed_visual(v)
+        emb_other, _ = learned.embed_visual(other)
+        expected0 = learned.v_norm(learned.image_embed[0, 0] + learned.v_loc(loc0))
+        out = none(v, t)
+        emb_none, mask_none = none.embed_visual(v)
+    # learned: the first token is the embedding at the full-image box, whatever the features; the rest as "mean"
+    assert mask.shape == (2, 6) and mask.all()
+    torch.testing.assert_close(emb[:, 0], expected0.expand(2, -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(emb_other[:, 0], emb[:, 0])
+    torch.testing.assert_close(emb[:, 1:], mean.embed_visual(v)[0][:, 1:], rtol=1e-5, atol=1e-5)
+    # none: the regions alone, and the visual pooler reads their mean over the stream's output
+    assert emb_none.shape == (2, 5, none.cfg.visual_hidden) and mask_none.all()
+    vis = out.extras["visual_hidden_state"]
+    assert vis.shape == (2, 5, none.cfg.visual_hidden)
+    with torch.no_grad():
+        t_p = torch.relu(none.t_pool(out.last_hidden_state[:, 0]))
+        v_p = torch.relu(none.v_pool(vis.mean(1)))
+    torch.testing.assert_close(out.pooler_output, t_p * v_p)
+    # none with padded regions: the mean covers only the real ones
+    v_pad = VisualTokens(
+        torch.cat([v.features, 30 * torch.randn(2, 2, 40, generator=gen(16))], 1),
+        torch.cat([v.mask, torch.zeros(2, 2, dtype=torch.bool)], 1),
+        boxes=torch.cat([v.boxes, torch.rand(2, 2, 4, generator=gen(17))], 1),
+    )
+    with torch.no_grad():
+        padded = none(v_pad, t)
+    torch.testing.assert_close(padded.pooler_output, out.pooler_output, rtol=1e-4, atol=1e-5)
+    # switching after construction (the study diagnostic's --image-token) builds or drops the embedding
+    mean.use_image_token("learned")
+    assert mean.image_token == "learned" and mean.image_embed.shape == (1, 1, mean.cfg.visual_hidden)
+    mean.use_image_token("none")
+    assert mean.image_embed is None and "image_embed" not in dict(mean.named_parameters())
+    # a visual spec with its own summary token (ViLT patches) never gets another
+    cls_ctx = {"visual_spec": TokenSpec(dim=40, num_tokens=5, has_cls=True), "text_spec": tspec}
+    with_cls = INTERACTION.build("co-attention", tiny=True, image_token="learned", context=cls_ctx)
+    assert with_cls.image_token == "cls" and with_cls.image_embed is None and with_cls.workload()["visual_tokens"] == 5
+    with pytest.raises(VlpbenchError, match="invalid image_token 'first'.*mean.*learned.*none"):
+        INTERACTION.build("co-attention", tiny=True, image_token="first", context=ctx)
+
+
 def test_coattention_with_grid_tokens_end_to_end():
     model = VLPModel.from_config(
         ArchConfig(visual="grid-r50", text="bigru-text", interaction="co-attention", head="itm", tiny=True)

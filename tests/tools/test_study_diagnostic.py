@@ -284,6 +284,22 @@ def test_fusion_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
         assert e.value.code == 2
 
 
+def test_image_token_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
+    runners = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    base = ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
+    for mode in ("learned", "none"):
+        assert tool.main(["--arch", "vilbert-small", "--image-token", mode] + base) == 0
+        inter = runners[-1].task.model.interaction
+        assert inter.image_token == mode and (inter.image_embed is not None) == (mode == "learned")
+        assert any(p is inter.image_embed for p in runners[-1].parameters()) == (mode == "learned")
+    assert tool.main(["--arch", "uniter-small", "--image-token", "none"] + base) == 2
+    assert "no image token" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--arch", "vilbert-small", "--image-token", "first"])
+    assert e.value.code == 2
+
+
 def test_qa_norm_reaches_a_dual_preset(tool, monkeypatch, capsys):
     runners = []
     monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
