@@ -158,7 +158,7 @@ GOLDEN_STAGES = {
     "arch:clip-small": _arch(CLIP_PATCH, CLIP_TEXT, DUAL),
     "arch:clip-vit-b32": _arch(CLIP_PATCH, CLIP_TEXT, DUAL),
     "arch:pixelbert-r50": _arch(PIXELBERT, ["embed"], SINGLE),
-    "arch:pixelbert-small": _arch(PIXELBERT, ["embed"], SINGLE),
+    "arch:pixelbert-small": _arch(["preprocess", "backbone", "flatten"], ["embed"], SINGLE),  # no pool at 64 px
     "arch:uniter-base": _arch(REGION, ["embed"], SINGLE),
     "arch:uniter-small": _arch(REGION, ["embed"], SINGLE),
     "arch:vilbert-base": _arch(REGION, ["embed"], COATTN),

@@ -321,20 +321,18 @@ class Runner:
             occupied = truth < classes - 1
             return float((pred[occupied] == truth[occupied]).float().mean())
 
-    def region_probe(self, steps: int = 500) -> dict[str, float]:
-        """What a region preset's cached ground-truth-box features hold: linear read-outs of each object's colour,
-        shape, and half of the image (left / right, top / bottom: the answers of the position questions, which
-        the features must carry for a model that reads no box, as VSE), features standardised on the train
-        split, ``steps`` full-batch Adam steps, scored on the test split's objects.  The detector is frozen,
-        so this holds for the whole run."""
-        cfg, cache = self.spec.scene_config(), self.task.visual_cache
+    def object_probe(self, x: dict[str, torch.Tensor], prefix: str, steps: int = 500) -> dict[str, float]:
+        """Linear read-outs of each object's colour, shape, and half of the image (left / right, top / bottom:
+        the answers of the position questions) from ``x[split]`` [objects, D], one row per object in scene
+        order; features standardised on the train split, ``steps`` full-batch Adam steps, scored on the test
+        split's objects."""
+        cfg = self.spec.scene_config()
         labels = {
             "colour": lambda o: cfg.colours.index(o.colour),
             "shape": lambda o: cfg.shapes.index(o.shape),
             "horizontal": lambda o: int(o.cx >= o.canvas / 2),
             "vertical": lambda o: int(o.cy >= o.canvas / 2),
         }
-        x = {s: cache[s]["features"][cache[s]["mask"].bool()] for s in ("train", "test")}  # objects in scene order
         mean, std = x["train"].mean(0), x["train"].std(0) + 1e-6
         z = {s: (v - mean) / std for s, v in x.items()}  # standardised on the train split
         out = {}
@@ -353,8 +351,41 @@ class Runner:
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                out[f"region_{attr}"] = float((head(z["test"]).argmax(-1) == y["test"]).float().mean())
+                out[f"{prefix}_{attr}"] = float((head(z["test"]).argmax(-1) == y["test"]).float().mean())
         return out
+
+    def region_probe(self, steps: int = 500) -> dict[str, float]:
+        """What a region preset's cached ground-truth-box features hold (:meth:`object_probe`, one row per
+        object's box; the position read-outs are what a model that reads no box, as VSE, must find there).
+        The detector is frozen, so this holds for the whole run."""
+        cache = self.task.visual_cache
+        x = {s: cache[s]["features"][cache[s]["mask"].bool()] for s in ("train", "test")}  # objects in scene order
+        return self.object_probe(x, "region", steps)
+
+    def grid_probe(self, steps: int = 500) -> dict[str, float]:
+        """What a grid preset's cells hold now (:meth:`object_probe`, one row per object: the feature of the
+        grid cell its centre falls in; on a C5 map of 2 x 2 cells up to four objects share one, so colour and
+        shape cannot all be read there).  BatchNorm normalises by the statistics of each chunk of 256 images,
+        as in training, and its running averages are put back afterwards, so probing does not change the
+        model."""
+        visual = self.task.model.visual
+        if visual.sample_tokens is not None:
+            raise VlpbenchError(f"--colour-probe: {self.a.arch} samples its cells, so they do not map to objects")
+        saved = {k: v.clone() for k, v in visual.state_dict().items()}
+        x = {}
+        with torch.no_grad():
+            visual.train()
+            for split in ("train", "test"):
+                outs = [visual(self.pixels(c)) for c in self.images[split].split(256)]
+                cells, (h, w) = torch.cat([o.features for o in outs]), outs[0].extras["grid"]  # [N, h*w, D]
+                rows = []
+                for i, scene in enumerate(self.data.split(split).scenes):
+                    for o in scene.objects:
+                        r, c = min(int(o.cy / o.canvas * h), h - 1), min(int(o.cx / o.canvas * w), w - 1)
+                        rows.append(cells[i, r * w + c])
+                x[split] = torch.stack(rows)  # [objects, D]
+        visual.load_state_dict(saved)
+        return self.object_probe(x, "grid", steps)
 
     @torch.no_grad()
     def probe(self, q: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -471,8 +502,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--box-code, --visual-proj and --fusion change a preset's interaction: they need --arch")
     if a.freeze_patch and not a.arch:
         p.error("--freeze-patch freezes a preset's patch projection: it needs --arch (references: --freeze-cnn)")
-    if a.colour_probe and (a.objects != "pixels" or (a.arch and a.arch not in REGION_ARCHS)):
-        p.error("--colour-probe reads the reference CNN (--kind, --objects pixels) or a region preset's features")
+    if a.colour_probe and (a.objects != "pixels" or (a.arch and a.arch not in REGION_ARCHS + GRID_ARCHS)):
+        p.error(
+            "--colour-probe reads the reference CNN (--kind, --objects pixels), a region preset's features or a "
+            "grid preset's cells"
+        )
     if a.detector is not None and not (a.arch in REGION_ARCHS and os.path.isfile(a.detector)):
         p.error(f"--detector {a.detector!r}: needs a region preset ({', '.join(REGION_ARCHS)}) and an existing file")
     torch.set_num_threads(a.threads)
@@ -494,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.probe:
         head["probe"] = runner.probe(train)
     if a.colour_probe:
-        if runner.task is not None:  # a region preset (checked above): its features are fixed
+        if a.arch in GRID_ARCHS:  # its cells as they are before training (for the whole run with --freeze-cnn)
+            head["grid_probe"] = {k: round(v, 4) for k, v in runner.grid_probe().items()}
+        elif runner.task is not None:  # a region preset (checked above): its features are fixed
             head["region_probe"] = {k: round(v, 4) for k, v in runner.region_probe().items()}
         else:
             head["colour_probe"] = round(runner.colour_probe(), 4)

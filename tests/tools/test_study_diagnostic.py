@@ -249,6 +249,41 @@ def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tm
         assert e.value.code == 2
 
 
+def test_grid_probe_reads_each_objects_cell_without_changing_the_trunk(tool, monkeypatch, capsys):
+    runners, seen = [], {}
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+    probe_of = tool.Runner.object_probe
+
+    def spy(self, x, prefix, steps=500):
+        seen["x"] = x
+        return probe_of(self, x, prefix, steps)
+
+    monkeypatch.setattr(tool.Runner, "object_probe", spy)
+    args = ["--arch", "pixelbert-small", "--colour-probe", "--n-train", "20", "--steps", "0", "--threads", "1"]
+    assert tool.main(args) == 0
+    probe = json.loads(capsys.readouterr().out.splitlines()[0])["grid_probe"]
+    assert set(probe) == {"grid_colour", "grid_shape", "grid_horizontal", "grid_vertical"}
+    assert all(0 <= v <= 1 for v in probe.values())
+    runner = runners[0]
+    visual, test = runner.task.model.visual, runner.data.split("test")
+    assert seen["x"]["test"].shape[0] == sum(len(sc.objects) for sc in test.scenes)
+    # the first test object's row is the feature of the C5 cell (2 x 2 at 64 px) its centre falls in
+    init = {k: v.clone() for k, v in visual.state_dict().items()}
+    with torch.no_grad():
+        visual.train()
+        out = visual(runner.pixels(runner.images["test"]))
+    visual.load_state_dict(init)
+    assert out.extras["grid"] == [2, 2]
+    o = test.scenes[0].objects[0]
+    cell = int(o.cy >= o.canvas / 2) * 2 + int(o.cx >= o.canvas / 2)
+    torch.testing.assert_close(seen["x"]["test"][0], out.features[0, cell])
+    assert tool.main(args) == 0  # BatchNorm statistics put back: the same read-outs again
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["grid_probe"] == probe
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--arch", "vilt-small", "--colour-probe"])
+    assert e.value.code == 2
+
+
 def test_box_code_and_visual_proj_reach_a_region_preset(tool, monkeypatch, capsys):
     runners = []
     monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))

@@ -47,7 +47,9 @@ CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8),
 # cells, one per object cell: out_stage=4), and also keeping that trunk at its initialisation (freeze_trunk)
 # left it at 58.5%, 59.7% and 63.5% non-relational after 6,000 QA-only steps, against 57.1% as it is (README
 # "Measured here", eighth round): no variant came near the bar, so the preset keeps Pixel-BERT's layout.
-GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True)  # 2x2 C5 cells x 2048
+# pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's, 25 x 42 -> 12 x 21 at 800 x 1333) would leave
+# one token at 64 px, and until the twelfth round it did (README "Measured here").
+GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True, pool=1)  # 2x2 C5 x 2048
 REGIONS = dict(
     depth=18,
     image_size=(64, 64),
