@@ -43,12 +43,12 @@ VILT_PATCH = dict(
 # "Measured here", sixth and seventh rounds).
 CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8), pos_init="sincos", freeze_proj=True)
 # pixelbert-small reads Pixel-BERT's C5 map, 2 x 2 cells at 64 px, with no position code (Pixel-BERT adds none).
-# Giving its cells as boxes with uniter-small's box code (GridConfig(cell_boxes=True)), also reading C4 (4 x 4
-# cells, one per object cell: out_stage=4), and also keeping that trunk at its initialisation (freeze_trunk)
-# left it at 58.5%, 59.7% and 63.5% non-relational after 6,000 QA-only steps, against 57.1% as it is (README
-# "Measured here", eighth round): no variant came near the bar, so the preset keeps Pixel-BERT's layout.
-# pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's, 25 x 42 -> 12 x 21 at 800 x 1333) would leave
-# one token at 64 px, and until the twelfth round it did (README "Measured here").
+# pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's, 25 x 42 -> 12 x 21 at 800 x 1333) leaves one
+# token at 64 px, and until the twelfth round this preset inherited it.  The eighth round's variants (its cells
+# as boxes with uniter-small's box code, GridConfig(cell_boxes=True); also reading C4, out_stage=4, which the
+# pool then took to 2 x 2 rather than the 4 x 4 cells it meant; also keeping that trunk at its initialisation,
+# freeze_trunk) left it at 58.5%, 59.7% and 63.5% non-relational after 6,000 QA-only steps (README "Measured
+# here", eighth and twelfth rounds).
 GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True, pool=1)  # 2x2 C5 x 2048
 REGIONS = dict(
     depth=18,
