@@ -31,7 +31,8 @@ patch preset's patch projection at its initialisation (as ``--freeze-cnn`` does 
 convolutions kernel 4 (padding 1), which centres each feature cell on a 16-pixel scene cell instead of on its
 corner.  Region presets read the features of the ground-truth boxes from an untrained detector, or from
 ``--detector`` (a ``vlpbench train-detector`` file); with them ``--colour-probe`` prints linear read-outs of
-each object's colour, shape and image half from those features.  ``--box-code`` sets how a region preset's
+each object's colour, shape and image half from those features, and with a grid preset from the grid cell
+each object's centre falls in.  ``--box-code`` sets how a region preset's
 interaction adds the box (``linear`` as the papers, ``linear+sincos`` with a sine-cosine code of its centre),
 and ``--visual-proj frozen`` / ``trained`` keeps its visual-token projection at its initialisation or trains it.
 
