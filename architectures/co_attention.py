@@ -22,6 +22,8 @@ skipped.  ``freeze_visual_proj`` keeps the visual projection at its initialisati
 A whole-image token (masked mean of the features; box [0, 0, 1, 1], area 1 when boxes exist) is
 prepended unless the visual spec already has a summary token (``has_cls``, e.g. ViLT patches), so
 region and grid tokens both get one and the visual pooler always reads a whole-image summary.
+``image_token`` (:data:`IMAGE_TOKENS`) swaps that mean for a learned embedding, or drops the token and pools
+the visual stream's masked mean instead.
 Text input: projected from ``text_spec.dim`` to the text width when they differ (inside ``text_only``).
 
 Outputs: ``pooler_output`` [B, bi_hidden] = ReLU(Linear(text[:, 0])) * ReLU(Linear(visual[:, 0])) (``fusion="sum"``:
