@@ -153,9 +153,7 @@ def test_position_probe_sees_a_reference_move_the_object_and_skips_cached_region
     assert "qa_logits_move_left_right" not in probe and probe["qa_logits_image_swap"] > 0
 
 
-def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys):
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys, runners):
     # the study presets already freeze their patch projections (PatchEmbedConfig.freeze_proj): a clip-small
     # whose projection trains, as CLIP's does, is what the switch is for
     monkeypatch.setitem(_visual_overrides("clip-small"), "freeze_proj", False)
@@ -174,11 +172,9 @@ def test_freeze_patch_keeps_a_preset_patch_projection(tool, monkeypatch, capsys)
     assert e.value.code == 2
 
 
-def test_pos_sincos_sets_a_preset_position_embeddings(tool, monkeypatch, capsys):
+def test_pos_sincos_sets_a_preset_position_embeddings(tool, monkeypatch, capsys, runners):
     from vlpbench.embedders.patch import sincos_position_embedding
 
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
     monkeypatch.setitem(_visual_overrides("clip-small"), "pos_init", "normal")  # as CLIP's, not the study's
     args = ["--arch", "clip-small", "--pos-sincos", "--n-train", "20", "--steps", "0", "--threads", "1"]
     assert tool.main(args) == 0
@@ -214,6 +210,14 @@ def _spy_init(base, seen):
     return init
 
 
+@pytest.fixture
+def runners(tool, monkeypatch):
+    """Every Runner the tool builds during the test, in order."""
+    seen = []
+    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, seen)}))
+    return seen
+
+
 def test_reference_switches_are_refused_with_a_preset(tool):
     with pytest.raises(SystemExit) as e:
         tool.main(["--arch", "vilt-small", "--objects", "oracle"])
@@ -223,7 +227,7 @@ def test_reference_switches_are_refused_with_a_preset(tool):
     assert e.value.code == 2
 
 
-def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tmp_path, monkeypatch, capsys):
+def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tmp_path, capsys, runners):
     from vlpbench.presets import load_all
     from vlpbench.study.detector import DetectorConfig, train_detector
 
@@ -235,8 +239,6 @@ def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tm
         str(tmp_path),
         progress=False,
     )["weights"]
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
     args = ["--arch", "uniter-small", "--colour-probe", "--n-train", "20", "--steps", "0", "--threads", "1"]
     assert tool.main(args + ["--detector", det]) == 0
     probe = json.loads(capsys.readouterr().out.splitlines()[0])["region_probe"]
@@ -249,9 +251,8 @@ def test_region_preset_reads_a_trained_detector_and_probes_its_features(tool, tm
         assert e.value.code == 2
 
 
-def test_grid_probe_reads_each_objects_cell_without_changing_the_trunk(tool, monkeypatch, capsys):
-    runners, seen = [], {}
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_grid_probe_reads_each_objects_cell_without_changing_the_trunk(tool, monkeypatch, capsys, runners):
+    seen = {}
     probe_of = tool.Runner.object_probe
 
     def spy(self, x, prefix, steps=500):
@@ -284,9 +285,7 @@ def test_grid_probe_reads_each_objects_cell_without_changing_the_trunk(tool, mon
     assert e.value.code == 2
 
 
-def test_box_code_and_visual_proj_reach_a_region_preset(tool, monkeypatch, capsys):
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_box_code_and_visual_proj_reach_a_region_preset(tool, capsys, runners):
     base = ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
     for arch, proj_name in (("uniter-small", "visual_proj"), ("vilbert-small", "v_proj")):
         for code, proj in (("linear", "trained"), ("linear+sincos", "frozen")):
@@ -304,9 +303,7 @@ def test_box_code_and_visual_proj_reach_a_region_preset(tool, monkeypatch, capsy
         assert e.value.code == 2
 
 
-def test_fusion_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_fusion_reaches_a_co_attention_preset(tool, capsys, runners):
     base = ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
     for fusion in ("sum", "mul"):
         assert tool.main(["--arch", "vilbert-small", "--fusion", fusion] + base) == 0
@@ -319,9 +316,7 @@ def test_fusion_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
         assert e.value.code == 2
 
 
-def test_image_token_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_image_token_reaches_a_co_attention_preset(tool, capsys, runners):
     base = ["--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
     for mode in ("learned", "none"):
         assert tool.main(["--arch", "vilbert-small", "--image-token", mode] + base) == 0
@@ -335,9 +330,7 @@ def test_image_token_reaches_a_co_attention_preset(tool, monkeypatch, capsys):
     assert e.value.code == 2
 
 
-def test_qa_norm_reaches_a_dual_preset(tool, monkeypatch, capsys):
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_qa_norm_reaches_a_dual_preset(tool, capsys, runners):
     base = ["--arch", "clip-small", "--n-train", "20", "--steps", "1", "--batch-size", "4", "--threads", "1"]
     for flag, norm in (([], "batch"), (["--qa-norm", "none"], "none"), (["--qa-norm", "batch"], "batch")):
         assert tool.main(base + flag) == 0
@@ -352,9 +345,7 @@ def test_qa_norm_reaches_a_dual_preset(tool, monkeypatch, capsys):
         assert e.value.code == 2
 
 
-def test_freeze_cnn_with_a_grid_preset_keeps_its_trunk_at_init(tool, monkeypatch):
-    runners = []
-    monkeypatch.setattr(tool, "Runner", type("Spy", (tool.Runner,), {"__init__": _spy_init(tool.Runner, runners)}))
+def test_freeze_cnn_with_a_grid_preset_keeps_its_trunk_at_init(tool, runners):
     args = ["--arch", "pixelbert-small", "--freeze-cnn", "--n-train", "20", "--steps", "1", "--batch-size", "4"]
     assert tool.main(args + ["--threads", "1"]) == 0
     model = runners[0].task.model
