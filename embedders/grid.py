@@ -2,7 +2,8 @@
 
 Pipeline, one named stage each::
 
-    preprocess (ImageNet normalise) -> backbone (ResNet stem + layer1..4, stride 32; or to layer3, C4, stride 16)
+    preprocess (ImageNet normalise) -> backbone (ResNet stem + layer1..4, stride 32; or to layer3, C4,
+    stride 16; or to layer2, C3, stride 8)
     -> flatten ([B, C, h, w] -> [B, h*w, C]) -> sample (optional, Pixel-BERT) -> project (optional)
 
 The trunk is torchvision's ResNet (Bottleneck blocks, v1.5 stride on the 3x3 conv) with random
@@ -37,7 +38,7 @@ class GridConfig:
     pool: int = 1  # max-pool the C5 map with this kernel and stride (1 = none)
     sample_tokens: int | None = None  # Pixel-BERT: keep this many random grid positions; None = all
     sample_seed: int = 0  # seed of the position sampling (same positions every call)
-    out_dim: int | None = None  # Linear projection of the 2048-d (C4: 1024-d) tokens; None = no projection
+    out_dim: int | None = None  # Linear projection of the 2048-d (C4: 1024-d, C3: 512-d) tokens; None = no projection
     blocks: tuple[int, int, int, int] | None = None  # blocks per stage; None = the standard ones for `depth`
     width_per_group: int = 64  # bottleneck width per 64 planes (64 = standard; tests shrink it)
     # emit each token's grid cell as its box (VisualTokens.boxes, normalised x1, y1, x2, y2), so that an
@@ -45,18 +46,19 @@ class GridConfig:
     # tokens (Huang et al. 2020, section 3.2), and an interaction's attention is blind to token order.
     cell_boxes: bool = False
     # the map read as tokens: 5 = C5 (layer4, stride 32, 2048-d; Pixel-BERT's), 4 = C4 (layer3, stride 16,
-    # 1024-d; a finer grid for small images, where a C5 cell covers a quarter of a 64 px canvas)
+    # 1024-d), 3 = C3 (layer2, stride 8, 512-d): finer grids for small images, where a C5 cell covers a
+    # quarter of a 64 px canvas
     out_stage: int = 5
     # keep the trunk at its random initialisation (no gradient; BatchNorm still normalises each batch), as the
     # study's calibration references keep their CNN (vlpbench.study.relational, freeze_cnn)
     freeze_trunk: bool = False
 
 
-OUT_STAGES = {4: 1024, 5: 2048}  # output stage -> token width (Bottleneck expansion 4 x 256 / 512 planes)
+OUT_STAGES = {3: 512, 4: 1024, 5: 2048}  # output stage -> token width (Bottleneck expansion 4 x 128 / 256 / 512)
 
 
 def grid_shape(image_size: tuple[int, int], out_stage: int = 5) -> tuple[int, int]:
-    """[H, W] pixels -> [h, w] of the C5 (stride 32) or C4 (stride 16) map, as the conv arithmetic gives (one
+    """[H, W] pixels -> [h, w] of the C5 (stride 32), C4 (stride 16) or C3 (stride 8) map, as the conv arithmetic gives (one
     halving per stage, each a ceil)."""
     h, w = image_size
     for _ in range(out_stage):
@@ -66,7 +68,7 @@ def grid_shape(image_size: tuple[int, int], out_stage: int = 5) -> tuple[int, in
 
 def _resnet_trunk(blocks: tuple[int, int, int, int], width_per_group: int, out_stage: int = 5) -> nn.Sequential:
     """torchvision ResNet (Bottleneck) without avgpool/fc: [B, 3, H, W] -> [B, 2048, H/32, W/32] (C5), or
-    without layer4 -> [B, 1024, H/16, W/16] (C4)."""
+    without layer4 -> [B, 1024, H/16, W/16] (C4), or also without layer3 -> [B, 512, H/8, W/8] (C3)."""
     net = ResNet(Bottleneck, list(blocks), width_per_group=width_per_group)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     layers = [net.layer1, net.layer2, net.layer3, net.layer4][: out_stage - 1]

@@ -644,7 +644,8 @@ def test_single_stream_reads_grid_cell_boxes_with_the_box_code():
 
 
 def test_grid_c4_is_the_trunk_without_layer4():
-    """out_stage=4 reads layer3's map (stride 16, 1024-d): the same weights as the C5 trunk's first stages."""
+    """out_stage=4 reads layer3's map (stride 16, 1024-d), out_stage=3 layer2's (stride 8, 512-d): the same weights
+    as the C5 trunk's first stages."""
     from vlpbench.embedders.grid import GridConfig, GridEmbedder
 
     torch.manual_seed(0)
@@ -663,8 +664,14 @@ def test_grid_c4_is_the_trunk_without_layer4():
     torch.testing.assert_close(out.features, ref.flatten(2).transpose(1, 2))
     torch.testing.assert_close(out.boxes[0, 7], torch.tensor([1 / 6, 0.25, 2 / 6, 0.5]))  # row 1, column 1
     assert c4.workload()["feature_map"] == "C4" and c5.workload()["feature_map"] == "C5"
+    c3 = GridEmbedder.from_config(dataclasses.replace(cfg, out_stage=3)).eval()  # layer2: stride 8, 512-d
+    c3.trunk.load_state_dict(c5.trunk[:-2].state_dict())
+    with torch.no_grad():
+        out3 = c3(x)
+    assert c3.grid == grid_shape((64, 96), 3) == (8, 12) and out3.features.shape == (2, 96, 512)
+    torch.testing.assert_close(out3.features, c5.trunk[:-2]((x - c5.mean) / c5.std).flatten(2).transpose(1, 2))
     with pytest.raises(VlpbenchError, match="out_stage"):
-        GridEmbedder.from_config(dataclasses.replace(cfg, out_stage=3))
+        GridEmbedder.from_config(dataclasses.replace(cfg, out_stage=2))
 
 
 def test_grid_freeze_trunk_leaves_only_the_projection_trainable():
