@@ -42,6 +42,9 @@ class SingleStreamConfig:
     box_code: str = "linear"  # region boxes: "linear" (UNITER) or "linear+sincos" (architectures.common)
     box_grid: float = 8.0  # sincos box code: grid cells per image side
     freeze_visual_proj: bool = False  # keep the visual-token projection at its initialisation
+    # multiplies the visual projection's initial weights: how large a projected visual token starts beside
+    # the text tokens and the box code (with freeze_visual_proj, how large it stays)
+    visual_proj_gain: float = 1.0
 
 
 class SingleStreamInteraction(nn.Module):
@@ -66,6 +69,7 @@ class SingleStreamInteraction(nn.Module):
         box_code: str = "linear",
         box_grid: float = 8.0,
         freeze_visual_proj: bool = False,
+        visual_proj_gain: float = 1.0,
     ):
         super().__init__()
         if width % heads:
@@ -75,6 +79,10 @@ class SingleStreamInteraction(nn.Module):
             raise bad_value(
                 "freeze_visual_proj", freeze_visual_proj, f"false: visual tokens of width {width} are not projected"
             )
+        if isinstance(visual_proj_gain, bool) or not isinstance(visual_proj_gain, (int, float)) or visual_proj_gain <= 0:
+            raise bad_value("visual_proj_gain", visual_proj_gain, "a number > 0")
+        if visual_proj_gain != 1 and visual_spec.dim == width:
+            raise bad_value("visual_proj_gain", visual_proj_gain, f"1: visual tokens of width {width} are not projected")
         self.visual_spec, self.text_spec = visual_spec, text_spec
         self.output_dim = width
         self.text_proj = nn.Linear(text_spec.dim, width) if text_spec.dim != width else nn.Identity()
@@ -90,6 +98,9 @@ class SingleStreamInteraction(nn.Module):
         self.box_code, self.box_grid = box_code, float(box_grid)
         # ViLT / UNITER initialise every Linear, Embedding and LayerNorm of the model this way
         init_transformer_weights(self, init_std(width))
+        if visual_proj_gain != 1:
+            with torch.no_grad():
+                self.visual_proj.weight.mul_(visual_proj_gain)
         if freeze_visual_proj:
             self.visual_proj.requires_grad_(False)
 
@@ -111,6 +122,7 @@ class SingleStreamInteraction(nn.Module):
             box_code=cfg.box_code,
             box_grid=cfg.box_grid,
             freeze_visual_proj=cfg.freeze_visual_proj,
+            visual_proj_gain=cfg.visual_proj_gain,
         )
 
     def workload(self) -> dict[str, Any]:

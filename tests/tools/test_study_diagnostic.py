@@ -268,15 +268,15 @@ def test_grid_probe_reads_each_objects_cell_without_changing_the_trunk(tool, mon
     runner = runners[0]
     visual, test = runner.task.model.visual, runner.data.split("test")
     assert seen["x"]["test"].shape[0] == sum(len(sc.objects) for sc in test.scenes)
-    # the first test object's row is the feature of the C5 cell (2 x 2 at 64 px) its centre falls in
+    # the first test object's row is the feature of the C3 cell (8 x 8 cells of 8 px at 64 px) its centre falls in
     init = {k: v.clone() for k, v in visual.state_dict().items()}
     with torch.no_grad():
         visual.train()
         out = visual(runner.pixels(runner.images["test"]))
     visual.load_state_dict(init)
-    assert out.extras["grid"] == [2, 2]
+    assert out.extras["grid"] == [8, 8] and test.scenes[0].objects[0].canvas == 64
     o = test.scenes[0].objects[0]
-    cell = int(o.cy >= o.canvas / 2) * 2 + int(o.cx >= o.canvas / 2)
+    cell = int(o.cy // 8) * 8 + int(o.cx // 8)
     torch.testing.assert_close(seen["x"]["test"][0], out.features[0, cell])
     assert tool.main(args) == 0  # BatchNorm statistics put back: the same read-outs again
     assert json.loads(capsys.readouterr().out.splitlines()[0])["grid_probe"] == probe

@@ -42,14 +42,26 @@ VILT_PATCH = dict(
 # the 24,000-step trainer run that failed with its positions at chance was built without them (README
 # "Measured here", sixth and seventh rounds).
 CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8), pos_init="sincos", freeze_proj=True)
-# pixelbert-small reads Pixel-BERT's C5 map, 2 x 2 cells at 64 px, with no position code (Pixel-BERT adds none).
-# pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's, 25 x 42 -> 12 x 21 at 800 x 1333) leaves one
-# token at 64 px, and until the twelfth round this preset inherited it.  The eighth round's variants (its cells
-# as boxes with uniter-small's box code, GridConfig(cell_boxes=True); also reading C4, out_stage=4, which the
-# pool then took to 2 x 2 rather than the 4 x 4 cells it meant; also keeping that trunk at its initialisation,
-# freeze_trunk) left it at 58.5%, 59.7% and 63.5% non-relational after 6,000 QA-only steps (README "Measured
-# here", eighth and twelfth rounds).
-GRID = dict(image_size=(64, 64), blocks=(1, 1, 1, 1), width_per_group=16, channels_last=True, pool=1)  # 2x2 C5 x 2048
+# pixelbert-small reads its grid at C3, 8 x 8 cells of 8 px (four per object cell, as vilt-small's patches), with
+# each cell's box given to uniter-small's box code (cell_boxes, REGION_CODE below), the trunk kept at its random
+# initialisation (freeze_trunk, as the calibration references keep their CNN) and the frozen cell projection
+# started at 0.3 of the transformer's init (visual_proj_gain), so that a cell's content is about the size of a
+# vilt-small patch token beside its position code.  Pixel-BERT reads C5 with a trained CNN and adds no position
+# code; at 64 px C5 is 2 x 2 cells.  With C3 alone shape reached 100% by step 2,000 but the position answers stayed
+# near chance through 12,000 QA-only steps (72.1%); with the gain as well they left chance between 8,000 and
+# 10,000 and it passed 90% non-relational by step 10,000 (README "Measured here", thirteenth round, which also has
+# the C4 and C5 variants that did not).  pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's,
+# 25 x 42 -> 12 x 21 at 800 x 1333) would leave one token at 64 px, as this preset did until the twelfth round.
+GRID = dict(
+    image_size=(64, 64),
+    blocks=(1, 1, 1, 1),
+    width_per_group=16,
+    channels_last=True,
+    pool=1,
+    out_stage=3,
+    cell_boxes=True,
+    freeze_trunk=True,
+)  # 8x8 C3 cells x 512
 REGIONS = dict(
     depth=18,
     image_size=(64, 64),
@@ -229,10 +241,13 @@ _small(
         interaction="single-stream",
         visual_overrides=GRID,
         text_overrides=BERT,
-        interaction_overrides=SINGLE,
+        interaction_overrides=dict(SINGLE, **REGION_CODE, visual_proj_gain=0.3),
     ),
-    dict(text_overrides=dict(BERT, **_TINY_TEXT), interaction_overrides=dict(_TINY_BLOCK)),
-    "Pixel-BERT-like (c): small bottleneck ResNet grid features and BERT tokens, single-stream",
+    dict(
+        text_overrides=dict(BERT, **_TINY_TEXT),
+        interaction_overrides=dict(_TINY_BLOCK, **REGION_CODE, visual_proj_gain=0.3),
+    ),
+    "Pixel-BERT-like (c): small bottleneck ResNet C3 grid cells (+ cell location) and BERT tokens, single-stream",
 )
 _small(
     "vilt-small",
