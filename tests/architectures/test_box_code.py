@@ -1,4 +1,5 @@
-"""The region interactions' box code (``box_code``) and frozen visual projection (``freeze_visual_proj``)."""
+"""The region interactions' box code (``box_code``), frozen visual projection (``freeze_visual_proj``) and the
+single-stream's visual projection gain (``visual_proj_gain``)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,26 @@ def test_bad_box_code_options_are_clear_errors():
     with pytest.raises(VlpbenchError, match="not projected"):
         SingleStreamInteraction(same_width, TSPEC, width=32, depth=1, heads=2, mlp_dim=8, freeze_visual_proj=True)
 
+
+
+def test_visual_proj_gain_scales_only_the_projected_visual_content():
+    visual, text = inputs(3)
+    plain, quiet = single(box_code="linear+sincos"), single(box_code="linear+sincos", visual_proj_gain=0.3)
+    torch.testing.assert_close(quiet.visual_proj.weight, 0.3 * plain.visual_proj.weight)
+    torch.testing.assert_close(quiet.visual_proj.bias, plain.visual_proj.bias)  # zero at init
+    assert torch.equal(quiet.box_proj.weight, plain.box_proj.weight)  # the same draws after the projection
+    with torch.no_grad():
+        x0, _ = plain.fuse(visual, text)
+        x1, _ = quiet.fuse(visual, text)
+    torch.testing.assert_close(x1[:, :5], x0[:, :5])  # text tokens untouched
+    content = plain.visual_proj(visual.features).detach()
+    torch.testing.assert_close(x0[:, 5:] - x1[:, 5:], 0.7 * content, rtol=1e-5, atol=1e-5)  # the box code stays
+    for bad in (0, -1.0, True, "0.3"):
+        with pytest.raises(VlpbenchError, match="visual_proj_gain"):
+            single(visual_proj_gain=bad)
+    same_width = TokenSpec(dim=32, num_tokens=4, has_boxes=True)
+    with pytest.raises(VlpbenchError, match="not projected"):
+        SingleStreamInteraction(same_width, TSPEC, width=32, depth=1, heads=2, mlp_dim=8, visual_proj_gain=0.5)
 
 def vse(**kw):
     from vlpbench.architectures.vse import VSEConfig, VSEInteraction
