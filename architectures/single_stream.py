@@ -79,10 +79,11 @@ class SingleStreamInteraction(nn.Module):
             raise bad_value(
                 "freeze_visual_proj", freeze_visual_proj, f"false: visual tokens of width {width} are not projected"
             )
-        if isinstance(visual_proj_gain, bool) or not isinstance(visual_proj_gain, (int, float)) or visual_proj_gain <= 0:
-            raise bad_value("visual_proj_gain", visual_proj_gain, "a number > 0")
-        if visual_proj_gain != 1 and visual_spec.dim == width:
-            raise bad_value("visual_proj_gain", visual_proj_gain, f"1: visual tokens of width {width} are not projected")
+        gain = visual_proj_gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or gain <= 0:
+            raise bad_value("visual_proj_gain", gain, "a number > 0")
+        if gain != 1 and visual_spec.dim == width:
+            raise bad_value("visual_proj_gain", gain, f"1: visual tokens of width {width} are not projected")
         self.visual_spec, self.text_spec = visual_spec, text_spec
         self.output_dim = width
         self.text_proj = nn.Linear(text_spec.dim, width) if text_spec.dim != width else nn.Identity()

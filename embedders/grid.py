@@ -58,8 +58,8 @@ OUT_STAGES = {3: 512, 4: 1024, 5: 2048}  # output stage -> token width (Bottlene
 
 
 def grid_shape(image_size: tuple[int, int], out_stage: int = 5) -> tuple[int, int]:
-    """[H, W] pixels -> [h, w] of the C5 (stride 32), C4 (stride 16) or C3 (stride 8) map, as the conv arithmetic gives (one
-    halving per stage, each a ceil)."""
+    """[H, W] pixels -> [h, w] of the C5 (stride 32), C4 (stride 16) or C3 (stride 8) map, as the conv arithmetic
+    gives (one halving per stage, each a ceil)."""
     h, w = image_size
     for _ in range(out_stage):
         h, w = math.ceil(h / 2), math.ceil(w / 2)

@@ -118,7 +118,6 @@ def test_bad_box_code_options_are_clear_errors():
         SingleStreamInteraction(same_width, TSPEC, width=32, depth=1, heads=2, mlp_dim=8, freeze_visual_proj=True)
 
 
-
 def test_visual_proj_gain_scales_only_the_projected_visual_content():
     visual, text = inputs(3)
     plain, quiet = single(box_code="linear+sincos"), single(box_code="linear+sincos", visual_proj_gain=0.3)
@@ -137,6 +136,7 @@ def test_visual_proj_gain_scales_only_the_projected_visual_content():
     same_width = TokenSpec(dim=32, num_tokens=4, has_boxes=True)
     with pytest.raises(VlpbenchError, match="not projected"):
         SingleStreamInteraction(same_width, TSPEC, width=32, depth=1, heads=2, mlp_dim=8, visual_proj_gain=0.5)
+
 
 def vse(**kw):
     from vlpbench.architectures.vse import VSEConfig, VSEInteraction
