@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpbench.architectures.co_attention import FUSIONS, IMAGE_TOKENS
-from vlpbench.architectures.common import BOX_CODES
+from vlpbench.architectures.common import BOX_CODES, box_features, box_sincos
 from vlpbench.embedders.grid import GridEmbedder
 from vlpbench.embedders.patch import sincos_position_embedding
 from vlpbench.errors import VlpbenchError
@@ -66,6 +66,8 @@ from vlpbench.study.data.language import QUESTION_TYPES
 from vlpbench.study.data.scenes import Scene, SceneObject
 from vlpbench.study.relational import KINDS, RelationalConfig, RelationalQA
 from vlpbench.study.runner import DATA_DESIGNS
+
+SINGLE_STREAM_ARCHS = ("uniter-small", "pixelbert-small", "vilt-small")  # --token-sizes reads their fuse input
 
 QUESTIONS = ("gru", "positional", "bow")
 
@@ -389,6 +391,37 @@ class Runner:
         return self.object_probe(x, "grid", steps)
 
     @torch.no_grad()
+    def token_sizes(self, n_images: int = 32) -> dict[str, float]:
+        """How large a single-stream preset's visual tokens are where they enter its transformer, on the first
+        ``n_images`` training images: ``token_rms`` (the projected visual token; a patch preset's includes its
+        position embedding), ``image_std`` (the part of it that changes from image to image: the standard
+        deviation over the images, RMS over token and channel) and ``position_rms`` (its position code: box
+        Linear and sine-cosine code of a cell or region box, or a patch preset's position embeddings).
+        BatchNorm normalises by the statistics of these images, as in training, and is put back afterwards."""
+        visual, inter = self.task.model.visual, self.task.model.interaction
+        saved = {k: v.clone() for k, v in visual.state_dict().items()}
+        visual.train()
+        images = self.images["train"][:n_images]
+        tokens = self.task.visual({"pixel_values": self.pixels(images), "image_index": torch.arange(len(images))})
+        visual.load_state_dict(saved)
+        v = inter.visual_proj(tokens.features)  # [B, N, W]
+        pos = getattr(visual, "pos_embed", None)
+        if tokens.boxes is not None and inter.box_proj is not None:
+            boxes = tokens.boxes.to(v.dtype)
+            code = inter.box_proj(box_features(boxes))
+            if inter.box_code == "linear+sincos":
+                code = code + box_sincos(boxes, v.shape[-1], inter.box_grid)
+        elif isinstance(pos, nn.Parameter):
+            code = pos
+        else:
+            raise VlpbenchError(f"--token-sizes: {self.a.arch}'s visual tokens carry no position code")
+
+        def rms(t: torch.Tensor) -> float:
+            return t.float().pow(2).mean().sqrt().item()
+
+        return {"token_rms": rms(v), "image_std": rms(v.std(0)), "position_rms": rms(code)}
+
+    @torch.no_grad()
     def probe(self, q: dict[str, torch.Tensor]) -> dict[str, float]:
         """How much the answer depends on the image at this point: logits change when images are rolled."""
         self.train(False)
@@ -485,6 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         help="references on pixels: at every evaluation (and at step 0), the linear colour read-out of the CNN's "
         "cells; region presets: the colour and shape read-outs of their (fixed) region features, once",
     )
+    p.add_argument(
+        "--token-sizes",
+        action="store_true",
+        help="single-stream presets: print how large the visual tokens' content and position code are at init",
+    )
     p.add_argument("--detector", default=None, help="region presets: detector.pt from `vlpbench train-detector`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -508,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             "--colour-probe reads the reference CNN (--kind, --objects pixels), a region preset's features or a "
             "grid preset's cells"
         )
+    if a.token_sizes and a.arch not in SINGLE_STREAM_ARCHS:
+        p.error(f"--token-sizes reads a single-stream preset's visual tokens: one of {', '.join(SINGLE_STREAM_ARCHS)}")
     if a.detector is not None and not (a.arch in REGION_ARCHS and os.path.isfile(a.detector)):
         p.error(f"--detector {a.detector!r}: needs a region preset ({', '.join(REGION_ARCHS)}) and an existing file")
     torch.set_num_threads(a.threads)
@@ -535,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             head["region_probe"] = {k: round(v, 4) for k, v in runner.region_probe().items()}
         else:
             head["colour_probe"] = round(runner.colour_probe(), 4)
+    if a.token_sizes:
+        head["token_sizes"] = {k: round(v, 4) for k, v in runner.token_sizes().items()}
     print(json.dumps(head), flush=True)
     runner.train(True)
     for step in range(1, a.steps + 1):

@@ -351,3 +351,27 @@ def test_freeze_cnn_with_a_grid_preset_keeps_its_trunk_at_init(tool, runners):
     model = runners[0].task.model
     assert not any(p.requires_grad for p in model.visual.trunk.parameters())
     assert any(p.requires_grad for p in model.interaction.parameters())
+
+
+def test_token_sizes_separate_a_presets_visual_content_from_its_position_code(tool, capsys, runners):
+    args = ["--token-sizes", "--n-train", "40", "--steps", "0", "--threads", "1"]
+    assert tool.main(["--arch", "pixelbert-small"] + args) == 0
+    sizes = json.loads(capsys.readouterr().out.splitlines()[0])["token_sizes"]
+    assert set(sizes) == {"token_rms", "image_std", "position_rms"} and all(v > 0 for v in sizes.values())
+    runner = runners[0]
+    inter = runner.task.model.interaction
+    assert runner.token_sizes() == pytest.approx(sizes, abs=1e-4)  # the same sizes again
+    with torch.no_grad():  # twice the cell content (the projection's bias is 0 at init); the box code unchanged
+        inter.visual_proj.weight.mul_(2)
+    doubled = runner.token_sizes()
+    assert doubled["token_rms"] == pytest.approx(2 * sizes["token_rms"], rel=1e-3)
+    assert doubled["image_std"] == pytest.approx(2 * sizes["image_std"], rel=1e-3)
+    assert doubled["position_rms"] == pytest.approx(sizes["position_rms"], rel=1e-4)
+    assert tool.main(["--arch", "vilt-small"] + args) == 0  # a patch preset: its position embeddings
+    sizes = json.loads(capsys.readouterr().out.splitlines()[0])["token_sizes"]
+    pos = runners[1].task.model.visual.pos_embed
+    assert sizes["position_rms"] == pytest.approx(pos.pow(2).mean().sqrt().item(), abs=1e-4)
+    for bad in (["--arch", "clip-small"], ["--kind", "rn"]):
+        with pytest.raises(SystemExit) as e:
+            tool.main(bad + args)
+        assert e.value.code == 2
