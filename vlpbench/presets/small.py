@@ -50,8 +50,9 @@ CLIP_PATCH = dict(image_size=(64, 64), patch_size=8, dim=WIDTH, pos_grid=(8, 8),
 # code; at 64 px C5 is 2 x 2 cells.  With C3 alone shape reached 100% by step 2,000 but the position answers stayed
 # near chance through 12,000 QA-only steps (72.0%); with the gain as well they left chance between 8,000 and
 # 10,000 and it passed 90% non-relational by step 10,000; under the trainer at 12,000 steps it scored 99.9 ± 0.1%
-# over three seeds (README "Measured here", thirteenth round, which also has the C4 and C5 variants that did not).  pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's,
-# 25 x 42 -> 12 x 21 at 800 x 1333) would leave one token at 64 px, as this preset did until the twelfth round.
+# over three seeds (README "Measured here", thirteenth round, which also has the C4 and C5 variants that did
+# not).  pool=1: the full-size preset's 2 x 2 max-pool of C5 (Pixel-BERT's, 25 x 42 -> 12 x 21 at 800 x 1333)
+# would leave one token at 64 px, as this preset did until the twelfth round.
 GRID = dict(
     image_size=(64, 64),
     blocks=(1, 1, 1, 1),
