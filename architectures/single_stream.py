@@ -99,9 +99,9 @@ class SingleStreamInteraction(nn.Module):
         self.box_code, self.box_grid = box_code, float(box_grid)
         # ViLT / UNITER initialise every Linear, Embedding and LayerNorm of the model this way
         init_transformer_weights(self, init_std(width))
-        if visual_proj_gain != 1:
+        if gain != 1:
             with torch.no_grad():
-                self.visual_proj.weight.mul_(visual_proj_gain)
+                self.visual_proj.weight.mul_(gain)
         if freeze_visual_proj:
             self.visual_proj.requires_grad_(False)
 

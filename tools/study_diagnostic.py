@@ -45,11 +45,13 @@ Example (about 2 minutes on 2 idle cores)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +72,18 @@ from vlpbench.study.runner import DATA_DESIGNS
 SINGLE_STREAM_ARCHS = ("uniter-small", "pixelbert-small", "vilt-small")  # --token-sizes reads their fuse input
 
 QUESTIONS = ("gru", "positional", "bow")
+
+
+@contextlib.contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in training mode, so BatchNorm normalises by the statistics of each batch it sees, and put
+    its state (BatchNorm's running averages) back afterwards, so a probe does not change the model."""
+    saved = {k: v.clone() for k, v in module.state_dict().items()}
+    module.train()
+    try:
+        yield
+    finally:
+        module.load_state_dict(saved)
 
 
 class PositionalQuestion(nn.Module):
@@ -300,15 +314,12 @@ class Runner:
         BatchNorm normalises by the statistics of each chunk of 256 images, as in training, and its running
         averages are put back afterwards, so probing does not change the model."""
         cnn = self.model.objects
-        saved = {k: v.clone() for k, v in cnn.state_dict().items()}
         features, labels = {}, {}
-        with torch.no_grad():
-            cnn.train()
+        with torch.no_grad(), batch_statistics(cnn):
             for split in ("train", "test"):
                 pixels = self.pixels(self.images[split])
                 features[split] = torch.cat([cnn(chunk) for chunk in pixels.split(256)])  # [N, cells, C]
                 labels[split] = self.colour_labels(split)
-        cnn.load_state_dict(saved)
         classes = int(labels["train"].max()) + 1
         head = nn.Linear(features["train"].shape[-1], classes)
         opt = torch.optim.Adam(head.parameters(), lr=1e-2)
@@ -374,10 +385,8 @@ class Runner:
         visual = self.task.model.visual
         if visual.sample_tokens is not None:
             raise VlpbenchError(f"--colour-probe: {self.a.arch} samples its cells, so they do not map to objects")
-        saved = {k: v.clone() for k, v in visual.state_dict().items()}
         x = {}
-        with torch.no_grad():
-            visual.train()
+        with torch.no_grad(), batch_statistics(visual):
             for split in ("train", "test"):
                 outs = [visual(self.pixels(c)) for c in self.images[split].split(256)]
                 cells, (h, w) = torch.cat([o.features for o in outs]), outs[0].extras["grid"]  # [N, h*w, D]
@@ -387,7 +396,6 @@ class Runner:
                         r, c = min(int(o.cy / o.canvas * h), h - 1), min(int(o.cx / o.canvas * w), w - 1)
                         rows.append(cells[i, r * w + c])
                 x[split] = torch.stack(rows)  # [objects, D]
-        visual.load_state_dict(saved)
         return self.object_probe(x, "grid", steps)
 
     @torch.no_grad()
@@ -399,11 +407,10 @@ class Runner:
         Linear and sine-cosine code of a cell or region box, or a patch preset's position embeddings).
         BatchNorm normalises by the statistics of these images, as in training, and is put back afterwards."""
         visual, inter = self.task.model.visual, self.task.model.interaction
-        saved = {k: v.clone() for k, v in visual.state_dict().items()}
-        visual.train()
         images = self.images["train"][:n_images]
-        tokens = self.task.visual({"pixel_values": self.pixels(images), "image_index": torch.arange(len(images))})
-        visual.load_state_dict(saved)
+        with batch_statistics(visual):
+            batch = {"pixel_values": self.pixels(images), "image_index": torch.arange(len(images))}
+            tokens = self.task.visual(batch)
         v = inter.visual_proj(tokens.features)  # [B, N, W]
         pos = getattr(visual, "pos_embed", None)
         if tokens.boxes is not None and inter.box_proj is not None:
