@@ -287,3 +287,80 @@ def test_profile_objective_weights_reach_the_run_and_the_table(tmp_path):
         {"arch": "rn-small", "config": {"train": {"objectives": {"align": 0.0}}}},
     ]
     assert objective_departures(records) == ["clip-small: align 0.1, match 0.1", "vilbert-small: lr 0.0002"]
+
+
+def test_full_profile_gives_each_model_the_budget_it_was_measured_to_pass_at():
+    full = get_profile("full")
+    steps = {a: full.for_arch(a).steps for a in (*full.archs, *full.references)}
+    assert steps == {
+        "vse-small": 12000,
+        "clip-small": 24000,
+        "vilbert-small": 12000,
+        "uniter-small": 36000,
+        "pixelbert-small": 12000,
+        "vilt-small": 12000,
+        "rn-small": 40000,
+        "cnn-mlp-small": 40000,
+    }
+    assert full.regions == "oracle" and full.for_arch("rn-small").data_spec().n_train == 40000
+    assert full.for_arch("vilt-small") is full and full.data_spec().n_train == 10000
+    assert full.for_arch("rn-small").budgets == {}  # applied, not carried into the run's profile
+    # a command-line override of a budget field holds for every architecture; other budget fields stay
+    five = get_profile("full", steps=5)
+    assert {five.for_arch(a).steps for a in (*five.archs, *five.references)} == {5}
+    assert five.for_arch("cnn-mlp-small").batch_size == 64 and five.for_arch("clip-small").batch_size == 32
+    assert get_profile("default").budgets == {}
+    for budgets, expected in [
+        ({"vilt-big": {"steps": 3}}, "invalid architecture of a budget 'vilt-big'"),
+        ({"vilt-small": {"stpes": 3}}, r"invalid budget field\(s\) of vilt-small \['stpes'\]"),
+        ({"uniter-small": {"regions": "gt"}}, "invalid regions of uniter-small 'gt'"),
+    ]:
+        with pytest.raises(VlpbenchError, match=expected):
+            get_profile("smoke", budgets=budgets)
+    with pytest.raises(VlpbenchError, match="invalid regions 'orcale'.*accepted"):
+        get_profile("smoke", regions="orcale")
+
+
+def test_a_budget_reaches_its_run_and_a_finished_run_of_other_settings_is_refused(tmp_path):
+    from vlpbench.study.data import SyntheticData
+    from vlpbench.study.runner import DataCache, budget_lines, run_one
+
+    profile = get_profile("smoke", budgets={"vilt-small": {"steps": 2, "n_train": 48}})
+    cache = DataCache(SyntheticData(profile.data_spec().dataset_config()))
+    vilt = run_one("vilt-small", 0, profile, cache, str(tmp_path), None, progress=False)
+    clip = run_one("clip-small", 0, profile, cache, str(tmp_path), None, progress=False)
+    assert vilt["train"]["steps"] == 2 and vilt["config"]["data"]["n_train"] == 48
+    assert clip["train"]["steps"] == profile.steps and clip["config"]["data"]["n_train"] == profile.n_train
+    # the same profile over the same folder resumes; another budget over it is an error that names the change
+    assert run_one("vilt-small", 0, profile, cache, str(tmp_path), None, progress=False) == vilt
+    changed = r"other settings \(data.n_train 48 there, 40 now; steps 2 there, 4 now\).*another --out"
+    with pytest.raises(VlpbenchError, match=changed):
+        run_one("vilt-small", 0, get_profile("smoke", steps=4), cache, str(tmp_path), None, progress=False)
+    records = [
+        {"arch": a, "train": r["train"], "config": {"train": r["config"]}} for a, r in (("clip", clip), ("vilt", vilt))
+    ]
+    lines = budget_lines(records)
+    assert f"clip {profile.steps:,} steps at batch 8 on 40 training scenes" in lines[0]
+    assert "vilt 2 steps at batch 8 on 48 training scenes" in lines[0] and "own budget" in lines[1]
+    assert budget_lines(records[:1])[0].startswith(f"Budget: {profile.steps} steps")
+
+
+def test_study_table_with_per_architecture_budgets(train_runs, tmp_path, capsys):
+    from vlpbench.cli import main
+
+    _, runs = train_runs
+    vilt3 = tmp_path / "vilt3"
+    assert main(["train", "--arch", "vilt-small", "--steps", "3", "--run-dir", str(vilt3), *TRAIN]) == 0
+    clips = [str(runs["clip-small", s]) for s in (0, 1, 2)]
+    capsys.readouterr()
+    assert main(["study-table", *clips, str(vilt3), "--out", str(tmp_path / "same")]) == 2
+    assert "differ in steps" in capsys.readouterr().err
+    assert main(["study-table", *clips, str(vilt3), "--out", str(tmp_path / "t"), "--per-arch-budgets"]) == 0
+    md = (tmp_path / "t" / "accuracy.md").read_text()
+    assert "clip-small 2 steps at batch 4 on 24 training scenes" in md and "vilt-small 3 steps" in md
+    # seeds of one architecture still share their budget
+    capsys.readouterr()
+    argv = ["study-table", clips[1], str(vilt3), str(runs["vilt-small", 1]), "--out", str(tmp_path / "x")]
+    assert main([*argv, "--per-arch-budgets"]) == 2
+    err = capsys.readouterr().err
+    assert "vilt-small: runs" in err and "differ in steps" in err and "Traceback" not in err

@@ -213,7 +213,7 @@ def _study_table(args: argparse.Namespace) -> int:
     from vlpbench.study.runner import table_from_runs
 
     _check_out(args.out, "--out")
-    table_from_runs(args.run_dirs, args.out)
+    table_from_runs(args.run_dirs, args.out, per_arch_budgets=args.per_arch_budgets)
     return 0
 
 
@@ -362,7 +362,9 @@ def register(sub) -> None:
     p.add_argument("--arch", help="comma-separated small presets")
     p.add_argument("--no-latency", action="store_true", help="skip measuring the small models' latency")
     p.add_argument("--device", help="training device: cpu, cuda or auto (default: the profile's)")
-    p.add_argument("--regions", help="region models: detected (default) or oracle (ground-truth boxes, labelled)")
+    p.add_argument(
+        "--regions", help="region models: detected or oracle (ground-truth boxes, labelled); default: the profile's"
+    )
     p.add_argument(
         "--jobs",
         type=_int_type("--jobs", 1),
@@ -379,4 +381,10 @@ def register(sub) -> None:
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished, scored `vlpbench train` run directories")
     p.add_argument("--out", required=True, help="folder for accuracy.md, accuracy.csv and records/")
+    p.add_argument(
+        "--per-arch-budgets",
+        action="store_true",
+        help="let each architecture have its own steps, batch size and training scenes (as the full profile "
+        "does); the table lists every row's budget",
+    )
     p.set_defaults(func=_study_table)

@@ -95,11 +95,38 @@ class Profile:
     latency_min_time_s: float = 1.0
     # per-architecture objective weights (ObjectiveConfig fields) where the study departs from 1 for every one
     objectives: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # per-architecture departures from the budget above, {arch: {field: value}} with fields from
+    # BUDGET_FIELDS: the `full` profile gives each model the budget at which it was measured to pass the bar
+    budgets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def data_spec(self) -> DataSpec:
         if self.data not in DATA_DESIGNS:
             raise bad_value("data design", self.data, DATA_DESIGNS)
         return replace(DATA_DESIGNS[self.data], n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
+
+    def check_budgets(self) -> Profile:
+        """A clear error for an unknown region source, or a budget of an unknown architecture or field."""
+        known = SMALL_ARCHS + tuple(REFERENCE_ARCHS)
+        if self.regions not in ("detected", "oracle"):
+            raise bad_value("regions", self.regions, ("detected", "oracle"))
+        for arch, over in self.budgets.items():
+            if arch not in known:
+                raise bad_value("architecture of a budget", arch, known)
+            unknown = sorted(set(over) - set(BUDGET_FIELDS))
+            if unknown:
+                raise bad_value(f"budget field(s) of {arch}", unknown, BUDGET_FIELDS)
+            if over.get("regions", "detected") not in ("detected", "oracle"):
+                raise bad_value(f"regions of {arch}", over["regions"], ("detected", "oracle"))
+        return self
+
+    def for_arch(self, arch: str) -> Profile:
+        """This profile with ``arch``'s own budget applied (the profile itself when it has none)."""
+        over = self.check_budgets().budgets.get(arch)
+        return replace(self, budgets={}, **over) if over else self
+
+
+# what a profile's per-architecture budget may set; every other setting is shared by the whole study
+BUDGET_FIELDS = ("steps", "batch_size", "lr", "regions", "n_train")
 
 
 PROFILES = {
@@ -110,24 +137,27 @@ PROFILES = {
     # the former 40% alignment-only phase left QA under one epoch of the questions.  Whether a model passes
     # the bar at this budget is what the table reports; see the README for the measured learning curves.
     "default": Profile(steps=1000, detector_steps=200),
-    # a larger budget meant for `--device cuda`: ~3.1M QA questions (Santoro et al. train Sort-of-CLEVR for
-    # ~3.9M) on 40,000 training scenes, the budget at which the CNN+MLP reference passed 90% non-relational
-    # in the QA-only loop (40,000 steps at batch 64; on 10,000 scenes it over-fitted: 86.5% at 48,000; README
-    # "Measured here", fifth round).  Whether every model passes the bar under the trainer's schedule is not
-    # measured (on 2 CPU cores it is days).  In `vlpbench train` runs at batch 32 on 10,000 scenes, seeds 0-2
-    # each, vse-small and vilt-small passed it by 12,000 steps and uniter-small (ground-truth boxes) by 36,000;
-    # the README's "Measured here" says what limits vilbert-small and pixelbert-small.
-    # clip-small trains InfoNCE and matching at weight 0.1 beside QA: at weight 1 its position answers stayed at
-    # chance through 24,000 trainer steps; at 0.1 it passed the bar by 24,000 on seeds 0-2 (README "Measured
-    # here", eighth and ninth rounds)
+    # The budgets at which every model was measured to pass the bar under `vlpbench train`, each over seeds
+    # 0-2 (README "Measured here", rounds seven to thirteen): batch 32 on 10,000 scenes, region models reading
+    # ground-truth boxes (the oracle variant); vse-small, vilt-small, vilbert-small (at its own 2e-4,
+    # presets.small.study_lr) and pixelbert-small 12,000 steps; clip-small 24,000 with InfoNCE and matching at
+    # weight 0.1 beside QA (at weight 1 its position answers stayed at chance through 24,000); uniter-small
+    # 36,000.  The references are given the budget at which the calibration held in the QA-only loop (40,000
+    # steps at batch 64 on 40,000 scenes; on 10,000 the CNN+MLP over-fitted below 90%: fifth round).  On the
+    # 2 CPU cores the VLP runs took 15.2 thread-hours (README); `--device cuda` is the place for it.
     "full": Profile(
-        steps=48000,
-        batch_size=64,
-        detector_steps=2000,
-        n_train=40000,
-        n_val=500,
-        n_test=1000,
+        steps=12000,
+        batch_size=32,
+        detector_steps=200,
+        n_train=10000,
+        regions="oracle",
         objectives={"clip-small": {"align": 0.1, "match": 0.1}},
+        budgets={
+            "clip-small": {"steps": 24000},
+            "uniter-small": {"steps": 36000},
+            "rn-small": {"steps": 40000, "batch_size": 64, "n_train": 40000},
+            "cnn-mlp-small": {"steps": 40000, "batch_size": 64, "n_train": 40000},
+        },
     ),
     # one seed, fewer steps: a look, not the measurement (one seed: no spread, so the findings give no verdict)
     "quick": Profile(seeds=(0,), steps=400, detector_steps=100, n_train=1000, n_val=150, n_test=150),
@@ -151,9 +181,18 @@ PROFILES = {
 
 
 def get_profile(name: str, **overrides: Any) -> Profile:
+    """Profile ``name`` with ``overrides`` (None: keep the profile's).  An override of a budget field
+    (``steps``, ``regions``, ...) applies to every architecture: it replaces the per-architecture budgets'
+    value of that field too, as a command-line ``--steps`` should."""
     if name not in PROFILES:
         raise bad_value("profile", name, PROFILES)
-    return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    profile = replace(PROFILES[name], **overrides)
+    given = set(overrides) & set(BUDGET_FIELDS)
+    if given and "budgets" not in overrides:
+        budgets = {a: {k: v for k, v in b.items() if k not in given} for a, b in profile.budgets.items()}
+        profile = replace(profile, budgets={a: b for a, b in budgets.items() if b})
+    return profile.check_budgets()
 
 
 def summarize_seeds(values: list[float]) -> dict[str, Any]:
@@ -164,17 +203,50 @@ def summarize_seeds(values: list[float]) -> dict[str, Any]:
     }
 
 
+class DataCache:
+    """The generated data of each :class:`DataSpec` a study needs, made once per process: the profile's, and
+    an architecture's own where its budget sets another ``n_train``.  The val and test scenes are drawn from
+    their own seeds whatever ``n_train`` is; a scene whose image equals a training image is skipped, so a
+    larger training split can leave out a few of them (the table says when rows trained on different data)."""
+
+    def __init__(self, *made):
+        self._made = {repr(d.config): d for d in made}
+
+    def get(self, spec: DataSpec):
+        from vlpbench.study.data import SyntheticData
+
+        config = spec.dataset_config()
+        if repr(config) not in self._made:
+            self._made[repr(config)] = SyntheticData(config)
+        return self._made[repr(config)]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"data": {"n_train": 5}} -> {"data.n_train": 5}: a nested setting named by its path."""
+    out = {}
+    for k, v in config.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def run_one(
     arch: str, seed: int, profile: Profile, data, out_dir: str, detector: dict[str, Any] | None, progress: bool = True
 ):
+    """Train and score one (arch, seed) under ``arch``'s budget of ``profile``; ``data`` is a
+    :class:`DataCache` or the profile's generated data.  A finished run is read back, after checking that
+    it was trained under the same settings (a changed profile over an old ``out_dir`` is an error)."""
     from vlpbench.study.evaluate import evaluate_all
     from vlpbench.study.training import TrainConfig, train
 
+    profile = profile.for_arch(arch)
+    cache = data if isinstance(data, DataCache) else DataCache(data)
     oracle = arch in REGION_ARCHS and profile.regions == "oracle"
     run_dir = os.path.join(out_dir, "runs", arch + ("-oracle" if oracle else ""), f"seed{seed}")
     metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        return json.load(open(metrics_path))
     cfg = TrainConfig(
         arch=arch,
         seed=seed,
@@ -191,11 +263,23 @@ def run_one(
         checkpoint_every=max(1, profile.steps // 4),
         progress=progress,
     )
+    if os.path.exists(metrics_path):
+        done = json.load(open(metrics_path))
+        asked, ran = _flat(_json(cfg.to_dict())), _flat(done.get("config", {}))
+        diff = sorted(k for k in asked.keys() | ran.keys() if k != "progress" and asked.get(k) != ran.get(k))
+        if diff:
+            raise VlpbenchError(
+                f"{metrics_path} was trained with other settings ("
+                + "; ".join(f"{k} {ran.get(k)!r} there, {asked.get(k)!r} now" for k in diff)
+                + "); accepted: the same profile to resume, or another --out"
+            )
+        return done
+    data = cache.get(profile.data_spec())
     task, summary = train(cfg, run_dir, data=data)
     metrics = evaluate_all(task, data, "test", profile.gallery_images, profile.captions)
     result = {"metrics": metrics, "train": summary, "config": cfg.to_dict()}
     atomic_write_json(metrics_path, result)
-    return result
+    return _json(result)  # as a resumed run reads it back
 
 
 # ---- parallel jobs: one (arch, seed) run per worker process --------------------------------------------
@@ -211,7 +295,7 @@ def _worker_init(spec_fields: dict[str, Any], threads: int) -> None:
 
     torch.set_num_threads(threads)
     load_all()
-    _WORKER["data"] = SyntheticData(DataSpec(**spec_fields).dataset_config())
+    _WORKER["data"] = DataCache(SyntheticData(DataSpec(**spec_fields).dataset_config()))
 
 
 def _worker_run(arch: str, seed: int, profile: Profile, out_dir: str, detector) -> dict[str, Any]:
@@ -485,6 +569,32 @@ def objective_departures(records: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _budget(rec: dict[str, Any]) -> tuple:
+    train = rec["config"]["train"]
+    return rec["train"]["steps"], train.get("batch_size"), (train.get("data") or {}).get("n_train")
+
+
+def budget_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The training budget: one line when every row shares it, else each row's (a profile's
+    per-architecture budgets), with a warning that the comparisons then set models at their own budgets."""
+    t = records[0]["train"]
+    if len({_budget(r) for r in records}) <= 1:
+        return [
+            f"Budget: {t['steps']} steps (the first {t.get('align_steps', 0)} alignment objective only), "
+            f"{t['pairs_seen']} image-text pairs per run, AdamW, {t['schedule']}."
+        ]
+    rows = "; ".join(
+        f"{r['arch']} {steps:,} steps at batch {batch} on {n_train:,} training scenes"
+        for r in records
+        for steps, batch, n_train in [_budget(r)]
+    )
+    return [
+        f"Budgets per row (each architecture's own): {rows}; AdamW, {t['schedule']}.",
+        "Rows trained under different budgets: the comparisons above set each model at its own budget, not at "
+        "a shared one.",
+    ]
+
+
 def write_tables(
     records: list[dict[str, Any]],
     latency: dict[str, float],
@@ -549,11 +659,8 @@ def write_tables(
     if left:
         lines += ["", "Not compared: " + "; ".join(f"{a} ({why})" for a, why in left) + "."]
     if records:
-        t = records[0]["train"]
+        lines += ["", *budget_lines(records)]
         lines += [
-            "",
-            f"Budget: {t['steps']} steps (the first {t.get('align_steps', 0)} alignment objective only), "
-            f"{t['pairs_seen']} image-text pairs per run, AdamW, {t['schedule']}.",
             f"Retrieval over the same gallery for every model ({records[0]['workload']['retrieval'].split(',')[0]}): "
             "dual encoders by cosine of pooled embeddings, fusion models by ITM over every pair.",
             "Matching: the share of (true statement, its negative) pairs in which the true one scores higher "
@@ -601,11 +708,13 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
     ]
     if unknown:
         raise bad_value("architecture(s)", unknown, SMALL_ARCHS + tuple(REFERENCE_ARCHS))
+    profile.check_budgets()
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
     spec = profile.data_spec()
     data = SyntheticData(spec.dataset_config())
     log(data.describe())
+    cache = DataCache(data)
     detector = None
     region = [a for a in profile.archs if a in REGION_ARCHS]
     if region:
@@ -627,13 +736,16 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
                 torch.set_num_threads(before)
         log(f"[study] detector recall {detector['recall']}")
     store = RunDir.open(os.path.join(out_dir, "records"), create=True, label="accuracy")
-    # the slowest architectures first, so the last runs to finish are short ones
-    order = sorted(profile.archs, key=lambda a: SMALL_ARCHS.index(a) if a not in SLOW_FIRST else -1)
-    order += list(profile.references)
+    # the longest budgets and the slowest architectures first, so the last runs to finish are short ones
+    rank = {a: -1 if a in SLOW_FIRST else SMALL_ARCHS.index(a) for a in profile.archs}
+    order = sorted(
+        [*profile.archs, *profile.references],
+        key=lambda a: (-profile.for_arch(a).steps, rank.get(a, len(SMALL_ARCHS))),
+    )
     done = run_all(
         [(a, seed) for a in order for seed in profile.seeds],
         profile,
-        data,
+        cache,
         dict(spec.__dict__),
         out_dir,
         detector,
@@ -695,7 +807,18 @@ def load_train_run(run_dir: str) -> dict[str, Any]:
     return {"metrics": scored["metrics"], "train": summary, "config": config, "run_dir": run_dir}
 
 
-def group_runs(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def _shared(config: dict[str, Any], per_arch_budgets: bool) -> dict[str, Any]:
+    """The settings every run of one table must share; with ``per_arch_budgets`` an architecture's budget
+    (BUDGET_FIELDS: steps, batch size, training scenes) may differ from another's."""
+    shared = {k: config.get(k) for k in SHARED_FIELDS}
+    if per_arch_budgets:
+        for k in BUDGET_FIELDS:
+            shared.pop(k, None)
+        shared["data"] = {k: v for k, v in (shared.get("data") or {}).items() if k != "n_train"}
+    return shared
+
+
+def group_runs(results: list[dict[str, Any]], per_arch_budgets: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Runs by architecture, seeds in order; a clear error when they cannot share one table."""
 
     def differ(a: dict[str, Any], b: dict[str, Any], skip: Sequence[str]) -> list[str]:
@@ -703,11 +826,13 @@ def group_runs(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
     first = results[0]
     for r in results[1:]:
-        diff = [k for k in SHARED_FIELDS if r["config"].get(k) != first["config"].get(k)]
+        a, b = _shared(first["config"], per_arch_budgets), _shared(r["config"], per_arch_budgets)
+        diff = differ(a, b, ())
         if diff:
+            hint = "" if per_arch_budgets else " (--per-arch-budgets lets each architecture have its own budget)"
             raise VlpbenchError(
                 f"runs {first['run_dir']!r} and {r['run_dir']!r} differ in {', '.join(diff)}; accepted: runs "
-                "on the same data under the same budget (one table compares like with like)"
+                f"on the same data under the same budget (one table compares like with like){hint}"
             )
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
@@ -727,18 +852,21 @@ def group_runs(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return groups
 
 
-def table_from_runs(run_dirs: Sequence[str], out_dir: str, log=print) -> dict[str, Any]:
+def table_from_runs(run_dirs: Sequence[str], out_dir: str, log=print, per_arch_budgets: bool = False) -> dict[str, Any]:
     """The study's tables (passed column, calibration, shallow against deep among passed models over >= 3
-    seeds) from finished, scored ``vlpbench train`` runs on one data design under one budget.  No latency
-    is measured here (``vlpbench study`` or ``vlpbench compare`` measure it)."""
+    seeds) from finished, scored ``vlpbench train`` runs on one data design under one budget, or with
+    ``per_arch_budgets`` under each architecture's own (steps, batch size, training scenes; the table lists
+    them).  No latency is measured here (``vlpbench study`` or ``vlpbench compare`` measure it)."""
     from vlpbench.presets import load_all
     from vlpbench.study.data import SyntheticData
 
     if not run_dirs:
         raise bad_value("run directories", [], "one or more `vlpbench train` run directories")
     load_all()
-    groups = group_runs([load_train_run(d) for d in run_dirs])
-    spec = DataSpec(**next(iter(groups.values()))[0]["config"]["data"])  # shared by every run (group_runs)
+    groups = group_runs([load_train_run(d) for d in run_dirs], per_arch_budgets)
+    # the baseline's data: a VLP model's where there is one (the references may train on more scenes)
+    first = next((g for a, g in groups.items() if a not in REFERENCE_ARCHS), next(iter(groups.values())))
+    spec = DataSpec(**first[0]["config"]["data"])
     os.makedirs(out_dir, exist_ok=True)
     store = RunDir.open(os.path.join(out_dir, "records"), create=True, label="accuracy")
     records = []
