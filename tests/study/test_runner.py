@@ -43,10 +43,11 @@ def test_summarize_and_profile_errors():
 
 
 def test_smoke_study_writes_records_and_tables(tmp_path):
-    profile = get_profile("smoke")
+    profile = get_profile("smoke", detector_n_train=32, detector_threads=1)  # the detector's own data and threads
     lines = []
     out = run_study(profile, str(tmp_path), log=lines.append, jobs=2, threads=1)  # two worker processes
     assert any("on 2 worker processes x 1 thread(s)" in line for line in lines)
+    assert any(f"training the detector ({profile.detector_steps} steps on 32 scenes, 1 thread(s))" in x for x in lines)
     recs = RunDir.open(tmp_path / "records").records()
     acc = [r for r in recs if r["kind"] == "accuracy"]
     lat = [r for r in recs if r["kind"] == "latency"]
@@ -303,6 +304,7 @@ def test_full_profile_gives_each_model_the_budget_it_was_measured_to_pass_at():
         "cnn-mlp-small": 40000,
     }
     assert full.regions == "oracle" and full.for_arch("rn-small").data_spec().n_train == 40000
+    assert (full.detector_steps, full.detector_n_train, full.detector_threads) == (200, 2000, 1)
     assert full.for_arch("vilt-small") is full and full.data_spec().n_train == 10000
     assert full.for_arch("rn-small").budgets == {}  # applied, not carried into the run's profile
     # a command-line override of a budget field holds for every architecture; other budget fields stay

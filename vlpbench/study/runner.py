@@ -81,6 +81,8 @@ class Profile:
     steps: int = 300
     batch_size: int = 32
     detector_steps: int = 150
+    detector_n_train: int | None = None  # the detector's training scenes; None: the profile's n_train
+    detector_threads: int | None = None  # its intra-op threads; None: every training job's (jobs x threads)
     n_train: int = 2000
     n_val: int = 250
     n_test: int = 250
@@ -149,6 +151,10 @@ PROFILES = {
         steps=12000,
         batch_size=32,
         detector_steps=200,
+        # the detector the measured runs used (`vlpbench train-detector --steps 200 --threads 1`: 2,000
+        # scenes, one thread), so that on a CPU this profile repeats those runs step for step
+        detector_n_train=2000,
+        detector_threads=1,
         n_train=10000,
         regions="oracle",
         objectives={"clip-small": {"align": 0.1, "match": 0.1}},
@@ -722,14 +728,18 @@ def run_study(profile: Profile, out_dir: str, log=print, jobs: int = 1, threads:
         if os.path.exists(det_path):
             detector = json.load(open(det_path))
         else:
-            # nothing else runs yet: the detector gets every worker's threads
-            before = torch.get_num_threads()
-            torch.set_num_threads(jobs * threads)
-            log(f"[study] training the detector ({profile.detector_steps} steps, {jobs * threads} thread(s))")
+            # nothing else runs yet: the detector gets every worker's threads unless the profile says
+            before, det_threads = torch.get_num_threads(), profile.detector_threads or jobs * threads
+            torch.set_num_threads(det_threads)
+            det_data = cache.get(replace(spec, n_train=profile.detector_n_train or spec.n_train))
+            log(
+                f"[study] training the detector ({profile.detector_steps} steps on "
+                f"{len(det_data.split('train'))} scenes, {det_threads} thread(s))"
+            )
             try:
                 detector = train_detector(
                     DetectorConfig(arch=region[0], steps=profile.detector_steps, tiny=profile.tiny),
-                    data,
+                    det_data,
                     os.path.join(out_dir, "detector"),
                 )
             finally:
