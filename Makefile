@@ -10,8 +10,9 @@ THREADS ?= 1
 PROFILE ?= default
 # `make bench-transformers BF16=1` adds ours under CPU bf16 autocast (off by default: the slowest leg).
 BF16 ?= 0
-# Profile of `make accuracy` (default: 3 seeds, sized for 60 min on 2 cores; full: a larger budget for a GPU
-# with ACCURACY_DEVICE=cuda; quick: one seed, fewer steps).
+# Profile of `make accuracy` (default: 3 seeds, sized for 60 min on 2 cores; full: each model at the budget it
+# was measured to pass the bar at, 15 thread-hours of CPU training, meant for ACCURACY_DEVICE=cuda; quick: one
+# seed, fewer steps).
 ACCURACY_PROFILE ?= default
 ACCURACY_DEVICE ?= auto
 # The study trains ACCURACY_JOBS runs at once, each a process with THREADS threads (2 x 1 fills 2 cores).

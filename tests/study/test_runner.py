@@ -141,6 +141,9 @@ def test_comparison_only_among_models_that_passed_over_three_seeds():
     assert left == [("vilt-small", "not trained at this budget"), ("uniter-small", "fewer than 3 seeds")]
     text = "\n".join(calibration(recs))
     assert "+20.0 points" in text and "**yes**" in text
+    assert "| rn-small | 95.0 ± 0.0 | 90.0 ± 0.0 |" in text
+    recs[3] = rec("rn-small", "ref", [0.95], [0.9])  # one seed: no spread to show
+    assert "| rn-small | 95.0 (one seed) | 90.0 (one seed) |" in "\n".join(calibration(recs))
     recs[4] = rec("cnn-mlp-small", "ref", [0.85] * 3, [0.5] * 3)  # below the bar: not calibrated
     assert "**no**" in "\n".join(calibration(recs))
 
@@ -300,8 +303,8 @@ def test_full_profile_gives_each_model_the_budget_it_was_measured_to_pass_at():
         "uniter-small": 36000,
         "pixelbert-small": 12000,
         "vilt-small": 12000,
-        "rn-small": 40000,
-        "cnn-mlp-small": 40000,
+        "rn-small": 64000,
+        "cnn-mlp-small": 64000,
     }
     assert full.regions == "oracle" and full.for_arch("rn-small").data_spec().n_train == 40000
     assert (full.detector_steps, full.detector_n_train, full.detector_threads) == (200, 2000, 1)
