@@ -33,7 +33,7 @@ from vlpbench.presets.small import REFERENCE_ARCHS, REFERENCE_PAPER, REGION_ARCH
 from vlpbench.registry import ARCH
 from vlpbench.store import SCHEMA, RunDir, atomic_write_json, atomic_write_text, config_key
 from vlpbench.study.objectives import ObjectiveConfig
-from vlpbench.study.training import RESUMABLE_FIELDS, DataSpec, load_checkpoint
+from vlpbench.study.training import REGION_SOURCES, RESUMABLE_FIELDS, DataSpec, load_checkpoint
 
 # The generated data designs (vlpbench.study.data).  "default" follows Sort-of-CLEVR (Santoro et al. 2017,
 # section 5.3): objects of unique colour, two shapes, one size, and its question set (shape, left / right,
@@ -109,16 +109,16 @@ class Profile:
     def check_budgets(self) -> Profile:
         """A clear error for an unknown region source, or a budget of an unknown architecture or field."""
         known = SMALL_ARCHS + tuple(REFERENCE_ARCHS)
-        if self.regions not in ("detected", "oracle"):
-            raise bad_value("regions", self.regions, ("detected", "oracle"))
+        if self.regions not in REGION_SOURCES:
+            raise bad_value("regions", self.regions, REGION_SOURCES)
         for arch, over in self.budgets.items():
             if arch not in known:
                 raise bad_value("architecture of a budget", arch, known)
             unknown = sorted(set(over) - set(BUDGET_FIELDS))
             if unknown:
                 raise bad_value(f"budget field(s) of {arch}", unknown, BUDGET_FIELDS)
-            if over.get("regions", "detected") not in ("detected", "oracle"):
-                raise bad_value(f"regions of {arch}", over["regions"], ("detected", "oracle"))
+            if over.get("regions", self.regions) not in REGION_SOURCES:
+                raise bad_value(f"regions of {arch}", over["regions"], REGION_SOURCES)
         return self
 
     def for_arch(self, arch: str) -> Profile:
@@ -537,15 +537,14 @@ def calibration(records: list[dict[str, Any]]) -> list[str]:
     rn, cnn = by["rn-small"], by["cnn-mlp-small"]
     gap = rn["qa.relational"]["mean"] - cnn["qa.relational"]["mean"]
     ok = rn["qa.non_relational"]["mean"] >= BAR and cnn["qa.non_relational"]["mean"] >= BAR and gap >= 0.15
-    cell = lambda m, k: _cell(m[k])  # noqa: E731  (a single seed says so instead of showing ± 0.0)
     return [
         "",
         "## Calibration against Santoro et al. 2017 (section 5.3)",
         "",
         "| model | non-relational | relational | paper (Sort-of-CLEVR) |",
         "|---|---|---|---|",
-        f"| rn-small | {cell(rn, 'qa.non_relational')} | {cell(rn, 'qa.relational')} | > 94 / > 94 (paper) |",
-        f"| cnn-mlp-small | {cell(cnn, 'qa.non_relational')} | {cell(cnn, 'qa.relational')} | ~94 / ~63 (paper) |",
+        f"| rn-small | {_cell(rn['qa.non_relational'])} | {_cell(rn['qa.relational'])} | > 94 / > 94 (paper) |",
+        f"| cnn-mlp-small | {_cell(cnn['qa.non_relational'])} | {_cell(cnn['qa.relational'])} | ~94 / ~63 (paper) |",
         "",
         f"RN - CNN+MLP relational: {100 * gap:+.1f} points.  Calibrated (both >= {100 * BAR:.0f}% "
         f"non-relational, RN ahead by >= 15 points relational): **{'yes' if ok else 'no'}**.",
