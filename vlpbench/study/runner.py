@@ -146,7 +146,7 @@ PROFILES = {
     # weight 0.1 beside QA (at weight 1 its position answers stayed at chance through 24,000); uniter-small
     # 36,000.  The references train 64,000 steps at batch 64 on 40,000 scenes: at the QA-only loop's 40,000
     # (where the calibration held there; on 10,000 scenes the CNN+MLP over-fitted below 90%: fifth round) the
-    # trainer's CNN+MLP stopped at 89.1% non-relational, at 64,000 it passed on seeds 0-1 (fourteenth
+    # trainer's CNN+MLP stopped at 89.1% non-relational, at 64,000 it passed on seeds 0-2 (fourteenth
     # round).  On the 2 CPU cores the VLP runs took 15.2 thread-hours (README); `--device cuda` is the place.
     "full": Profile(
         steps=12000,
